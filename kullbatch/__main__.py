@@ -1,0 +1,3 @@
+from kullbatch.cli import main
+
+main()

@@ -1,0 +1,374 @@
+"""The `kullbatch` command: parse, call one service function, render. No business logic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+
+import typer
+
+from kullbatch import jobs
+from kullbatch.export import write_csv, write_json, write_jsonl, write_xmp
+from kullbatch.manifest import ManifestError, load_manifest
+from kullbatch.models import ItemRecord, JobState, JobStatus
+from kullbatch.progress import ProgressDisplay, make_console, render_jobs, render_providers
+from kullbatch.providers import PROVIDERS
+from kullbatch.retry import parse_duration
+from kullbatch.store import JobRow, Store
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from kullbatch.engine import BatchProcessor, JobOutcome
+
+app = typer.Typer(
+    name="kullbatch",
+    help=(
+        "Rate a whole photo shoot with a vision model: every photo at once, retried through "
+        "rate limits and outages, recorded in SQLite, exported as CSV, JSON or XMP."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="SQLite database [default: $KULLBATCH_DB, else kullbatch.db in the user data folder]",
+        dir_okay=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the status object as JSON.")]
+
+
+class ExportFormat(StrEnum):
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+    XMP = "xmp"
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"kullbatch: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def exit_code(state: JobState, failed: int) -> int:
+    if state is JobState.COMPLETED:
+        return EXIT_OK if failed == 0 else EXIT_INCOMPLETE
+    return {
+        JobState.FAILED: EXIT_FATAL,
+        JobState.INTERRUPTED: EXIT_INTERRUPTED,
+    }.get(state, EXIT_INCOMPLETE)
+
+
+def run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; the job-level errors every command shares become clear exits."""
+    try:
+        return asyncio.run(_guarded(work))
+    except jobs.JobNotFoundError as exc:
+        fail(str(exc))
+    except jobs.UsageError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+def print_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def db_path(db: Path | None) -> Path:
+    return db if db is not None else jobs.default_db_path(jobs.environment())
+
+
+@app.command()
+def process(
+    source: Annotated[
+        Path,
+        typer.Argument(help="A .json or .csv manifest, or a folder of photos.", show_default=False),
+    ],
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            help="local, openai, anthropic, gemini, grok, groq, openai-compatible, or the "
+            "spec's provider-model id such as openai-gpt-5 "
+            "[default: the manifest's providerId, else $KULLBATCH_PROVIDER, else local]",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model id [default: the provider's, see `providers`]")
+    ] = None,
+    prompt: Annotated[str | None, typer.Option(help="Instructions sent with every photo.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    mode: Annotated[str | None, typer.Option(help="fast (default) or economy.")] = None,
+    shoot_id: Annotated[str | None, typer.Option(help="Shoot id [default: manifest's]")] = None,
+    db: DbOption = None,
+    max_retry_time: Annotated[
+        str, typer.Option(help="How long each photo is retried: e.g. 90s, 10m, 6h.")
+    ] = "6h",
+    concurrency: Annotated[
+        int, typer.Option(min=0, help="Requests in flight at most; 0 sends every photo at once.")
+    ] = 0,
+    max_edge: Annotated[
+        int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
+    ] = 1568,
+    json_output: JsonFlag = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Every failed attempt on stderr too.")
+    ] = False,
+) -> None:
+    """Rate every photo of SOURCE; exits 0 all rated, 1 some failed or cancelled, 2 bad input,
+    3 fatal provider error (key, model, credit), 130 interrupted (resume finishes it)."""
+    try:
+        retry_seconds = parse_duration(max_retry_time)
+    except ValueError as exc:
+        fail(f"--max-retry-time: {exc}")
+    try:
+        manifest = load_manifest(source)
+    except ManifestError as exc:
+        fail(str(exc))
+    settings = jobs.ProcessSettings(
+        provider=provider,
+        model=model,
+        prompt=prompt,
+        system_prompt=system_prompt,
+        mode=mode,
+        shoot_id=shoot_id,
+        max_retry_time=retry_seconds,
+        concurrency=concurrency,
+        max_edge=max_edge,
+    )
+    database = db_path(db)
+    jobs.configure_admin_log(database, verbose=verbose)
+
+    async def work() -> int:
+        store = await Store.open(database)
+        try:
+            job = await jobs.create_job(store, manifest, settings, jobs.environment())
+            if quiet:
+                typer.echo(job.id)
+            return await _run_and_report(store, job, json_output=json_output, quiet=quiet)
+        finally:
+            await store.close()
+
+    raise typer.Exit(run(work))
+
+
+async def _run_and_report(store: Store, job: JobRow, *, json_output: bool, quiet: bool) -> int:
+    console = make_console()
+    display = ProgressDisplay(
+        job.total_images, job.id, job.provider_id, console, live=console.is_terminal
+    )
+    started = time.monotonic()
+    if not quiet:
+        display.start()
+    try:
+        outcome = await _run_with_signals(store, job, [] if quiet else [display.handle])
+    finally:
+        display.stop()
+    status = jobs.status_of(await jobs.get_job(store, job.id))
+    if not quiet:
+        display.print_summary(status, time.monotonic() - started)
+    if json_output:
+        print_json(status.model_dump(mode="json"))
+    return exit_code(outcome.state, outcome.failed)
+
+
+async def _run_with_signals(
+    store: Store, job: JobRow, subscribers: list[Callable[..., None]]
+) -> JobOutcome:
+    """Ctrl-C (and SIGTERM) stop in-flight work and mark the job interrupted."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_processor(processor: BatchProcessor) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, processor.interrupt)
+                installed.append(sig)
+
+    try:
+        return await jobs.run_job(
+            store, job, jobs.environment(), subscribers=subscribers, on_processor=on_processor
+        )
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@app.command()
+def resume(
+    job_id: Annotated[str, typer.Argument(help="The job to finish.", show_default=False)],
+    db: DbOption = None,
+    json_output: JsonFlag = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Failed attempts on stderr.")
+    ] = False,
+) -> None:
+    """Finish an interrupted, cancelled or partly failed job: only photos without a stored
+    result are sent."""
+    database = db_path(db)
+    jobs.configure_admin_log(database, verbose=verbose)
+
+    async def work() -> int:
+        store = await Store.open(database)
+        try:
+            job = await jobs.prepare_resume(store, job_id)
+            return await _run_and_report(store, job, json_output=json_output, quiet=quiet)
+        finally:
+            await store.close()
+
+    raise typer.Exit(run(work))
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id.", show_default=False)],
+    db: DbOption = None,
+    json_output: JsonFlag = False,
+    watch: Annotated[bool, typer.Option(help="Refresh every 2 s until the job ends.")] = False,
+) -> None:
+    """Show a job's progress: counts, ETA, and whether it is still running."""
+
+    async def work() -> JobStatus:
+        store = await Store.open(db_path(db))
+        try:
+            current = jobs.status_of(await jobs.get_job(store, job_id))
+            while watch and current.status is JobState.PROCESSING:
+                typer.echo(_status_line(current), err=True)
+                await asyncio.sleep(2)
+                current = jobs.status_of(await jobs.get_job(store, job_id))
+            return current
+        finally:
+            await store.close()
+
+    current = run(work)
+    if json_output:
+        print_json(current.model_dump(mode="json"))
+    else:
+        typer.echo(_status_line(current))
+        if current.error:
+            typer.echo(f"  {current.error}")
+        if current.status is JobState.INTERRUPTED:
+            typer.echo(f"  resume it with: kullbatch resume {current.jobId}")
+
+
+def _status_line(current: JobStatus) -> str:
+    eta = f", ETA {current.eta} s" if current.eta is not None else ""
+    return (
+        f"{current.jobId} {current.status.value}: {current.processedImages}/"
+        f"{current.totalImages} rated, {current.failedImages} failed "
+        f"({current.progress:.0%}){eta}"
+    )
+
+
+@app.command()
+def results(
+    job_id: Annotated[str, typer.Argument(help="The job id.", show_default=False)],
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="json, jsonl, csv or xmp sidecars.")
+    ] = ExportFormat.JSON,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="File to write [default: stdout]; for xmp a folder [default: beside each photo].",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Export a job's ratings in manifest order; failed photos carry their error."""
+
+    async def work() -> tuple[JobStatus, list[ItemRecord]]:
+        store = await Store.open(db_path(db))
+        try:
+            job = await jobs.get_job(store, job_id)
+            return jobs.status_of(job), await store.items(job_id)
+        finally:
+            await store.close()
+
+    current, items = run(work)
+    if output_format is ExportFormat.XMP:
+        written = write_xmp(items, output)
+        typer.echo(f"wrote {len(written)} XMP sidecars", err=True)
+        return
+    writer = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}[output_format.value]
+    if output is None:
+        writer(current, items, sys.stdout)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as out:
+        writer(current, items, out)
+    tmp.replace(output)
+    typer.echo(f"wrote {len(items)} results to {output}", err=True)
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job id.", show_default=False)],
+    db: DbOption = None,
+) -> None:
+    """Stop a running job (from another terminal); stored results are kept."""
+
+    async def work() -> str:
+        store = await Store.open(db_path(db))
+        try:
+            return await jobs.cancel_job(store, job_id)
+        finally:
+            await store.close()
+
+    typer.echo(run(work))
+
+
+@app.command(name="jobs")
+def list_jobs(db: DbOption = None, json_output: JsonFlag = False) -> None:
+    """List recent jobs, newest first."""
+
+    async def work() -> list[JobStatus]:
+        store = await Store.open(db_path(db))
+        try:
+            return [jobs.status_of(job) for job in await store.list_jobs()]
+        finally:
+            await store.close()
+
+    statuses = run(work)
+    if json_output:
+        print_json([s.model_dump(mode="json") for s in statuses])
+    else:
+        render_jobs(statuses, make_console(stdout=True))
+
+
+@app.command()
+def providers() -> None:
+    """List providers, their default models, and whether their API key is set."""
+    render_providers(list(PROVIDERS.values()), jobs.environment(), make_console(stdout=True))
+
+
+def main() -> None:
+    app()

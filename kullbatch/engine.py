@@ -1,0 +1,320 @@
+"""The BatchProcessor: every image in flight at once, each retried through its own window.
+
+One coroutine per image. The first image goes alone (the probe), so that a bad key costs one
+request, then the rest are released together. Failures are classified by the provider; this
+module only decides, through `retry.RetryPolicy` and stamina, whether and when to try again.
+Subscribers (store writer, progress display, WebSocket hub) receive a `ProgressEvent` per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import stamina
+
+from kullbatch.images import DEFAULT_MAX_EDGE, prepare
+from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
+from kullbatch.providers.base import (
+    FatalJobError,
+    PermanentImageError,
+    Provider,
+    ProviderError,
+    RateLimited,
+)
+from kullbatch.ratelimit import Gate
+from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, RetryPolicy, format_wait_ms, schedule_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from kullbatch.store import Store
+
+admin_log = logging.getLogger("kullbatch.admin")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Knobs of one run; the defaults are the product's."""
+
+    concurrency: int = 0  # 0 = every image at once
+    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
+    max_edge: int = DEFAULT_MAX_EDGE
+    prepared_limit: int = 64  # local photos decoded and in flight at once: bounds memory
+    heartbeat_interval: float = 5.0
+    cancel_poll_interval: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    state: JobState
+    rated: int
+    failed: int
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Counters:
+    total: int
+    rated: int = 0
+    failed: int = 0
+    retrying: int = 0
+
+
+@dataclass(slots=True)
+class _Stop:
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    state: JobState | None = None
+    error: str | None = None
+
+    def request(self, state: JobState, error: str | None = None) -> None:
+        if self.state is None:  # the first reason wins: a fatal error is not "cancelled"
+            self.state, self.error = state, error
+        self.event.set()
+
+
+class BatchProcessor:
+    """Runs one job's images through one provider and reports every step."""
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        provider: Provider,
+        prompt: Prompt,
+        store: Store,
+        options: EngineOptions | None = None,
+        subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self._provider = provider
+        self._prompt = prompt
+        self._store = store
+        self._options = options or EngineOptions()
+        self._subscribers = list(subscribers)
+        self._clock = clock or asyncio.get_running_loop().time
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._policy = RetryPolicy(max_retry_time=self._options.max_retry_time)
+        self.gate = Gate(self._clock)
+        self._slots = (
+            asyncio.Semaphore(self._options.concurrency) if self._options.concurrency > 0 else None
+        )
+        self._prepared = asyncio.Semaphore(max(1, self._options.prepared_limit))
+        self._stop = _Stop()
+        self._counters = _Counters(total=0)
+        self._remaining = 0
+        self._all_done = asyncio.Event()
+        self._probe_answered = asyncio.Event()
+
+    # -- public -------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        self._stop.request(JobState.CANCELLED, "cancelled by the user")
+
+    def interrupt(self) -> None:
+        self._stop.request(JobState.INTERRUPTED, "interrupted (Ctrl-C); resume to finish")
+
+    async def run(
+        self, images: Sequence[ImageInput], *, total: int, already_rated: int = 0
+    ) -> JobOutcome:
+        """Rate `images` (those of the job without a result); returns how the job ended."""
+        self._counters = _Counters(total=total, rated=already_rated)
+        self._remaining = len(images)
+        if not images:
+            self._all_done.set()
+        self._publish(EventKind.STARTED)
+        watcher = asyncio.create_task(self._watch(), name="kullbatch-watch")
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if images:
+                tasks.append(asyncio.create_task(self._one(images[0], probe=True)))
+                await self._first(self._probe_answered, tasks[0])
+            if not self._stop.event.is_set():
+                tasks.extend(asyncio.create_task(self._one(image)) for image in images[1:])
+            await self._first(self._all_done, self._stop.event)
+        finally:
+            watcher.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(watcher, *tasks, return_exceptions=True)
+        state = self._stop.state or JobState.COMPLETED
+        outcome = JobOutcome(state, self._counters.rated, self._counters.failed, self._stop.error)
+        self._publish(EventKind.ENDED, status=state, error=outcome.error)
+        return outcome
+
+    # -- scheduling ---------------------------------------------------------------------------
+
+    async def _first(self, *waitables: asyncio.Event | asyncio.Task[None]) -> None:
+        """Wait until the first of these is set or done (without O(n) waits on all tasks)."""
+        waiters = [
+            asyncio.ensure_future(item.wait() if isinstance(item, asyncio.Event) else item)
+            for item in (*waitables, self._stop.event)
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter, item in zip(waiters, (*waitables, self._stop.event), strict=True):
+                if isinstance(item, asyncio.Event):
+                    waiter.cancel()
+
+    async def _watch(self) -> None:
+        """Heartbeat for `status`, and the cancel flag set by `kullbatch cancel`."""
+        last_beat = self._clock()
+        while True:
+            await asyncio.sleep(self._options.cancel_poll_interval)
+            if self._clock() - last_beat >= self._options.heartbeat_interval:
+                last_beat = self._clock()
+                cancelled = await self._store.beat(self.job_id)
+            else:
+                cancelled = await self._store.cancel_requested(self.job_id)
+            if cancelled:
+                self.cancel()
+                return
+
+    async def _one(self, image: ImageInput, *, probe: bool = False) -> None:
+        try:
+            if self._slots is None:
+                answer, attempts = await self._rate_with_retries(image)
+            else:
+                async with self._slots:
+                    answer, attempts = await self._rate_with_retries(image)
+        except FatalJobError as exc:
+            admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
+            self._stop.request(JobState.FAILED, exc.message)
+            return
+        except _GaveUp as gave_up:
+            self._counters.failed += 1
+            self._publish(
+                EventKind.FAILED, image_id=image.id, error=gave_up.message, attempt=gave_up.attempts
+            )
+        else:
+            self._counters.rated += 1
+            self._publish(EventKind.RATED, image_id=image.id, answer=answer, attempt=attempts)
+        finally:
+            if probe:
+                self._probe_answered.set()
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._all_done.set()
+
+    # -- one image ----------------------------------------------------------------------------
+
+    async def _rate_with_retries(self, image: ImageInput) -> tuple[Answer, int]:
+        started = self._clock()
+        retries = 0
+
+        def backoff(exc: Exception) -> bool | float:
+            nonlocal retries
+            if not isinstance(exc, ProviderError):
+                return False
+            wait = self._policy.next_wait(exc, retries + 1, started, self._clock(), self._rng)
+            if wait is None:
+                return False
+            retries += 1
+            self._retry_scheduled(image, retries, exc, wait)
+            return wait
+
+        try:
+            async for attempt in stamina.retry_context(on=backoff, attempts=None, timeout=None):
+                with attempt:
+                    if attempt.num > 1:
+                        self._counters.retrying -= 1
+                    return await self._attempt(image), attempt.num
+        except FatalJobError:
+            raise
+        except ProviderError as exc:
+            raise _GaveUp.after(image, exc, retries + 1, self._clock() - started) from exc
+        except Exception as exc:  # a bug in an adapter must not take 10,000 images down
+            admin_log.exception("[BatchProcessor] Image %s: unexpected error", image.id)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            raise _GaveUp(message, retries + 1) from exc
+        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+
+    async def _attempt(self, image: ImageInput) -> Answer:
+        await self.gate.wait()
+        try:
+            if image.path is None:
+                answer = await self._provider.rate(await prepare(image), self._prompt)
+            else:
+                async with self._prepared:  # decoded photos are big: only a few exist at once
+                    prepared = await prepare(image, self._options.max_edge)
+                    answer = await self._provider.rate(prepared, self._prompt)
+        except FatalJobError:
+            raise  # the probe's fatal answer stops the job; the rest are never released
+        except Exception:
+            self._probe_answered.set()
+            raise
+        self._probe_answered.set()
+        return answer
+
+    def _retry_scheduled(
+        self, image: ImageInput, retries: int, exc: ProviderError, wait: float
+    ) -> None:
+        self._counters.retrying += 1
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            hold = min(exc.retry_after, schedule_for(exc).cap)
+            if self.gate.holding_for() < hold:
+                self._publish(EventKind.GATE, wait=hold)
+            self.gate.hold(hold)
+        admin_log.warning(
+            "[BatchProcessor] Image %s attempt %d failed: %s. Retrying in %s",
+            image.id,
+            retries,
+            exc.message,
+            format_wait_ms(wait),
+        )
+        self._publish(
+            EventKind.RETRYING, image_id=image.id, error=exc.message, attempt=retries, wait=wait
+        )
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _publish(self, kind: EventKind, **fields: object) -> None:
+        counters = self._counters
+        event = ProgressEvent(
+            kind=kind,
+            job_id=self.job_id,
+            total=counters.total,
+            rated=counters.rated,
+            failed=counters.failed,
+            retrying=counters.retrying,
+            **fields,  # type: ignore[arg-type]
+        )
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception:  # a broken display must not stop the job
+                admin_log.exception("progress subscriber %r failed", subscriber)
+
+
+class _GaveUp(Exception):
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts
+
+    @classmethod
+    def after(cls, image: ImageInput, exc: ProviderError, attempts: int, elapsed: float) -> _GaveUp:
+        if isinstance(exc, PermanentImageError):
+            admin_log.warning("[BatchProcessor] Image %s failed: %s", image.id, exc.message)
+        else:
+            admin_log.error(
+                "[BatchProcessor] Image %s failed permanently after %d attempts (%s): %s",
+                image.id,
+                attempts,
+                format_wait_ms(elapsed),
+                exc.message,
+            )
+        return cls(exc.message, attempts)
+
+
+def quiet_stamina() -> None:
+    """stamina logs every retry by default; ours go to the admin log in the spec's format."""
+    with contextlib.suppress(Exception):
+        stamina.instrumentation.set_on_retry_hooks([])

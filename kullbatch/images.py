@@ -1,0 +1,96 @@
+"""Local photo -> JPEG bytes ready to send, made just before sending and dropped after.
+
+Pillow work runs in a worker thread so that 10,000 coroutines keep flowing while one photo
+is decoded; the engine bounds how many prepared photos exist at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import TYPE_CHECKING
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from kullbatch.models import ImageInput, PreparedImage
+from kullbatch.providers.base import PermanentImageError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+DEFAULT_MAX_EDGE = 1568  # Anthropic's and OpenAI's sweet spot: larger is downscaled server-side
+JPEG_QUALITY = 85
+
+try:  # HEIC support is optional: pillow-heif registers an opener when installed
+    from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+
+    register_heif_opener()  # pragma: no cover - not installed in CI
+except ImportError:
+    pass
+
+
+async def prepare(image: ImageInput, max_edge: int = DEFAULT_MAX_EDGE) -> PreparedImage:
+    """A URL passes through; a local file is rotated, downscaled and re-encoded as JPEG."""
+    if image.url is not None:
+        return PreparedImage(image_id=image.id, filename=image.filename, url=image.url)
+    assert image.path is not None
+    data = await asyncio.to_thread(encode_file, image.path, max_edge)
+    return PreparedImage(image_id=image.id, filename=image.filename, data=data)
+
+
+def encode_file(path: Path, max_edge: int) -> bytes:
+    try:
+        with Image.open(path) as opened:
+            return encode_image(opened, max_edge)
+    except FileNotFoundError as exc:
+        raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise PermanentImageError(f"{path}: cannot be read as an image: {exc}") from exc
+
+
+def encode_image(opened: Image.Image, max_edge: int, quality: int = JPEG_QUALITY) -> bytes:
+    upright = ImageOps.exif_transpose(opened)
+    if upright.mode not in {"RGB", "L"}:
+        upright = upright.convert("RGB")
+    if max(upright.size) > max_edge:
+        upright.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    upright.save(buffer, format="JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
+
+
+def fit_within(data: bytes, max_bytes: int) -> bytes:
+    """Shrink JPEG bytes until they fit a provider's per-image limit, or say why they cannot."""
+    if len(data) <= max_bytes:
+        return data
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            current = opened.copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise PermanentImageError(f"image cannot be decoded to shrink it: {exc}") from exc
+    edge = max(current.size)
+    while edge >= 256:  # noqa: PLR2004
+        edge = int(edge * 0.75)
+        smaller = encode_image(current, edge, quality=80)
+        if len(smaller) <= max_bytes:
+            return smaller
+    raise PermanentImageError(
+        f"image is {len(data)} bytes and cannot be shrunk under the {max_bytes}-byte limit"
+    )
+
+
+def sniff_media_type(data: bytes) -> str | None:
+    """The media type of downloaded bytes, from their magic numbers."""
+    signatures = {
+        b"\xff\xd8\xff": "image/jpeg",
+        b"\x89PNG\r\n\x1a\n": "image/png",
+        b"GIF87a": "image/gif",
+        b"GIF89a": "image/gif",
+    }
+    for magic, media_type in signatures.items():
+        if data.startswith(magic):
+            return media_type
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None

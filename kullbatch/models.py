@@ -1,0 +1,174 @@
+"""The vocabulary every module shares: what goes in, what comes out, what is reported."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ColorLabel = Literal["red", "yellow", "green", "blue", "purple", "none"]
+COLOR_LABELS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple", "none")
+
+
+class ImageInput(BaseModel):
+    """One photo of a shoot as the manifest describes it: a URL or a local path, never both."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    filename: str
+    url: str | None = None
+    path: Path | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+
+
+class Rating(BaseModel):
+    """The answer a model gives for one photo; the same shape for every provider."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    starRating: int = Field(ge=1, le=5)  # noqa: N815  (the spec's wire name)
+    colorLabel: ColorLabel  # noqa: N815
+    title: str
+    description: str
+    tags: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens one answer cost, for the cost report."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What a provider's headers said about its limits; resets are seconds from the answer."""
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a provider returns for one image."""
+
+    rating: Rating
+    usage: Usage = field(default_factory=Usage)
+    limits: RateLimits | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """The instructions sent with every image of a job."""
+
+    text: str
+    system: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImage:
+    """An image ready to send: a URL the provider may fetch, or JPEG bytes made just in time."""
+
+    image_id: str
+    filename: str
+    url: str | None = None
+    data: bytes | None = None
+    media_type: str = "image/jpeg"
+
+    def base64(self) -> str:
+        """Base64 of the bytes; providers call it once per request."""
+        import base64  # noqa: PLC0415  (cheap, and keeps the hot import list short)
+
+        if self.data is None:
+            raise ValueError(f"image {self.image_id} has no local data")
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_uri(self) -> str:
+        return f"data:{self.media_type};base64,{self.base64()}"
+
+
+class JobState(enum.StrEnum):
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    SUBMITTED = "submitted"
+
+
+class ItemState(enum.StrEnum):
+    PENDING = "pending"
+    RATED = "rated"
+    FAILED = "failed"
+
+
+class JobStatus(BaseModel):
+    """The status object of DESIGN.md: `status --json`, `process --json`, the REST API."""
+
+    model_config = ConfigDict(frozen=True)
+
+    jobId: str  # noqa: N815
+    shootId: str  # noqa: N815
+    providerId: str  # noqa: N815
+    mode: str
+    status: JobState
+    totalImages: int  # noqa: N815
+    processedImages: int  # noqa: N815
+    failedImages: int  # noqa: N815
+    progress: float
+    eta: int | None
+    providerJobId: str | None  # noqa: N815
+    error: str | None
+    createdAt: str  # noqa: N815
+    startedAt: str | None  # noqa: N815
+    completedAt: str | None  # noqa: N815
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """One image of a stored job with its outcome, in manifest order."""
+
+    position: int
+    image: ImageInput
+    state: ItemState
+    attempts: int
+    error: str | None
+    rating: Rating | None
+    usage: Usage
+
+
+class EventKind(enum.StrEnum):
+    STARTED = "started"
+    RATED = "rated"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    GATE = "gate"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    """What the engine tells its subscribers (progress display, WebSocket hub, store)."""
+
+    kind: EventKind
+    job_id: str
+    total: int
+    rated: int
+    failed: int
+    retrying: int
+    image_id: str | None = None
+    answer: Answer | None = None
+    error: str | None = None
+    attempt: int = 0
+    wait: float = 0.0
+    status: JobState = JobState.PROCESSING

@@ -1,0 +1,353 @@
+"""The OpenAI chat-completions wire format, shared by openai, grok, groq and openai-compatible.
+
+Four providers speak the same dialect, so the request builder, the response parser, the error
+classifier and the `x-ratelimit-*` header parser live here once; each adapter module adds only
+its endpoint, auth, image handling and its own body traps (an `ErrorRule`).
+
+A 400 is not always a bad image. The classifier asks, in order:
+1. an image error code (`invalid_image`, `image_parse_error`, `invalid_image_url`, ...)
+   -> PermanentImageError: this photo fails, the others go on;
+2. a model that cannot see images, an unsupported parameter, a rejected `response_format` or
+   a 400 pointing at the model -> FatalJobError: the same request would fail for every photo;
+3. a message or `param` that talks about the image -> PermanentImageError;
+4. anything else -> FatalJobError. A 400 that names no image is about the request, which is
+   identical for every photo: stopping after one answer beats 10,000 failed requests.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from kullbatch.models import Answer, Prompt, RateLimits, Usage
+from kullbatch.providers.base import (
+    RATING_SCHEMA,
+    RATING_SCHEMA_NAME,
+    FatalJobError,
+    PermanentImageError,
+    ProviderError,
+    RateLimited,
+    Transient,
+    parse_rating,
+)
+from kullbatch.providers.http import (
+    HTTPAnswer,
+    classify_status,
+    parse_go_duration,
+    post_json,
+    retry_after_hint,
+    scrub,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# Room for the rating (~200 tokens) plus the hidden reasoning of reasoning models (gpt-5.x,
+# grok reasoning variants), which `max_completion_tokens` also counts; only used tokens are billed.
+DEFAULT_MAX_TOKENS = 2048
+
+JSON_OBJECT_FORMAT: dict[str, Any] = {"type": "json_object"}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """What an error body said, whatever its shape (OpenAI nested, xAI flat, plain text)."""
+
+    message: str
+    code: str | None = None
+    type: str | None = None
+    param: str | None = None
+
+    @property
+    def label(self) -> str | None:
+        return self.code or self.type
+
+
+# An adapter's own body trap: returns the class to raise, or None to use the shared rules.
+ErrorRule = Callable[[int, ErrorInfo], type[ProviderError] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEndpoint:
+    """Where and how an adapter talks; `api_key` is kept only to scrub it from messages."""
+
+    provider: str
+    url: str
+    headers: Mapping[str, str]
+    api_key: str | None = None
+    error_rule: ErrorRule | None = None
+
+
+def bearer(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def json_schema_format(*, strict: bool) -> dict[str, Any]:
+    """`response_format` asking for RATING_SCHEMA; strict means constrained decoding."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": RATING_SCHEMA_NAME, "strict": strict, "schema": RATING_SCHEMA},
+    }
+
+
+def build_body(
+    *,
+    model: str,
+    prompt: Prompt,
+    image_url: str,
+    response_format: Mapping[str, Any],
+    detail: str | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens_field: str = "max_completion_tokens",
+) -> dict[str, Any]:
+    """One chat request: optional system message, then the prompt text and the image."""
+    image: dict[str, str] = {"url": image_url}
+    if detail is not None:
+        image["detail"] = detail
+    messages: list[dict[str, Any]] = []
+    if prompt.system:
+        messages.append({"role": "system", "content": prompt.system})
+    content = [{"type": "text", "text": prompt.text}, {"type": "image_url", "image_url": image}]
+    messages.append({"role": "user", "content": content})
+    return {
+        "model": model,
+        "messages": messages,
+        "response_format": dict(response_format),
+        max_tokens_field: max_tokens,
+    }
+
+
+async def complete(
+    session: aiohttp.ClientSession, endpoint: ChatEndpoint, body: Mapping[str, Any]
+) -> Answer:
+    """POST one chat request and turn the answer into an Answer or a classified error."""
+    answer = await post_json(session, endpoint.url, headers=endpoint.headers, payload=body)
+    if not is_success(answer):
+        raise error_for(endpoint, answer)
+    return parse_completion(endpoint.provider, answer)
+
+
+def is_success(answer: HTTPAnswer) -> bool:
+    return 200 <= answer.status < 300  # noqa: PLR2004
+
+
+# --- the answer ---------------------------------------------------------------------------
+
+
+class _Message(BaseModel):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(BaseModel):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Usage(BaseModel):
+    prompt_tokens: int | None = 0
+    completion_tokens: int | None = 0
+
+
+class _Completion(BaseModel):
+    choices: list[_Choice]
+    usage: _Usage | None = None
+
+
+def parse_completion(provider: str, answer: HTTPAnswer) -> Answer:
+    """A 2xx chat completion -> Answer; anything that is not a usable rating is Transient."""
+    limits = parse_rate_limits(answer.headers)
+    try:
+        completion = _Completion.model_validate_json(answer.body)
+        rating_text = _rating_text(provider, completion)
+        rating = parse_rating(_unfence(rating_text), source=provider)
+    except ValidationError as exc:
+        error = Transient(f"{provider} answer is not a chat completion: {_first_problem(exc)}")
+        error.limits = limits
+        raise error from exc
+    except ProviderError as exc:
+        exc.limits = limits
+        raise
+    usage = completion.usage or _Usage()
+    return Answer(
+        rating=rating,
+        usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0),
+        limits=limits,
+    )
+
+
+def _rating_text(provider: str, completion: _Completion) -> str:
+    """The JSON text of the first choice, or Transient saying why there is none."""
+    if not completion.choices:
+        raise Transient(f"{provider} answer has no choices")
+    choice = completion.choices[0]
+    if choice.message.refusal:
+        raise Transient(f"{provider} refused to rate the image: {choice.message.refusal[:200]}")
+    if choice.finish_reason == "length":
+        raise Transient(
+            f"{provider} answer was truncated at the token limit (finish_reason length)"
+        )
+    if choice.finish_reason == "content_filter":
+        raise Transient(f"{provider} answer was withheld by its content filter")
+    if not choice.message.content:
+        raise Transient(f"{provider} answer has no content (finish_reason {choice.finish_reason})")
+    return choice.message.content
+
+
+def _unfence(text: str) -> str:
+    """Drop a ```json fence that servers without constrained decoding like to add."""
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```"):
+        stripped = stripped[3:-3].strip().removeprefix("json")
+    return stripped
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "body"
+    return f"{where}: {error['msg']}"
+
+
+# --- rate-limit headers -------------------------------------------------------------------
+
+
+def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
+    """OpenAI/Groq `x-ratelimit-*` headers (lower-cased) -> RateLimits; None when absent."""
+    if not any(name.startswith("x-ratelimit-") for name in headers):
+        return None
+    return RateLimits(
+        requests_limit=_integer(headers.get("x-ratelimit-limit-requests")),
+        requests_remaining=_integer(headers.get("x-ratelimit-remaining-requests")),
+        requests_reset=_duration(headers.get("x-ratelimit-reset-requests")),
+        tokens_limit=_integer(headers.get("x-ratelimit-limit-tokens")),
+        tokens_remaining=_integer(headers.get("x-ratelimit-remaining-tokens")),
+        tokens_reset=_duration(headers.get("x-ratelimit-reset-tokens")),
+    )
+
+
+def _integer(value: str | None) -> int | None:
+    try:
+        return None if value is None else int(value.strip())
+    except ValueError:
+        return None
+
+
+def _duration(value: str | None) -> float | None:
+    return None if value is None else parse_go_duration(value)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class _Detail(BaseModel):
+    message: str = ""
+    type: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+
+
+class _Nested(BaseModel):  # OpenAI, Groq, Ollama: {"error": {"message", "type", "param", "code"}}
+    error: _Detail
+
+
+class _Flat(BaseModel):  # xAI: {"code": "<gRPC status text>", "error": "<message>"}
+    error: str
+    code: str | int | None = None
+
+
+_ERROR_BODY: TypeAdapter[_Nested | _Flat | _Detail] = TypeAdapter(_Nested | _Flat | _Detail)
+
+
+def error_info(answer: HTTPAnswer) -> ErrorInfo:
+    """The message, code, type and param of an error body; plain text when it is not JSON."""
+    try:
+        body = _ERROR_BODY.validate_json(answer.body)
+    except ValidationError:
+        return ErrorInfo(answer.text())
+    if isinstance(body, _Flat):
+        return ErrorInfo(body.error, _text(body.code))
+    detail = body.error if isinstance(body, _Nested) else body
+    if not detail.message:
+        return ErrorInfo(answer.text())
+    return ErrorInfo(detail.message, _text(detail.code), detail.type, detail.param)
+
+
+def _text(code: str | int | None) -> str | None:
+    # a number here (vLLM, llama.cpp) only repeats the HTTP status: no label worth showing
+    return code if isinstance(code, str) else None
+
+
+def error_for(endpoint: ChatEndpoint, answer: HTTPAnswer) -> ProviderError:
+    """A non-2xx answer -> the taxonomy, body first, then the status; key scrubbed; limits set."""
+    info = error_info(answer)
+    retry_after = retry_after_hint(answer.headers)
+    kind = endpoint.error_rule(answer.status, info) if endpoint.error_rule else None
+    kind = kind or shared_rule(answer.status, info)
+    if kind is None:
+        kind = type(classify_status(answer.status, info.message, retry_after))
+    label = f" {info.label}" if info.label else ""
+    text = f"{endpoint.provider} HTTP {answer.status}{label}: {info.message or 'no message'}"
+    error = _make(kind, scrub(text, endpoint.api_key), retry_after)
+    error.limits = parse_rate_limits(answer.headers)
+    return error
+
+
+def _make(kind: type[ProviderError], text: str, retry_after: float | None) -> ProviderError:
+    if issubclass(kind, RateLimited | Transient):
+        return kind(text, retry_after)
+    return kind(text)
+
+
+_IMAGE_CODES = frozenset(
+    {
+        "invalid_image",
+        "image_parse_error",
+        "invalid_image_url",
+        "invalid_image_format",
+        "image_too_large",
+        "image_content_policy_violation",
+        "invalid_base64",
+    }
+)
+_REQUEST_CODES = frozenset(
+    {"unsupported_parameter", "unsupported_value", "model_not_found", "model_decommissioned"}
+)
+_CANNOT_SEE = re.compile(
+    r"only supported by certain models|(does not|doesn't|not) supports? (image|vision)"
+    r"|image input (is )?not supported|not a (vision|multimodal) model",
+    re.IGNORECASE,
+)
+_REQUEST_WORDS = re.compile(
+    r"response_format|response format|json_schema|max_completion_tokens|max_tokens"
+    r"|unsupported parameter|unrecognized request argument",
+    re.IGNORECASE,
+)
+_IMAGE_WORDS = re.compile(r"image|base64|media|picture|pixel", re.IGNORECASE)
+
+
+def shared_rule(status: int, info: ErrorInfo) -> type[ProviderError] | None:
+    """The body traps every chat-completions provider shares; None defers to the status."""
+    if status == 429 and info.label == "insufficient_quota":  # noqa: PLR2004
+        return FatalJobError  # out of credit: waiting cannot help
+    if status == 400:  # noqa: PLR2004
+        return bad_request_rule(info)
+    return None
+
+
+def bad_request_rule(info: ErrorInfo) -> type[ProviderError]:
+    """A 400: this image (permanent) or the request itself (fatal); see the module docstring."""
+    param = info.param or ""
+    words = f"{info.message} {param}"
+    if info.code in _IMAGE_CODES:
+        return PermanentImageError
+    if _CANNOT_SEE.search(words) or info.code in _REQUEST_CODES or param == "model":
+        return FatalJobError
+    if _REQUEST_WORDS.search(words):
+        return FatalJobError
+    if _IMAGE_WORDS.search(words):
+        return PermanentImageError
+    return FatalJobError

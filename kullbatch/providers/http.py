@@ -1,0 +1,170 @@
+"""The one boundary between aiohttp and the taxonomy, and the parsers for servers' retry hints.
+
+Adapters call `post_json`; transport failures come back as `Transient`, HTTP answers come back
+as `HTTPAnswer` whatever their status, and the adapter classifies non-2xx with its own body
+rules before falling back to `classify_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from kullbatch.providers.base import (
+    FatalJobError,
+    PermanentImageError,
+    ProviderError,
+    RateLimited,
+    Transient,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+# Long enough for a slow vision model on a big image, short enough that a hung socket is retried.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=30)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPAnswer:
+    """A provider's answer: status, lower-cased headers, raw body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (HTML error pages, proxies)."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def text(self, limit: int = 300) -> str:
+        return self.body[:limit].decode("utf-8", errors="replace").strip()
+
+
+async def post_json(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    payload: Any,
+    timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+) -> HTTPAnswer:
+    """POST a JSON body; every transport failure becomes Transient (retried, never fatal)."""
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    send_headers = {"content-type": "application/json", **headers}
+    return await request(session, "POST", url, headers=send_headers, data=body, timeout=timeout)
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    data: bytes | None = None,
+    timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+) -> HTTPAnswer:
+    """Any request, with transport errors mapped onto Transient."""
+    try:
+        async with session.request(
+            method, url, headers=dict(headers), data=data, timeout=timeout
+        ) as response:
+            raw = await response.read()
+            lowered = {key.lower(): value for key, value in response.headers.items()}
+            return HTTPAnswer(response.status, lowered, raw)
+    except TimeoutError as exc:
+        raise Transient(f"request timed out after {timeout.total or 0:.0f} s") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise Transient(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error}") from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise Transient("server closed the connection before answering") from exc
+    except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+        raise Transient(f"connection dropped: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise Transient(f"HTTP client error: {type(exc).__name__}: {exc}") from exc
+    except asyncio.IncompleteReadError as exc:  # pragma: no cover - aiohttp wraps it today
+        raise Transient("connection dropped mid-answer") from exc
+
+
+def classify_status(status: int, message: str, retry_after: float | None) -> ProviderError:
+    """Status-only classification, after an adapter has checked its body-specific traps."""
+    text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
+    if status == 429:  # noqa: PLR2004
+        return RateLimited(text, retry_after)
+    if status in {408, 409} or status >= 500:  # noqa: PLR2004
+        return Transient(text, retry_after)
+    if status in {401, 402, 403, 404}:
+        return FatalJobError(text)
+    if status in {400, 413, 415, 422}:
+        return PermanentImageError(text)
+    return Transient(text, retry_after)
+
+
+def retry_after_hint(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def parse_go_duration(value: str) -> float | None:
+    """`6m0s`, `1.5s`, `12ms` (OpenAI/Groq x-ratelimit-reset-*) -> seconds; None if not one."""
+    text = value.strip()
+    if not text:
+        return None
+    parts = _GO_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        try:
+            return max(0.0, float(text))
+        except ValueError:
+            return None
+    return sum(float(number) * _GO_UNITS[unit] for number, unit in parts)
+
+
+def seconds_until(value: str, now: datetime | None = None) -> float | None:
+    """An RFC 3339 time (Anthropic's `*-reset` headers) -> seconds from now, never negative."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def scrub(message: str, *secrets: str | None) -> str:
+    """Remove API keys from a provider's message before it reaches logs, DB or the screen."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:  # noqa: PLR2004
+            message = message.replace(secret, "[redacted]")
+    return message

@@ -1,0 +1,128 @@
+"""Any OpenAI-compatible chat server: Ollama, vLLM, llama.cpp, LM Studio, a corporate gateway.
+
+POST {OPENAI_COMPATIBLE_BASE_URL}/chat/completions; the base URL is required (there is no
+sensible default host) and the bearer key is sent only when OPENAI_COMPATIBLE_API_KEY is set.
+Images always travel as data URIs, because Ollama does not fetch URLs. Structured output tries
+`json_schema` first; a server that rejects it (a 400 naming response_format/json_schema, or a
+422 from a strict request validator) gets `json_object` with the schema spelled out in the
+prompt, for this image at once and for the rest of the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from kullbatch.providers._chat import (
+    JSON_OBJECT_FORMAT,
+    ChatEndpoint,
+    bearer,
+    build_body,
+    complete,
+    error_for,
+    error_info,
+    is_success,
+    json_schema_format,
+    parse_completion,
+)
+from kullbatch.providers.base import RATING_SCHEMA, FatalJobError
+from kullbatch.providers.download import inline_url_image
+from kullbatch.providers.http import HTTPAnswer, post_json, scrub
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import aiohttp
+
+    from kullbatch.models import Answer, PreparedImage, Prompt
+
+log = logging.getLogger(__name__)
+
+BASE_URL_VAR = "OPENAI_COMPATIBLE_BASE_URL"
+KEY_VAR = "OPENAI_COMPATIBLE_API_KEY"
+_SCHEMA_REJECTED = re.compile(
+    r"response_format|response format|json_schema|json schema", re.IGNORECASE
+)
+JSON_OBJECT_INSTRUCTIONS = (
+    "Answer with one JSON object and nothing else, matching this JSON Schema:\n"
+    + json.dumps(RATING_SCHEMA, separators=(",", ":"))
+)
+
+
+class OpenAICompatibleProvider:
+    """One photo, one chat completion; json_schema if the server takes it, else json_object."""
+
+    name = "openai-compatible"
+
+    def __init__(
+        self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
+    ) -> None:
+        self.model = model
+        self._session = session
+        self._endpoint = endpoint
+        # Set once the server rejects json_schema, so the other images go straight to json_object.
+        self.json_object_only = False
+
+    async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
+        image_url = (await inline_url_image(self._session, image)).data_uri()
+        if not self.json_object_only:
+            body = self._body(prompt, image_url, schema=True)
+            answer = await post_json(
+                self._session, self._endpoint.url, headers=self._endpoint.headers, payload=body
+            )
+            if is_success(answer):
+                return parse_completion(self.name, answer)
+            if not rejects_json_schema(answer):
+                raise error_for(self._endpoint, answer)
+            if not self.json_object_only:  # images in flight learn it too: say it once
+                log.warning(
+                    "%s rejected response_format json_schema (HTTP %d: %s); using json_object",
+                    self._endpoint.url,
+                    answer.status,
+                    scrub(error_info(answer).message[:200], self._endpoint.api_key),
+                )
+                self.json_object_only = True
+        body = self._body(prompt, image_url, schema=False)
+        return await complete(self._session, self._endpoint, body)
+
+    def _body(self, prompt: Prompt, image_url: str, *, schema: bool) -> dict[str, Any]:
+        if not schema:
+            prompt = replace(prompt, text=f"{prompt.text}\n\n{JSON_OBJECT_INSTRUCTIONS}")
+        return build_body(
+            model=self.model,
+            prompt=prompt,
+            image_url=image_url,
+            response_format=json_schema_format(strict=True) if schema else JSON_OBJECT_FORMAT,
+            # older local servers know only the original name; unknown fields are ignored
+            max_tokens_field="max_tokens",
+        )
+
+
+def rejects_json_schema(answer: HTTPAnswer) -> bool:
+    """Did the server refuse `response_format: json_schema` itself (not the image, not auth)?"""
+    if answer.status == 422:  # noqa: PLR2004
+        return True
+    if answer.status != 400:  # noqa: PLR2004
+        return False
+    info = error_info(answer)
+    return bool(_SCHEMA_REJECTED.search(f"{info.message} {info.param or ''}"))
+
+
+def create(
+    *, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
+) -> OpenAICompatibleProvider:
+    """Build the adapter; without a base URL there is nowhere to send, so the job stops."""
+    base_url = (env.get(BASE_URL_VAR) or "").strip().rstrip("/")
+    if not base_url:
+        raise FatalJobError(
+            f"openai-compatible: set {BASE_URL_VAR} in the environment "
+            "(including /v1, e.g. http://localhost:11434/v1 for Ollama)"
+        )
+    api_key = env.get(KEY_VAR) or None
+    endpoint = ChatEndpoint(
+        "openai-compatible", f"{base_url}/chat/completions", bearer(api_key), api_key
+    )
+    return OpenAICompatibleProvider(model=model, session=session, endpoint=endpoint)

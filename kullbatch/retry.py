@@ -1,0 +1,117 @@
+"""Which wait follows which failure: the spec's two schedules, hints, jitter and the window.
+
+stamina runs the attempts; this module decides, per failure, whether there is another attempt
+and how long to wait before it. Everything here is a pure function of its arguments (time is
+passed in), so the six-hour window is tested with numbers, not with sleeping.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from kullbatch.providers.base import ProviderError, RateLimited, Transient
+
+DEFAULT_MAX_RETRY_TIME = 6 * 3600.0
+JITTER = 0.1  # up to +10 % on a wait, so that 10,000 images do not retry in lock step
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """initial * 2**n seconds, the last step replaced by `cap`."""
+
+    initial: float
+    cap: float
+    steps: int  # doublings before the cap: 1,2,4,…,32 is 6 steps, then 60
+
+    def base_wait(self, retry_number: int) -> float:
+        """Wait before retry `retry_number` (1 = the first retry), without jitter."""
+        exponent = retry_number - 1
+        if exponent >= self.steps:
+            return self.cap
+        return min(self.initial * float(2**exponent), self.cap)
+
+
+RATE_LIMIT_SCHEDULE = Schedule(initial=1.0, cap=60.0, steps=6)  # 1,2,4,8,16,32,60
+OTHER_SCHEDULE = Schedule(initial=2.0, cap=120.0, steps=6)  # 2,4,8,16,32,64,120
+
+
+def schedule_for(error: ProviderError) -> Schedule:
+    return RATE_LIMIT_SCHEDULE if isinstance(error, RateLimited) else OTHER_SCHEDULE
+
+
+def is_retryable(error: BaseException) -> bool:
+    return isinstance(error, RateLimited | Transient)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The per-image retry window and the jitter source (seedable for tests)."""
+
+    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
+    jitter: float = JITTER
+
+    def next_wait(
+        self,
+        error: ProviderError,
+        retry_number: int,
+        started_at: float,
+        now: float,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds to wait before retry `retry_number`, or None when the image should fail.
+
+        A wait that would end beyond the window is shortened to end at it, so that one last
+        attempt is made exactly when the window closes.
+        """
+        if not is_retryable(error):
+            return None
+        deadline = started_at + self.max_retry_time
+        if now >= deadline:
+            return None
+        wait = jittered(schedule_for(error), retry_number, _hint(error), self.jitter, rng)
+        return min(wait, deadline - now)
+
+
+def _hint(error: ProviderError) -> float | None:
+    return error.retry_after if isinstance(error, RateLimited | Transient) else None
+
+
+def jittered(
+    schedule: Schedule,
+    retry_number: int,
+    hint: float | None,
+    jitter: float,
+    rng: random.Random | None = None,
+) -> float:
+    """The schedule's wait (or the server's hint), capped, with up to `jitter` added.
+
+    The cap is a hard ceiling: at the cap, jitter goes downwards instead.
+    """
+    base = schedule.base_wait(retry_number) if hint is None else hint
+    base = min(max(base, 0.0), schedule.cap)
+    spread = (rng or random).uniform(0.0, jitter)
+    if base * (1 + spread) > schedule.cap:
+        return schedule.cap * (1 - spread)
+    return base * (1 + spread)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `10m`, `6h`, `1.5h`, `500ms` or plain seconds -> seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 6h)")
+    number, unit = match.groups()
+    seconds = float(number) * _UNIT_SECONDS[(unit or "s").lower()]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return seconds
+
+
+def format_wait_ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"

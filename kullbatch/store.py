@@ -1,0 +1,469 @@
+"""SQLite storage of jobs and per-image results; the only module that writes SQL.
+
+Results reach disk through one writer task that commits every `FLUSH_INTERVAL` seconds in a
+single transaction, so 10,000 results cost a handful of fsyncs, and a result the progress bar
+counted is durable within a second. A rated image is never updated again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from kullbatch.models import (
+    EventKind,
+    ImageInput,
+    ItemRecord,
+    ItemState,
+    JobState,
+    ProgressEvent,
+    Rating,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+    from pathlib import Path
+
+FLUSH_INTERVAL = 0.25
+HEARTBEAT_STALE_AFTER = 30.0
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What `process` knows before the first request."""
+
+    id: str
+    user_id: str
+    shoot_id: str
+    provider_id: str
+    model: str
+    mode: str
+    prompt: str
+    system_prompt: str | None
+    source: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One row of batch_jobs, as read back."""
+
+    id: str
+    user_id: str
+    shoot_id: str
+    provider_id: str
+    model: str
+    mode: str
+    status: JobState
+    total_images: int
+    processed_images: int
+    failed_images: int
+    error: str | None
+    provider_job_id: str | None
+    prompt: str
+    system_prompt: str | None
+    source: str
+    options: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    heartbeat_at: str | None
+    owner_pid: int | None
+    owner_host: str | None
+    cancel_requested: bool
+
+    def is_live(self, now: datetime | None = None) -> bool:
+        """A processing job whose owner still beats; a dead owner means it was interrupted."""
+        if self.status is not JobState.PROCESSING:
+            return False
+        beat = parse_time(self.heartbeat_at)
+        if beat is None or ((now or datetime.now(UTC)) - beat).total_seconds() > (
+            HEARTBEAT_STALE_AFTER
+        ):
+            return False
+        return not (self.owner_host == socket.gethostname() and not _pid_alive(self.owner_pid))
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+async def _create_v1(db: aiosqlite.Connection) -> None:
+    await db.executescript(
+        """
+        CREATE TABLE batch_jobs (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            shoot_id TEXT NOT NULL,
+            provider_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL,
+            total_images INTEGER NOT NULL,
+            processed_images INTEGER NOT NULL DEFAULT 0,
+            failed_images INTEGER NOT NULL DEFAULT 0,
+            results TEXT,
+            error TEXT,
+            provider_job_id TEXT,
+            mode TEXT NOT NULL DEFAULT 'fast',
+            prompt TEXT NOT NULL,
+            system_prompt TEXT,
+            source TEXT NOT NULL,
+            options TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            completed_at TEXT,
+            heartbeat_at TEXT,
+            owner_pid INTEGER,
+            owner_host TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE batch_items (
+            job_id TEXT NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            image_id TEXT NOT NULL,
+            image TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            result TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT,
+            completed_at TEXT,
+            PRIMARY KEY (job_id, image_id)
+        );
+        CREATE INDEX batch_items_by_position ON batch_items(job_id, position);
+        CREATE INDEX batch_jobs_by_created ON batch_jobs(created_at);
+        """
+    )
+
+
+# Append only: each entry runs once per database, in order, and is recorded in `migrations`.
+MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
+    ("create batch_jobs and batch_items", _create_v1),
+]
+
+
+class Store:
+    """One open database; `handle` takes engine events, the writer task commits them."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._pending: list[tuple[str, ProgressEvent]] = []
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, timeout=30)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        store = cls(db, path)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        await self._db.execute(
+            "CREATE TABLE IF NOT EXISTS migrations "
+            "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        async with self._db.execute("SELECT max(id) FROM migrations") as cursor:
+            row = await cursor.fetchone()
+        done = (row[0] if row else None) or 0
+        for number, (name, migrate) in enumerate(MIGRATIONS, start=1):
+            if number > done:
+                await migrate(self._db)
+                await self._db.execute(
+                    "INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                    (number, name, utc_now()),
+                )
+        await self._db.commit()
+
+    async def close(self) -> None:
+        await self.stop_writer()
+        await self._db.close()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def create_job(self, job: NewJob, images: Iterable[ImageInput]) -> int:
+        """The job and all its images in one transaction: either all exist, or nothing does."""
+        now = utc_now()
+        rows = [
+            (job.id, position, image.id, image.model_dump_json(), now)
+            for position, image in enumerate(images)
+        ]
+        await self._db.execute(
+            "INSERT INTO batch_jobs (id, user_id, shoot_id, provider_id, model, status,"
+            " total_images, mode, prompt, system_prompt, source, options, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.user_id,
+                job.shoot_id,
+                job.provider_id,
+                job.model,
+                JobState.PROCESSING.value,
+                len(rows),
+                job.mode,
+                job.prompt,
+                job.system_prompt,
+                job.source,
+                json.dumps(job.options),
+                now,
+            ),
+        )
+        await self._db.executemany(
+            "INSERT INTO batch_items (job_id, position, image_id, image, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        await self._db.commit()
+        return len(rows)
+
+    async def get_job(self, job_id: str) -> JobRow | None:
+        async with self._db.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _job_row(row)
+
+    async def list_jobs(self, limit: int = 100) -> list[JobRow]:
+        async with self._db.execute(
+            "SELECT * FROM batch_jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        ) as cur:
+            return [_job_row(row) for row in await cur.fetchall()]
+
+    async def claim(self, job_id: str) -> None:
+        """This process now runs the job: it beats, and others see it as live."""
+        now = utc_now()
+        await self._db.execute(
+            "UPDATE batch_jobs SET status = ?, started_at = coalesce(started_at, ?),"
+            " heartbeat_at = ?, owner_pid = ?, owner_host = ?, cancel_requested = 0,"
+            " completed_at = NULL, error = NULL WHERE id = ?",
+            (JobState.PROCESSING.value, now, now, os.getpid(), socket.gethostname(), job_id),
+        )
+        await self._db.commit()
+
+    async def beat(self, job_id: str) -> bool:
+        """Refresh the heartbeat; returns whether someone asked to cancel the job."""
+        await self._db.execute(
+            "UPDATE batch_jobs SET heartbeat_at = ? WHERE id = ?", (utc_now(), job_id)
+        )
+        await self._db.commit()
+        return await self.cancel_requested(job_id)
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        async with self._db.execute(
+            "SELECT cancel_requested FROM batch_jobs WHERE id = ?", (job_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def request_cancel(self, job_id: str) -> None:
+        await self._db.execute("UPDATE batch_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        await self._db.commit()
+
+    async def finish_job(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        """Record how the job ended, after every pending result is on disk."""
+        await self.flush()
+        completed_at = utc_now() if state is not JobState.PROCESSING else None
+        await self._db.execute(
+            "UPDATE batch_jobs SET status = :state, error = :error, completed_at = :at,"
+            " heartbeat_at = NULL,"
+            " processed_images = (SELECT count(*) FROM batch_items"
+            "   WHERE job_id = :job AND status = 'rated'),"
+            " failed_images = (SELECT count(*) FROM batch_items"
+            "   WHERE job_id = :job AND status = 'failed')"
+            " WHERE id = :job",
+            {"state": state.value, "error": error, "at": completed_at, "job": job_id},
+        )
+        await self._db.commit()
+
+    # -- items --------------------------------------------------------------------------------
+
+    async def unfinished(self, job_id: str) -> list[ImageInput]:
+        """Images without a stored result, in manifest order: what resume sends."""
+        async with self._db.execute(
+            "SELECT image FROM batch_items WHERE job_id = ? AND status != 'rated'"
+            " ORDER BY position",
+            (job_id,),
+        ) as cur:
+            return [ImageInput.model_validate_json(row[0]) for row in await cur.fetchall()]
+
+    async def reopen_failed(self, job_id: str) -> None:
+        """Failed images become pending again, for a resume that retries them."""
+        await self._db.execute(
+            "UPDATE batch_items SET status = 'pending' WHERE job_id = ? AND status = 'failed'",
+            (job_id,),
+        )
+        await self._db.commit()
+
+    async def items(self, job_id: str) -> list[ItemRecord]:
+        async with self._db.execute(
+            "SELECT position, image, status, attempts, last_error, result, input_tokens,"
+            " output_tokens FROM batch_items WHERE job_id = ? ORDER BY position",
+            (job_id,),
+        ) as cur:
+            return [_item_record(row) for row in await cur.fetchall()]
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def handle(self, event: ProgressEvent) -> None:
+        """Engine subscriber: queue what must reach disk; the writer commits it soon."""
+        if event.kind in {EventKind.RATED, EventKind.FAILED, EventKind.RETRYING}:
+            self._pending.append((utc_now(), event))
+            self._counts[event.job_id] = (event.rated, event.failed)
+            self._wake.set()
+
+    def start_writer(self) -> None:
+        if self._writer is None:
+            self._closing = False
+            self._writer = asyncio.create_task(self._write_loop(), name="kullbatch-store-writer")
+
+    async def stop_writer(self) -> None:
+        if self._writer is not None:
+            self._closing = True
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self.flush()
+
+    async def _write_loop(self) -> None:
+        """Sleep while idle; once something is queued, gather for a moment and commit it."""
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._closing:
+                await asyncio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything queued so far in one transaction."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        counts, self._counts = self._counts, {}
+        rated, failed, retried = _split(batch)
+        await self._db.executemany(
+            "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"
+            " output_tokens = ?, attempts = ?, last_error = NULL, updated_at = ?,"
+            " completed_at = ? WHERE job_id = ? AND image_id = ? AND status != 'rated'",
+            rated,
+        )
+        await self._db.executemany(
+            "UPDATE batch_items SET status = 'failed', last_error = ?, attempts = ?,"
+            " updated_at = ?, completed_at = ? WHERE job_id = ? AND image_id = ?"
+            " AND status != 'rated'",
+            failed,
+        )
+        await self._db.executemany(
+            "UPDATE batch_items SET last_error = ?, attempts = ?, updated_at = ?"
+            " WHERE job_id = ? AND image_id = ? AND status = 'pending'",
+            retried,
+        )
+        await self._db.executemany(
+            "UPDATE batch_jobs SET processed_images = ?, failed_images = ? WHERE id = ?",
+            [(r, f, job_id) for job_id, (r, f) in counts.items()],
+        )
+        await self._db.commit()
+
+
+def _split(
+    batch: list[tuple[str, ProgressEvent]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    rated: list[tuple[Any, ...]] = []
+    failed: list[tuple[Any, ...]] = []
+    retried: list[tuple[Any, ...]] = []
+    for at, event in batch:
+        if event.kind is EventKind.RATED:
+            answer = event.answer
+            assert answer is not None
+            rated.append(
+                (
+                    answer.rating.model_dump_json(),
+                    answer.usage.input_tokens,
+                    answer.usage.output_tokens,
+                    event.attempt,
+                    at,
+                    at,
+                    event.job_id,
+                    event.image_id,
+                )
+            )
+        elif event.kind is EventKind.FAILED:
+            failed.append((event.error, event.attempt, at, at, event.job_id, event.image_id))
+        else:
+            retried.append((event.error, event.attempt, at, event.job_id, event.image_id))
+    return rated, failed, retried
+
+
+def _job_row(row: aiosqlite.Row) -> JobRow:
+    return JobRow(
+        id=row["id"],
+        user_id=row["user_id"],
+        shoot_id=row["shoot_id"],
+        provider_id=row["provider_id"],
+        model=row["model"],
+        mode=row["mode"],
+        status=JobState(row["status"]),
+        total_images=row["total_images"],
+        processed_images=row["processed_images"],
+        failed_images=row["failed_images"],
+        error=row["error"],
+        provider_job_id=row["provider_job_id"],
+        prompt=row["prompt"],
+        system_prompt=row["system_prompt"],
+        source=row["source"],
+        options=json.loads(row["options"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        heartbeat_at=row["heartbeat_at"],
+        owner_pid=row["owner_pid"],
+        owner_host=row["owner_host"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def _item_record(row: aiosqlite.Row) -> ItemRecord:
+    result = row["result"]
+    return ItemRecord(
+        position=row["position"],
+        image=ImageInput.model_validate_json(row["image"]),
+        state=ItemState(row["status"]),
+        attempts=row["attempts"],
+        error=row["last_error"],
+        rating=None if result is None else Rating.model_validate_json(result),
+        usage=Usage(row["input_tokens"], row["output_tokens"]),
+    )

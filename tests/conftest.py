@@ -1,0 +1,56 @@
+"""Shared test setup."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import aiohttp
+from aioresponses import core as aioresponses_core
+
+# --- aioresponses compatibility shim ---------------------------------------------------------
+# aioresponses 0.7.9 builds mocked responses as `ClientResponse(method, url, writer=None, ...)`;
+# aiohttp 3.14 added a required keyword-only `stream_writer` argument (and reads
+# `stream_writer.output_size` when `writer` is None), so every mocked response fails with
+# "ClientResponse.__init__() missing 1 required keyword-only argument: 'stream_writer'"
+# (pnuckowski/aioresponses#289, fix pending in #288). Until a fixed release is out, mocked
+# responses are built from a subclass that supplies a finished stream writer. The shim switches
+# itself off when aiohttp does not need it or aioresponses already passes the argument.
+
+
+class _SentStreamWriter:
+    """Stands in for the request's stream writer: the request was "sent", nothing was written."""
+
+    output_size = 0
+
+
+_response_classes: dict[type[aiohttp.ClientResponse], type[aiohttp.ClientResponse]] = {}
+
+
+def _with_stream_writer(base: type[aiohttp.ClientResponse]) -> type[aiohttp.ClientResponse]:
+    """A subclass of `base` (ClientResponse or a test's own) that defaults `stream_writer`."""
+    if base not in _response_classes:
+
+        def __init__(self: aiohttp.ClientResponse, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("stream_writer", _SentStreamWriter())
+            base.__init__(self, *args, **kwargs)
+
+        _response_classes[base] = type(base.__name__, (base,), {"__init__": __init__})
+    return _response_classes[base]
+
+
+def _needs_shim() -> bool:
+    wants = "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
+    passes = "stream_writer" in inspect.getsource(aioresponses_core.RequestMatch._build_response)
+    return wants and not passes
+
+
+if _needs_shim():
+    _original_build_response = aioresponses_core.RequestMatch._build_response
+
+    def _build_response(self: Any, *args: Any, response_class: Any = None, **kwargs: Any) -> Any:
+        response_class = _with_stream_writer(response_class or aiohttp.ClientResponse)
+        return _original_build_response(self, *args, response_class=response_class, **kwargs)
+
+    aioresponses_core.RequestMatch._build_response = _build_response  # type: ignore[method-assign]
+# --- end of the aioresponses shim ------------------------------------------------------------

@@ -1,0 +1,326 @@
+"""A fake chat-completions server for the OpenAI, xAI, Groq and OpenAI-compatible adapters.
+
+It listens on 127.0.0.1, checks each request the way the real API does (method, path, bearer
+key, JSON body, the image part, `response_format`; OpenAI's published request schema; Groq's
+4 MB base64 cap; xAI's JPEG/PNG rule) and answers with the real response shape. Tests queue
+scripted answers (the providers' real error bodies with their headers) and read back every
+request it received. It also serves images under /images/ for adapters that download URLs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import io
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from PIL import Image
+
+SCHEMA_PATH = Path(__file__).parent / "data" / "openai-chat-request.schema.json"
+INVALID = "invalid_request_error"
+XAI_INVALID = "Client specified an invalid argument"
+
+RATING = {
+    "starRating": 4,
+    "colorLabel": "green",
+    "title": "Bride laughing at the window",
+    "description": "Soft window light on the bride mid-laugh; sharp eyes, clean background.",
+    "tags": ["wedding", "portrait", "window light"],
+}
+
+# Rate-limit headers as OpenAI sends them (resets are Go durations).
+OPENAI_LIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": "5000",
+    "x-ratelimit-remaining-requests": "4999",
+    "x-ratelimit-reset-requests": "12ms",
+    "x-ratelimit-limit-tokens": "2000000",
+    "x-ratelimit-remaining-tokens": "1998500",
+    "x-ratelimit-reset-tokens": "6m0s",
+}
+# Groq's: the requests pair is per day (RPD), the tokens pair per minute (TPM).
+GROQ_LIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": "1000",
+    "x-ratelimit-remaining-requests": "999",
+    "x-ratelimit-reset-requests": "1m26.4s",
+    "x-ratelimit-limit-tokens": "30000",
+    "x-ratelimit-remaining-tokens": "28400",
+    "x-ratelimit-reset-tokens": "3.2s",
+}
+# What each flavour adds to a success: headers, and fields beside OpenAI's common core.
+_SUCCESS_HEADERS = {
+    "openai": {"x-request-id": "req_123", **OPENAI_LIMIT_HEADERS},
+    "groq": {"x-groq-region": "us-east-1", **GROQ_LIMIT_HEADERS},
+    "xai": {},
+    "ollama": {},
+}
+_USAGE_EXTRAS: dict[str, dict[str, Any]] = {
+    "openai": {
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    },
+    "groq": {"queue_time": 0.02, "prompt_time": 0.05, "completion_time": 0.1, "total_time": 0.15},
+}
+_BODY_EXTRAS: dict[str, dict[str, Any]] = {
+    "openai": {"service_tier": "default"},
+    "groq": {"x_groq": {"id": "req_01k0abcdef"}},
+}
+
+
+@functools.cache
+def request_validator() -> Draft202012Validator:
+    """OpenAI's own CreateChatCompletionRequest schema (copied into tests/data)."""
+    return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+
+
+def openai_error(
+    message: str, type_: str = INVALID, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's (and Groq's, Ollama's) error body."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def xai_error(code: str, message: str) -> dict[str, Any]:
+    """xAI's flat error body: a gRPC status text and the message."""
+    return {"code": code, "error": message}
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """One row of an error-mapping table: what the server answers, what the adapter raises."""
+
+    status: int
+    body: Any
+    kind: type[Exception]
+    expected: str  # the whole raised message
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:  # the test id
+        return f"{self.status}-{self.kind.__name__}-{self.expected.split(': ', 1)[-1][:30]}"
+
+    @classmethod
+    def nested(
+        cls,
+        provider: str,
+        status: int,
+        code: str | None,
+        message: str,
+        kind: type[Exception],
+        *,
+        type_: str = INVALID,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> ErrorCase:
+        """An OpenAI-shaped error; the adapter's message is "<provider> HTTP <status> <label>: ..."."""
+        body = openai_error(message, type_, code, param)
+        expected = f"{provider} HTTP {status} {code or type_}: {message}"
+        return cls(status, body, kind, expected, headers or {})
+
+
+@dataclass
+class Received:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+    json: Any
+
+
+class FakeChatServer:
+    """Configurable per provider: path prefix, expected key (None = must not be sent), checks."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str = "/v1",
+        api_key: str | None = "sk-test-key",
+        flavour: str = "openai",
+        required_headers: dict[str, str] | None = None,
+        max_base64_request: int | None = None,
+        reject_json_schema: int | None = None,
+    ) -> None:
+        assert flavour in _SUCCESS_HEADERS
+        self.prefix = prefix
+        self.api_key = api_key
+        self.flavour = flavour
+        self.required_headers = required_headers or {}
+        self.max_base64_request = max_base64_request
+        self.reject_json_schema = reject_json_schema  # 400 or 422, like vLLM / FastAPI servers
+        self.images: dict[str, bytes] = {}
+        self.requests: list[Received] = []
+        self.problems: list[str] = []
+        self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
+        self.base_url = ""
+
+    async def start(self, aiohttp_server: Any) -> FakeChatServer:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
+        app.router.add_get("/images/{name}", self._image)
+        server = await aiohttp_server(app, host="127.0.0.1")
+        self.base_url = str(server.make_url("")).rstrip("/")
+        return self
+
+    def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        """The next request gets this answer: a dict is sent as JSON, str/bytes as they are."""
+        self.script.append((status, body, headers or {}))
+
+    def queue_completion(self, content: str | None = None, **options: Any) -> None:
+        self.queue(200, self.completion(content, **options))
+
+    @property
+    def last(self) -> Received:
+        return self.requests[-1]
+
+    def completion(
+        self,
+        content: str | None = None,
+        *,
+        finish_reason: str = "stop",
+        refusal: str | None = None,
+        model: str = "test-model",
+    ) -> dict[str, Any]:
+        """A chat.completion in the provider's real shape (content defaults to RATING)."""
+        if content is None and refusal is None:
+            content = json.dumps(RATING)
+        message: dict[str, Any] = {"role": "assistant", "content": content}
+        if self.flavour == "openai":
+            message |= {"refusal": refusal, "annotations": []}
+        usage = {"prompt_tokens": 812, "completion_tokens": 64, "total_tokens": 876}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        return {
+            "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+            "object": "chat.completion",
+            "created": 1756000000,
+            "model": model,
+            "choices": [choice],
+            "usage": usage | _USAGE_EXTRAS.get(self.flavour, {}),
+            "system_fingerprint": "fp_44709d6fcb",
+            **_BODY_EXTRAS.get(self.flavour, {}),
+        }
+
+    def _error(self, status: int, message: str, code: str | None = None) -> web.Response:
+        if self.flavour == "xai":
+            return web.json_response(xai_error(XAI_INVALID, message), status=status)
+        return web.json_response(openai_error(message, INVALID, code), status=status)
+
+    def _problem(self, text: str) -> web.Response:
+        """A request the real API would refuse: remember it and answer like the API would."""
+        self.problems.append(text)
+        return self._error(400, f"fake server: {text}")
+
+    def _unauthorized(self) -> web.Response:
+        if self.flavour == "xai":  # xAI answers a wrong key with 400
+            return self._error(400, "Incorrect API key provided: wr***ng.")
+        return self._error(401, "Incorrect API key provided: wr***ng.", "invalid_api_key")
+
+    async def _image(self, request: web.Request) -> web.Response:
+        data = self.images.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="image/jpeg")
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = None
+        headers = dict(request.headers)
+        self.requests.append(Received(request.method, request.path, headers, raw, payload))
+        refusal = self._check_headers(request) or self._check_body(payload, raw)
+        if refusal is not None:
+            return refusal
+        if self.reject_json_schema and payload["response_format"]["type"] == "json_schema":
+            return self._schema_rejection()
+        if self.script:
+            status, body, headers = self.script.popleft()
+            if isinstance(body, dict):
+                return web.json_response(body, status=status, headers=headers)
+            return web.Response(body=body, status=status, headers=headers)
+        completion = self.completion(model=payload["model"])
+        return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
+
+    def _check_headers(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization")
+        if self.api_key is None and auth is not None:
+            return self._problem("an Authorization header was sent although no key is configured")
+        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+            return self._unauthorized()
+        for name, value in self.required_headers.items():
+            if (actual := request.headers.get(name)) != value:
+                return self._problem(f"header {name} is {actual!r}, expected {value!r}")
+        if request.content_type != "application/json":
+            return self._problem(f"content type {request.content_type}")
+        return None
+
+    def _check_body(self, payload: Any, raw: bytes) -> web.Response | None:
+        if not isinstance(payload, dict):
+            return self._problem("body is not a JSON object")
+        errors = sorted(request_validator().iter_errors(payload), key=str)
+        if errors:
+            return self._problem(f"not a CreateChatCompletionRequest: {errors[0].message[:300]}")
+        problem = _shape_problem(payload)
+        if problem:
+            return self._problem(problem)
+        url = payload["messages"][-1]["content"][1]["image_url"]["url"]
+        return self._check_data_uri(url, raw) if url.startswith("data:") else None
+
+    def _check_data_uri(self, url: str, raw: bytes) -> web.Response | None:
+        header, _, encoded = url.partition(",")
+        media_type = header.removeprefix("data:").removesuffix(";base64")
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return self._problem("image data URI is not valid base64")
+        if self.max_base64_request is not None and len(raw) > self.max_base64_request:
+            return self._error(413, "Request Entity Too Large", "request_too_large")
+        if self.flavour == "xai" and media_type not in {"image/jpeg", "image/png"}:
+            return self._error(400, f"Unsupported image format {media_type}: use JPEG or PNG")
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                actual = Image.MIME[opened.format or ""]
+        except (OSError, KeyError):
+            return self._problem("image data URI does not hold an image")
+        if actual != media_type:
+            return self._problem(f"data URI says {media_type} but holds {actual}")
+        return None
+
+    def _schema_rejection(self) -> web.Response:
+        if self.reject_json_schema == 422:  # FastAPI/pydantic request validation
+            loc = ["body", "response_format", "type"]
+            detail = [{"type": "literal_error", "loc": loc, "msg": "Input should be 'json_object'"}]
+            return web.json_response({"detail": detail}, status=422)
+        return self._error(400, "invalid response_format type: json_schema is not supported")
+
+
+_PART_TYPES = ("text", "image_url")
+
+
+def _shape_problem(payload: dict[str, Any]) -> str | None:
+    """The parts of our request every chat-completions server relies on, beyond the schema."""
+    messages = payload["messages"]
+    content = messages[-1].get("content")
+    if messages[-1]["role"] != "user" or not isinstance(content, list):
+        return "the last message must be the user's, with a list of parts"
+    if tuple(part.get("type") for part in content) != _PART_TYPES:
+        return "user content must be [text part, image_url part]"
+    response_format = payload.get("response_format", {})
+    if response_format.get("type") not in {"json_schema", "json_object"}:
+        return "response_format must ask for JSON"
+    if response_format["type"] == "json_object" and "json" not in json.dumps(messages).lower():
+        return "'messages' must contain the word 'json' to use response_format json_object"
+    return None

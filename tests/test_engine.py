@@ -1,0 +1,278 @@
+"""The BatchProcessor: probe, all at once, schedules, hints, the window, fatal stop, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from pathlib import Path
+
+import pytest
+
+from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Prompt
+from kullbatch.providers.base import FatalJobError, PermanentImageError, RateLimited, Transient
+from kullbatch.store import NewJob, Store
+from tests.fakes import ScriptedProvider, rating_for
+from tests.vtime import run_virtual
+
+quiet_stamina()
+
+
+def images(n: int) -> list[ImageInput]:
+    return [
+        ImageInput(id=f"img{i}", filename=f"p{i}.jpg", url=f"https://example.test/p{i}.jpg")
+        for i in range(n)
+    ]
+
+
+async def run_job(
+    db: Path,
+    provider: ScriptedProvider,
+    inputs: list[ImageInput],
+    options: EngineOptions | None = None,
+    events: list[ProgressEvent] | None = None,
+    before_run=None,
+) -> tuple[JobOutcome, Store]:
+    store = await Store.open(db)
+    job = NewJob("batch_1_aaaaaa", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {})
+    await store.create_job(job, inputs)
+    await store.claim(job.id)
+    store.start_writer()
+    subscribers = [store.handle] + ([events.append] if events is not None else [])
+    processor = BatchProcessor(
+        job_id=job.id,
+        provider=provider,
+        prompt=Prompt("rate"),
+        store=store,
+        options=options or EngineOptions(heartbeat_interval=3600, cancel_poll_interval=600),
+        subscribers=subscribers,
+        rng=random.Random(7),
+    )
+    if before_run is not None:
+        before_run(processor)
+    outcome = await processor.run(inputs, total=len(inputs))
+    await store.finish_job(job.id, outcome.state, outcome.error)
+    await store.stop_writer()
+    return outcome, store
+
+
+def retry_gaps(provider: ScriptedProvider, image_id: str) -> list[float]:
+    times = [t for i, t in provider.calls if i == image_id]
+    return [round(b - a, 3) for a, b in zip(times, times[1:])]
+
+
+def test_every_image_is_rated_and_stored(tmp_path):
+    """All images are rated once, and each stored rating is that image's own."""
+    provider = ScriptedProvider()
+
+    async def main():
+        outcome, store = await run_job(tmp_path / "k.db", provider, images(50))
+        items = await store.items("batch_1_aaaaaa")
+        await store.close()
+        return outcome, items
+
+    outcome, items = run_virtual(main())
+    assert outcome.state is JobState.COMPLETED and outcome.rated == 50 and outcome.failed == 0
+    assert [item.rating for item in items] == [rating_for(f"img{i}") for i in range(50)]
+    assert all(item.state is ItemState.RATED for item in items)
+
+
+def test_rate_limits_follow_the_rate_limit_schedule(tmp_path):
+    """Seven 429s without a hint wait 1, 2, 4, 8, 16, 32, 60 s (plus at most 10 % jitter)."""
+    provider = ScriptedProvider(script={"img0": [RateLimited()] * 7})
+    run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    gaps = retry_gaps(provider, "img0")
+    for gap, base in zip(gaps, [1, 2, 4, 8, 16, 32, 60], strict=True):
+        assert base * 0.9 <= gap <= min(base * 1.1, 60) + 0.01
+
+
+def test_other_errors_follow_the_slower_schedule(tmp_path):
+    """Transient errors wait 2, 4, …, 64, then 120 s."""
+    provider = ScriptedProvider(script={"img0": [Transient("HTTP 503")] * 8})
+    run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    gaps = retry_gaps(provider, "img0")
+    for gap, base in zip(gaps, [2, 4, 8, 16, 32, 64, 120, 120], strict=True):
+        assert base * 0.9 <= gap <= min(base * 1.1, 120) + 0.01
+
+
+def test_a_hint_replaces_the_wait_and_is_capped(tmp_path):
+    """retry-after 7 s waits about 7 s; a 500 s hint is capped at the schedule's 60 s."""
+    provider = ScriptedProvider(
+        script={"img0": [RateLimited(retry_after=7), RateLimited(retry_after=500)]}
+    )
+    run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    first, second = retry_gaps(provider, "img0")
+    assert 7 <= first <= 7.8
+    assert 54 <= second <= 60.01
+
+
+def test_a_hinted_rate_limit_holds_new_sends_to_the_provider(tmp_path):
+    """After the probe's 429 with a 30 s hint, no other image is sent before the 30 s pass."""
+    provider = ScriptedProvider(script={"img0": [RateLimited(retry_after=30)]})
+    run_virtual(run_job(tmp_path / "k.db", provider, images(5)))
+    first = provider.calls[0][1]
+    later = [t - first for image_id, t in provider.calls[1:]]
+    assert later and min(later) >= 30
+
+
+def test_the_window_ends_retries_after_six_hours(tmp_path):
+    """An image that always hits 429 fails once its 6 h window passes, with its last error."""
+    provider = ScriptedProvider(script={"img0": [RateLimited("Rate limit exceeded")] * 10_000})
+    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    times = [t for _, t in provider.calls]
+    assert times[-1] - times[0] == pytest.approx(6 * 3600, abs=0.01)  # the last try at the window
+    assert 360 <= len(times) <= 400  # ~57 s per retry at the cap (jitter goes downwards there)
+    assert outcome.failed == 1 and outcome.state is JobState.COMPLETED
+    items = run_virtual(_items(store))
+    assert items[0].state is ItemState.FAILED and items[0].error == "Rate limit exceeded"
+    assert items[0].attempts == len(times)
+
+
+async def _items(store: Store):
+    try:
+        return await store.items("batch_1_aaaaaa")
+    finally:
+        await store.close()
+
+
+def test_max_retry_time_is_an_option(tmp_path):
+    """--max-retry-time 90s: the last attempt is made at 90 s, then the image fails."""
+    provider = ScriptedProvider(script={"img0": [Transient("boom")] * 100})
+    run_virtual(
+        run_job(
+            tmp_path / "k.db",
+            provider,
+            images(1),
+            EngineOptions(max_retry_time=90, heartbeat_interval=3600, cancel_poll_interval=600),
+        )
+    )
+    times = [t for _, t in provider.calls]
+    assert times[-1] - times[0] == pytest.approx(90, abs=0.01)
+
+
+def test_a_fatal_probe_stops_the_job_after_one_request(tmp_path):
+    """A bad key on the first image: one request, job failed, nothing else sent."""
+    provider = ScriptedProvider(script={"img0": [FatalJobError("openai HTTP 401: bad key")]})
+    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(100)))
+    run_virtual(store.close())
+    assert len(provider.calls) == 1
+    assert outcome.state is JobState.FAILED and outcome.error == "openai HTTP 401: bad key"
+
+
+def test_a_fatal_error_later_stops_all_in_flight_work(tmp_path):
+    """A fatal answer after release stops the job at once; in-flight images stay unrated."""
+    script = {"img3": [FatalJobError("out of credit")]}
+    provider = ScriptedProvider(script=script, latency=1.0)
+    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(20)))
+    run_virtual(store.close())
+    assert outcome.state is JobState.FAILED and outcome.error == "out of credit"
+    assert outcome.rated < 20
+
+
+def test_a_permanent_image_error_fails_that_image_only(tmp_path):
+    """A 400 about one image fails it at once; the others are rated."""
+    provider = ScriptedProvider(script={"img2": [PermanentImageError("HTTP 400: bad image")]})
+    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(5)))
+    items = run_virtual(_items(store))
+    assert outcome.rated == 4 and outcome.failed == 1
+    assert items[2].state is ItemState.FAILED and items[2].error == "HTTP 400: bad image"
+    assert provider.attempts["img2"] == 1
+
+
+def test_the_first_image_goes_alone(tmp_path):
+    """Nothing else is sent until the probe has answered."""
+    provider = ScriptedProvider(latency=2.0)
+    run_virtual(run_job(tmp_path / "k.db", provider, images(10)))
+    first = provider.calls[0][1]
+    assert all(t - first >= 2.0 for _, t in provider.calls[1:])
+
+
+def test_all_images_are_in_flight_at_once_by_default(tmp_path):
+    """With concurrency 0 and 1 s latency, 200 images take about 2 s (probe + one round)."""
+    provider = ScriptedProvider(latency=1.0)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcome, store = await run_job(tmp_path / "k.db", provider, images(200))
+        await store.close()
+        return loop.time() - start
+
+    assert run_virtual(main()) < 2.6
+
+
+def test_concurrency_caps_requests_in_flight(tmp_path):
+    """--concurrency 10 with 1 s latency: 50 images take at least 5 rounds."""
+    provider = ScriptedProvider(latency=1.0)
+    options = EngineOptions(concurrency=10, heartbeat_interval=3600, cancel_poll_interval=600)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcome, store = await run_job(tmp_path / "k.db", provider, images(50), options)
+        await store.close()
+        return loop.time() - start
+
+    assert run_virtual(main()) >= 5.0
+
+
+def test_cancel_from_the_store_stops_the_job(tmp_path):
+    """A cancel flag set in the database (by another process) stops the job within a poll."""
+    provider = ScriptedProvider(latency=10.0)
+    options = EngineOptions(heartbeat_interval=5, cancel_poll_interval=0.5)
+
+    async def main():
+        store_other = None
+
+        def schedule_cancel(processor):
+            async def later():
+                nonlocal store_other
+                await asyncio.sleep(12)
+                store_other = await Store.open(tmp_path / "k.db")
+                await store_other.request_cancel("batch_1_aaaaaa")
+
+            asyncio.get_running_loop().create_task(later())
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcome, store = await run_job(
+            tmp_path / "k.db", provider, images(30), options, before_run=schedule_cancel
+        )
+        elapsed = loop.time() - start
+        job = await store.get_job("batch_1_aaaaaa")
+        await store.close()
+        await store_other.close()
+        return outcome, elapsed, job
+
+    outcome, elapsed, job = run_virtual(main())
+    assert outcome.state is JobState.CANCELLED
+    assert elapsed <= 12 + 1.0
+    assert job.status is JobState.CANCELLED and job.processed_images == 1
+
+
+def test_events_report_retries_and_the_gate(tmp_path):
+    """Subscribers see RETRYING with the wait, a GATE hold, and RATED with the answer."""
+    events: list[ProgressEvent] = []
+    provider = ScriptedProvider(script={"img0": [RateLimited(retry_after=4)]})
+    run_virtual(run_job(tmp_path / "k.db", provider, images(2), events=events))
+    kinds = [e.kind for e in events]
+    assert kinds[0] is EventKind.STARTED and kinds[-1] is EventKind.ENDED
+    retry = next(e for e in events if e.kind is EventKind.RETRYING)
+    assert retry.image_id == "img0" and retry.attempt == 1 and 4 <= retry.wait <= 4.4
+    assert any(e.kind is EventKind.GATE and e.wait == 4 for e in events)
+    assert events[-1].rated == 2
+
+
+def test_every_failed_attempt_is_logged_in_the_spec_format(tmp_path, caplog):
+    """The admin log reads `[BatchProcessor] Image img0 attempt 1 failed: … Retrying in …ms`."""
+    provider = ScriptedProvider(
+        script={"img0": [RateLimited("Rate limit exceeded", retry_after=4)]}
+    )
+    with caplog.at_level(logging.WARNING, logger="kullbatch.admin"):
+        run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    line = next(r.getMessage() for r in caplog.records if "attempt 1" in r.getMessage())
+    assert line.startswith(
+        "[BatchProcessor] Image img0 attempt 1 failed: Rate limit exceeded. Retrying in 4"
+    )
+    assert line.endswith("ms")

@@ -1,0 +1,634 @@
+"""Loading shoots from JSON, CSV and folders, and the one-line errors that point at the problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from kullbatch.manifest import Manifest, ManifestError, _unique_id, load_manifest
+
+
+def make_image(path: Path, fmt: str = "JPEG") -> Path:
+    """Write a tiny real image so header checks see a genuine file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 3), (200, 100, 50)).save(path, fmt)
+    return path
+
+
+@pytest.fixture
+def shoot(tmp_path: Path) -> Path:
+    """A shoot folder with two photos in photos/, beside which manifests are written."""
+    make_image(tmp_path / "photos" / "a.jpg")
+    make_image(tmp_path / "photos" / "b.png", "PNG")
+    return tmp_path
+
+
+def write_json(folder: Path, data: Any, name: str = "shoot.json") -> Path:
+    path = folder / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def write_csv(folder: Path, text: str, name: str = "shoot.csv", bom: bool = False) -> Path:
+    path = folder / name
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return path
+
+
+def image(**fields: Any) -> dict[str, Any]:
+    """A valid JSON image entry pointing at photos/a.jpg, with overrides."""
+    entry: dict[str, Any] = {"id": "img1", "filename": "a.jpg", "path": "photos/a.jpg"}
+    entry.update(fields)
+    return {key: value for key, value in entry.items() if value is not ...}
+
+
+def error_for(source: Path) -> str:
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(source)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def assert_names(message: str, source: Path, location: str, *words: str) -> None:
+    """The message starts with file and location and mentions every given word."""
+    assert message.startswith(f"{source}: {location}"), message
+    for word in words:
+        assert word in message, message
+
+
+# Good paths ----------------------------------------------------------------------------------
+
+
+def test_a_json_request_body_loads_images_and_job_options(shoot: Path) -> None:
+    """The REST body's fields land on the Manifest; extra image keys become metadata."""
+    source = write_json(
+        shoot,
+        {
+            "shootId": "wedding",
+            "providerId": "openai-gpt-5",
+            "prompt": "Rate these",
+            "systemPrompt": "You are a photographer",
+            "mode": "economy",
+            "images": [
+                image(metadata={"iso": 100}, tags=["ceremony"], camera="X-T5"),
+                {"id": "img2", "filename": "c.jpg", "url": "https://example.com/c.jpg"},
+            ],
+        },
+    )
+    manifest = load_manifest(source)
+    assert isinstance(manifest, Manifest)
+    assert manifest.source == source.resolve()
+    assert (manifest.shoot_id, manifest.provider_id, manifest.mode) == (
+        "wedding",
+        "openai-gpt-5",
+        "economy",
+    )
+    assert (manifest.prompt, manifest.system_prompt) == ("Rate these", "You are a photographer")
+    first, second = manifest.images
+    assert first.path == (shoot / "photos" / "a.jpg").resolve()
+    assert first.metadata == {"iso": 100, "camera": "X-T5"}
+    assert first.tags == ["ceremony"]
+    assert (second.url, second.path) == ("https://example.com/c.jpg", None)
+
+
+def test_explicit_metadata_wins_over_an_extra_key_of_the_same_name(shoot: Path) -> None:
+    """When both say `camera`, the `metadata` object is the one the author meant."""
+    source = write_json(shoot, [image(camera="extra", metadata={"camera": "explicit"})])
+    assert load_manifest(source).images[0].metadata == {"camera": "explicit"}
+
+
+def test_a_json_body_without_shoot_id_takes_the_file_stem(shoot: Path) -> None:
+    """`wedding.json` without shootId is the shoot `wedding`; absent options stay None."""
+    manifest = load_manifest(write_json(shoot, {"images": [image()]}, "wedding.json"))
+    assert manifest.shoot_id == "wedding"
+    assert (manifest.provider_id, manifest.prompt, manifest.system_prompt, manifest.mode) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_bare_json_list_is_a_list_of_images(shoot: Path) -> None:
+    """A bare list loads like the images of a body, with the stem as shoot id."""
+    manifest = load_manifest(write_json(shoot, [image(), image(id="img2", path="photos/b.png")]))
+    assert manifest.shoot_id == "shoot"
+    assert [img.id for img in manifest.images] == ["img1", "img2"]
+
+
+def test_integer_ids_and_shoot_ids_become_strings(shoot: Path) -> None:
+    """Numbered exports (`"id": 7`) are accepted and stored as strings."""
+    source = write_json(shoot, {"shootId": 42, "images": [image(id=7), image(id=8)]})
+    manifest = load_manifest(source)
+    assert manifest.shoot_id == "42"
+    assert [img.id for img in manifest.images] == ["7", "8"]
+
+
+def test_relative_paths_resolve_against_the_manifest_folder(
+    shoot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`../photos/a.jpg` in manifests/ points at photos/, whatever the working directory."""
+    (shoot / "manifests").mkdir()
+    elsewhere = shoot / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    absolute = str((shoot / "photos" / "b.png").resolve())
+    source = write_json(
+        shoot / "manifests",
+        [image(path="../photos/a.jpg"), image(id="img2", path=absolute)],
+    )
+    paths = [img.path for img in load_manifest(source).images]
+    assert paths == [(shoot / "photos" / "a.jpg").resolve(), Path(absolute)]
+    assert all(path is not None and path.is_absolute() for path in paths)
+
+
+def test_null_url_or_path_counts_as_absent(shoot: Path) -> None:
+    """Tools that emit `"url": null` beside a path are not punished for it."""
+    manifest = load_manifest(write_json(shoot, [image(url=None, metadata=None, tags=None)]))
+    assert manifest.images[0].url is None
+    assert (manifest.images[0].metadata, manifest.images[0].tags) == ({}, [])
+
+
+def test_a_csv_with_bom_metadata_columns_and_blank_rows_loads(shoot: Path) -> None:
+    """Excel's BOM is ignored, tags split on `;`, other columns are metadata, blanks skipped."""
+    source = write_csv(
+        shoot,
+        "ID,Filename,path,url,tags,camera,lens\r\n"
+        "img1,a.jpg,photos/a.jpg,,wedding; ceremony ;,X-T5,\r\n"
+        "\r\n"
+        ",,,,,,\r\n"
+        'img2,c.jpg,,https://example.com/c.jpg,,"Sony\nA7",35mm\r\n',
+        bom=True,
+    )
+    manifest = load_manifest(source)
+    assert manifest.shoot_id == "shoot"
+    first, second = manifest.images
+    assert (first.id, first.filename, first.path) == (
+        "img1",
+        "a.jpg",
+        (shoot / "photos" / "a.jpg").resolve(),
+    )
+    assert first.tags == ["wedding", "ceremony"]
+    assert first.metadata == {"camera": "X-T5"}
+    assert (second.url, second.path, second.tags) == ("https://example.com/c.jpg", None, [])
+    assert second.metadata == {"camera": "Sony\nA7", "lens": "35mm"}
+
+
+def test_a_folder_loads_its_images_sorted_and_ignores_other_files(tmp_path: Path) -> None:
+    """Non-images, hidden `._` files and subfolders are skipped; `.JPG` counts as an image."""
+    folder = tmp_path / "Beach Day"
+    make_image(folder / "b.JPG")
+    make_image(folder / "a.png", "PNG")
+    make_image(folder / "c.TIFF", "TIFF")
+    make_image(folder / "sub" / "d.jpg")
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "._b.JPG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    manifest = load_manifest(folder)
+    assert manifest.shoot_id == "Beach Day"
+    assert manifest.source == folder.resolve()
+    assert [img.filename for img in manifest.images] == ["a.png", "b.JPG", "c.TIFF"]
+    assert [img.id for img in manifest.images] == ["a", "b", "c"]
+    assert manifest.images[0].path == folder.resolve() / "a.png"
+
+
+def test_folder_files_sharing_a_stem_get_distinct_ids(tmp_path: Path) -> None:
+    """The first by name keeps the stem, later ones use their full file name."""
+    make_image(tmp_path / "a.jpg")
+    make_image(tmp_path / "a.png", "PNG")
+    make_image(tmp_path / "a.png.jpg")
+    ids = [img.id for img in load_manifest(tmp_path).images]
+    assert ids == ["a", "a.png", "a.png.jpg"]
+
+
+def test_heic_files_are_recognised_by_their_header(tmp_path: Path) -> None:
+    """Pillow has no HEIC reader, so the ISO-BMFF brand vouches for an iPhone photo."""
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    assert [img.id for img in load_manifest(tmp_path).images] == ["IMG_0001"]
+
+
+def test_ten_thousand_rows_load_without_quadratic_checks(shoot: Path) -> None:
+    """A full-size shoot (the same photo 10,000 times) loads and keeps every id."""
+    rows = "".join(f"img{i},a.jpg,photos/a.jpg\n" for i in range(10_000))
+    manifest = load_manifest(write_csv(shoot, "id,filename,path\n" + rows))
+    assert len(manifest.images) == 10_000
+
+
+# Errors about the source itself ---------------------------------------------------------------
+
+
+def test_a_missing_source_is_reported_as_not_found(tmp_path: Path) -> None:
+    """A typo in SOURCE names the path and says it is not there."""
+    source = tmp_path / "nope.json"
+    assert error_for(source) == f"{source}: not found"
+
+
+def test_an_unreadable_manifest_is_reported_with_the_reason(
+    shoot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Permission problems name the file and the OS reason (faked: tests may run as root)."""
+    source = write_json(shoot, [image()])
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert error_for(source) == f"{source}: cannot read: Permission denied"
+
+
+def test_an_unsupported_extension_is_rejected(tmp_path: Path) -> None:
+    """A .txt is neither manifest nor folder; the message lists what works."""
+    source = tmp_path / "shoot.txt"
+    source.write_text("a.jpg")
+    assert_names(error_for(source), source, "unsupported manifest type '.txt'", ".json", ".csv")
+
+
+def test_malformed_json_gives_line_and_column(tmp_path: Path) -> None:
+    """A missing comma is located by the decoder's line and column."""
+    source = tmp_path / "shoot.json"
+    source.write_text('{\n  "images": [\n    {"id": "a" "filename": "a.jpg"}\n  ]\n}\n')
+    assert_names(error_for(source), source, "line 3, column 16", "malformed JSON")
+
+
+def test_a_manifest_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    """A Latin-1 CSV from an old Excel points at the line with the bad byte."""
+    source = tmp_path / "shoot.csv"
+    source.write_bytes(b"id,filename,path\nimg1,caf\xe9.jpg,a.jpg\n")
+    assert_names(error_for(source), source, "line 2", "UTF-8")
+
+
+def test_a_json_scalar_at_the_top_level_is_rejected(tmp_path: Path) -> None:
+    """Only an object or a list can hold images."""
+    source = write_json(tmp_path, "images")
+    assert_names(error_for(source), source, "top level", "object or a list", "string")
+
+
+def test_a_json_body_without_images_is_rejected(tmp_path: Path) -> None:
+    """A body must carry the `images` key."""
+    source = write_json(tmp_path, {"shootId": "s"})
+    assert_names(error_for(source), source, "images: missing")
+
+
+def test_json_images_that_are_not_a_list_are_rejected(tmp_path: Path) -> None:
+    """`images` as an object is named with the type found."""
+    source = write_json(tmp_path, {"images": {"id": "a"}})
+    assert_names(error_for(source), source, "images: must be a list", "object")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("providerId", 5), ("prompt", ["x"]), ("systemPrompt", True), ("mode", 1)],
+)
+def test_job_options_that_are_not_strings_are_rejected(
+    shoot: Path, field: str, value: object
+) -> None:
+    """providerId, prompt, systemPrompt and mode must be strings when present."""
+    source = write_json(shoot, {"images": [image()], field: value})
+    assert_names(error_for(source), source, f"{field}: must be a string")
+
+
+def test_an_unknown_mode_is_rejected(shoot: Path) -> None:
+    """Only fast and economy exist."""
+    source = write_json(shoot, {"images": [image()], "mode": "turbo"})
+    assert_names(error_for(source), source, "mode:", "'turbo'", "fast", "economy")
+
+
+def test_an_empty_shoot_id_is_rejected(shoot: Path) -> None:
+    """A blank shootId would make jobs impossible to tell apart."""
+    source = write_json(shoot, {"images": [image()], "shootId": " "})
+    assert_names(error_for(source), source, "shootId: must be a non-empty string")
+
+
+def test_an_empty_json_body_is_rejected(tmp_path: Path) -> None:
+    """A job with nothing to rate is a mistake, not a no-op."""
+    source = write_json(tmp_path, {"images": []})
+    assert_names(error_for(source), source, "images: no images")
+
+
+def test_an_empty_bare_list_is_rejected(tmp_path: Path) -> None:
+    """An empty list is an empty manifest too."""
+    source = write_json(tmp_path, [])
+    assert_names(error_for(source), source, "no images")
+
+
+# Errors in JSON image entries ----------------------------------------------------------------
+
+
+def test_an_image_entry_that_is_not_an_object_is_rejected(shoot: Path) -> None:
+    """A bare string where an image belongs names its index and type."""
+    source = write_json(shoot, {"images": [image(), "a.jpg"]})
+    assert_names(error_for(source), source, "images[1]: must be an object", "string")
+
+
+def test_a_bare_list_entry_is_located_by_its_index(shoot: Path) -> None:
+    """Bare lists use jq-style `[n]` locations."""
+    source = write_json(shoot, [image(), 3])
+    assert_names(error_for(source), source, "[1]: must be an object", "number")
+
+
+def test_a_missing_id_is_rejected(shoot: Path) -> None:
+    """Every image needs an id to be tracked through retries and results."""
+    source = write_json(shoot, {"images": [image(), image(id=...)]})
+    assert_names(error_for(source), source, "images[1].id: missing")
+
+
+def test_an_empty_id_is_rejected(shoot: Path) -> None:
+    """A whitespace id is as good as none."""
+    source = write_json(shoot, {"images": [image(id="  ")]})
+    assert_names(error_for(source), source, "images[0].id: is empty")
+
+
+def test_a_boolean_id_is_rejected(shoot: Path) -> None:
+    """Ints are accepted as ids, booleans are not."""
+    source = write_json(shoot, {"images": [image(id=True)]})
+    assert_names(error_for(source), source, "images[0].id: must be a string", "boolean")
+
+
+def test_a_missing_filename_is_rejected(shoot: Path) -> None:
+    """The contract requires filename; it is not guessed from the path."""
+    source = write_json(shoot, {"images": [image(filename=...)]})
+    assert_names(error_for(source), source, "images[0].filename: missing")
+
+
+def test_a_filename_that_is_not_a_string_is_rejected(shoot: Path) -> None:
+    """A numeric filename is a type error at its field."""
+    source = write_json(shoot, {"images": [image(filename=12)]})
+    assert_names(error_for(source), source, "images[0].filename: must be a string", "number")
+
+
+def test_an_image_without_url_or_path_is_rejected(shoot: Path) -> None:
+    """An image with nothing to fetch or open names both possible fields."""
+    source = write_json(shoot, {"images": [image(path=...)]})
+    assert_names(error_for(source), source, "images[0]: needs", "'url'", "'path'")
+
+
+def test_an_image_with_both_url_and_path_is_rejected(shoot: Path) -> None:
+    """One source per image, so it is clear what gets sent."""
+    source = write_json(shoot, {"images": [image(url="https://example.com/a.jpg")]})
+    assert_names(error_for(source), source, "images[0]: has both", "'url'", "'path'")
+
+
+def test_a_duplicate_id_names_both_entries(shoot: Path) -> None:
+    """The second use points back at the first, so either can be fixed."""
+    source = write_json(
+        shoot, {"images": [image(id="img0"), image(), image(id="img2"), image(id="img2")]}
+    )
+    message = error_for(source)
+    assert message == f"{source}: images[3].id: 'img2' duplicates images[2]"
+
+
+def test_a_non_http_url_is_rejected(shoot: Path) -> None:
+    """Providers fetch only http(s); ftp:// or file:// would fail much later."""
+    source = write_json(shoot, {"images": [image(path=..., url="ftp://example.com/a.jpg")]})
+    assert_names(error_for(source), source, "images[0].url: must be an http(s) URL", "ftp://")
+
+
+def test_a_url_without_host_is_rejected(shoot: Path) -> None:
+    """`https:/a.jpg` has the right scheme but nowhere to go."""
+    source = write_json(shoot, {"images": [image(path=..., url="https:/a.jpg")]})
+    assert_names(error_for(source), source, "images[0].url: must be an http(s) URL")
+
+
+def test_a_missing_local_file_is_rejected(shoot: Path) -> None:
+    """The resolved path is shown, so a wrong base folder is obvious."""
+    source = write_json(shoot, {"images": [image(path="photos/gone.jpg")]})
+    message = error_for(source)
+    assert_names(message, source, "images[0].path: file not found")
+    assert str((shoot / "photos" / "gone.jpg").resolve()) in message
+
+
+def test_a_local_file_that_is_not_an_image_is_rejected(shoot: Path) -> None:
+    """A text file renamed .jpg is caught by its header, before any request."""
+    (shoot / "photos" / "fake.jpg").write_text("hello")
+    source = write_json(shoot, {"images": [image(path="photos/fake.jpg")]})
+    assert_names(error_for(source), source, "images[0].path: not an image", "fake.jpg")
+
+
+def test_a_local_path_that_is_a_folder_is_rejected(shoot: Path) -> None:
+    """A path pointing at a folder says so."""
+    source = write_json(shoot, {"images": [image(path="photos")]})
+    assert_names(error_for(source), source, "images[0].path: is a folder")
+
+
+def test_metadata_that_is_not_an_object_is_rejected(shoot: Path) -> None:
+    """metadata must be a JSON object."""
+    source = write_json(shoot, {"images": [image(metadata=["iso", 100])]})
+    assert_names(error_for(source), source, "images[0].metadata: must be an object", "list")
+
+
+def test_tags_that_are_not_a_list_are_rejected(shoot: Path) -> None:
+    """A `"a;b"` string in JSON is a type error, not silently split."""
+    source = write_json(shoot, {"images": [image(tags="a;b")]})
+    assert_names(error_for(source), source, "images[0].tags: must be a list of strings")
+
+
+def test_a_tag_that_is_not_a_string_is_located_by_index(shoot: Path) -> None:
+    """The offending tag's index is part of the location."""
+    source = write_json(shoot, {"images": [image(tags=["ok", 5])]})
+    assert_names(error_for(source), source, "images[0].tags[1]: must be a string", "number")
+
+
+# CSV errors -----------------------------------------------------------------------------------
+
+
+def test_an_empty_csv_is_rejected(tmp_path: Path) -> None:
+    """Without a header row there are no columns to read."""
+    source = write_csv(tmp_path, "\n\n")
+    assert_names(error_for(source), source, "is empty", "header")
+
+
+def test_a_csv_without_a_header_row_names_the_missing_columns(shoot: Path) -> None:
+    """Data in line 1 reads as a header that lacks the required columns."""
+    source = write_csv(shoot, "img1,a.jpg,photos/a.jpg\n")
+    assert_names(error_for(source), source, "line 1:", "id", "filename", "url or path", "header")
+
+
+def test_a_csv_header_without_url_or_path_is_rejected(tmp_path: Path) -> None:
+    """id and filename alone say nothing about where the photo is."""
+    source = write_csv(tmp_path, "id,filename,camera\n")
+    message = error_for(source)
+    assert_names(message, source, "line 1:", "url or path")
+    assert "lacks url or path;" in message
+
+
+def test_a_csv_header_naming_a_column_twice_is_rejected(tmp_path: Path) -> None:
+    """`ID` and `id` are the same column, so the second is ambiguous."""
+    source = write_csv(tmp_path, "id,filename,path,ID\n")
+    assert_names(error_for(source), source, "line 1, column 'id': appears twice")
+
+
+def test_a_csv_header_only_file_is_an_empty_manifest(tmp_path: Path) -> None:
+    """A header with no rows has no images."""
+    source = write_csv(tmp_path, "id,filename,path\n\n")
+    assert_names(error_for(source), source, "no images")
+
+
+def test_a_csv_row_without_id_names_its_physical_line(shoot: Path) -> None:
+    """Blank lines and a multi-line quoted cell still count as lines."""
+    source = write_csv(
+        shoot,
+        'id,filename,path,note\nimg1,a.jpg,photos/a.jpg,"two\nlines"\n\n,b.png,photos/b.png,\n',
+    )
+    assert_names(error_for(source), source, "line 5, column 'id': missing")
+
+
+def test_a_csv_row_without_filename_is_rejected(shoot: Path) -> None:
+    """An empty filename cell is a missing filename."""
+    source = write_csv(shoot, "id,filename,path\nimg1,,photos/a.jpg\n")
+    assert_names(error_for(source), source, "line 2, column 'filename': missing")
+
+
+def test_a_csv_row_without_url_or_path_is_rejected(shoot: Path) -> None:
+    """Both cells empty means nothing to rate."""
+    source = write_csv(shoot, "id,filename,url,path\nimg1,a.jpg,,\n")
+    assert_names(error_for(source), source, "line 2: needs", "'url'", "'path'")
+
+
+def test_a_csv_row_with_both_url_and_path_is_rejected(shoot: Path) -> None:
+    """A row may fill one of the two columns, not both."""
+    source = write_csv(shoot, "id,filename,url,path\nimg1,a.jpg,https://x.org/a.jpg,photos/a.jpg\n")
+    assert_names(error_for(source), source, "line 2: has both", "'url'", "'path'")
+
+
+def test_a_csv_duplicate_id_names_both_lines(shoot: Path) -> None:
+    """The duplicate points back at the line of the first use."""
+    source = write_csv(
+        shoot, "id,filename,path\nimg1,a.jpg,photos/a.jpg\n\nimg1,b.png,photos/b.png\n"
+    )
+    assert error_for(source) == f"{source}: line 4, column 'id': 'img1' duplicates line 2"
+
+
+def test_a_csv_row_with_a_bad_url_names_line_and_column(tmp_path: Path) -> None:
+    """URL checks use the CSV location style."""
+    source = write_csv(tmp_path, "id,filename,url\nimg1,a.jpg,file:///a.jpg\n")
+    assert_names(error_for(source), source, "line 2, column 'url': must be an http(s) URL")
+
+
+def test_a_csv_row_with_a_missing_file_names_line_and_column(shoot: Path) -> None:
+    """Local file checks use the CSV location style."""
+    source = write_csv(shoot, "id,filename,path\nimg1,a.jpg,photos/zzz.jpg\n")
+    assert_names(error_for(source), source, "line 2, column 'path': file not found", "zzz.jpg")
+
+
+def test_a_csv_row_with_more_cells_than_the_header_is_rejected(shoot: Path) -> None:
+    """An unquoted comma in a value shifts every later column."""
+    source = write_csv(shoot, "id,filename,path\nimg1,a.jpg,photos/a.jpg,extra\n")
+    assert_names(error_for(source), source, "line 2: has 4 cells", "header has 3")
+
+
+def test_a_csv_value_under_an_unnamed_column_is_rejected(shoot: Path) -> None:
+    """Metadata needs a name; empty unnamed columns (Excel's trailing commas) are fine."""
+    source = write_csv(
+        shoot, "id,filename,path,\nimg1,a.jpg,photos/a.jpg,\nimg2,b.png,photos/b.png,x\n"
+    )
+    assert_names(error_for(source), source, "line 3, column 4: has a value but no header name")
+
+
+def test_malformed_csv_quoting_is_reported_with_its_line(shoot: Path) -> None:
+    """The csv module's own errors (here: a cell over its size limit) keep the file and line."""
+    source = write_csv(shoot, 'id,filename,path\nimg1,a.jpg,"a' + "x" * 200_000 + '"\n')
+    assert_names(error_for(source), source, "line 2: malformed CSV")
+
+
+# Folder errors --------------------------------------------------------------------------------
+
+
+def test_a_folder_without_images_is_rejected(tmp_path: Path) -> None:
+    """A folder of sidecars only lists the extensions it looked for."""
+    (tmp_path / "a.xmp").write_text("<x/>")
+    assert_names(error_for(tmp_path), tmp_path, "no images in this folder", ".jpg", ".heic")
+
+
+def test_a_corrupt_image_in_a_folder_names_the_file(tmp_path: Path) -> None:
+    """A `.jpg` that Pillow cannot read is reported by file name, not skipped."""
+    make_image(tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(b"not really a jpeg")
+    assert_names(error_for(tmp_path), tmp_path, "b.jpg: not an image")
+
+
+# Edge cases at the boundaries ----------------------------------------------------------------
+
+
+def test_an_empty_filename_is_rejected(shoot: Path) -> None:
+    """A blank filename is as good as none."""
+    source = write_json(shoot, {"images": [image(filename=" ")]})
+    assert_names(error_for(source), source, "images[0].filename: is empty")
+
+
+def test_an_unparseable_url_is_rejected_like_any_bad_url(shoot: Path) -> None:
+    """urlsplit's own ValueError (a broken IPv6 host) becomes the usual message."""
+    source = write_json(shoot, {"images": [image(path=..., url="http://[::1/a.jpg")]})
+    assert_names(error_for(source), source, "images[0].url: must be an http(s) URL")
+
+
+def test_a_path_with_a_nul_byte_is_rejected(shoot: Path) -> None:
+    """A path the OS cannot even look up is reported at its field."""
+    source = write_json(shoot, {"images": [image(path="photos/a\u0000.jpg")]})
+    assert_names(error_for(source), source, "images[0].path: cannot resolve")
+
+
+def test_a_source_that_cannot_be_inspected_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stat refused by the OS is not mistaken for a missing file."""
+    source = tmp_path / "shoot.json"
+    real_stat = Path.stat
+
+    def refuse(self: Path, **kwargs: Any) -> Any:
+        if self == source:
+            raise PermissionError(13, "Permission denied")
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", refuse)
+    assert error_for(source) == f"{source}: cannot read: Permission denied"
+
+
+def test_a_local_image_that_cannot_be_opened_gives_the_reason(
+    shoot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A photo the OS refuses to open is reported with the OS reason."""
+    source = write_json(shoot, {"images": [image()]})
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "a.jpg":
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    assert_names(error_for(source), source, "images[0].path: cannot read (Permission denied)")
+
+
+def test_a_huge_photo_is_an_image_not_a_decompression_bomb(
+    shoot: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Pillow's bomb limit is for decoding; a 150 MP frame still belongs in the shoot."""
+    source = write_json(shoot, [image(), image(id="img2", path="photos/b.png")])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8)  # 12 px: a warning, not yet an error
+    assert len(load_manifest(source).images) == 2
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1)  # 12 px: DecompressionBombError
+    assert len(load_manifest(source).images) == 2
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_a_folder_that_cannot_be_listed_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder the OS refuses to list names the folder and the reason."""
+
+    def refuse(path: Any) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("kullbatch.manifest.os.scandir", refuse)
+    assert error_for(tmp_path) == f"{tmp_path}: cannot read folder: Permission denied"
+
+
+def test_unique_ids_fall_back_to_numbered_names_when_everything_is_taken() -> None:
+    """The last resort keeps ids unique and deterministic even in contrived folders."""
+    taken = {"a", "a.jpg"}
+    assert _unique_id("a", "a.jpg", taken) == "a.jpg~2"
+    assert _unique_id("a", "a.jpg", taken) == "a.jpg~3"
