@@ -169,8 +169,11 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
 def rated_count(db: Path) -> int:
     if not db.exists():
         return 0
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT count(*) FROM batch_items WHERE status = 'rated'").fetchone()
+    try:
+        with sqlite3.connect(db) as conn:
+            row = conn.execute("SELECT count(*) FROM batch_items WHERE status = 'rated'").fetchone()
+    except sqlite3.OperationalError:  # the child is still creating the schema
+        return 0
     return row[0]
 
 
