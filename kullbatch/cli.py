@@ -129,6 +129,15 @@ def process(
     concurrency: Annotated[
         int, typer.Option(min=0, help="Requests in flight at most; 0 sends every photo at once.")
     ] = 0,
+    rpm: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="A known requests-per-minute limit: sends are paced under it "
+            "[default: learned from the provider's headers and 429s]",
+            show_default=False,
+        ),
+    ] = None,
     max_edge: Annotated[
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
     ] = 1568,
@@ -159,6 +168,7 @@ def process(
         shoot_id=shoot_id,
         max_retry_time=retry_seconds,
         concurrency=concurrency,
+        rpm=rpm,
         max_edge=max_edge,
     )
     database = db_path(db)

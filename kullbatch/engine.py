@@ -26,8 +26,8 @@ from kullbatch.providers.base import (
     ProviderError,
     RateLimited,
 )
-from kullbatch.ratelimit import Gate
-from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, RetryPolicy, format_wait_ms, schedule_for
+from kullbatch.ratelimit import Gate, GateState
+from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, RetryPolicy, format_wait_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -45,6 +45,7 @@ class EngineOptions:
     max_retry_time: float = DEFAULT_MAX_RETRY_TIME
     max_edge: int = DEFAULT_MAX_EDGE
     prepared_limit: int = 64  # local photos decoded and in flight at once: bounds memory
+    rpm: float | None = None  # a known requests-per-minute limit: the gate never exceeds it
     heartbeat_interval: float = 5.0
     cancel_poll_interval: float = 0.5
 
@@ -91,6 +92,7 @@ class BatchProcessor:
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        policy: RetryPolicy | None = None,
     ) -> None:
         self.job_id = job_id
         self._provider = provider
@@ -100,8 +102,8 @@ class BatchProcessor:
         self._subscribers = list(subscribers)
         self._clock = clock or asyncio.get_running_loop().time
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
-        self._policy = RetryPolicy(max_retry_time=self._options.max_retry_time)
-        self.gate = Gate(self._clock)
+        self._policy = policy or RetryPolicy(max_retry_time=self._options.max_retry_time)
+        self.gate = Gate(self._clock, rpm=self._options.rpm, on_change=self._gate_changed)
         self._slots = (
             asyncio.Semaphore(self._options.concurrency) if self._options.concurrency > 0 else None
         )
@@ -143,6 +145,7 @@ class BatchProcessor:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(watcher, *tasks, return_exceptions=True)
+            await self.gate.close()
         state = self._stop.state or JobState.COMPLETED
         outcome = JobOutcome(state, self._counters.rated, self._counters.failed, self._stop.error)
         self._publish(EventKind.ENDED, status=state, error=outcome.error)
@@ -247,9 +250,16 @@ class BatchProcessor:
                     answer = await self._provider.rate(prepared, self._prompt)
         except FatalJobError:
             raise  # the probe's fatal answer stops the job; the rest are never released
-        except Exception:
+        except RateLimited as exc:
+            self.gate.rate_limited(exc.limits)
             self._probe_answered.set()
             raise
+        except Exception as exc:
+            self.gate.answered(getattr(exc, "limits", None))
+            self._probe_answered.set()
+            raise
+        usage = answer.usage
+        self.gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
         self._probe_answered.set()
         return answer
 
@@ -258,10 +268,7 @@ class BatchProcessor:
     ) -> None:
         self._counters.retrying += 1
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            hold = min(exc.retry_after, schedule_for(exc).cap)
-            if self.gate.holding_for() < hold:
-                self._publish(EventKind.GATE, wait=hold)
-            self.gate.hold(hold)
+            self.gate.hold(min(exc.retry_after, self._policy.schedule_for(exc).cap))
         admin_log.warning(
             "[BatchProcessor] Image %s attempt %d failed: %s. Retrying in %s",
             image.id,
@@ -274,6 +281,9 @@ class BatchProcessor:
         )
 
     # -- events -------------------------------------------------------------------------------
+
+    def _gate_changed(self, state: GateState) -> None:
+        self._publish(EventKind.GATE, wait=state.holding_for, rate=state.rate_per_minute)
 
     def _publish(self, kind: EventKind, **fields: object) -> None:
         counters = self._counters

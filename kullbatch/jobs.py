@@ -147,6 +147,20 @@ def _user_name() -> str:
         return "local"
 
 
+def raise_open_file_limit() -> None:
+    """Each request in flight holds a socket: lift the soft limit (often 1024) to the hard one."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            admin_log.info("open-file limit raised from %d to %d", soft, wanted)
+    except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - platform dependent
+        admin_log.info("open-file limit left as it is: %s", exc)
+
+
 def _connector() -> aiohttp.TCPConnector:
     """No silent cap at 100 connections: every in-flight request gets its own socket."""
     return aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -162,6 +176,7 @@ async def run_job(
 ) -> JobOutcome:
     """Send every image of the job without a stored result; record how the job ended."""
     quiet_stamina()
+    raise_open_file_limit()
     images = await store.unfinished(job.id)
     await store.claim(job.id)
     store.start_writer()
@@ -198,6 +213,7 @@ def _engine_options(options: Mapping[str, Any]) -> EngineOptions:
         concurrency=int(options.get("concurrency") or 0),
         max_retry_time=float(options.get("max_retry_time") or 6 * 3600.0),
         max_edge=int(options.get("max_edge") or 1568),
+        rpm=float(options["rpm"]) if options.get("rpm") else None,
     )
 
 

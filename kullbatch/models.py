@@ -171,4 +171,5 @@ class ProgressEvent:
     error: str | None = None
     attempt: int = 0
     wait: float = 0.0
+    rate: float | None = None  # GATE: the pace new sends are held to, requests per minute
     status: JobState = JobState.PROCESSING

@@ -151,14 +151,19 @@ class FailedColumn(_NoteColumn):
         return Text(f"failed: {failed}" if failed else "", style="red")
 
 
+def _gate_text(task: Task) -> str:
+    wait = _gate_wait(task)
+    if wait > 0:
+        return f"rate-limited: waiting {format_duration(wait)}"
+    rate: float | None = task.fields.get("gate_rate")
+    return "" if rate is None else f"paced to {rate:,.0f} requests/min"
+
+
 class GateColumn(_NoteColumn):
-    """`rate-limited: waiting 4 s` while the provider's gate holds sends back."""
+    """`rate-limited: waiting 4 s` while the gate holds sends, else the pace it learned."""
 
     def render(self, task: Task) -> Text:
-        wait = _gate_wait(task)
-        if wait <= 0:
-            return Text("")
-        return Text(f"rate-limited: waiting {format_duration(wait)}", style="magenta")
+        return Text(_gate_text(task), style="magenta")
 
 
 class _JobProgress(Progress):
@@ -217,7 +222,14 @@ class ProgressDisplay:
             disable=not live,
         )
         self._task = self._progress.add_task(
-            provider, total=total, rated=0, failed=0, retrying=0, baseline=0, gate_until=None
+            provider,
+            total=total,
+            rated=0,
+            failed=0,
+            retrying=0,
+            baseline=0,
+            gate_until=None,
+            gate_rate=None,
         )
 
     @property
@@ -268,6 +280,7 @@ class ProgressDisplay:
         elif event.kind is EventKind.GATE:
             until = self._get_time() + event.wait
             fields["gate_until"] = max(until, self.task.fields.get("gate_until") or until)
+            fields["gate_rate"] = event.rate
         elif event.kind is EventKind.ENDED:
             fields["gate_until"] = None
         elif event.kind is EventKind.FAILED and len(self._failures) < MAX_FAILURE_SAMPLES:
@@ -303,9 +316,8 @@ class ProgressDisplay:
         parts.append("-- img/s" if speed is None else f"{speed:.1f} img/s")
         eta = _eta(task)
         parts.append("ETA --" if eta is None else f"ETA {format_duration(eta)}")
-        wait = _gate_wait(task)
-        if wait > 0:
-            parts.append(f"rate-limited: waiting {format_duration(wait)}")
+        if gate := _gate_text(task):
+            parts.append(gate)
         return ", ".join(parts)
 
     def summary(self, status: JobStatus, elapsed: float) -> Table:

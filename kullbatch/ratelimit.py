@@ -1,32 +1,194 @@
-"""A gate per provider: after a 429 with a hint, new sends wait too, not only the image retried."""
+"""A gate per provider that learns the allowed send rate and paces new sends to it.
+
+It starts open ("all at once"). It learns from three sources:
+
+- the limit headers of every answer (`RateLimits`): a requests-per-minute limit becomes a pace
+  slightly under it, and a tokens-per-minute limit, divided by the tokens an answer costs,
+  another; the slower wins;
+- a 429 with a hint: nobody sends until the hint has passed (capped by the caller);
+- a 429 without limit headers while requests are going out fast (2 or more a second): the pace
+  halves (from the rate requests were being sent at), at most once a second, and then grows
+  back by 5 % a second while no 429 arrives (AIMD). A trickle of retries is left to the
+  per-image schedules.
+
+`--rpm` states a known limit: the pace never exceeds it. The retry schedules of each image are
+not touched; the gate only decides when a request, new or retried, may leave.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from kullbatch.models import RateLimits
+
+HEADROOM = 0.95  # pace under a stated limit: a server's window edges are never exact
+DECREASE = 0.5
+INCREASE_PER_SECOND = 0.05
+MIN_RATE = 0.2  # requests per second: never stall a job completely
+BURST_RATE = 2.0  # requests per second: below this, 429s are the schedules' business
+SEND_WINDOW = 2.0  # seconds of sends the current send rate is measured over
+TOKEN_AVERAGE_WEIGHT = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class GateState:
+    """What the progress display shows: a hold in seconds, and the pace if one is set."""
+
+    holding_for: float
+    rate_per_minute: float | None
+
 
 class Gate:
-    """Holds every send to one provider until the time its last rate-limit answer asked for."""
+    """FIFO waiters released by one dispatcher at the learned pace; free when no pace is set."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        rpm: float | None = None,
+        on_change: Callable[[GateState], None] | None = None,
+    ) -> None:
         self._clock = clock
+        self._ceiling = rpm / 60 if rpm else None
+        self._rate: float | None = self._ceiling
+        self._from_headers = False
         self._open_at = 0.0
+        self._last_release = float("-inf")
+        self._last_decrease = float("-inf")
+        self._last_increase = clock()
+        self._tokens_per_request: float | None = None
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._sends: collections.deque[float] = collections.deque()
+        self._on_change = on_change
 
-    def hold(self, seconds: float) -> None:
-        """A server asked for `seconds` of quiet: nobody sends before then."""
-        self._open_at = max(self._open_at, self._clock() + seconds)
+    # -- what callers read --------------------------------------------------------------------
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second new sends are paced to; None means no pacing."""
+        return self._rate
 
     def holding_for(self) -> float:
         return max(0.0, self._open_at - self._clock())
 
-    async def wait(self) -> float:
-        """Sleep until the gate is open; returns how long this caller waited."""
-        waited = 0.0
-        while (delay := self._open_at - self._clock()) > 0:
-            await asyncio.sleep(delay)
-            waited += delay
-        return waited
+    def state(self) -> GateState:
+        return GateState(self.holding_for(), None if self._rate is None else self._rate * 60)
+
+    # -- learning -----------------------------------------------------------------------------
+
+    def hold(self, seconds: float) -> None:
+        """A server asked for `seconds` of quiet: nobody sends before then."""
+        if self._clock() + seconds > self._open_at:
+            self._open_at = self._clock() + seconds
+            self._changed()
+
+    def answered(self, limits: RateLimits | None, tokens: int = 0) -> None:
+        """An answer came back (any status but 429): learn from its headers, grow the pace."""
+        now = self._clock()
+        if tokens > 0:
+            previous = self._tokens_per_request or tokens
+            self._tokens_per_request = previous + TOKEN_AVERAGE_WEIGHT * (tokens - previous)
+        if limits is not None and self._learn_from_headers(limits):
+            return
+        if self._rate is not None and not self._from_headers:
+            self._grow(now)
+
+    def rate_limited(self, limits: RateLimits | None) -> None:
+        """A 429 arrived: headers say the pace; without them, halve it (once a second)."""
+        if limits is not None and self._learn_from_headers(limits):
+            return
+        now = self._clock()
+        sending = self._send_rate(now)
+        if now - self._last_decrease < 1.0 or sending < BURST_RATE:
+            return
+        self._last_decrease = now
+        self._last_increase = now
+        base = sending if self._rate is None else min(self._rate, sending)
+        self._set_rate(max(MIN_RATE, base * DECREASE), from_headers=False)
+
+    def _learn_from_headers(self, limits: RateLimits) -> bool:
+        rates = []
+        if limits.requests_limit:
+            rates.append(limits.requests_limit / 60 * HEADROOM)
+        if limits.tokens_limit and self._tokens_per_request:
+            rates.append(limits.tokens_limit / 60 / self._tokens_per_request * HEADROOM)
+        if not rates:
+            return False
+        self._set_rate(max(MIN_RATE, min(rates)), from_headers=True)
+        return True
+
+    def _sent(self, now: float) -> None:
+        self._sends.append(now)
+        while self._sends[0] < now - SEND_WINDOW:
+            self._sends.popleft()
+
+    def _send_rate(self, now: float) -> float:
+        while self._sends and self._sends[0] < now - SEND_WINDOW:
+            self._sends.popleft()
+        return len(self._sends) / SEND_WINDOW
+
+    def _grow(self, now: float) -> None:
+        assert self._rate is not None
+        elapsed = now - self._last_increase
+        if elapsed >= 1.0:
+            self._last_increase = now
+            self._set_rate(self._rate * (1 + INCREASE_PER_SECOND) ** elapsed, from_headers=False)
+
+    def _set_rate(self, rate: float, *, from_headers: bool) -> None:
+        if self._ceiling is not None:
+            rate = min(rate, self._ceiling)
+        self._from_headers = from_headers
+        if self._rate is None or abs(rate - self._rate) > 0.01 * self._rate:
+            self._rate = rate
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.state())
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Return when this caller may send; FIFO among callers."""
+        now = self._clock()
+        if self._rate is None and not self._waiters and self._open_at <= now:
+            self._sent(now)
+            return  # the fast path: no pace, no hold
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="kullbatch-gate")
+        await future
+
+    async def close(self) -> None:
+        """Stop the dispatcher (the job ended); waiters still queued are cancelled."""
+        for waiter in self._waiters:
+            waiter.cancel()
+        self._waiters.clear()
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+
+    async def _dispatch(self) -> None:
+        while self._waiters:
+            now = self._clock()
+            delay = self._open_at - now
+            if self._rate is not None:
+                delay = max(delay, self._last_release + 1 / self._rate - now)
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled caller does not use up a slot
+                waiter.set_result(None)
+                self._last_release = now
+                self._sent(now)

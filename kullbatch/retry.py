@@ -37,20 +37,21 @@ RATE_LIMIT_SCHEDULE = Schedule(initial=1.0, cap=60.0, steps=6)  # 1,2,4,8,16,32,
 OTHER_SCHEDULE = Schedule(initial=2.0, cap=120.0, steps=6)  # 2,4,8,16,32,64,120
 
 
-def schedule_for(error: ProviderError) -> Schedule:
-    return RATE_LIMIT_SCHEDULE if isinstance(error, RateLimited) else OTHER_SCHEDULE
-
-
 def is_retryable(error: BaseException) -> bool:
     return isinstance(error, RateLimited | Transient)
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """The per-image retry window and the jitter source (seedable for tests)."""
+    """The per-image retry window, the two schedules and the jitter."""
 
     max_retry_time: float = DEFAULT_MAX_RETRY_TIME
     jitter: float = JITTER
+    rate_limit: Schedule = RATE_LIMIT_SCHEDULE
+    other: Schedule = OTHER_SCHEDULE
+
+    def schedule_for(self, error: ProviderError) -> Schedule:
+        return self.rate_limit if isinstance(error, RateLimited) else self.other
 
     def next_wait(
         self,
@@ -70,7 +71,7 @@ class RetryPolicy:
         deadline = started_at + self.max_retry_time
         if now >= deadline:
             return None
-        wait = jittered(schedule_for(error), retry_number, _hint(error), self.jitter, rng)
+        wait = jittered(self.schedule_for(error), retry_number, _hint(error), self.jitter, rng)
         return min(wait, deadline - now)
 
 

@@ -6,7 +6,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from kullbatch.models import Answer, PreparedImage, Prompt, Rating, Usage
+from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Rating, Usage
 
 
 def rating_for(image_id: str) -> Rating:
@@ -27,6 +27,7 @@ class ScriptedProvider:
 
     script: dict[str, list[BaseException | None]] = field(default_factory=dict)
     latency: float = 0.0
+    limits: RateLimits | None = None  # what every answer's headers report
     name: str = "fake"
     model: str = "fake-1"
     calls: list[tuple[str, float]] = field(default_factory=list)
@@ -42,4 +43,4 @@ class ScriptedProvider:
         n = self.attempts[image.image_id]
         if n <= len(steps) and steps[n - 1] is not None:
             raise steps[n - 1]  # type: ignore[misc]
-        return Answer(rating_for(image.image_id), Usage(10, 5))
+        return Answer(rating_for(image.image_id), Usage(10, 5), self.limits)

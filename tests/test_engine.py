@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
-from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Prompt
+from kullbatch.models import (
+    EventKind,
+    ImageInput,
+    ItemState,
+    JobState,
+    ProgressEvent,
+    Prompt,
+    RateLimits,
+)
 from kullbatch.providers.base import FatalJobError, PermanentImageError, RateLimited, Transient
 from kullbatch.store import NewJob, Store
 from tests.fakes import ScriptedProvider, rating_for
@@ -276,3 +284,22 @@ def test_every_failed_attempt_is_logged_in_the_spec_format(tmp_path, caplog):
         "[BatchProcessor] Image img0 attempt 1 failed: Rate limit exceeded. Retrying in 4"
     )
     assert line.endswith("ms")
+
+
+def test_limit_headers_from_the_probe_pace_the_rest_of_the_job(tmp_path):
+    """A 600 RPM limit in the probe's headers: 51 images go out at ~9.5 a second, not at once."""
+    provider = ScriptedProvider(limits=RateLimits(requests_limit=600))
+    events: list[ProgressEvent] = []
+    run_virtual(run_job(tmp_path / "k.db", provider, images(51), events=events))
+    times = sorted(t for _, t in provider.calls)
+    assert times[-1] - times[1] == pytest.approx(49 / 9.5, rel=0.02)
+    assert any(e.kind is EventKind.GATE and e.rate == pytest.approx(570) for e in events)
+
+
+def test_rpm_option_paces_from_the_first_send(tmp_path):
+    """--rpm 120 sends 2 a second even though the provider reports no limits."""
+    provider = ScriptedProvider()
+    options = EngineOptions(rpm=120, heartbeat_interval=3600, cancel_poll_interval=600)
+    run_virtual(run_job(tmp_path / "k.db", provider, images(11), options))
+    times = sorted(t for _, t in provider.calls)
+    assert times[-1] - times[0] == pytest.approx(5.0, rel=0.01)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kullbatch.engine import BatchProcessor, EngineOptions, quiet_stamina  # noqa: E402
-from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage  # noqa: E402
-from kullbatch.store import NewJob, Store  # noqa: E402
+from kullbatch.engine import BatchProcessor, EngineOptions, quiet_stamina
+from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage
+from kullbatch.store import NewJob, Store
 
 RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", tags=["a"])
 
@@ -69,7 +69,9 @@ async def main(count: int, latency: float, db: Path) -> None:
     print(f"images               {count}")
     print(f"latency              {latency:.2f} s (x2: the probe goes alone first)")
     print(f"create job (SQLite)  {t1 - t0:.2f} s wall, {c1 - c0:.2f} s CPU")
-    print(f"run                  {t2 - t1:.2f} s wall ({t2 - t1 - 2 * latency:.2f} s beyond 2x latency)")
+    print(
+        f"run                  {t2 - t1:.2f} s wall ({t2 - t1 - 2 * latency:.2f} s beyond 2x latency)"
+    )
     print(f"run CPU              {c2 - c1:.2f} s, {(c2 - c1) / count * 1000:.3f} ms per image")
     print(f"total CPU            {c2 - c0:.2f} s, {(c2 - c0) / count * 1000:.3f} ms per image")
     print(f"peak RSS             {rss_mb:.0f} MB")
