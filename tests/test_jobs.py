@@ -1,0 +1,117 @@
+"""The service layer: job ids, status objects, cancel of an orphaned job, provider ids."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kullbatch import jobs
+from kullbatch.models import ImageInput, JobState
+from kullbatch.providers import PROVIDERS, FatalJobError, create_provider, resolve
+from kullbatch.store import NewJob, Store
+from tests.vtime import run_virtual
+
+JOB = NewJob("batch_1_jobs00", "me", "shoot", "local", "local-v1", "fast", "rate", None, "x", {})
+
+
+def test_job_ids_follow_the_spec():
+    """batch_<unix ms>_<6 of [a-z0-9]>."""
+    job_id = jobs.new_job_id(now=1764350000.123)
+    assert re.fullmatch(r"batch_1764350000123_[a-z0-9]{6}", job_id)
+
+
+def test_the_database_defaults_to_the_environment_then_the_data_folder(tmp_path):
+    """$KULLBATCH_DB wins; otherwise kullbatch.db in the user data folder."""
+    assert jobs.default_db_path({"KULLBATCH_DB": str(tmp_path / "x.db")}) == tmp_path / "x.db"
+    assert jobs.default_db_path({}).name == "kullbatch.db"
+    assert jobs.admin_log_path(Path("/a/kullbatch.db")) == Path("/a/kullbatch-admin.log")
+
+
+async def stored_job(db: Path, claim: bool):
+    store = await Store.open(db)
+    images = [
+        ImageInput(id=f"i{n}", filename="a.jpg", url="https://e.test/a.jpg") for n in range(4)
+    ]
+    await store.create_job(JOB, images)
+    if claim:
+        await store.claim(JOB.id)
+    return store, await store.get_job(JOB.id)
+
+
+def test_a_job_whose_heartbeat_went_stale_reads_as_interrupted(tmp_path):
+    """processing + heartbeat older than 30 s -> interrupted, with a hint to resume."""
+
+    async def main():
+        store, job = await stored_job(tmp_path / "k.db", claim=True)
+        await store.close()
+        return job
+
+    job = run_virtual(main())
+    live = jobs.status_of(dataclasses.replace(job, processed_images=2))
+    assert live.status is JobState.PROCESSING and live.progress == 0.5 and live.eta is not None
+    later = datetime.now(UTC) + timedelta(seconds=31)
+    stale = jobs.status_of(job, now=later)
+    assert stale.status is JobState.INTERRUPTED and "resume" in (stale.error or "")
+
+
+def test_cancelling_a_job_nobody_runs_marks_it_cancelled_at_once(tmp_path):
+    """An orphaned processing job is cancelled directly; cancelling again says so."""
+
+    async def main():
+        store, _ = await stored_job(tmp_path / "k.db", claim=False)
+        first = await jobs.cancel_job(store, JOB.id)
+        second = await jobs.cancel_job(store, JOB.id)
+        job = await store.get_job(JOB.id)
+        await store.close()
+        return first, second, job
+
+    first, second, job = run_virtual(main())
+    assert first.endswith("cancelled") and "already cancelled" in second
+    assert job.status is JobState.CANCELLED
+
+
+def test_a_running_job_cannot_be_resumed_twice(tmp_path):
+    """resume refuses a job whose owner is alive, so two processes never send the same images."""
+
+    async def main():
+        store, _ = await stored_job(tmp_path / "k.db", claim=True)
+        try:
+            with pytest.raises(jobs.UsageError, match="still running"):
+                await jobs.prepare_resume(store, JOB.id)
+        finally:
+            await store.close()
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize(
+    ("given", "model", "expected"),
+    [
+        ("openai", None, ("openai", "gpt-5.4-mini")),
+        ("openai-gpt-5", None, ("openai", "gpt-5")),
+        ("xai", None, ("grok", "grok-4-1-fast-non-reasoning")),
+        ("google-gemini-3.5-flash", None, ("gemini", "gemini-3.5-flash")),
+        ("openai-compatible", "llava", ("openai-compatible", "llava")),
+        ("anthropic-claude-sonnet-4-6", "claude-opus-5", ("anthropic", "claude-opus-5")),
+    ],
+)
+def test_provider_ids_resolve_to_a_provider_and_a_model(given, model, expected):
+    """Names, aliases and the spec's provider-model ids; --model wins over the id's model."""
+    spec, chosen = resolve(given, model)
+    assert (spec.name, chosen) == expected
+
+
+def test_an_unknown_provider_lists_the_known_ones():
+    """A typo gets the list of names."""
+    with pytest.raises(ValueError, match="anthropic"):
+        resolve("opnai", None)
+
+
+def test_a_missing_key_is_fatal_before_any_request():
+    """create_provider names the variable to set."""
+    with pytest.raises(FatalJobError, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
+        create_provider(PROVIDERS["gemini"], "gemini-2.5-flash", None, {})  # type: ignore[arg-type]

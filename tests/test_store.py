@@ -1,0 +1,183 @@
+"""The SQLite store: migrations, the batched writer, never overwriting a stored result."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+from kullbatch.models import (
+    Answer,
+    EventKind,
+    ImageInput,
+    ItemState,
+    JobState,
+    ProgressEvent,
+    Usage,
+)
+from kullbatch.store import MIGRATIONS, NewJob, Store
+from tests.fakes import rating_for
+from tests.vtime import run_virtual
+
+JOB = NewJob("batch_1_store0", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {"a": 1})
+
+
+def images(n: int) -> list[ImageInput]:
+    return [
+        ImageInput(id=f"img{i}", filename=f"{i}.jpg", url=f"https://e.test/{i}.jpg")
+        for i in range(n)
+    ]
+
+
+def event(
+    kind: EventKind, image_id: str, rated: int = 0, failed: int = 0, **fields
+) -> ProgressEvent:
+    return ProgressEvent(kind, JOB.id, 3, rated, failed, 0, image_id=image_id, **fields)
+
+
+async def fresh(db) -> Store:
+    store = await Store.open(db)
+    await store.create_job(JOB, images(3))
+    return store
+
+
+def test_migrations_run_once_and_are_recorded(tmp_path):
+    """Opening a database twice applies each migration once, in the migrations table."""
+
+    async def main():
+        for _ in range(2):
+            store = await Store.open(tmp_path / "k.db")
+            await store.close()
+
+    run_virtual(main())
+    with sqlite3.connect(tmp_path / "k.db") as conn:
+        rows = conn.execute("SELECT id, name FROM migrations").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    assert mode == "wal"
+
+
+def test_a_job_and_its_images_are_stored_in_manifest_order(tmp_path):
+    """create_job stores every image; items() returns them in order, pending."""
+
+    async def main():
+        store = await fresh(tmp_path / "k.db")
+        job = await store.get_job(JOB.id)
+        items = await store.items(JOB.id)
+        await store.close()
+        return job, items
+
+    job, items = run_virtual(main())
+    assert job.total_images == 3 and job.status is JobState.PROCESSING and job.options == {"a": 1}
+    assert [i.image.id for i in items] == ["img0", "img1", "img2"]
+    assert all(i.state is ItemState.PENDING for i in items)
+
+
+def test_a_stored_result_is_never_overwritten_by_a_later_event(tmp_path):
+    """A late failure or retry event for a rated image leaves its rating alone."""
+
+    async def main():
+        store = await fresh(tmp_path / "k.db")
+        store.handle(
+            event(
+                EventKind.RATED,
+                "img0",
+                rated=1,
+                answer=Answer(rating_for("img0"), Usage(7, 3)),
+                attempt=2,
+            )
+        )
+        await store.flush()
+        store.handle(event(EventKind.FAILED, "img0", error="late failure", attempt=3))
+        store.handle(event(EventKind.RETRYING, "img0", error="late retry", attempt=4))
+        store.handle(event(EventKind.RETRYING, "img1", error="HTTP 503", attempt=1))
+        await store.flush()
+        items = await store.items(JOB.id)
+        await store.close()
+        return items
+
+    items = run_virtual(main())
+    assert items[0].state is ItemState.RATED and items[0].rating == rating_for("img0")
+    assert items[0].usage == Usage(7, 3) and items[0].attempts == 2 and items[0].error is None
+    assert items[1].state is ItemState.PENDING and items[1].error == "HTTP 503"
+
+
+def test_the_writer_commits_within_a_second_without_being_asked(tmp_path):
+    """A queued result reaches disk through the writer task alone."""
+
+    async def main():
+        import asyncio
+
+        store = await fresh(tmp_path / "k.db")
+        store.start_writer()
+        store.handle(
+            event(EventKind.RATED, "img1", rated=1, answer=Answer(rating_for("img1")), attempt=1)
+        )
+        await asyncio.sleep(1.0)
+        with sqlite3.connect(tmp_path / "k.db") as conn:
+            row = conn.execute("SELECT status FROM batch_items WHERE image_id = 'img1'").fetchone()
+            job = conn.execute("SELECT processed_images FROM batch_jobs").fetchone()
+        await store.close()
+        return row[0], job[0]
+
+    assert run_virtual(main()) == ("rated", 1)
+
+
+def test_finish_counts_results_and_resume_reopens_failures(tmp_path):
+    """finish_job counts rated and failed; reopen_failed makes failures pending for resume."""
+
+    async def main():
+        store = await fresh(tmp_path / "k.db")
+        store.handle(
+            event(EventKind.RATED, "img0", rated=1, answer=Answer(rating_for("img0")), attempt=1)
+        )
+        store.handle(event(EventKind.FAILED, "img2", rated=1, failed=1, error="bad", attempt=1))
+        await store.finish_job(JOB.id, JobState.COMPLETED)
+        finished = await store.get_job(JOB.id)
+        await store.reopen_failed(JOB.id)
+        unfinished = await store.unfinished(JOB.id)
+        await store.close()
+        return finished, unfinished
+
+    finished, unfinished = run_virtual(main())
+    assert (finished.processed_images, finished.failed_images) == (1, 1)
+    assert finished.status is JobState.COMPLETED and finished.completed_at is not None
+    assert [i.id for i in unfinished] == ["img1", "img2"]
+
+
+def test_a_job_is_live_only_while_its_owner_beats(tmp_path):
+    """claim + beat make a job live; a stale heartbeat or a dead owner make it not."""
+
+    async def main():
+        store = await fresh(tmp_path / "k.db")
+        await store.claim(JOB.id)
+        assert not await store.beat(JOB.id)
+        job = await store.get_job(JOB.id)
+        await store.request_cancel(JOB.id)
+        cancelled = await store.cancel_requested(JOB.id)
+        await store.close()
+        return job, cancelled
+
+    job, cancelled = run_virtual(main())
+    assert cancelled
+    assert job.is_live() and job.owner_pid == os.getpid()
+    assert not job.is_live(datetime.now(UTC) + timedelta(seconds=31))
+    assert not dataclasses.replace(job, owner_pid=2**22 + 12345).is_live()
+    assert not dataclasses.replace(job, status=JobState.COMPLETED).is_live()
+
+
+def test_jobs_are_listed_newest_first(tmp_path):
+    """list_jobs orders by creation time, newest first."""
+
+    async def main():
+        store = await Store.open(tmp_path / "k.db")
+        for n in range(3):
+            await store.create_job(dataclasses.replace(JOB, id=f"batch_{n}_aaaaaa"), images(1))
+        jobs = await store.list_jobs()
+        missing = await store.get_job("nope")
+        await store.close()
+        return [j.id for j in jobs], missing
+
+    ids, missing = run_virtual(main())
+    assert ids == ["batch_2_aaaaaa", "batch_1_aaaaaa", "batch_0_aaaaaa"] and missing is None
