@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import sqlite3
@@ -107,8 +108,6 @@ def test_the_writer_commits_within_a_second_without_being_asked(tmp_path):
     """A queued result reaches disk through the writer task alone."""
 
     async def main():
-        import asyncio
-
         store = await fresh(tmp_path / "k.db")
         store.start_writer()
         store.handle(
