@@ -11,6 +11,7 @@ import io
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from kullbatch.models import ImageInput, PreparedImage
 from kullbatch.providers.base import PermanentImageError
@@ -21,12 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_EDGE = 1568  # Anthropic's and OpenAI's sweet spot: larger is downscaled server-side
 JPEG_QUALITY = 85
 
-try:  # HEIC support is optional: pillow-heif registers an opener when installed
-    from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
-
-    register_heif_opener()  # pragma: no cover - not installed in CI
-except ImportError:
-    pass
+register_heif_opener()  # iPhone shoots are HEIC: Pillow reads them through pillow-heif
 
 
 async def prepare(image: ImageInput, max_edge: int = DEFAULT_MAX_EDGE) -> PreparedImage:

@@ -28,16 +28,17 @@ async def inline_url_image(
     if image.url is None:
         return image
     answer = await request(
-        session, "GET", image.url, headers={"accept": "image/*"}, timeout=DOWNLOAD_TIMEOUT
+        session,
+        "GET",
+        image.url,
+        headers={"accept": "image/*"},
+        timeout=DOWNLOAD_TIMEOUT,
+        max_bytes=max_bytes,
     )
     if answer.status == 404 or answer.status == 410:  # noqa: PLR1714, PLR2004
         raise PermanentImageError(f"downloading {image.url}: HTTP {answer.status}")
     if answer.status >= 400:  # noqa: PLR2004
         raise Transient(f"downloading {image.url}: HTTP {answer.status}")
-    if len(answer.body) > max_bytes:
-        raise PermanentImageError(
-            f"{image.url} is {len(answer.body)} bytes, over the {max_bytes}-byte download limit"
-        )
     media_type = sniff_media_type(answer.body)
     if media_type is None:
         raise PermanentImageError(f"{image.url} did not return a JPEG, PNG, GIF or WebP image")

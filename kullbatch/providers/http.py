@@ -7,7 +7,6 @@ rules before falling back to `classify_status`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import dataclass
@@ -73,13 +72,17 @@ async def request(
     headers: Mapping[str, str],
     data: bytes | None = None,
     timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
+    max_bytes: int | None = None,
 ) -> HTTPAnswer:
-    """Any request, with transport errors mapped onto Transient."""
+    """Any request, with transport errors mapped onto Transient.
+
+    With `max_bytes`, a longer body is abandoned as soon as it passes the limit.
+    """
     try:
         async with session.request(
             method, url, headers=dict(headers), data=data, timeout=timeout
         ) as response:
-            raw = await response.read()
+            raw = await (response.read() if max_bytes is None else _bounded(response, max_bytes))
             lowered = {key.lower(): value for key, value in response.headers.items()}
             return HTTPAnswer(response.status, lowered, raw)
     except TimeoutError as exc:
@@ -92,8 +95,21 @@ async def request(
         raise Transient(f"connection dropped: {exc}") from exc
     except aiohttp.ClientError as exc:
         raise Transient(f"HTTP client error: {type(exc).__name__}: {exc}") from exc
-    except asyncio.IncompleteReadError as exc:  # pragma: no cover - aiohttp wraps it today
-        raise Transient("connection dropped mid-answer") from exc
+
+
+async def _bounded(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    if (response.content_length or 0) > max_bytes:
+        raise PermanentImageError(
+            f"{response.url} is {response.content_length} bytes, over the {max_bytes}-byte limit"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > max_bytes:
+            raise PermanentImageError(f"{response.url} is over the {max_bytes}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def classify_status(status: int, message: str, retry_after: float | None) -> ProviderError:
