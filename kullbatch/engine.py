@@ -44,7 +44,7 @@ class EngineOptions:
     concurrency: int = 0  # 0 = every image at once
     max_retry_time: float = DEFAULT_MAX_RETRY_TIME
     max_edge: int = DEFAULT_MAX_EDGE
-    prepared_limit: int = 64  # local photos decoded and in flight at once: bounds memory
+    prepared_limit: int = 256  # photos held as bytes and in flight at once: bounds memory
     rpm: float | None = None  # a known requests-per-minute limit: the gate never exceeds it
     heartbeat_interval: float = 5.0
     cancel_poll_interval: float = 0.5
@@ -107,7 +107,9 @@ class BatchProcessor:
         self._slots = (
             asyncio.Semaphore(self._options.concurrency) if self._options.concurrency > 0 else None
         )
+        # image bytes held in memory at once: local photos, and URL photos a provider downloads
         self._prepared = asyncio.Semaphore(max(1, self._options.prepared_limit))
+        self._inlines_urls = bool(getattr(provider, "inlines_url_images", False))
         self._stop = _Stop()
         self._counters = _Counters(total=0)
         self._remaining = 0
@@ -242,7 +244,7 @@ class BatchProcessor:
     async def _attempt(self, image: ImageInput) -> Answer:
         await self.gate.wait()
         try:
-            if image.path is None:
+            if image.path is None and not self._inlines_urls:
                 answer = await self._provider.rate(await prepare(image), self._prompt)
             else:
                 async with self._prepared:  # decoded photos are big: only a few exist at once

@@ -303,3 +303,19 @@ def test_rpm_option_paces_from_the_first_send(tmp_path):
     run_virtual(run_job(tmp_path / "k.db", provider, images(11), options))
     times = sorted(t for _, t in provider.calls)
     assert times[-1] - times[0] == pytest.approx(5.0, rel=0.01)
+
+
+def test_photos_held_as_bytes_are_bounded_in_flight(tmp_path):
+    """A provider that downloads URL photos gets at most prepared_limit of them at once."""
+    provider = ScriptedProvider(latency=1.0)
+    provider.inlines_url_images = True  # type: ignore[attr-defined]
+    options = EngineOptions(prepared_limit=5, heartbeat_interval=3600, cancel_poll_interval=600)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        _, store = await run_job(tmp_path / "k.db", provider, images(21), options)
+        await store.close()
+        return loop.time() - start
+
+    assert run_virtual(main()) >= 5.0  # probe, then 20 photos 5 at a time

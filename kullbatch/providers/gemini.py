@@ -342,6 +342,7 @@ class GeminiProvider:
     """Rates one image per generateContent call."""
 
     name = NAME
+    inlines_url_images = True  # downloads URL photos: the engine bounds how many at once
 
     def __init__(
         self,

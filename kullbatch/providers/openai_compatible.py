@@ -56,6 +56,7 @@ class OpenAICompatibleProvider:
     """One photo, one chat completion; json_schema if the server takes it, else json_object."""
 
     name = "openai-compatible"
+    inlines_url_images = True  # downloads URL photos: the engine bounds how many at once
 
     def __init__(
         self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
