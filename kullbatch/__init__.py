@@ -1,0 +1,51 @@
+"""kullbatch: rate a whole photo shoot with vision models, all at once, through rate limits."""
+
+from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.manifest import Manifest, ManifestError, load_manifest
+from kullbatch.models import (
+    Answer,
+    ImageInput,
+    JobState,
+    JobStatus,
+    PreparedImage,
+    ProgressEvent,
+    Prompt,
+    RateLimits,
+    Rating,
+    Usage,
+)
+from kullbatch.providers import (
+    PROVIDERS,
+    FatalJobError,
+    PermanentImageError,
+    Provider,
+    ProviderError,
+    RateLimited,
+    Transient,
+)
+
+__all__ = [
+    "PROVIDERS",
+    "Answer",
+    "BatchProcessor",
+    "EngineOptions",
+    "FatalJobError",
+    "ImageInput",
+    "JobOutcome",
+    "JobState",
+    "JobStatus",
+    "Manifest",
+    "ManifestError",
+    "PermanentImageError",
+    "PreparedImage",
+    "ProgressEvent",
+    "Prompt",
+    "Provider",
+    "ProviderError",
+    "RateLimited",
+    "RateLimits",
+    "Rating",
+    "Transient",
+    "Usage",
+    "load_manifest",
+]
