@@ -226,11 +226,18 @@ class BatchProcessor:
             return wait
 
         try:
+            # Most images succeed at once: stamina's machinery is built only for the others.
+            try:
+                return await self._attempt(image), 1
+            except Exception as exc:
+                wait = backoff(exc)
+                if wait is False:
+                    raise
+            await asyncio.sleep(wait)
             async for attempt in stamina.retry_context(on=backoff, attempts=None, timeout=None):
                 with attempt:
-                    if attempt.num > 1:
-                        self._counters.retrying -= 1
-                    return await self._attempt(image), attempt.num
+                    self._counters.retrying -= 1
+                    return await self._attempt(image), attempt.num + 1
         except FatalJobError:
             raise
         except ProviderError as exc:

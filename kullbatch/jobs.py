@@ -6,6 +6,8 @@ It wires a manifest, a provider, the store and the engine together, and owns the
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import getpass
 import logging
 import os
@@ -21,13 +23,13 @@ import aiohttp
 import platformdirs
 
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
-from kullbatch.models import JobState, JobStatus, ProgressEvent, Prompt
+from kullbatch.models import ImageInput, JobState, JobStatus, ProgressEvent, Prompt
 from kullbatch.providers import FatalJobError, create_provider, resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.store import JobRow, NewJob, Store, parse_time
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from kullbatch.manifest import Manifest
 
@@ -161,6 +163,23 @@ def raise_open_file_limit() -> None:
         admin_log.info("open-file limit left as it is: %s", exc)
 
 
+@contextlib.contextmanager
+def batch_gc() -> Iterator[None]:
+    """10,000 live requests make a big heap; full collections would cost a third of the CPU.
+
+    Objects alive at the start are frozen out of collection and collections run less often,
+    for the duration of the job only.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def _connector() -> aiohttp.TCPConnector:
     """No silent cap at 100 connections: every in-flight request gets its own socket."""
     return aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
@@ -180,32 +199,41 @@ async def run_job(
     images = await store.unfinished(job.id)
     await store.claim(job.id)
     store.start_writer()
-    spec, model = resolve(job.provider_id, job.model)
-    outcome: JobOutcome
     try:
-        async with aiohttp.ClientSession(connector=_connector()) as session:
-            try:
-                provider = create_provider(spec, model, session, env)
-            except FatalJobError as exc:
-                outcome = JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
-            else:
-                processor = BatchProcessor(
-                    job_id=job.id,
-                    provider=provider,
-                    prompt=Prompt(job.prompt, job.system_prompt),
-                    store=store,
-                    options=_engine_options(job.options),
-                    subscribers=[store.handle, *subscribers],
-                )
-                if on_processor is not None:
-                    on_processor(processor)
-                outcome = await processor.run(
-                    images, total=job.total_images, already_rated=job.total_images - len(images)
-                )
+        with batch_gc():
+            outcome = await _run(store, job, env, images, subscribers, on_processor)
     finally:
         await store.stop_writer()
     await store.finish_job(job.id, outcome.state, outcome.error)
     return outcome
+
+
+async def _run(
+    store: Store,
+    job: JobRow,
+    env: Mapping[str, str],
+    images: list[ImageInput],
+    subscribers: Sequence[Callable[[ProgressEvent], None]],
+    on_processor: Callable[[BatchProcessor], None] | None,
+) -> JobOutcome:
+    spec, model = resolve(job.provider_id, job.model)
+    async with aiohttp.ClientSession(connector=_connector()) as session:
+        try:
+            provider = create_provider(spec, model, session, env)
+        except FatalJobError as exc:
+            return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+        processor = BatchProcessor(
+            job_id=job.id,
+            provider=provider,
+            prompt=Prompt(job.prompt, job.system_prompt),
+            store=store,
+            options=_engine_options(job.options),
+            subscribers=[store.handle, *subscribers],
+        )
+        if on_processor is not None:
+            on_processor(processor)
+        already_rated = job.total_images - len(images)
+        return await processor.run(images, total=job.total_images, already_rated=already_rated)
 
 
 def _engine_options(options: Mapping[str, Any]) -> EngineOptions:
