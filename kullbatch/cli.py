@@ -184,7 +184,11 @@ def process(
         finally:
             await store.close()
 
-    raise typer.Exit(run(work))
+    try:
+        code = run(work)
+    finally:
+        jobs.close_admin_log()
+    raise typer.Exit(code)
 
 
 async def _run_and_report(store: Store, job: JobRow, *, json_output: bool, quiet: bool) -> int:
@@ -252,7 +256,11 @@ def resume(
         finally:
             await store.close()
 
-    raise typer.Exit(run(work))
+    try:
+        code = run(work)
+    finally:
+        jobs.close_admin_log()
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -57,13 +57,17 @@ def admin_log_path(db: Path) -> Path:
     return db.with_name(db.stem + "-admin.log")
 
 
+def close_admin_log() -> None:
+    for handler in list(admin_log.handlers):
+        admin_log.removeHandler(handler)
+        handler.close()
+
+
 def configure_admin_log(db: Path, *, verbose: bool) -> None:
     """Every failed attempt goes to a file beside the database, and to stderr with -v."""
     admin_log.setLevel(logging.INFO)
     admin_log.propagate = False
-    for handler in list(admin_log.handlers):
-        admin_log.removeHandler(handler)
-        handler.close()
+    close_admin_log()
     db.parent.mkdir(parents=True, exist_ok=True)
     to_file = logging.FileHandler(admin_log_path(db), encoding="utf-8")
     to_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))

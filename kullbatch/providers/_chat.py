@@ -80,6 +80,8 @@ class ChatEndpoint:
     headers: Mapping[str, str]
     api_key: str | None = None
     error_rule: ErrorRule | None = None
+    # Groq's x-ratelimit-*-requests pair counts requests per day, not per minute: not a pace
+    requests_per_day: bool = False
 
 
 def bearer(api_key: str | None) -> dict[str, str]:
@@ -128,7 +130,7 @@ async def complete(
     answer = await post_json(session, endpoint.url, headers=endpoint.headers, payload=body)
     if not is_success(answer):
         raise error_for(endpoint, answer)
-    return parse_completion(endpoint.provider, answer)
+    return parse_completion(endpoint.provider, answer, endpoint.requests_per_day)
 
 
 def is_success(answer: HTTPAnswer) -> bool:
@@ -158,9 +160,9 @@ class _Completion(BaseModel):
     usage: _Usage | None = None
 
 
-def parse_completion(provider: str, answer: HTTPAnswer) -> Answer:
+def parse_completion(provider: str, answer: HTTPAnswer, requests_per_day: bool = False) -> Answer:
     """A 2xx chat completion -> Answer; anything that is not a usable rating is Transient."""
-    limits = parse_rate_limits(answer.headers)
+    limits = parse_rate_limits(answer.headers, requests_per_day)
     try:
         completion = _Completion.model_validate_json(answer.body)
         rating_text = _rating_text(provider, completion)
@@ -215,10 +217,22 @@ def _first_problem(exc: ValidationError) -> str:
 # --- rate-limit headers -------------------------------------------------------------------
 
 
-def parse_rate_limits(headers: Mapping[str, str]) -> RateLimits | None:
-    """OpenAI/Groq `x-ratelimit-*` headers (lower-cased) -> RateLimits; None when absent."""
+def parse_rate_limits(
+    headers: Mapping[str, str], requests_per_day: bool = False
+) -> RateLimits | None:
+    """OpenAI/Groq `x-ratelimit-*` headers (lower-cased) -> RateLimits; None when absent.
+
+    A per-day requests pair (Groq) is left out: the gate paces per minute, and a daily quota
+    is not a pace.
+    """
     if not any(name.startswith("x-ratelimit-") for name in headers):
         return None
+    if requests_per_day:
+        return RateLimits(
+            tokens_limit=_integer(headers.get("x-ratelimit-limit-tokens")),
+            tokens_remaining=_integer(headers.get("x-ratelimit-remaining-tokens")),
+            tokens_reset=_duration(headers.get("x-ratelimit-reset-tokens")),
+        )
     return RateLimits(
         requests_limit=_integer(headers.get("x-ratelimit-limit-requests")),
         requests_remaining=_integer(headers.get("x-ratelimit-remaining-requests")),
@@ -292,7 +306,7 @@ def error_for(endpoint: ChatEndpoint, answer: HTTPAnswer) -> ProviderError:
     label = f" {info.label}" if info.label else ""
     text = f"{endpoint.provider} HTTP {answer.status}{label}: {info.message or 'no message'}"
     error = _make(kind, scrub(text, endpoint.api_key), retry_after)
-    error.limits = parse_rate_limits(answer.headers)
+    error.limits = parse_rate_limits(answer.headers, endpoint.requests_per_day)
     return error
 
 

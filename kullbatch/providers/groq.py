@@ -110,5 +110,7 @@ def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
         raise FatalJobError("groq: set GROQ_API_KEY in the environment")
     base_url = (env.get("GROQ_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     url = f"{base_url}/openai/v1/chat/completions"
-    endpoint = ChatEndpoint("groq", url, bearer(api_key), api_key, groq_error_rule)
+    endpoint = ChatEndpoint(
+        "groq", url, bearer(api_key), api_key, groq_error_rule, requests_per_day=True
+    )
     return GroqProvider(model=model, session=session, endpoint=endpoint)

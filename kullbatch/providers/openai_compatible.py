@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from kullbatch.models import Answer, PreparedImage, Prompt
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("kullbatch.admin")  # the fallback is worth a line in the admin log
 
 BASE_URL_VAR = "OPENAI_COMPATIBLE_BASE_URL"
 KEY_VAR = "OPENAI_COMPATIBLE_API_KEY"
