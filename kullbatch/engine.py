@@ -282,7 +282,7 @@ class BatchProcessor:
             "[BatchProcessor] Image %s attempt %d failed: %s. Retrying in %s",
             image.id,
             retries,
-            exc.message,
+            exc.message.rstrip("."),
             format_wait_ms(wait),
         )
         self._publish(

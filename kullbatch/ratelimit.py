@@ -34,6 +34,8 @@ INCREASE_PER_SECOND = 0.05
 MIN_RATE = 0.2  # requests per second: never stall a job completely
 BURST_RATE = 2.0  # requests per second: below this, 429s are the schedules' business
 SEND_WINDOW = 2.0  # seconds of sends the current send rate is measured over
+BURST_SECONDS = 0.1  # at most this much of the pace is released at once
+EPSILON = 1e-9
 TOKEN_AVERAGE_WEIGHT = 0.1
 
 
@@ -60,10 +62,11 @@ class Gate:
         self._rate: float | None = self._ceiling
         self._from_headers = False
         self._open_at = 0.0
-        self._last_release = float("-inf")
         self._last_decrease = float("-inf")
         self._last_increase = clock()
         self._tokens_per_request: float | None = None
+        self._tokens = 1.0  # the pace's bucket: slots that may go now
+        self._accrued_at = clock()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._dispatcher: asyncio.Task[None] | None = None
         self._sends: collections.deque[float] = collections.deque()
@@ -162,11 +165,23 @@ class Gate:
         if self._rate is None and not self._waiters and self._open_at <= now:
             self._sent(now)
             return  # the fast path: no pace, no hold
+        if self._rate is not None and not self._waiters and self._open_at <= now:
+            self._refill(now)
+            if self._tokens >= 1 - EPSILON:  # a slot is free: no queue, no dispatcher
+                self._tokens -= 1
+                self._sent(now)
+                return
         future = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="kullbatch-gate")
         await future
+
+    def _refill(self, now: float) -> None:
+        assert self._rate is not None
+        burst = max(1.0, self._rate * BURST_SECONDS)
+        self._tokens = min(burst, self._tokens + (now - self._accrued_at) * self._rate)
+        self._accrued_at = now
 
     async def close(self) -> None:
         """Stop the dispatcher (the job ended); waiters still queued are cancelled."""
@@ -179,16 +194,24 @@ class Gate:
                 await self._dispatcher
 
     async def _dispatch(self) -> None:
+        """A token bucket: slots accrue at the pace, up to a tenth of a second's worth at once,
+        so a fast pace releases many callers per pass instead of one per event-loop turn."""
         while self._waiters:
             now = self._clock()
-            delay = self._open_at - now
-            if self._rate is not None:
-                delay = max(delay, self._last_release + 1 / self._rate - now)
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if (hold := self._open_at - now) > 0:
+                await asyncio.sleep(hold)
                 continue
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # a cancelled caller does not use up a slot
-                waiter.set_result(None)
-                self._last_release = now
-                self._sent(now)
+            if self._rate is None:
+                self._tokens, self._accrued_at = float(len(self._waiters)), now
+            else:
+                self._refill(now)
+            if self._tokens < 1 - EPSILON:  # float sums of slot fractions land a hair under 1
+                assert self._rate is not None
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+                continue
+            while self._tokens >= 1 - EPSILON and self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():  # a cancelled caller does not use up a slot
+                    waiter.set_result(None)
+                    self._sent(now)
+                    self._tokens -= 1
