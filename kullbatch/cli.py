@@ -10,7 +10,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -24,7 +24,7 @@ from kullbatch.retry import parse_duration
 from kullbatch.store import JobRow, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable, Coroutine
 
     from kullbatch.engine import BatchProcessor, JobOutcome
 
@@ -75,20 +75,16 @@ def exit_code(state: JobState, failed: int) -> int:
     }.get(state, EXIT_INCOMPLETE)
 
 
-def run(work: Callable[[], Awaitable[T]]) -> T:
+def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine; the job-level errors every command shares become clear exits."""
     try:
-        return asyncio.run(_guarded(work))
+        return asyncio.run(work())
     except jobs.JobNotFoundError as exc:
         fail(str(exc))
     except jobs.UsageError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-async def _guarded(work: Callable[[], Awaitable[T]]) -> T:
-    return await work()
 
 
 def print_json(document: object) -> None:

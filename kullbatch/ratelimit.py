@@ -6,10 +6,11 @@ It starts open ("all at once"). It learns from three sources:
   slightly under it, and a tokens-per-minute limit, divided by the tokens an answer costs,
   another; the slower wins;
 - a 429 with a hint: nobody sends until the hint has passed (capped by the caller);
-- a 429 without limit headers while requests are going out fast (2 or more a second): the pace
-  halves (from the rate requests were being sent at), at most once a second, and then grows
-  back by 5 % a second while no 429 arrives (AIMD). A trickle of retries is left to the
-  per-image schedules.
+- a 429 without limit headers while requests are going out fast (2 or more a second) and a
+  quarter or more of the recent answers are 429s: the pace halves (from the rate requests
+  were being sent at), at most once a second, and then grows back by 5 % a second while
+  answers arrive (AIMD). A trickle of retries, or a few stray 429s among many good answers,
+  is left to the per-image schedules.
 
 `--rpm` states a known limit: the pace never exceeds it. The retry schedules of each image are
 not touched; the gate only decides when a request, new or retried, may leave.
@@ -33,6 +34,7 @@ DECREASE = 0.5
 INCREASE_PER_SECOND = 0.05
 MIN_RATE = 0.2  # requests per second: never stall a job completely
 BURST_RATE = 2.0  # requests per second: below this, 429s are the schedules' business
+OVERLOAD_SHARE = 0.25  # a few 429s among many answers are noise; a quarter means "too fast"
 SEND_WINDOW = 2.0  # seconds of sends the current send rate is measured over
 BURST_SECONDS = 0.1  # at most this much of the pace is released at once
 EPSILON = 1e-9
@@ -70,6 +72,8 @@ class Gate:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._dispatcher: asyncio.Task[None] | None = None
         self._sends: collections.deque[float] = collections.deque()
+        self._outcomes: collections.deque[tuple[float, bool]] = collections.deque()
+        self._limited = 0  # 429s among _outcomes
         self._on_change = on_change
 
     # -- what callers read --------------------------------------------------------------------
@@ -96,6 +100,7 @@ class Gate:
     def answered(self, limits: RateLimits | None, tokens: int = 0) -> None:
         """An answer came back (any status but 429): learn from its headers, grow the pace."""
         now = self._clock()
+        self._outcome(now, limited=False)
         if tokens > 0:
             previous = self._tokens_per_request or tokens
             self._tokens_per_request = previous + TOKEN_AVERAGE_WEIGHT * (tokens - previous)
@@ -109,8 +114,9 @@ class Gate:
         if limits is not None and self._learn_from_headers(limits):
             return
         now = self._clock()
+        share = self._outcome(now, limited=True)
         sending = self._send_rate(now)
-        if now - self._last_decrease < 1.0 or sending < BURST_RATE:
+        if now - self._last_decrease < 1.0 or sending < BURST_RATE or share < OVERLOAD_SHARE:
             return
         self._last_decrease = now
         self._last_increase = now
@@ -127,6 +133,14 @@ class Gate:
             return False
         self._set_rate(max(MIN_RATE, min(rates)), from_headers=True)
         return True
+
+    def _outcome(self, now: float, *, limited: bool) -> float:
+        """Record an answer; returns the share of 429s among the recent ones."""
+        self._outcomes.append((now, limited))
+        self._limited += limited
+        while self._outcomes[0][0] < now - SEND_WINDOW:
+            self._limited -= self._outcomes.popleft()[1]
+        return self._limited / len(self._outcomes)
 
     def _sent(self, now: float) -> None:
         self._sends.append(now)

@@ -198,3 +198,20 @@ def test_closing_the_gate_cancels_whoever_still_waits():
         return waiter.cancelled()
 
     assert run_virtual(main())
+
+
+def test_stray_429s_among_many_good_answers_do_not_slow_the_job():
+    """One 429 in ten answers during a burst is noise for the schedules, not a reason to pace."""
+
+    async def main():
+        gate = Gate(asyncio.get_running_loop().time)
+        await release_times(gate, 100)
+        gate = _reopened(gate)
+        for n in range(100):
+            if n % 10 == 9:
+                gate.rate_limited(None)
+            else:
+                gate.answered(None)
+        return gate.rate
+
+    assert run_virtual(main()) is None
