@@ -385,4 +385,7 @@ def providers() -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before a job exists (e.g. while a big folder is read)
+        sys.exit(EXIT_INTERRUPTED)

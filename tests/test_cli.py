@@ -181,8 +181,8 @@ def openai_env(env: dict[str, str], base_url: str) -> dict[str, str]:
     return {**env, "OPENAI_API_KEY": "sk-test-key", "OPENAI_BASE_URL": base_url}
 
 
-def test_subprocess_exit_codes_0_and_2(env, tmp_path):
-    """The installed entry point exits 0 on the example and 2 on a missing file."""
+def test_subprocess_exit_codes_0_2_and_3(env, tmp_path):
+    """The entry point exits 0 on the example, 2 on a missing file, 3 without a needed key."""
     done = subprocess.run(
         [sys.executable, "-m", "kullbatch", "process", str(EXAMPLES / "shoot.json"), "-q"],
         env=env,
@@ -203,6 +203,25 @@ def test_subprocess_exit_codes_0_and_2(env, tmp_path):
         and "nope.json" in missing.stderr
         and "Traceback" not in missing.stderr
     )
+    no_key = {k: v for k, v in env.items() if k != "OPENAI_API_KEY"}
+    fatal = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kullbatch",
+            "process",
+            str(EXAMPLES / "shoot.json"),
+            "--provider",
+            "openai",
+            "--json",
+            "-q",
+        ],
+        env=no_key,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fatal.returncode == 3 and "OPENAI_API_KEY" in fatal.stdout
 
 
 def test_ctrl_c_marks_the_job_interrupted_and_exits_130(env, tmp_path):
