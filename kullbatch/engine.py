@@ -41,7 +41,7 @@ admin_log = logging.getLogger("kullbatch.admin")
 class EngineOptions:
     """Knobs of one run; the defaults are the product's."""
 
-    concurrency: int = 0  # 0 = every image at once
+    concurrency: int = 0  # 0 = every image at once; else requests in flight at most
     max_retry_time: float = DEFAULT_MAX_RETRY_TIME
     max_edge: int = DEFAULT_MAX_EDGE
     prepared_limit: int = 256  # photos held as bytes and in flight at once: bounds memory
@@ -64,6 +64,17 @@ class _Counters:
     rated: int = 0
     failed: int = 0
     retrying: int = 0
+
+
+@dataclass(slots=True)
+class _Sending:
+    """One image's retry bookkeeping: its window opens when it is first sent."""
+
+    first_sent: float | None = None
+    retries: int = 0
+
+
+_NO_SLOT = contextlib.nullcontext()
 
 
 @dataclass(slots=True)
@@ -173,22 +184,22 @@ class BatchProcessor:
         last_beat = self._clock()
         while True:
             await asyncio.sleep(self._options.cancel_poll_interval)
-            if self._clock() - last_beat >= self._options.heartbeat_interval:
-                last_beat = self._clock()
-                cancelled = await self._store.beat(self.job_id)
-            else:
-                cancelled = await self._store.cancel_requested(self.job_id)
+            try:
+                if self._clock() - last_beat >= self._options.heartbeat_interval:
+                    last_beat = self._clock()
+                    cancelled = await self._store.beat(self.job_id)
+                else:
+                    cancelled = await self._store.cancel_requested(self.job_id)
+            except Exception:  # a busy or broken database must not silence the heartbeat
+                admin_log.exception("[BatchProcessor] Job %s: heartbeat failed", self.job_id)
+                continue
             if cancelled:
                 self.cancel()
                 return
 
     async def _one(self, image: ImageInput, *, probe: bool = False) -> None:
         try:
-            if self._slots is None:
-                answer, attempts = await self._rate_with_retries(image)
-            else:
-                async with self._slots:
-                    answer, attempts = await self._rate_with_retries(image)
+            answer, attempts = await self._rate_with_retries(image)
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
             self._stop.request(JobState.FAILED, exc.message)
@@ -211,24 +222,24 @@ class BatchProcessor:
     # -- one image ----------------------------------------------------------------------------
 
     async def _rate_with_retries(self, image: ImageInput) -> tuple[Answer, int]:
-        started = self._clock()
-        retries = 0
+        sending = _Sending()
 
         def backoff(exc: Exception) -> bool | float:
-            nonlocal retries
             if not isinstance(exc, ProviderError):
                 return False
-            wait = self._policy.next_wait(exc, retries + 1, started, self._clock(), self._rng)
+            now = self._clock()
+            started = now if sending.first_sent is None else sending.first_sent
+            wait = self._policy.next_wait(exc, sending.retries + 1, started, now, self._rng)
             if wait is None:
                 return False
-            retries += 1
-            self._retry_scheduled(image, retries, exc, wait)
+            sending.retries += 1
+            self._retry_scheduled(image, sending.retries, exc, wait)
             return wait
 
         try:
             # Most images succeed at once: stamina's machinery is built only for the others.
             try:
-                return await self._attempt(image), 1
+                return await self._attempt(image, sending), 1
             except Exception as exc:
                 wait = backoff(exc)
                 if wait is False:
@@ -237,36 +248,41 @@ class BatchProcessor:
             async for attempt in stamina.retry_context(on=backoff, attempts=None, timeout=None):
                 with attempt:
                     self._counters.retrying -= 1
-                    return await self._attempt(image), attempt.num + 1
+                    return await self._attempt(image, sending), attempt.num + 1
         except FatalJobError:
             raise
         except ProviderError as exc:
-            raise _GaveUp.after(image, exc, retries + 1, self._clock() - started) from exc
+            elapsed = self._clock() - (sending.first_sent or self._clock())
+            raise _GaveUp.after(image, exc, sending.retries + 1, elapsed) from exc
         except Exception as exc:  # a bug in an adapter must not take 10,000 images down
             admin_log.exception("[BatchProcessor] Image %s: unexpected error", image.id)
             message = f"internal error: {type(exc).__name__}: {exc}"
-            raise _GaveUp(message, retries + 1) from exc
-        raise AssertionError("unreachable: stamina either returns or raises")  # pragma: no cover
+            raise _GaveUp(message, sending.retries + 1) from exc
+        raise AssertionError("unreachable: stamina either returns or raises")
 
-    async def _attempt(self, image: ImageInput) -> Answer:
-        await self.gate.wait()
-        try:
-            if image.path is None and not self._inlines_urls:
-                answer = await self._provider.rate(await prepare(image), self._prompt)
-            else:
-                async with self._prepared:  # decoded photos are big: only a few exist at once
-                    prepared = await prepare(image, self._options.max_edge)
-                    answer = await self._provider.rate(prepared, self._prompt)
-        except FatalJobError:
-            raise  # the probe's fatal answer stops the job; the rest are never released
-        except RateLimited as exc:
-            self.gate.rate_limited(exc.limits)
-            self._probe_answered.set()
-            raise
-        except Exception as exc:
-            self.gate.answered(getattr(exc, "limits", None))
-            self._probe_answered.set()
-            raise
+    async def _attempt(self, image: ImageInput, sending: _Sending) -> Answer:
+        """One request: a concurrency slot and a bytes slot (if needed), then the gate.
+
+        The gate comes last, so that a hold or a pace applies to requests about to leave, not
+        to tasks that would then queue behind a semaphore and leave whenever they get it.
+        """
+        holds_bytes = image.path is not None or self._inlines_urls
+        async with self._slots or _NO_SLOT, self._prepared if holds_bytes else _NO_SLOT:
+            await self.gate.wait()
+            if sending.first_sent is None:  # the retry window starts at the first send
+                sending.first_sent = self._clock()
+            try:
+                prepared = await prepare(image, self._options.max_edge)
+                answer = await self._provider.rate(prepared, self._prompt)
+            except FatalJobError:
+                raise  # the probe's fatal answer stops the job; the rest are never released
+            except Exception as exc:
+                if isinstance(exc, RateLimited):
+                    self.gate.rate_limited(exc.limits)
+                else:
+                    self.gate.answered(getattr(exc, "limits", None))
+                self._probe_answered.set()
+                raise
         usage = answer.usage
         self.gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
         self._probe_answered.set()

@@ -319,3 +319,38 @@ def test_photos_held_as_bytes_are_bounded_in_flight(tmp_path):
         return loop.time() - start
 
     assert run_virtual(main()) >= 5.0  # probe, then 20 photos 5 at a time
+
+
+def test_a_hold_stops_photos_already_queued_for_a_bytes_slot(tmp_path):
+    """A 10 s hint holds every send, including photos waiting for one of the few bytes slots."""
+    provider = ScriptedProvider(script={"img1": [RateLimited(retry_after=10)]}, latency=1.0)
+    provider.inlines_url_images = True  # type: ignore[attr-defined]
+    options = EngineOptions(prepared_limit=2, heartbeat_interval=3600, cancel_poll_interval=600)
+    run_virtual(run_job(tmp_path / "k.db", provider, images(12), options))
+    limited_at = next(t for i, t in provider.calls if i == "img1") + 1.0  # its 429 came back
+    during_hold = [t for _, t in provider.calls if limited_at + 0.01 < t < limited_at + 10 - 0.01]
+    assert during_hold == []
+
+
+def test_concurrency_slots_are_not_held_while_an_image_waits_to_retry(tmp_path):
+    """Two failing images retrying for 30 s do not keep the other images out of 2 slots."""
+    failing = [Transient("HTTP 503")] * 100
+    provider = ScriptedProvider(script={"img1": failing, "img2": failing}, latency=1.0)
+    options = EngineOptions(
+        concurrency=2, max_retry_time=30, heartbeat_interval=3600, cancel_poll_interval=600
+    )
+    run_virtual(run_job(tmp_path / "k.db", provider, images(10), options))
+    first = provider.calls[0][1]
+    others = [t - first for i, t in provider.calls if i not in {"img1", "img2"}]
+    assert max(others) < 10
+
+
+def test_the_retry_window_starts_when_an_image_is_first_sent(tmp_path):
+    """Queued behind --rpm 60 for 15 s, an image still gets its 5 s window of retries."""
+    provider = ScriptedProvider(script={"img15": [Transient("HTTP 503")]})
+    options = EngineOptions(
+        rpm=60, max_retry_time=5, heartbeat_interval=3600, cancel_poll_interval=600
+    )
+    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(20), options))
+    run_virtual(store.close())
+    assert outcome.failed == 0 and provider.attempts["img15"] == 2
