@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sqlite3
 import sys
 import time
 from enum import StrEnum
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from kullbatch import jobs
-from kullbatch.export import write_csv, write_json, write_jsonl, write_xmp
+from kullbatch.export import SidecarError, write_csv, write_json, write_jsonl, write_xmp
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import ItemRecord, JobState, JobStatus
 from kullbatch.progress import ProgressDisplay, make_console, render_jobs, render_providers
@@ -83,6 +84,8 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(str(exc))
     except jobs.UsageError as exc:
         fail(str(exc))
+    except (sqlite3.Error, OSError) as exc:  # a --db that is not a database, or not writable
+        fail(f"database: {exc}")
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
@@ -328,7 +331,10 @@ def results(
 
     current, items = run(work)
     if output_format is ExportFormat.XMP:
-        written = write_xmp(items, output)
+        try:
+            written = write_xmp(items, output)
+        except (SidecarError, OSError) as exc:
+            fail(f"XMP sidecars: {exc}")
         typer.echo(f"wrote {len(written)} XMP sidecars", err=True)
         return
     writer = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}[output_format.value]

@@ -200,8 +200,9 @@ async def run_job(
     """Send every image of the job without a stored result; record how the job ended."""
     quiet_stamina()
     raise_open_file_limit()
+    if not await store.claim(job):
+        raise UsageError(f"job {job.id} was just taken by another process; not running it twice")
     images = await store.unfinished(job.id)
-    await store.claim(job.id)
     store.start_writer()
     try:
         with batch_gc():

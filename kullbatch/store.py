@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from kullbatch.models import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable
     from pathlib import Path
+
+admin_log = logging.getLogger("kullbatch.admin")
 
 FLUSH_INTERVAL = 0.25
 HEARTBEAT_STALE_AFTER = 30.0
@@ -184,14 +187,19 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path) -> Store:
+        """Open (creating it and its folder if needed) and migrate; a bad file is closed again."""
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path, timeout=30)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        store = cls(db, path)
-        await store._migrate()
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, path)
+            await store._migrate()
+        except BaseException:
+            await db.close()  # else aiosqlite's thread keeps the process alive
+            raise
         return store
 
     async def _migrate(self) -> None:
@@ -212,8 +220,10 @@ class Store:
         await self._db.commit()
 
     async def close(self) -> None:
-        await self.stop_writer()
-        await self._db.close()
+        try:
+            await self.stop_writer()
+        finally:
+            await self._db.close()
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -226,8 +236,9 @@ class Store:
         ]
         await self._db.execute(
             "INSERT INTO batch_jobs (id, user_id, shoot_id, provider_id, model, status,"
-            " total_images, mode, prompt, system_prompt, source, options, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " total_images, mode, prompt, system_prompt, source, options, created_at,"
+            " heartbeat_at, owner_pid, owner_host)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.user_id,
@@ -242,6 +253,9 @@ class Store:
                 job.source,
                 json.dumps(job.options),
                 now,
+                now,  # live from the start: `status` right after `--quiet` prints the id
+                os.getpid(),
+                socket.gethostname(),
             ),
         )
         await self._db.executemany(
@@ -263,16 +277,32 @@ class Store:
         ) as cur:
             return [_job_row(row) for row in await cur.fetchall()]
 
-    async def claim(self, job_id: str) -> None:
-        """This process now runs the job: it beats, and others see it as live."""
+    async def claim(self, seen: JobRow) -> bool:
+        """This process now runs the job, if nobody took it since `seen` was read.
+
+        A compare-and-swap on the owner and heartbeat: of two `resume`s racing for one job,
+        one wins and the other is told, so no image is paid for twice.
+        """
         now = utc_now()
-        await self._db.execute(
+        cursor = await self._db.execute(
             "UPDATE batch_jobs SET status = ?, started_at = coalesce(started_at, ?),"
             " heartbeat_at = ?, owner_pid = ?, owner_host = ?, cancel_requested = 0,"
-            " completed_at = NULL, error = NULL WHERE id = ?",
-            (JobState.PROCESSING.value, now, now, os.getpid(), socket.gethostname(), job_id),
+            " completed_at = NULL, error = NULL"
+            " WHERE id = ? AND owner_pid IS ? AND owner_host IS ? AND heartbeat_at IS ?",
+            (
+                JobState.PROCESSING.value,
+                now,
+                now,
+                os.getpid(),
+                socket.gethostname(),
+                seen.id,
+                seen.owner_pid,
+                seen.owner_host,
+                seen.heartbeat_at,
+            ),
         )
         await self._db.commit()
+        return cursor.rowcount == 1
 
     async def beat(self, job_id: str) -> bool:
         """Refresh the heartbeat; returns whether someone asked to cancel the job."""
@@ -366,14 +396,31 @@ class Store:
             self._wake.clear()
             if not self._closing:
                 await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # e.g. "database is locked": the batch stays queued, try again
+                admin_log.exception("kullbatch: could not write results; retrying")
+                self._wake.set()
+                await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
-        """Commit everything queued so far in one transaction."""
+        """Commit everything queued so far in one transaction; on failure, keep it queued."""
         if not self._pending:
             return
         batch, self._pending = self._pending, []
         counts, self._counts = self._counts, {}
+        try:
+            await self._write(batch, counts)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.rollback()
+            self._pending[:0] = batch
+            self._counts = {**counts, **self._counts}
+            raise
+
+    async def _write(
+        self, batch: list[tuple[str, ProgressEvent]], counts: dict[str, tuple[int, int]]
+    ) -> None:
         rated, failed, retried = _split(batch)
         await self._db.executemany(
             "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"

@@ -346,3 +346,24 @@ def test_a_killed_process_keeps_its_results_and_resume_sends_only_the_rest(env, 
         assert [r["starRating"] for r in results["results"]] == [
             rating_for(f"img{i}").starRating for i in range(10)
         ]
+
+
+def test_a_db_that_is_not_a_database_exits_2(env, tmp_path):
+    """--db pointing at some other file: one clear line, exit 2, no traceback."""
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("this is not SQLite " * 100)
+    result = invoke("jobs", "--db", str(bogus))
+    assert result.exit_code == 2 and "not a database" in result.stderr
+
+
+def test_a_broken_existing_sidecar_is_reported_not_overwritten(env, tmp_path):
+    """results --format xmp next to a sidecar that is not XMP: exit 2, the file left alone."""
+    _, status = process_json(str(EXAMPLES / "shoot.json"))
+    out = tmp_path / "xmp"
+    out.mkdir()
+    first = json.loads(invoke("results", status["jobId"]).stdout)["results"][0]["filename"]
+    broken = out / (Path(first).stem + ".xmp")
+    broken.write_text("<not-xmp")
+    result = invoke("results", status["jobId"], "--format", "xmp", "--output", str(out))
+    assert result.exit_code == 2 and "XMP" in result.stderr
+    assert broken.read_text() == "<not-xmp"

@@ -45,7 +45,7 @@ async def run_job(
     store = await Store.open(db)
     job = NewJob("batch_1_aaaaaa", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {})
     await store.create_job(job, inputs)
-    await store.claim(job.id)
+    assert await store.claim(await store.get_job(job.id))
     store.start_writer()
     subscribers = [store.handle] + ([events.append] if events is not None else [])
     processor = BatchProcessor(

@@ -67,7 +67,7 @@ async def run_shoot(
             JOB_ID, "me", "faults", "openai", "gpt-5.4-mini", "fast", "rate", None, "x", {}
         )
         await store.create_job(job, inputs)
-        await store.claim(JOB_ID)
+        assert await store.claim(await store.get_job(JOB_ID))
         store.start_writer()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             provider = create_provider(PROVIDERS["openai"], "gpt-5.4-mini", session, env)

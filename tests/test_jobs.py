@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,7 +39,10 @@ async def stored_job(db: Path, claim: bool):
     ]
     await store.create_job(JOB, images)
     if claim:
-        await store.claim(JOB.id)
+        assert await store.claim(await store.get_job(JOB.id))
+    else:  # its creator died long ago: no fresh heartbeat
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE batch_jobs SET heartbeat_at = '2000-01-01T00:00:00.000Z'")
     return store, await store.get_job(JOB.id)
 
 
@@ -115,3 +119,29 @@ def test_a_missing_key_is_fatal_before_any_request():
     """create_provider names the variable to set."""
     with pytest.raises(FatalJobError, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
         create_provider(PROVIDERS["gemini"], "gemini-2.5-flash", None, {})  # type: ignore[arg-type]
+
+
+def test_of_two_processes_racing_to_run_a_job_only_one_wins(tmp_path):
+    """claim is a compare-and-swap on what each saw: the second claimant is refused."""
+
+    async def main():
+        store, seen = await stored_job(tmp_path / "k.db", claim=False)
+        first = await store.claim(seen)
+        second = await store.claim(seen)
+        await store.close()
+        return first, second
+
+    assert run_virtual(main()) == (True, False)
+
+
+def test_a_new_job_is_live_before_its_first_request(tmp_path):
+    """Right after `process --quiet` prints the id, status says processing, not interrupted."""
+
+    async def main():
+        store = await Store.open(tmp_path / "k.db")
+        await store.create_job(JOB, [])
+        job = await store.get_job(JOB.id)
+        await store.close()
+        return job
+
+    assert jobs.status_of(run_virtual(main())).status is JobState.PROCESSING

@@ -8,6 +8,8 @@ import os
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from kullbatch.models import (
     Answer,
     EventKind,
@@ -150,7 +152,7 @@ def test_a_job_is_live_only_while_its_owner_beats(tmp_path):
 
     async def main():
         store = await fresh(tmp_path / "k.db")
-        await store.claim(JOB.id)
+        assert await store.claim(await store.get_job(JOB.id))
         assert not await store.beat(JOB.id)
         job = await store.get_job(JOB.id)
         await store.request_cancel(JOB.id)
@@ -180,3 +182,40 @@ def test_jobs_are_listed_newest_first(tmp_path):
 
     ids, missing = run_virtual(main())
     assert ids == ["batch_2_aaaaaa", "batch_1_aaaaaa", "batch_0_aaaaaa"] and missing is None
+
+
+def test_a_failed_commit_keeps_the_results_queued(tmp_path):
+    """If a write fails (e.g. the database is locked), nothing queued is lost: it is retried."""
+
+    async def main():
+        store = await fresh(tmp_path / "k.db")
+        store.handle(
+            event(EventKind.RATED, "img0", rated=1, answer=Answer(rating_for("img0")), attempt=1)
+        )
+        real_write = store._write
+
+        async def locked(*args):
+            raise sqlite3.OperationalError("database is locked")
+
+        store._write = locked
+        with pytest.raises(sqlite3.OperationalError):
+            await store.flush()
+        store._write = real_write
+        await store.flush()
+        items = await store.items(JOB.id)
+        await store.close()
+        return items
+
+    assert run_virtual(main())[0].state is ItemState.RATED
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_closed(tmp_path):
+    """Opening a text file as the database raises (and does not leave a thread behind)."""
+    bogus = tmp_path / "notes.db"
+    bogus.write_text("this is not SQLite " * 100)
+
+    async def main():
+        await Store.open(bogus)
+
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        run_virtual(main())

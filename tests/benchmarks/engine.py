@@ -49,7 +49,7 @@ async def main(count: int, latency: float, db: Path) -> None:
     job = NewJob("batch_0_bench0", "bench", "shoot", "bench", "bench-1", "fast", "p", None, "x", {})
     t0, c0 = time.perf_counter(), time.process_time()
     await store.create_job(job, images)
-    await store.claim(job.id)
+    assert await store.claim(await store.get_job(job.id))
     store.start_writer()
     t1, c1 = time.perf_counter(), time.process_time()
     processor = BatchProcessor(
