@@ -17,6 +17,7 @@ import typer
 
 from kullbatch import jobs
 from kullbatch.export import SidecarError, write_csv, write_json, write_jsonl, write_xmp
+from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import ItemRecord, JobState, JobStatus
 from kullbatch.progress import ProgressDisplay, make_console, render_jobs, render_providers
@@ -139,7 +140,7 @@ def process(
     ] = None,
     max_edge: Annotated[
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
-    ] = 1568,
+    ] = DEFAULT_MAX_EDGE,
     json_output: JsonFlag = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")

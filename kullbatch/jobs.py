@@ -23,9 +23,11 @@ import aiohttp
 import platformdirs
 
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import ImageInput, JobState, JobStatus, ProgressEvent, Prompt
 from kullbatch.providers import FatalJobError, create_provider, resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
+from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
 from kullbatch.store import JobRow, NewJob, Store, parse_time
 
 if TYPE_CHECKING:
@@ -85,6 +87,10 @@ def new_job_id(now: float | None = None) -> str:
     return f"batch_{millis}_{''.join(secrets.choice(alphabet) for _ in range(6))}"
 
 
+# What a job remembers of its ProcessSettings, so that `resume` runs it the same way.
+_STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm")
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessSettings:
     """What the user asked for on the command line; None means "from the manifest or default"."""
@@ -95,10 +101,10 @@ class ProcessSettings:
     system_prompt: str | None = None
     mode: str | None = None
     shoot_id: str | None = None
-    max_retry_time: float = 6 * 3600.0
+    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
     concurrency: int = 0
     rpm: float | None = None
-    max_edge: int = 1568
+    max_edge: int = DEFAULT_MAX_EDGE
 
 
 def _choose_provider(
@@ -122,12 +128,7 @@ async def create_job(
         raise UsageError(f"--mode must be fast or economy, not {mode!r}")
     if mode == "economy":
         raise UsageError("economy mode (provider batch APIs) is not available yet; use --mode fast")
-    options: dict[str, Any] = {
-        "max_retry_time": settings.max_retry_time,
-        "concurrency": settings.concurrency,
-        "rpm": settings.rpm,
-        "max_edge": settings.max_edge,
-    }
+    options = {key: getattr(settings, key) for key in _STORED_OPTIONS}
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -242,12 +243,9 @@ async def _run(
 
 
 def _engine_options(options: Mapping[str, Any]) -> EngineOptions:
-    return EngineOptions(
-        concurrency=int(options.get("concurrency") or 0),
-        max_retry_time=float(options.get("max_retry_time") or 6 * 3600.0),
-        max_edge=int(options.get("max_edge") or 1568),
-        rpm=float(options["rpm"]) if options.get("rpm") else None,
-    )
+    """The options stored with the job; anything missing takes the engine's default."""
+    chosen = {key: options[key] for key in _STORED_OPTIONS if options.get(key) is not None}
+    return EngineOptions(**chosen)
 
 
 async def get_job(store: Store, job_id: str) -> JobRow:
