@@ -22,7 +22,7 @@ from fake_openai_server import (
 
 from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
 from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.providers._chat import DEFAULT_MAX_TOKENS, parse_rate_limits
+from kullbatch.providers._chat import DEFAULT_MAX_TOKENS, ChatEndpoint, bearer, parse_rate_limits
 from kullbatch.providers.base import (
     RATING_SCHEMA,
     FatalJobError,
@@ -394,3 +394,9 @@ async def test_connection_failures_and_timeouts_are_transient(
         mocked.post(DEFAULT_URL, exception=exception)
         with pytest.raises(Transient, match=expected):
             await provider.rate(LOCAL, PROMPT)
+
+
+def test_an_endpoint_never_shows_its_key_in_a_repr() -> None:
+    """Printing or logging a ChatEndpoint cannot leak the API key."""
+    endpoint = ChatEndpoint("openai", "https://x.test/v1", bearer("sk-secret-123"), "sk-secret-123")
+    assert "sk-secret-123" not in repr(endpoint)

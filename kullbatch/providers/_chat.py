@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -77,8 +77,8 @@ class ChatEndpoint:
 
     provider: str
     url: str
-    headers: Mapping[str, str]
-    api_key: str | None = None
+    headers: Mapping[str, str] = field(repr=False)  # carries the key: never in a repr or log
+    api_key: str | None = field(default=None, repr=False)
     error_rule: ErrorRule | None = None
     # Groq's x-ratelimit-*-requests pair counts requests per day, not per minute: not a pace
     requests_per_day: bool = False
