@@ -267,22 +267,27 @@ class BatchProcessor:
         to tasks that would then queue behind a semaphore and leave whenever they get it.
         """
         holds_bytes = image.path is not None or self._inlines_urls
+        if self._slots is None and not holds_bytes:  # the common case: nothing to hold
+            return await self._send(image, sending)
         async with self._slots or _NO_SLOT, self._prepared if holds_bytes else _NO_SLOT:
-            await self.gate.wait()
-            if sending.first_sent is None:  # the retry window starts at the first send
-                sending.first_sent = self._clock()
-            try:
-                prepared = await prepare(image, self._options.max_edge)
-                answer = await self._provider.rate(prepared, self._prompt)
-            except FatalJobError:
-                raise  # the probe's fatal answer stops the job; the rest are never released
-            except Exception as exc:
-                if isinstance(exc, RateLimited):
-                    self.gate.rate_limited(exc.limits)
-                else:
-                    self.gate.answered(getattr(exc, "limits", None))
-                self._probe_answered.set()
-                raise
+            return await self._send(image, sending)
+
+    async def _send(self, image: ImageInput, sending: _Sending) -> Answer:
+        await self.gate.wait()
+        if sending.first_sent is None:  # the retry window starts at the first send
+            sending.first_sent = self._clock()
+        try:
+            prepared = await prepare(image, self._options.max_edge)
+            answer = await self._provider.rate(prepared, self._prompt)
+        except FatalJobError:
+            raise  # the probe's fatal answer stops the job; the rest are never released
+        except Exception as exc:
+            if isinstance(exc, RateLimited):
+                self.gate.rate_limited(exc.limits)
+            else:
+                self.gate.answered(getattr(exc, "limits", None))
+            self._probe_answered.set()
+            raise
         usage = answer.usage
         self.gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
         self._probe_answered.set()
