@@ -152,7 +152,7 @@ class BatchProcessor:
                 await self._first(self._probe_answered, tasks[0])
             if not self._stop.event.is_set():
                 tasks.extend(asyncio.create_task(self._one(image)) for image in images[1:])
-            await self._first(self._all_done, self._stop.event)
+            await self._first(self._all_done)  # or the stop event, which _first always adds
         finally:
             watcher.cancel()
             for task in tasks:
