@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,18 @@ async def run_job(
         before_run(processor)
     outcome = await processor.run(inputs, total=len(inputs))
     await store.finish_job(job.id, outcome.state, outcome.error)
-    await store.stop_writer()
-    return outcome, store
+    try:
+        return outcome, Finished(await store.items(job.id), await store.get_job(job.id))
+    finally:
+        await store.close()  # in the job's own loop: no SQLite thread outlives it
+
+
+@dataclass
+class Finished:
+    """What the store held when the job ended (the store itself is closed)."""
+
+    items: list
+    job: object
 
 
 def retry_gaps(provider: ScriptedProvider, image_id: str) -> list[float]:
@@ -75,10 +86,8 @@ def test_every_image_is_rated_and_stored(tmp_path):
     provider = ScriptedProvider()
 
     async def main():
-        outcome, store = await run_job(tmp_path / "k.db", provider, images(50))
-        items = await store.items("batch_1_aaaaaa")
-        await store.close()
-        return outcome, items
+        outcome, finished = await run_job(tmp_path / "k.db", provider, images(50))
+        return outcome, finished.items
 
     outcome, items = run_virtual(main())
     assert outcome.state is JobState.COMPLETED and outcome.rated == 50 and outcome.failed == 0
@@ -127,21 +136,14 @@ def test_a_hinted_rate_limit_holds_new_sends_to_the_provider(tmp_path):
 def test_the_window_ends_retries_after_six_hours(tmp_path):
     """An image that always hits 429 fails once its 6 h window passes, with its last error."""
     provider = ScriptedProvider(script={"img0": [RateLimited("Rate limit exceeded")] * 10_000})
-    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    outcome, finished = run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
     times = [t for _, t in provider.calls]
     assert times[-1] - times[0] == pytest.approx(6 * 3600, abs=0.01)  # the last try at the window
     assert 360 <= len(times) <= 400  # ~57 s per retry at the cap (jitter goes downwards there)
     assert outcome.failed == 1 and outcome.state is JobState.COMPLETED
-    items = run_virtual(_items(store))
+    items = finished.items
     assert items[0].state is ItemState.FAILED and items[0].error == "Rate limit exceeded"
     assert items[0].attempts == len(times)
-
-
-async def _items(store: Store):
-    try:
-        return await store.items("batch_1_aaaaaa")
-    finally:
-        await store.close()
 
 
 def test_max_retry_time_is_an_option(tmp_path):
@@ -162,8 +164,7 @@ def test_max_retry_time_is_an_option(tmp_path):
 def test_a_fatal_probe_stops_the_job_after_one_request(tmp_path):
     """A bad key on the first image: one request, job failed, nothing else sent."""
     provider = ScriptedProvider(script={"img0": [FatalJobError("openai HTTP 401: bad key")]})
-    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(100)))
-    run_virtual(store.close())
+    outcome, _ = run_virtual(run_job(tmp_path / "k.db", provider, images(100)))
     assert len(provider.calls) == 1
     assert outcome.state is JobState.FAILED and outcome.error == "openai HTTP 401: bad key"
 
@@ -172,8 +173,7 @@ def test_a_fatal_error_later_stops_all_in_flight_work(tmp_path):
     """A fatal answer after release stops the job at once; in-flight images stay unrated."""
     script = {"img3": [FatalJobError("out of credit")]}
     provider = ScriptedProvider(script=script, latency=1.0)
-    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(20)))
-    run_virtual(store.close())
+    outcome, _ = run_virtual(run_job(tmp_path / "k.db", provider, images(20)))
     assert outcome.state is JobState.FAILED and outcome.error == "out of credit"
     assert outcome.rated < 20
 
@@ -181,8 +181,8 @@ def test_a_fatal_error_later_stops_all_in_flight_work(tmp_path):
 def test_a_permanent_image_error_fails_that_image_only(tmp_path):
     """A 400 about one image fails it at once; the others are rated."""
     provider = ScriptedProvider(script={"img2": [PermanentImageError("HTTP 400: bad image")]})
-    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(5)))
-    items = run_virtual(_items(store))
+    outcome, finished = run_virtual(run_job(tmp_path / "k.db", provider, images(5)))
+    items = finished.items
     assert outcome.rated == 4 and outcome.failed == 1
     assert items[2].state is ItemState.FAILED and items[2].error == "HTTP 400: bad image"
     assert provider.attempts["img2"] == 1
@@ -203,8 +203,7 @@ def test_all_images_are_in_flight_at_once_by_default(tmp_path):
     async def main():
         loop = asyncio.get_running_loop()
         start = loop.time()
-        outcome, store = await run_job(tmp_path / "k.db", provider, images(200))
-        await store.close()
+        await run_job(tmp_path / "k.db", provider, images(200))
         return loop.time() - start
 
     assert run_virtual(main()) < 2.6
@@ -218,8 +217,7 @@ def test_concurrency_caps_requests_in_flight(tmp_path):
     async def main():
         loop = asyncio.get_running_loop()
         start = loop.time()
-        outcome, store = await run_job(tmp_path / "k.db", provider, images(50), options)
-        await store.close()
+        await run_job(tmp_path / "k.db", provider, images(50), options)
         return loop.time() - start
 
     assert run_virtual(main()) >= 5.0
@@ -244,14 +242,12 @@ def test_cancel_from_the_store_stops_the_job(tmp_path):
 
         loop = asyncio.get_running_loop()
         start = loop.time()
-        outcome, store = await run_job(
+        outcome, finished = await run_job(
             tmp_path / "k.db", provider, images(30), options, before_run=schedule_cancel
         )
         elapsed = loop.time() - start
-        job = await store.get_job("batch_1_aaaaaa")
-        await store.close()
         await store_other.close()
-        return outcome, elapsed, job
+        return outcome, elapsed, finished.job
 
     outcome, elapsed, job = run_virtual(main())
     assert outcome.state is JobState.CANCELLED
@@ -314,8 +310,7 @@ def test_photos_held_as_bytes_are_bounded_in_flight(tmp_path):
     async def main():
         loop = asyncio.get_running_loop()
         start = loop.time()
-        _, store = await run_job(tmp_path / "k.db", provider, images(21), options)
-        await store.close()
+        await run_job(tmp_path / "k.db", provider, images(21), options)
         return loop.time() - start
 
     assert run_virtual(main()) >= 5.0  # probe, then 20 photos 5 at a time
@@ -351,6 +346,5 @@ def test_the_retry_window_starts_when_an_image_is_first_sent(tmp_path):
     options = EngineOptions(
         rpm=60, max_retry_time=5, heartbeat_interval=3600, cancel_poll_interval=600
     )
-    outcome, store = run_virtual(run_job(tmp_path / "k.db", provider, images(20), options))
-    run_virtual(store.close())
+    outcome, _ = run_virtual(run_job(tmp_path / "k.db", provider, images(20), options))
     assert outcome.failed == 0 and provider.attempts["img15"] == 2
