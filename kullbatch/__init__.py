@@ -1,6 +1,14 @@
 """kullbatch: rate a whole photo shoot with vision models, all at once, through rate limits."""
 
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.errors import (
+    FatalJobError,
+    PermanentImageError,
+    ProviderError,
+    RateLimited,
+    Retryable,
+    Transient,
+)
 from kullbatch.manifest import Manifest, ManifestError, load_manifest
 from kullbatch.models import (
     Answer,
@@ -14,15 +22,7 @@ from kullbatch.models import (
     Rating,
     Usage,
 )
-from kullbatch.providers import (
-    PROVIDERS,
-    FatalJobError,
-    PermanentImageError,
-    Provider,
-    ProviderError,
-    RateLimited,
-    Transient,
-)
+from kullbatch.providers import PROVIDERS, Provider
 
 __all__ = [
     "PROVIDERS",
@@ -45,6 +45,7 @@ __all__ = [
     "RateLimited",
     "RateLimits",
     "Rating",
+    "Retryable",
     "Transient",
     "Usage",
     "load_manifest",

@@ -17,21 +17,16 @@ from typing import TYPE_CHECKING
 
 import stamina
 
+from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, RateLimited
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
-from kullbatch.providers.base import (
-    FatalJobError,
-    PermanentImageError,
-    Provider,
-    ProviderError,
-    RateLimited,
-)
 from kullbatch.ratelimit import Gate, GateState
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, RetryPolicy, format_wait_ms
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from kullbatch.providers.base import Provider
     from kullbatch.store import Store
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -120,7 +115,7 @@ class BatchProcessor:
         )
         # image bytes held in memory at once: local photos, and URL photos a provider downloads
         self._prepared = asyncio.Semaphore(max(1, self._options.prepared_limit))
-        self._inlines_urls = bool(getattr(provider, "inlines_url_images", False))
+        self._inlines_urls = provider.capabilities.inlines_url_images
         self._stop = _Stop()
         self._counters = _Counters(total=0)
         self._remaining = 0

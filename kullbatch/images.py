@@ -1,20 +1,22 @@
 """Local photo -> JPEG bytes ready to send, made just before sending and dropped after.
 
 Pillow work runs in a worker thread so that 10,000 coroutines keep flowing while one photo
-is decoded; the engine bounds how many prepared photos exist at once.
+is decoded; the engine bounds how many prepared photos exist at once. `fit_image` is the one
+place that converts and shrinks an image for a provider's formats and size limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
+from kullbatch.errors import PermanentImageError
 from kullbatch.models import ImageInput, PreparedImage
-from kullbatch.providers.base import PermanentImageError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,6 +79,48 @@ def fit_within(data: bytes, max_bytes: int) -> bytes:
     raise PermanentImageError(
         f"image is {len(data)} bytes and cannot be shrunk under the {max_bytes}-byte limit"
     )
+
+
+async def fit_image(
+    image: PreparedImage,
+    *,
+    max_bytes: int,
+    media_types: frozenset[str],
+    why: str = "",
+) -> PreparedImage:
+    """Bytes a provider accepts: JPEG when the media type is not in `media_types`, then shrunk
+    under `max_bytes`, in a worker thread.
+
+    A URL image (no bytes) passes unchanged, for the provider to fetch. An image that cannot be
+    converted or shrunk enough is a PermanentImageError naming the file, the limit and `why`
+    (the provider's rule, e.g. "anthropic accepts at most 5 MB per image").
+    """
+    if image.data is None:
+        if image.url is not None:
+            return image
+        raise PermanentImageError(f"{image.filename}: no image data and no URL to send")
+    accepted = image.media_type in media_types
+    if accepted and len(image.data) <= max_bytes:
+        return image
+    try:
+        data = await asyncio.to_thread(_fit_bytes, image.data, max_bytes, convert=not accepted)
+    except PermanentImageError as exc:
+        note = f" ({why})" if why else ""
+        raise PermanentImageError(f"{image.filename}: {exc.message}{note}") from exc
+    return replace(image, data=data, media_type="image/jpeg")
+
+
+def _fit_bytes(data: bytes, max_bytes: int, *, convert: bool) -> bytes:
+    return fit_within(to_jpeg(data) if convert else data, max_bytes)
+
+
+def to_jpeg(data: bytes, max_edge: int = DEFAULT_MAX_EDGE) -> bytes:
+    """Any image Pillow reads (WebP, GIF's first frame, HEIC) -> upright JPEG bytes."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return encode_image(opened, max_edge)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise PermanentImageError(f"image cannot be converted to JPEG: {exc}") from exc
 
 
 def sniff_media_type(data: bytes) -> str | None:

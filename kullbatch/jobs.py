@@ -23,9 +23,10 @@ import aiohttp
 import platformdirs
 
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.errors import FatalJobError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import ImageInput, JobState, JobStatus, ProgressEvent, Prompt
-from kullbatch.providers import FatalJobError, create_provider, resolve
+from kullbatch.providers import create_provider, resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
 from kullbatch.store import JobRow, NewJob, Store, parse_time

@@ -11,7 +11,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from kullbatch.providers.base import ProviderError, RateLimited, Transient
+from kullbatch.errors import ProviderError, RateLimited, Retryable
 
 DEFAULT_MAX_RETRY_TIME = 6 * 3600.0
 JITTER = 0.1  # up to +10 % on a wait, so that 10,000 images do not retry in lock step
@@ -38,7 +38,7 @@ OTHER_SCHEDULE = Schedule(initial=2.0, cap=120.0, steps=6)  # 2,4,8,16,32,64,120
 
 
 def is_retryable(error: BaseException) -> bool:
-    return isinstance(error, RateLimited | Transient)
+    return isinstance(error, Retryable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ class RetryPolicy:
 
 
 def _hint(error: ProviderError) -> float | None:
-    return error.retry_after if isinstance(error, RateLimited | Transient) else None
+    return error.retry_after if isinstance(error, Retryable) else None
 
 
 def jittered(

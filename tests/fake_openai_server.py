@@ -122,10 +122,14 @@ class ErrorCase:
         type_: str = INVALID,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        hint: str = "",
     ) -> ErrorCase:
-        """An OpenAI-shaped error; the adapter's message is "<provider> HTTP <status> <label>: ..."."""
+        """An OpenAI-shaped error; the adapter's message is "<provider> HTTP <status> <label>: ...",
+        then the hint naming the key's variable where the error is about the key."""
         body = openai_error(message, type_, code, param)
-        expected = f"{provider} HTTP {status} {code or type_}: {message}"
+        expected = f"{provider} HTTP {status} {code or type_}: {message}" + (
+            f" {hint}" if hint else ""
+        )
         return cls(status, body, kind, expected, headers or {})
 
 

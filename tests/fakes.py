@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Rating, Usage
+from kullbatch.providers.base import Capabilities
 
 
 def rating_for(image_id: str) -> Rating:
@@ -25,6 +27,7 @@ def rating_for(image_id: str) -> Rating:
 class ScriptedProvider:
     """Attempt n of image X raises script[X][n-1] if it is an exception, else answers."""
 
+    capabilities: ClassVar[Capabilities] = Capabilities()
     script: dict[str, list[BaseException | None]] = field(default_factory=dict)
     latency: float = 0.0
     limits: RateLimits | None = None  # what every answer's headers report
@@ -44,3 +47,10 @@ class ScriptedProvider:
         if n <= len(steps) and steps[n - 1] is not None:
             raise steps[n - 1]  # type: ignore[misc]
         return Answer(rating_for(image.image_id), Usage(10, 5), self.limits)
+
+
+@dataclass
+class DownloadingProvider(ScriptedProvider):
+    """A scripted provider that, like Gemini, downloads URL photos itself."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(inlines_url_images=True)

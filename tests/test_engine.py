@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.errors import FatalJobError, PermanentImageError, RateLimited, Transient
 from kullbatch.models import (
     EventKind,
     ImageInput,
@@ -20,9 +21,8 @@ from kullbatch.models import (
     Prompt,
     RateLimits,
 )
-from kullbatch.providers.base import FatalJobError, PermanentImageError, RateLimited, Transient
 from kullbatch.store import NewJob, Store
-from tests.fakes import ScriptedProvider, rating_for
+from tests.fakes import DownloadingProvider, ScriptedProvider, rating_for
 from tests.vtime import run_virtual
 
 quiet_stamina()
@@ -303,8 +303,7 @@ def test_rpm_option_paces_from_the_first_send(tmp_path):
 
 def test_photos_held_as_bytes_are_bounded_in_flight(tmp_path):
     """A provider that downloads URL photos gets at most prepared_limit of them at once."""
-    provider = ScriptedProvider(latency=1.0)
-    provider.inlines_url_images = True  # type: ignore[attr-defined]
+    provider = DownloadingProvider(latency=1.0)
     options = EngineOptions(prepared_limit=5, heartbeat_interval=3600, cancel_poll_interval=600)
 
     async def main():
@@ -318,8 +317,7 @@ def test_photos_held_as_bytes_are_bounded_in_flight(tmp_path):
 
 def test_a_hold_stops_photos_already_queued_for_a_bytes_slot(tmp_path):
     """A 10 s hint holds every send, including photos waiting for one of the few bytes slots."""
-    provider = ScriptedProvider(script={"img1": [RateLimited(retry_after=10)]}, latency=1.0)
-    provider.inlines_url_images = True  # type: ignore[attr-defined]
+    provider = DownloadingProvider(script={"img1": [RateLimited(retry_after=10)]}, latency=1.0)
     options = EngineOptions(prepared_limit=2, heartbeat_interval=3600, cancel_poll_interval=600)
     run_virtual(run_job(tmp_path / "k.db", provider, images(12), options))
     limited_at = next(t for i, t in provider.calls if i == "img1") + 1.0  # its 429 came back

@@ -1,6 +1,8 @@
 """The public surface is exactly what `kullbatch.__all__` lists."""
 
 import kullbatch
+import kullbatch.errors
+import kullbatch.providers
 
 
 def test_all_lists_only_names_that_exist():
@@ -31,7 +33,26 @@ def test_the_public_surface_is_stable():
         "RateLimited",
         "RateLimits",
         "Rating",
+        "Retryable",
         "Transient",
         "Usage",
         "load_manifest",
+    }
+
+
+def test_the_providers_package_exports_the_taxonomy_and_the_registry():
+    """`kullbatch.providers` re-exports the errors of `kullbatch.errors`, the same classes."""
+    assert all(hasattr(kullbatch.providers, name) for name in kullbatch.providers.__all__)
+    for name in kullbatch.errors.__all__:
+        assert getattr(kullbatch.providers, name) is getattr(kullbatch.errors, name)
+    assert set(kullbatch.providers.__all__) == {
+        *kullbatch.errors.__all__,
+        "PROVIDERS",
+        "Capabilities",
+        "Provider",
+        "ProviderSpec",
+        "WireRequest",
+        "create_provider",
+        "key_hint",
+        "resolve",
     }

@@ -463,14 +463,33 @@ async def test_an_image_that_cannot_be_shrunk_fails_without_a_request(
 async def test_an_unsupported_media_type_fails_without_a_request(
     provider: AnthropicProvider, fake: FakeAnthropic
 ) -> None:
-    """Anthropic takes JPEG, PNG, GIF and WebP only; anything else fails that image."""
+    """Anthropic takes JPEG, PNG, GIF and WebP only; bytes that cannot become a JPEG fail alone."""
     tiff = PreparedImage(
         image_id="t", filename="scan.tif", data=b"II*\x00", media_type="image/tiff"
     )
-    with pytest.raises(PermanentImageError, match="image/tiff"):
+    with pytest.raises(PermanentImageError, match=r"scan\.tif: image cannot be converted to JPEG"):
         await provider.rate(tiff, PROMPT)
 
     assert fake.requests == []
+
+
+async def test_a_tiff_is_converted_to_jpeg_before_sending(
+    provider: AnthropicProvider, fake: FakeAnthropic
+) -> None:
+    """A media type Anthropic refuses (TIFF) goes out as a JPEG of the same picture."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 32), (10, 200, 30)).save(buffer, format="TIFF")
+    tiff = PreparedImage(
+        image_id="t", filename="scan.tif", data=buffer.getvalue(), media_type="image/tiff"
+    )
+
+    await provider.rate(tiff, PROMPT)
+
+    (request,) = fake.requests
+    source = request.body["messages"][0]["content"][0]["source"]
+    assert source["media_type"] == "image/jpeg"
+    with Image.open(io.BytesIO(base64.b64decode(source["data"]))) as sent:
+        assert (sent.format, sent.size) == ("JPEG", (48, 32))
 
 
 async def test_an_image_with_neither_bytes_nor_url_fails_without_a_request(

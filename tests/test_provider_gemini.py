@@ -444,7 +444,9 @@ async def test_error_answers_map_onto_the_taxonomy(fake, session, reply, expecte
 async def test_a_wrong_key_stops_the_job(fake, session):
     """The fake answers a key it does not know with API_KEY_INVALID: FatalJobError."""
     provider = provider_for(fake, session, GEMINI_API_KEY="AIzaSy-not-the-right-key")
-    with pytest.raises(FatalJobError, match=r"API key not valid.*GOOGLE_API_KEY or GEMINI_API_KEY"):
+    with pytest.raises(
+        FatalJobError, match=r"API key not valid.*\[check GEMINI_API_KEY or GOOGLE_API_KEY\]$"
+    ):
         await provider.rate(local_image(), PROMPT)
 
 

@@ -204,7 +204,7 @@ ERRORS = [
     case(
         400, None, "`response_format` json_schema is not supported with this model", FatalJobError
     ),
-    case(401, "invalid_api_key", "Invalid API Key", FatalJobError),
+    case(401, "invalid_api_key", "Invalid API Key", FatalJobError, hint="[check GROQ_API_KEY]"),
     case(403, "permission_denied", "Forbidden", FatalJobError, type_="permissions_error"),
     case(
         404,

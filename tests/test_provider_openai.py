@@ -227,7 +227,7 @@ ERRORS = [
     case(400, "unsupported_parameter", "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.", FatalJobError, param="max_tokens"),
     case(400, None, "Invalid schema for response_format 'photo_rating': In context=(), 'required' is required to be supplied and to be an array including every key in properties. Missing 'tags'.", FatalJobError, param="response_format"),
     case(400, "context_length_exceeded", "This model's maximum context length is 128000 tokens. However, your messages resulted in 131000 tokens.", FatalJobError, param="messages"),
-    case(401, "invalid_api_key", "Incorrect API key provided: sk-proj-****cdef. You can find your API key at https://platform.openai.com/account/api-keys.", FatalJobError),
+    case(401, "invalid_api_key", "Incorrect API key provided: sk-proj-****cdef. You can find your API key at https://platform.openai.com/account/api-keys.", FatalJobError, hint="[check OPENAI_API_KEY]"),
     case(403, "unsupported_country_region_territory", "Country, region, or territory not supported", FatalJobError, type_="request_forbidden"),
     case(403, "model_not_found", "Project `proj_kull` does not have access to model `gpt-5.4-mini`", FatalJobError),
     case(404, "model_not_found", "The model `gpt-9-vision` does not exist or you do not have access to it.", FatalJobError),

@@ -310,7 +310,13 @@ ERRORS = [
         PermanentImageError,
         "openai-compatible HTTP 400: image: unknown format",
     ),
-    case(401, "invalid_api_key", "Invalid API key", FatalJobError),
+    case(
+        401,
+        "invalid_api_key",
+        "Invalid API key",
+        FatalJobError,
+        hint="[check OPENAI_COMPATIBLE_API_KEY]",
+    ),
     case(
         429,
         None,

@@ -6,14 +6,15 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kullbatch.providers.base import (
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
-    Provider,
     ProviderError,
     RateLimited,
+    Retryable,
     Transient,
 )
+from kullbatch.providers.base import Capabilities, Provider, WireRequest
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -22,14 +23,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROVIDERS",
+    "Capabilities",
     "FatalJobError",
     "PermanentImageError",
     "Provider",
     "ProviderError",
     "ProviderSpec",
     "RateLimited",
+    "Retryable",
     "Transient",
+    "WireRequest",
     "create_provider",
+    "key_hint",
     "resolve",
 ]
 
@@ -49,6 +54,11 @@ class ProviderSpec:
 
     def key_is_set(self, env: Mapping[str, str]) -> bool:
         return any(env.get(var) for var in self.key_vars)
+
+    @property
+    def key_hint(self) -> str:
+        """`[check GEMINI_API_KEY or GOOGLE_API_KEY]`: appended to an auth error's message."""
+        return f"[check {' or '.join(self.key_vars)}]" if self.key_vars else ""
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -104,6 +114,12 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
     )
 }
+
+
+def key_hint(provider_name: str) -> str:
+    """The hint naming the variables that hold `provider_name`'s key, for auth errors."""
+    return PROVIDERS[provider_name].key_hint
+
 
 _ALIASES = {alias: spec.name for spec in PROVIDERS.values() for alias in spec.aliases}
 

@@ -1,8 +1,8 @@
 """The OpenAI chat-completions wire format, shared by openai, grok, groq and openai-compatible.
 
 Four providers speak the same dialect, so the request builder, the response parser, the error
-classifier and the `x-ratelimit-*` header parser live here once; each adapter module adds only
-its endpoint, auth, image handling and its own body traps (an `ErrorRule`).
+classifier and the `x-ratelimit-*` header parser live here once, in `ChatAdapter`; each adapter
+module adds only its endpoint, auth, image handling and its own body traps (an `ErrorRule`).
 
 A 400 is not always a bad image. The classifier asks, in order:
 1. an image error code (`invalid_image`, `image_parse_error`, `invalid_image_url`, ...)
@@ -19,32 +19,35 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
 from kullbatch.models import Answer, Prompt, RateLimits, Usage
+from kullbatch.providers import key_hint
 from kullbatch.providers.base import (
     RATING_SCHEMA,
     RATING_SCHEMA_NAME,
-    FatalJobError,
-    PermanentImageError,
-    ProviderError,
-    RateLimited,
-    Transient,
+    Capabilities,
+    WireRequest,
     parse_rating,
 )
 from kullbatch.providers.http import (
     HTTPAnswer,
-    classify_status,
+    about_the_key,
+    answer_error,
     parse_go_duration,
-    post_json,
     retry_after_hint,
     scrub,
+    send,
+    status_kind,
 )
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from kullbatch.models import PreparedImage
 
 # Room for the rating (~200 tokens) plus the hidden reasoning of reasoning models (gpt-5.x,
 # grok reasoning variants), which `max_completion_tokens` also counts; only used tokens are billed.
@@ -73,15 +76,24 @@ ErrorRule = Callable[[int, ErrorInfo], type[ProviderError] | None]
 
 @dataclass(frozen=True, slots=True)
 class ChatEndpoint:
-    """Where and how an adapter talks; `api_key` is kept only to scrub it from messages."""
+    """Where and how an adapter talks; `api_key` is kept only to scrub it from messages.
+
+    `base_url` + `path` is the URL; `auth` holds the headers that carry the key (and the
+    account's organisation and project), added only when sending, never to a `WireRequest`.
+    """
 
     provider: str
-    url: str
-    headers: Mapping[str, str] = field(repr=False)  # carries the key: never in a repr or log
+    base_url: str
+    auth: Mapping[str, str] = field(default_factory=dict, repr=False)  # never in a repr or log
     api_key: str | None = field(default=None, repr=False)
     error_rule: ErrorRule | None = None
     # Groq's x-ratelimit-*-requests pair counts requests per day, not per minute: not a pace
     requests_per_day: bool = False
+    path: str = "/chat/completions"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
 
 
 def bearer(api_key: str | None) -> dict[str, str]:
@@ -123,18 +135,59 @@ def build_body(
     }
 
 
-async def complete(
-    session: aiohttp.ClientSession, endpoint: ChatEndpoint, body: Mapping[str, Any]
-) -> Answer:
-    """POST one chat request and turn the answer into an Answer or a classified error."""
-    answer = await post_json(session, endpoint.url, headers=endpoint.headers, payload=body)
-    if not is_success(answer):
-        raise error_for(endpoint, answer)
-    return parse_completion(endpoint.provider, answer, endpoint.requests_per_day)
+class ChatAdapter:
+    """The shared adapter: build one chat request, send it, parse the answer.
 
+    Subclasses set `name`, `capabilities` and the body's knobs, and make the image ready in
+    `rate` where the provider needs it (download, convert, shrink).
+    """
 
-def is_success(answer: HTTPAnswer) -> bool:
-    return 200 <= answer.status < 300  # noqa: PLR2004
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    image_detail: ClassVar[str | None] = None
+    strict_schema: ClassVar[bool] = True
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+
+    def __init__(
+        self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
+    ) -> None:
+        self.model = model
+        self._session = session
+        self._endpoint = endpoint
+
+    @property
+    def base_url(self) -> str:
+        """The API root `WireRequest.path` is relative to."""
+        return self._endpoint.base_url
+
+    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest:
+        """The request for a ready image (a URL, or bytes the provider accepts); no I/O."""
+        return self.chat_request(image, prompt, json_schema_format(strict=self.strict_schema))
+
+    def chat_request(
+        self, image: PreparedImage, prompt: Prompt, response_format: Mapping[str, Any]
+    ) -> WireRequest:
+        body = build_body(
+            model=self.model,
+            prompt=prompt,
+            image_url=image.url if image.url is not None else image.data_uri(),
+            response_format=response_format,
+            detail=self.image_detail,
+            max_tokens_field=self.max_tokens_field,
+        )
+        return WireRequest(self._endpoint.path, {}, body)
+
+    def parse_answer(self, answer: HTTPAnswer) -> Answer:
+        """A 2xx completion -> Answer; anything else -> the classified error, key scrubbed."""
+        if not answer.ok:
+            raise error_for(self._endpoint, answer)
+        return parse_completion(self._endpoint.provider, answer, self._endpoint.requests_per_day)
+
+    async def send(self, request: WireRequest) -> HTTPAnswer:
+        return await send(self._session, self._endpoint.base_url, request, self._endpoint.auth)
+
+    async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
+        return self.parse_answer(await self.send(self.build_request(image, prompt)))
 
 
 # --- the answer ---------------------------------------------------------------------------
@@ -168,12 +221,10 @@ def parse_completion(provider: str, answer: HTTPAnswer, requests_per_day: bool =
         rating_text = _rating_text(provider, completion)
         rating = parse_rating(_unfence(rating_text), source=provider)
     except ValidationError as exc:
-        error = Transient(f"{provider} answer is not a chat completion: {_first_problem(exc)}")
-        error.limits = limits
-        raise error from exc
+        message = f"{provider} answer is not a chat completion: {_first_problem(exc)}"
+        raise answer_error(Transient, message, answer, limits=limits) from exc
     except ProviderError as exc:
-        exc.limits = limits
-        raise
+        raise exc.with_limits(limits) from exc
     usage = completion.usage or _Usage()
     return Answer(
         rating=rating,
@@ -296,24 +347,24 @@ def _text(code: str | int | None) -> str | None:
 
 
 def error_for(endpoint: ChatEndpoint, answer: HTTPAnswer) -> ProviderError:
-    """A non-2xx answer -> the taxonomy, body first, then the status; key scrubbed; limits set."""
+    """A non-2xx answer -> the taxonomy, body first, then the status; key scrubbed; limits set.
+
+    A fatal answer about the key names the variable to set: `[check OPENAI_API_KEY]`.
+    """
     info = error_info(answer)
-    retry_after = retry_after_hint(answer.headers)
     kind = endpoint.error_rule(answer.status, info) if endpoint.error_rule else None
-    kind = kind or shared_rule(answer.status, info)
-    if kind is None:
-        kind = type(classify_status(answer.status, info.message, retry_after))
+    kind = kind or shared_rule(answer.status, info) or status_kind(answer.status)
     label = f" {info.label}" if info.label else ""
     text = f"{endpoint.provider} HTTP {answer.status}{label}: {info.message or 'no message'}"
-    error = _make(kind, scrub(text, endpoint.api_key), retry_after)
-    error.limits = parse_rate_limits(answer.headers, endpoint.requests_per_day)
-    return error
-
-
-def _make(kind: type[ProviderError], text: str, retry_after: float | None) -> ProviderError:
-    if issubclass(kind, RateLimited | Transient):
-        return kind(text, retry_after)
-    return kind(text)
+    if kind is FatalJobError and about_the_key(answer.status, f"{info.label} {info.message}"):
+        text = f"{text} {key_hint(endpoint.provider)}"
+    return answer_error(
+        kind,
+        scrub(text, endpoint.api_key),
+        answer,
+        retry_after=retry_after_hint(answer.headers),
+        limits=parse_rate_limits(answer.headers, endpoint.requests_per_day),
+    )
 
 
 _IMAGE_CODES = frozenset(

@@ -7,7 +7,7 @@ the prompt text second (Anthropic's advice), and `output_config.format` = the ra
 
 How errors are classified (body first, then status):
 - `authentication_error` 401, `permission_error` 403, `billing_error` 402, `not_found_error`
-  404 (unknown model) -> FatalJobError.
+  404 (unknown model) -> FatalJobError; a key problem names ANTHROPIC_API_KEY.
 - `invalid_request_error` 400: a spend or usage limit or a low credit balance -> FatalJobError;
   a problem with the image (size, format, media type, URL) -> PermanentImageError; anything else
   is about the request we build for every image (an unknown parameter, a schema the model does
@@ -19,32 +19,32 @@ How errors are classified (body first, then status):
 
 from __future__ import annotations
 
-import asyncio
 import re
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from kullbatch.images import fit_within
-from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Usage
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Transient,
-    parse_rating,
 )
+from kullbatch.images import fit_image
+from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Usage
+from kullbatch.providers import key_hint
+from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import (
     HTTPAnswer,
-    classify_status,
-    post_json,
+    about_the_key,
+    answer_error,
     retry_after_hint,
     scrub,
     seconds_until,
+    send,
+    status_kind,
 )
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 NAME = "anthropic"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
+PATH = "/v1/messages"  # relative to the host, as ANTHROPIC_BASE_URL is
 # A rating is a few hundred tokens; 1024 leaves room for a long description without paying for
 # a runaway answer.
 MAX_TOKENS = 1024
@@ -64,10 +65,19 @@ MAX_TOKENS = 1024
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
-_FATAL_TYPES = frozenset(
-    {"authentication_error", "permission_error", "billing_error", "not_found_error"}
-)
-_TRANSIENT_TYPES = frozenset({"api_error", "timeout_error", "conflict_error"})
+_KEY_TYPES = frozenset({"authentication_error", "permission_error"})  # hint when about the key
+# the other error types whose kind does not depend on the message
+_KINDS: dict[str, type[ProviderError]] = {
+    "permission_error": FatalJobError,
+    "overloaded_error": RateLimited,
+    "rate_limit_error": RateLimited,
+    "billing_error": FatalJobError,
+    "not_found_error": FatalJobError,
+    "request_too_large": PermanentImageError,
+    "api_error": Transient,
+    "timeout_error": Transient,
+    "conflict_error": Transient,
+}
 _SPEND_LIMIT = re.compile(
     r"usage limit|spend(?:ing)? limit|credit balance|purchase credits|billing", re.IGNORECASE
 )
@@ -178,7 +188,6 @@ def classify_error(
     answer: HTTPAnswer, api_key: str | None = None, now: datetime | None = None
 ) -> ProviderError:
     """Map an error answer onto the taxonomy, on its body first; the key never leaks."""
-    retry_after = retry_after_hint(answer.headers, now)
     try:
         parsed: _ErrorBody | None = _ErrorBody.model_validate_json(answer.body)
     except ValidationError:
@@ -189,51 +198,51 @@ def classify_error(
         detail, error_type = parsed.error.message, parsed.error.type
         where = f" (request {parsed.request_id})" if parsed.request_id else ""
     label = f"{NAME} HTTP {answer.status}" + (f" {error_type}" if error_type else "")
-    message = scrub(f"{label}: {detail}{where}" if detail else label, api_key)
-    error = _by_type(answer.status, error_type, detail, message, retry_after)
-    error.limits = parse_limits(answer.headers, now)
-    return error
+    message = f"{label}: {detail}{where}" if detail else label
+    kind, message = _by_type(answer.status, error_type, detail, message)
+    return answer_error(
+        kind,
+        scrub(message, api_key),
+        answer,
+        retry_after=retry_after_hint(answer.headers, now),
+        limits=parse_limits(answer.headers, now),
+    )
 
 
 def _by_type(
-    status: int, error_type: str | None, detail: str, message: str, retry_after: float | None
-) -> ProviderError:
-    if status == _STATUS_OVERLOADED or error_type in {"overloaded_error", "rate_limit_error"}:
-        return RateLimited(message, retry_after)
-    if error_type in _FATAL_TYPES:
-        return FatalJobError(message)
-    if error_type == "request_too_large":
-        return PermanentImageError(message)
-    if error_type in _TRANSIENT_TYPES:
-        return Transient(message, retry_after)
+    status: int, error_type: str | None, detail: str, message: str
+) -> tuple[type[ProviderError], str]:
+    """The kind of error, and the message with what the user should do about it."""
+    if status == _STATUS_OVERLOADED:
+        return RateLimited, message
+    if error_type == "authentication_error" or (
+        error_type in _KEY_TYPES | {None} and about_the_key(status, detail)
+    ):
+        return FatalJobError, f"{message} {key_hint(NAME)}"
     if error_type == "invalid_request_error":
         return _invalid_request(detail, message)
-    fallback = classify_status(status, detail, retry_after)
-    fallback.args = (message,)
-    fallback.message = message
-    return fallback
+    return _KINDS.get(error_type or "") or status_kind(status), message
 
 
-def _invalid_request(detail: str, message: str) -> ProviderError:
+def _invalid_request(detail: str, message: str) -> tuple[type[ProviderError], str]:
     """A 400 is fatal unless it is about this image: the same request goes out 10,000 times."""
     if _SPEND_LIMIT.search(detail):
-        return FatalJobError(f"{message} [spend limit or credit: the job stops]")
+        return FatalJobError, f"{message} [spend limit or credit: the job stops]"
     if _ABOUT_IMAGE.search(detail):
-        return PermanentImageError(message)
-    return FatalJobError(f"{message} [every image would fail the same way: the job stops]")
+        return PermanentImageError, message
+    return FatalJobError, f"{message} [every image would fail the same way: the job stops]"
 
 
 # --- 2xx -> Answer --------------------------------------------------------------------------
 
 
-def parse_answer(answer: HTTPAnswer, now: datetime | None = None) -> Answer:
+def parse_message(answer: HTTPAnswer, now: datetime | None = None) -> Answer:
     """A Message -> Answer; truncated, refused or off-schema answers are worth another try."""
     limits = parse_limits(answer.headers, now)
     try:
         return _answer(answer.body, limits)
     except ProviderError as error:
-        error.limits = limits
-        raise
+        raise error.with_limits(limits) from error
 
 
 def _answer(body: bytes, limits: RateLimits | None) -> Answer:
@@ -267,6 +276,7 @@ class AnthropicProvider:
     """Rates one image per Messages API call."""
 
     name = NAME
+    capabilities: ClassVar[Capabilities] = Capabilities(batch_api=True)
 
     def __init__(
         self,
@@ -279,52 +289,46 @@ class AnthropicProvider:
     ) -> None:
         self.model = model
         self.max_image_bytes = max_image_bytes
+        self.base_url = base_url.rstrip("/")
         self._session = session
         self._api_key = api_key
-        self._url = base_url.rstrip("/") + "/v1/messages"
+
+    @property
+    def _url(self) -> str:
+        return self.base_url + PATH
+
+    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest:
+        """The Messages request for a ready image (a URL or accepted bytes); no I/O, no key."""
+        headers = {"anthropic-version": API_VERSION, "accept": "application/json"}
+        return WireRequest(PATH, headers, request_body(self.model, image_source(image), prompt))
+
+    def parse_answer(self, answer: HTTPAnswer) -> Answer:
+        """A 2xx Message -> Answer; any other answer -> the classified error, key scrubbed."""
+        if not answer.ok:
+            raise classify_error(answer, self._api_key)
+        return parse_message(answer)
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
         """URL images go as URLs; one Anthropic finds too big is fetched, shrunk and inlined."""
         if image.url is not None:
             try:
-                return await self._send(image_source(image), prompt)
+                return await self._exchange(image, prompt)
             except PermanentImageError as error:
                 if not _IMAGE_TOO_LARGE.search(error.message):
                     raise
             image = await inline_url_image(self._session, image)
-        inline = await self._fit(image)
-        return await self._send(image_source(inline), prompt)
+        ready = await fit_image(
+            image,
+            max_bytes=self.max_image_bytes,
+            media_types=MEDIA_TYPES,
+            why=f"{NAME} accepts at most 5 MB per image",
+        )
+        return await self._exchange(ready, prompt)
 
-    async def _fit(self, image: PreparedImage) -> PreparedImage:
-        """Keep the decoded bytes under the per-image limit, or fail this image clearly."""
-        if image.data is None:
-            raise PermanentImageError(f"{image.filename}: no image data and no URL to send")
-        if image.media_type not in MEDIA_TYPES:
-            raise PermanentImageError(
-                f"{image.filename}: {image.media_type} is not accepted by {NAME} "
-                "(JPEG, PNG, GIF or WebP)"
-            )
-        if len(image.data) <= self.max_image_bytes:
-            return image
-        try:
-            smaller = await asyncio.to_thread(fit_within, image.data, self.max_image_bytes)
-        except PermanentImageError as error:
-            raise PermanentImageError(
-                f"{image.filename}: {error.message} ({NAME} accepts at most 5 MB per image)"
-            ) from error
-        return replace(image, data=smaller, media_type="image/jpeg")
-
-    async def _send(self, source: dict[str, Any], prompt: Prompt) -> Answer:
-        headers = {
-            "x-api-key": self._api_key,
-            "anthropic-version": API_VERSION,
-            "accept": "application/json",
-        }
-        payload = request_body(self.model, source, prompt)
-        answer = await post_json(self._session, self._url, headers=headers, payload=payload)
-        if not 200 <= answer.status < 300:  # noqa: PLR2004
-            raise classify_error(answer, self._api_key)
-        return parse_answer(answer)
+    async def _exchange(self, image: PreparedImage, prompt: Prompt) -> Answer:
+        auth = {"x-api-key": self._api_key}
+        answer = await send(self._session, self.base_url, self.build_request(image, prompt), auth)
+        return self.parse_answer(answer)
 
 
 def create(

@@ -1,57 +1,76 @@
-"""The provider Protocol and the error taxonomy every provider raises.
+"""The provider Protocol, what adapters build and declare, and the shared rating schema.
 
-    ProviderError
-    ├── RateLimited(retry_after)      429, Anthropic 529  -> rate-limit schedule
-    ├── Transient(retry_after)        408, 409, 5xx, drops, timeouts, bad answers -> other schedule
-    ├── PermanentImageError           this image cannot be rated (400/413/422 about the image)
-    └── FatalJobError                 the whole job must stop (auth, model, credit, missing key)
-
-Providers raise these and nothing else; the engine decides what to do with each.
+The error taxonomy lives in `kullbatch.errors`; it is re-exported here so that older imports
+keep working, but kullbatch's own code imports it from `kullbatch.errors`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 
-from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Rating
+from kullbatch.errors import (
+    FatalJobError,
+    PermanentImageError,
+    ProviderError,
+    RateLimited,
+    Retryable,
+    Transient,
+)
+from kullbatch.models import Answer, PreparedImage, Prompt, Rating
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-
-class ProviderError(Exception):
-    """Base of the taxonomy; `message` is what users and the admin log see."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        # the limits the failing answer's headers reported, for the rate-limit gate
-        self.limits: RateLimits | None = None
-
-
-class RateLimited(ProviderError):
-    def __init__(
-        self, message: str = "Rate limit exceeded", retry_after: float | None = None
-    ) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+__all__ = [
+    "DEFAULT_PROMPT",
+    "RATING_SCHEMA",
+    "RATING_SCHEMA_NAME",
+    "Capabilities",
+    "FatalJobError",
+    "PermanentImageError",
+    "Provider",
+    "ProviderError",
+    "RateLimited",
+    "Retryable",
+    "Transient",
+    "WireRequest",
+    "parse_rating",
+]
 
 
-class Transient(ProviderError):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a provider's type can do, declared once on the class and read by the engine."""
+
+    # URL photos are downloaded by the adapter (Gemini, Ollama): the engine bounds how many
+    # are held in memory at once, as for local photos
+    inlines_url_images: bool = False
+    # the provider has a batch API economy mode can submit `WireRequest.body`s to
+    batch_api: bool = False
 
 
-class PermanentImageError(ProviderError):
-    pass
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """One request exactly as fast mode sends it, without the key: what economy mode batches.
 
+    `path` is relative to the adapter's `base_url`, which is its base-URL variable's value (or
+    the default) as the provider's own SDK reads it:
+    - openai, grok, openai-compatible: the base includes `/v1` (https://api.openai.com/v1), so
+      `path` is `/chat/completions`; OpenAI's batch line `url` is `openai.batch_url(request)`;
+    - groq: the base is the host (https://api.groq.com), `path` `/openai/v1/chat/completions`;
+    - anthropic: the host, `path` `/v1/messages`;
+    - gemini: the host, `path` `/v1beta/models/<model>:generateContent`.
+    `headers` are what the request needs besides the key (a version, `accept`); `body` is the
+    JSON document.
+    """
 
-class FatalJobError(ProviderError):
-    pass
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
 
 
 class Provider(Protocol):
@@ -59,6 +78,7 @@ class Provider(Protocol):
 
     name: str
     model: str
+    capabilities: ClassVar[Capabilities]
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer: ...
 

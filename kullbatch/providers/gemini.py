@@ -9,7 +9,8 @@ downloaded and sent inline, shrunk so the request stays under 20 MB. Answers are
 
 Classification (body first, then status):
 - 400 INVALID_ARGUMENT + ErrorInfo API_KEY_INVALID, 400 FAILED_PRECONDITION (billing, region),
-  401, 402 (prepaid credit gone), 403, 404 (unknown model) -> FatalJobError.
+  401, 402 (prepaid credit gone), 403, 404 (unknown model) -> FatalJobError; a key problem
+  (API_KEY_INVALID, 401, 403) names GEMINI_API_KEY or GOOGLE_API_KEY.
 - 400 INVALID_ARGUMENT about what every request carries (unknown field, a generationConfig or a
   feature the model rejects) -> FatalJobError; any other 400 INVALID_ARGUMENT (an image Gemini
   cannot process, payload too large) and 413 -> PermanentImageError.
@@ -25,36 +26,34 @@ Gemini sends no rate-limit headers: `Answer.limits` and errors' `.limits` stay N
 
 from __future__ import annotations
 
-import asyncio
-import io
 import re
-from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from kullbatch.images import DEFAULT_MAX_EDGE, encode_image, fit_within
-from kullbatch.models import Answer, PreparedImage, Prompt, Usage
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Transient,
-    parse_rating,
 )
+from kullbatch.images import fit_image
+from kullbatch.models import Answer, PreparedImage, Prompt, Usage
+from kullbatch.providers import key_hint
+from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import (
     HTTPAnswer,
-    classify_status,
+    about_the_key,
+    answer_error,
     parse_go_duration,
-    post_json,
     retry_after_hint,
     scrub,
+    send,
+    status_kind,
 )
 
 if TYPE_CHECKING:
@@ -224,67 +223,66 @@ def classify_error(answer: HTTPAnswer, api_key: str | None = None) -> ProviderEr
     detail = status.message if status else _plain(answer.text(2000))
     code = status.status if status else ""
     label = f"{NAME} HTTP {answer.status}" + (f" {code}" if code else "")
-    message = scrub(f"{label}: {detail}" if detail else label, api_key)
+    message = f"{label}: {detail}" if detail else label
+    verdict = _by_status(answer.status, status, message) if status is not None else None
+    kind, message = verdict or _by_http_status(answer.status, message)
     hint = retry_hint(status, answer.headers)
-    if status is not None and (error := _by_status(answer.status, status, message, hint)):
-        return error
-    return _by_http_status(answer.status, message, hint)
+    return answer_error(kind, scrub(message, api_key), answer, retry_after=hint)
 
 
-def _by_status(
-    http_status: int, status: _Status, message: str, hint: float | None
-) -> ProviderError | None:
+Verdict = tuple[type[ProviderError], str]
+
+
+def _by_status(http_status: int, status: _Status, message: str) -> Verdict | None:
     """The traps of providers.md section 0, read from Google's status and details."""
     reasons = {detail.reason for detail in status.details if detail.reason}
-    if "API_KEY_INVALID" in reasons:
-        return FatalJobError(f"{message} [check {' or '.join(KEY_VARS)}]")
+    if "API_KEY_INVALID" in reasons or about_the_key(http_status, status.message):
+        return FatalJobError, f"{message} {key_hint(NAME)}"
     if status.status in _FATAL_STATUSES or http_status == _STATUS_CREDIT:
-        return FatalJobError(message)
+        return FatalJobError, message
     if status.status == "NOT_FOUND":
-        return FatalJobError(f"{message} [unknown model or method]")
+        return FatalJobError, f"{message} [unknown model or method]"
     if status.status == "RESOURCE_EXHAUSTED":
-        return _quota(status, message, hint)
+        return _quota(status, message)
     if status.status == "INVALID_ARGUMENT":
         return _invalid_argument(status.message, message)
     return None
 
 
-def _quota(status: _Status, message: str, hint: float | None) -> ProviderError:
+def _quota(status: _Status, message: str) -> Verdict:
     """A quota of 0 never clears; a daily quota clears at midnight Pacific; others in seconds."""
     violations = [v for detail in status.details for v in detail.violations]
     if any(v.quota_value == "0" for v in violations) or _ZERO_LIMIT.search(status.message):
-        return FatalJobError(
+        return FatalJobError, (
             f"{message} [this model has no quota on your plan (limit 0): "
             "enable billing or choose another model]"
         )
     if any("PerDay" in (v.quota_id or "") for v in violations):
         message += " [daily quota: it resets at midnight Pacific time]"
-    return RateLimited(message, hint)
+    return RateLimited, message
 
 
-def _invalid_argument(detail: str, message: str) -> ProviderError:
+def _invalid_argument(detail: str, message: str) -> Verdict:
     """Fatal when the shared request is wrong, else this image's problem (one image lost)."""
     if _MODEL_REFUSES.search(detail) or (
         _ABOUT_REQUEST.search(detail) and not _ABOUT_IMAGE.search(detail)
     ):
-        return FatalJobError(f"{message} [every image would fail the same way: the job stops]")
-    return PermanentImageError(message)
+        return FatalJobError, f"{message} [every image would fail the same way: the job stops]"
+    return PermanentImageError, message
 
 
-def _by_http_status(http_status: int, message: str, hint: float | None) -> ProviderError:
-    """classify_status's verdict, keeping our own prefixed message."""
-    verdict = classify_status(http_status, "", hint)
-    if isinstance(verdict, RateLimited):
-        return RateLimited(message, hint)
-    if isinstance(verdict, Transient):
-        return Transient(message, hint)
-    return type(verdict)(message)
+def _by_http_status(http_status: int, message: str) -> Verdict:
+    """The status-only verdict, for bodies that are not Google's error shape."""
+    kind = status_kind(http_status)
+    if kind is FatalJobError and about_the_key(http_status, message):
+        return kind, f"{message} {key_hint(NAME)}"
+    return kind, message
 
 
 # --- 2xx -> Answer --------------------------------------------------------------------------
 
 
-def parse_answer(answer: HTTPAnswer) -> Answer:
+def parse_response(answer: HTTPAnswer) -> Answer:
     """A GenerateContentResponse -> Answer; blocked images are permanent, bad answers retried."""
     try:
         response = _Response.model_validate_json(answer.body)
@@ -325,16 +323,6 @@ def _text(candidate: _Candidate, meta: _UsageMetadata) -> str:
     return text
 
 
-def _as_jpeg(data: bytes, max_bytes: int) -> bytes:
-    """GIF (the one downloadable type Gemini does not take) becomes a JPEG of its first frame."""
-    try:
-        with Image.open(io.BytesIO(data)) as opened:
-            jpeg = encode_image(opened, DEFAULT_MAX_EDGE)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise PermanentImageError(f"image cannot be converted to JPEG: {exc}") from exc
-    return fit_within(jpeg, max_bytes)
-
-
 # --- the adapter ----------------------------------------------------------------------------
 
 
@@ -342,7 +330,8 @@ class GeminiProvider:
     """Rates one image per generateContent call."""
 
     name = NAME
-    inlines_url_images = True  # downloads URL photos: the engine bounds how many at once
+    # downloads URL photos (Gemini does not fetch them): the engine bounds how many at once
+    capabilities: ClassVar[Capabilities] = Capabilities(inlines_url_images=True)
 
     def __init__(
         self,
@@ -355,39 +344,39 @@ class GeminiProvider:
     ) -> None:
         self.model = model
         self.max_image_bytes = max_image_bytes
+        self.base_url = base_url.rstrip("/")
+        self.path = f"/{API_VERSION}/{model_path(model)}:generateContent"
         self._session = session
         self._api_key = api_key
-        self.url = f"{base_url.rstrip('/')}/{API_VERSION}/{model_path(model)}:generateContent"
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest:
+        """The generateContent request for inline bytes Gemini accepts; no I/O, no key."""
+        headers = {"accept": "application/json"}
+        return WireRequest(self.path, headers, request_body(image, prompt))
+
+    def parse_answer(self, answer: HTTPAnswer) -> Answer:
+        """A 2xx response -> Answer; any other answer -> the classified error, key scrubbed."""
+        if not answer.ok:
+            raise classify_error(answer, self._api_key)
+        return parse_response(answer)
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
-        """Inline the image (downloading URLs), send, classify."""
-        inline = await self._inline(image)
-        headers = {"x-goog-api-key": self._api_key, "accept": "application/json"}
-        payload = request_body(inline, prompt)
-        answer = await post_json(self._session, self.url, headers=headers, payload=payload)
-        if not 200 <= answer.status < 300:  # noqa: PLR2004
-            raise classify_error(answer, self._api_key)
-        return parse_answer(answer)
-
-    async def _inline(self, image: PreparedImage) -> PreparedImage:
-        """Bytes Gemini accepts, under the inline limit, or a clear PermanentImageError."""
+        """Inline the image (downloading URLs, converting, shrinking), send, classify."""
         if image.url is not None:
             image = await inline_url_image(self._session, image)
-        if image.data is None:
-            raise PermanentImageError(f"{image.filename}: no image data and no URL to send")
-        if image.media_type not in MEDIA_TYPES:
-            data = await asyncio.to_thread(_as_jpeg, image.data, self.max_image_bytes)
-        elif len(image.data) > self.max_image_bytes:
-            try:
-                data = await asyncio.to_thread(fit_within, image.data, self.max_image_bytes)
-            except PermanentImageError as error:
-                raise PermanentImageError(
-                    f"{image.filename}: {error.message} ({NAME} inline requests must stay "
-                    "under 20 MB)"
-                ) from error
-        else:
-            return image
-        return replace(image, data=data, media_type="image/jpeg")
+        ready = await fit_image(
+            image,
+            max_bytes=self.max_image_bytes,
+            media_types=MEDIA_TYPES,
+            why=f"{NAME} inline requests must stay under 20 MB",
+        )
+        auth = {"x-goog-api-key": self._api_key}
+        answer = await send(self._session, self.base_url, self.build_request(ready, prompt), auth)
+        return self.parse_answer(answer)
 
 
 def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]) -> GeminiProvider:

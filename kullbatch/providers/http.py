@@ -1,8 +1,8 @@
 """The one boundary between aiohttp and the taxonomy, and the parsers for servers' retry hints.
 
-Adapters call `post_json`; transport failures come back as `Transient`, HTTP answers come back
-as `HTTPAnswer` whatever their status, and the adapter classifies non-2xx with its own body
-rules before falling back to `classify_status`.
+Adapters build a `WireRequest` and call `send`; transport failures come back as `Transient`,
+HTTP answers come back as `HTTPAnswer` whatever their status, and the adapter's `parse_answer`
+classifies non-2xx with its own body rules before falling back to `status_kind`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,20 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from kullbatch.providers.base import (
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
+    Retryable,
     Transient,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from kullbatch.models import RateLimits
+    from kullbatch.providers.base import WireRequest
 
 # Long enough for a slow vision model on a big image, short enough that a hung socket is retried.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=30)
@@ -48,6 +52,21 @@ class HTTPAnswer:
 
     def text(self, limit: int = 300) -> str:
         return self.body[:limit].decode("utf-8", errors="replace").strip()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300  # noqa: PLR2004
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    request: WireRequest,
+    auth: Mapping[str, str],
+) -> HTTPAnswer:
+    """POST a built request to `base_url` + its path, with the key's header(s) added here only."""
+    url = base_url.rstrip("/") + request.path
+    return await post_json(session, url, headers={**request.headers, **auth}, payload=request.body)
 
 
 async def post_json(
@@ -112,18 +131,46 @@ async def _bounded(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def classify_status(status: int, message: str, retry_after: float | None) -> ProviderError:
+def status_kind(status: int) -> type[ProviderError]:
     """Status-only classification, after an adapter has checked its body-specific traps."""
-    text = f"HTTP {status}: {message}" if message else f"HTTP {status}"
     if status == 429:  # noqa: PLR2004
-        return RateLimited(text, retry_after)
+        return RateLimited
     if status in {408, 409} or status >= 500:  # noqa: PLR2004
-        return Transient(text, retry_after)
+        return Transient
     if status in {401, 402, 403, 404}:
-        return FatalJobError(text)
+        return FatalJobError
     if status in {400, 413, 415, 422}:
-        return PermanentImageError(text)
-    return Transient(text, retry_after)
+        return PermanentImageError
+    return Transient
+
+
+def answer_error(
+    kind: type[ProviderError],
+    message: str,
+    answer: HTTPAnswer,
+    *,
+    retry_after: float | None = None,
+    limits: RateLimits | None = None,
+) -> ProviderError:
+    """An error of `kind` carrying the answer's status and headers, built whole.
+
+    The retry hint is kept only on the kinds that are retried: on the others it means nothing.
+    """
+    return kind(
+        message,
+        status=answer.status,
+        headers=answer.headers,
+        retry_after=retry_after if issubclass(kind, Retryable) else None,
+        limits=limits,
+    )
+
+
+_KEY_WORDS = re.compile(r"api[ _-]?key|authenticat|unauthori|credential", re.IGNORECASE)
+
+
+def about_the_key(status: int, text: str) -> bool:
+    """A 401, or an error whose words are about the key (xAI answers a wrong key with a 400)."""
+    return status == 401 or bool(_KEY_WORDS.search(text))  # noqa: PLR2004
 
 
 def retry_after_hint(headers: Mapping[str, str], now: datetime | None = None) -> float | None:

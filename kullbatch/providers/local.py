@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from PIL import Image, ImageFilter, ImageOps, ImageStat
 
+from kullbatch.errors import PermanentImageError
 from kullbatch.models import Answer, ColorLabel, PreparedImage, Prompt, Rating, Usage
-from kullbatch.providers.base import PermanentImageError
+from kullbatch.providers.base import Capabilities
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -234,6 +235,7 @@ class LocalRater:
     """A Provider that never leaves the machine: `kullbatch process` works with no key."""
 
     name = "local"
+    capabilities: ClassVar[Capabilities] = Capabilities()  # reads local bytes; no batch API
 
     def __init__(self, model: str = "local-v1") -> None:
         self.model = model

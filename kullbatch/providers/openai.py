@@ -7,44 +7,37 @@ the error rules are shared with the other chat-completions providers (`_chat.py`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from kullbatch.providers._chat import ChatEndpoint, bearer, build_body, complete, json_schema_format
-from kullbatch.providers.base import FatalJobError
+from kullbatch.errors import FatalJobError
+from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, bearer
+from kullbatch.providers.base import Capabilities
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import aiohttp
 
-    from kullbatch.models import Answer, PreparedImage, Prompt
+    from kullbatch.providers.base import WireRequest
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-# "auto" lets OpenAI pick low or high detail from the size; our images are already 1568 px.
-IMAGE_DETAIL = "auto"
+# The Batch API's `url` field is relative to the API root, which OPENAI_BASE_URL stops short of
+# by this version segment (the base includes /v1, like the openai SDK's).
+API_VERSION_PREFIX = "/v1"
 
 
-class OpenAIProvider:
+class OpenAIProvider(ChatAdapter):
     """One photo, one chat completion, constrained to RATING_SCHEMA by strict structured output."""
 
     name = "openai"
+    capabilities: ClassVar[Capabilities] = Capabilities(batch_api=True)
+    # "auto" lets OpenAI pick low or high detail from the size; our images are already 1568 px.
+    image_detail = "auto"
 
-    def __init__(
-        self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
-    ) -> None:
-        self.model = model
-        self._session = session
-        self._endpoint = endpoint
 
-    async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
-        body = build_body(
-            model=self.model,
-            prompt=prompt,
-            image_url=image.url if image.url is not None else image.data_uri(),
-            response_format=json_schema_format(strict=True),
-            detail=IMAGE_DETAIL,
-        )
-        return await complete(self._session, self._endpoint, body)
+def batch_url(request: WireRequest) -> str:
+    """The `url` of a Batch API input line for `request`: `/v1/chat/completions`."""
+    return API_VERSION_PREFIX + request.path
 
 
 def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]) -> OpenAIProvider:
@@ -52,11 +45,11 @@ def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
     api_key = env.get("OPENAI_API_KEY")
     if not api_key:
         raise FatalJobError("openai: set OPENAI_API_KEY in the environment")
-    headers = bearer(api_key)
+    auth = bearer(api_key)
     if organization := env.get("OPENAI_ORG_ID"):
-        headers["OpenAI-Organization"] = organization
+        auth["OpenAI-Organization"] = organization
     if project := env.get("OPENAI_PROJECT_ID"):
-        headers["OpenAI-Project"] = project
+        auth["OpenAI-Project"] = project
     base_url = (env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    endpoint = ChatEndpoint("openai", f"{base_url}/chat/completions", headers, api_key)
+    endpoint = ChatEndpoint("openai", base_url, auth, api_key)
     return OpenAIProvider(model=model, session=session, endpoint=endpoint)

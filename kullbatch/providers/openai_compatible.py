@@ -14,23 +14,20 @@ import json
 import logging
 import re
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
+from kullbatch.errors import FatalJobError
 from kullbatch.providers._chat import (
     JSON_OBJECT_FORMAT,
+    ChatAdapter,
     ChatEndpoint,
     bearer,
-    build_body,
-    complete,
-    error_for,
     error_info,
-    is_success,
     json_schema_format,
-    parse_completion,
 )
-from kullbatch.providers.base import RATING_SCHEMA, FatalJobError
+from kullbatch.providers.base import RATING_SCHEMA, Capabilities
 from kullbatch.providers.download import inline_url_image
-from kullbatch.providers.http import HTTPAnswer, post_json, scrub
+from kullbatch.providers.http import HTTPAnswer, scrub
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -38,6 +35,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from kullbatch.models import Answer, PreparedImage, Prompt
+    from kullbatch.providers.base import WireRequest
 
 log = logging.getLogger("kullbatch.admin")  # the fallback is worth a line in the admin log
 
@@ -52,32 +50,35 @@ JSON_OBJECT_INSTRUCTIONS = (
 )
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(ChatAdapter):
     """One photo, one chat completion; json_schema if the server takes it, else json_object."""
 
     name = "openai-compatible"
-    inlines_url_images = True  # downloads URL photos: the engine bounds how many at once
+    # downloads URL photos (Ollama does not fetch them): the engine bounds how many at once
+    capabilities: ClassVar[Capabilities] = Capabilities(inlines_url_images=True)
+    # older local servers know only the original name; unknown fields are ignored
+    max_tokens_field = "max_tokens"
 
     def __init__(
         self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
     ) -> None:
-        self.model = model
-        self._session = session
-        self._endpoint = endpoint
+        super().__init__(model=model, session=session, endpoint=endpoint)
         # Set once the server rejects json_schema, so the other images go straight to json_object.
         self.json_object_only = False
 
-    async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
-        image_url = (await inline_url_image(self._session, image)).data_uri()
+    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest:
+        """json_schema until the server has rejected it, json_object (schema in the text) after."""
         if not self.json_object_only:
-            body = self._body(prompt, image_url, schema=True)
-            answer = await post_json(
-                self._session, self._endpoint.url, headers=self._endpoint.headers, payload=body
-            )
-            if is_success(answer):
-                return parse_completion(self.name, answer)
-            if not rejects_json_schema(answer):
-                raise error_for(self._endpoint, answer)
+            return self.chat_request(image, prompt, json_schema_format(strict=True))
+        prompt = replace(prompt, text=f"{prompt.text}\n\n{JSON_OBJECT_INSTRUCTIONS}")
+        return self.chat_request(image, prompt, JSON_OBJECT_FORMAT)
+
+    async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
+        ready = await inline_url_image(self._session, image)
+        if not self.json_object_only:
+            answer = await self.send(self.build_request(ready, prompt))
+            if answer.ok or not rejects_json_schema(answer):
+                return self.parse_answer(answer)
             if not self.json_object_only:  # images in flight learn it too: say it once
                 log.warning(
                     "%s rejected response_format json_schema (HTTP %d: %s); using json_object",
@@ -86,20 +87,7 @@ class OpenAICompatibleProvider:
                     scrub(error_info(answer).message[:200], self._endpoint.api_key),
                 )
                 self.json_object_only = True
-        body = self._body(prompt, image_url, schema=False)
-        return await complete(self._session, self._endpoint, body)
-
-    def _body(self, prompt: Prompt, image_url: str, *, schema: bool) -> dict[str, Any]:
-        if not schema:
-            prompt = replace(prompt, text=f"{prompt.text}\n\n{JSON_OBJECT_INSTRUCTIONS}")
-        return build_body(
-            model=self.model,
-            prompt=prompt,
-            image_url=image_url,
-            response_format=json_schema_format(strict=True) if schema else JSON_OBJECT_FORMAT,
-            # older local servers know only the original name; unknown fields are ignored
-            max_tokens_field="max_tokens",
-        )
+        return await super().rate(ready, prompt)
 
 
 def rejects_json_schema(answer: HTTPAnswer) -> bool:
@@ -123,7 +111,5 @@ def create(
             "(including /v1, e.g. http://localhost:11434/v1 for Ollama)"
         )
     api_key = env.get(KEY_VAR) or None
-    endpoint = ChatEndpoint(
-        "openai-compatible", f"{base_url}/chat/completions", bearer(api_key), api_key
-    )
+    endpoint = ChatEndpoint("openai-compatible", base_url, bearer(api_key), api_key)
     return OpenAICompatibleProvider(model=model, session=session, endpoint=endpoint)

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from kullbatch.engine import BatchProcessor, EngineOptions, quiet_stamina
 from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage
+from kullbatch.providers.base import Capabilities
 from kullbatch.store import NewJob, Store
 
 RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", tags=["a"])
@@ -30,6 +31,7 @@ RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", ta
 class LatencyProvider:
     name = "bench"
     model = "bench-1"
+    capabilities = Capabilities()
 
     def __init__(self, latency: float) -> None:
         self.latency = latency
