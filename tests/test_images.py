@@ -9,9 +9,9 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from kullbatch.images import encode_file, fit_within, prepare, sniff_media_type
+from kullbatch.errors import PermanentImageError, Transient
+from kullbatch.images import encode_file, fit_image, fit_within, prepare, sniff_media_type, to_jpeg
 from kullbatch.models import ImageInput, PreparedImage
-from kullbatch.providers.base import PermanentImageError, Transient
 from kullbatch.providers.download import inline_url_image
 
 
@@ -80,6 +80,68 @@ def test_fit_within_shrinks_until_the_limit_or_says_why_not():
         fit_within(big, 100)
     with pytest.raises(PermanentImageError, match="cannot be decoded"):
         fit_within(b"x" * 200, 100)
+
+
+JPEG_ONLY = frozenset({"image/jpeg"})
+JPEG_OR_PNG = frozenset({"image/jpeg", "image/png"})
+
+
+def webp(size=(40, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 90)).save(buffer, "WEBP")
+    return buffer.getvalue()
+
+
+async def test_fit_image_converts_a_media_type_the_provider_refuses_to_jpeg():
+    """WebP for a JPEG/PNG-only provider becomes a JPEG of the same picture."""
+    image = PreparedImage(image_id="w", filename="w.webp", data=webp(), media_type="image/webp")
+
+    fitted = await fit_image(image, max_bytes=10_000_000, media_types=JPEG_OR_PNG)
+
+    assert fitted.media_type == "image/jpeg" and fitted.data is not None
+    with Image.open(io.BytesIO(fitted.data)) as opened:
+        assert (opened.format, opened.size) == ("JPEG", (40, 30))
+    assert (fitted.image_id, fitted.filename) == ("w", "w.webp")
+
+
+async def test_fit_image_shrinks_an_accepted_image_under_the_limit():
+    """A noisy 2000 px JPEG over the limit is re-encoded smaller until it fits."""
+    big = jpeg(size=(2000, 2000), noise=True)
+    image = PreparedImage(image_id="b", filename="big.jpg", data=big)
+
+    fitted = await fit_image(image, max_bytes=400_000, media_types=JPEG_ONLY)
+
+    assert fitted.data is not None and len(fitted.data) <= 400_000 < len(big)
+    assert fitted.data[:3] == b"\xff\xd8\xff"
+
+
+async def test_fit_image_leaves_what_already_fits_and_urls_alone():
+    """An accepted image under the limit is the same object; a URL image is the provider's."""
+    small = PreparedImage(image_id="s", filename="s.jpg", data=jpeg(size=(50, 50)))
+    url = PreparedImage(image_id="u", filename="u.jpg", url="https://e.test/u.jpg")
+
+    assert await fit_image(small, max_bytes=1_000_000, media_types=JPEG_ONLY) is small
+    assert await fit_image(url, max_bytes=10, media_types=JPEG_ONLY) is url
+
+
+async def test_fit_image_names_the_file_the_limit_and_the_providers_rule():
+    """An image that cannot fit fails alone, saying which file, which limit and whose rule."""
+    big = PreparedImage(image_id="b", filename="big.jpg", data=jpeg(noise=True))
+    broken = PreparedImage(image_id="x", filename="x.gif", data=b"GIF89a", media_type="image/gif")
+    empty = PreparedImage(image_id="e", filename="e.jpg")
+
+    with pytest.raises(PermanentImageError, match=r"^big\.jpg: .*100-byte limit \(the rule\)$"):
+        await fit_image(big, max_bytes=100, media_types=JPEG_ONLY, why="the rule")
+    with pytest.raises(PermanentImageError, match=r"^x\.gif: image cannot be converted to JPEG"):
+        await fit_image(broken, max_bytes=1_000_000, media_types=JPEG_ONLY)
+    with pytest.raises(PermanentImageError, match=r"^e\.jpg: no image data and no URL"):
+        await fit_image(empty, max_bytes=1_000_000, media_types=JPEG_ONLY)
+
+
+def test_to_jpeg_keeps_the_picture():
+    """The converted JPEG has the original size when it is within the edge already."""
+    with Image.open(io.BytesIO(to_jpeg(webp((40, 30))))) as opened:
+        assert (opened.format, opened.size) == ("JPEG", (40, 30))
 
 
 @pytest.mark.parametrize(
