@@ -275,3 +275,26 @@ def test_capabilities_are_declared_on_each_provider_type():
         assert type(provider).capabilities.batch_api == spec.economy, name
         downloads = name in {"gemini", "openai-compatible"}
         assert type(provider).capabilities.inlines_url_images == downloads, name
+
+
+@pytest.mark.parametrize("name", NETWORK)
+async def test_a_bare_401_from_a_proxy_names_the_variable_too(name, wire):
+    """A 401 whose body is not the provider's error shape (an HTML page) still names the key."""
+    w = await wire(name)
+    page = b"<html><body><h1>401 Unauthorized</h1></body></html>"
+
+    with pytest.raises(FatalJobError) as caught:
+        w.provider.parse_answer(HTTPAnswer(401, {"Content-Type": "text/html"}, page))
+
+    assert caught.value.message.endswith(f" {PROVIDERS[name].key_hint}")
+
+
+@pytest.mark.parametrize("name", NETWORK)
+async def test_a_fatal_error_not_about_the_key_names_no_variable(name, wire):
+    """A 404 (unknown model) stops the job without blaming the key."""
+    w = await wire(name)
+
+    with pytest.raises(FatalJobError) as caught:
+        w.provider.parse_answer(HTTPAnswer(404, {}, b"Not Found"))
+
+    assert "[check" not in caught.value.message

@@ -236,7 +236,7 @@ def _invalid_request(detail: str, message: str) -> tuple[type[ProviderError], st
 # --- 2xx -> Answer --------------------------------------------------------------------------
 
 
-def parse_message(answer: HTTPAnswer, now: datetime | None = None) -> Answer:
+def parse_answer(answer: HTTPAnswer, now: datetime | None = None) -> Answer:
     """A Message -> Answer; truncated, refused or off-schema answers are worth another try."""
     limits = parse_limits(answer.headers, now)
     try:
@@ -306,7 +306,7 @@ class AnthropicProvider:
         """A 2xx Message -> Answer; any other answer -> the classified error, key scrubbed."""
         if not answer.ok:
             raise classify_error(answer, self._api_key)
-        return parse_message(answer)
+        return parse_answer(answer)  # the module-level 2xx parser
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
         """URL images go as URLs; one Anthropic finds too big is fetched, shrunk and inlined."""

@@ -282,7 +282,7 @@ def _by_http_status(http_status: int, message: str) -> Verdict:
 # --- 2xx -> Answer --------------------------------------------------------------------------
 
 
-def parse_response(answer: HTTPAnswer) -> Answer:
+def parse_answer(answer: HTTPAnswer) -> Answer:
     """A GenerateContentResponse -> Answer; blocked images are permanent, bad answers retried."""
     try:
         response = _Response.model_validate_json(answer.body)
@@ -362,7 +362,7 @@ class GeminiProvider:
         """A 2xx response -> Answer; any other answer -> the classified error, key scrubbed."""
         if not answer.ok:
             raise classify_error(answer, self._api_key)
-        return parse_response(answer)
+        return parse_answer(answer)  # the module-level 2xx parser
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
         """Inline the image (downloading URLs, converting, shrinking), send, classify."""
