@@ -16,19 +16,20 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from kullbatch import jobs
-from kullbatch.export import SidecarError, write_csv, write_json, write_jsonl, write_xmp
+from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
-from kullbatch.models import ItemRecord, JobState, JobStatus
+from kullbatch.models import JobState, JobStatus
 from kullbatch.progress import ProgressDisplay, make_console, render_jobs, render_providers
 from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
-from kullbatch.store import JobRow, Store
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from kullbatch.engine import BatchProcessor, JobOutcome
+    from kullbatch.export import Written
+    from kullbatch.store import JobRow
 
 app = typer.Typer(
     name="kullbatch",
@@ -175,14 +176,11 @@ def process(
     jobs.configure_admin_log(database, verbose=verbose)
 
     async def work() -> int:
-        store = await Store.open(database)
-        try:
-            job = await jobs.create_job(store, manifest, settings, jobs.environment())
+        async with jobs.Service.open(database) as service:
+            job = await service.create(manifest, settings)
             if quiet:
                 typer.echo(job.id)
-            return await _run_and_report(store, job, json_output=json_output, quiet=quiet)
-        finally:
-            await store.close()
+            return await _run_and_report(service, job, json_output=json_output, quiet=quiet)
 
     try:
         code = run(work)
@@ -191,7 +189,9 @@ def process(
     raise typer.Exit(code)
 
 
-async def _run_and_report(store: Store, job: JobRow, *, json_output: bool, quiet: bool) -> int:
+async def _run_and_report(
+    service: jobs.Service, job: JobRow, *, json_output: bool, quiet: bool
+) -> int:
     console = make_console()
     display = ProgressDisplay(
         job.total_images, job.id, job.provider_id, console, live=console.is_terminal
@@ -200,10 +200,10 @@ async def _run_and_report(store: Store, job: JobRow, *, json_output: bool, quiet
     if not quiet:
         display.start()
     try:
-        outcome = await _run_with_signals(store, job, [] if quiet else [display.handle])
+        outcome = await _run_with_signals(service, job, [] if quiet else [display.handle])
     finally:
         display.stop()
-    status = jobs.status_of(await jobs.get_job(store, job.id))
+    status = await service.status(job.id)
     if not quiet:
         display.print_summary(status, time.monotonic() - started)
     if json_output:
@@ -212,7 +212,7 @@ async def _run_and_report(store: Store, job: JobRow, *, json_output: bool, quiet
 
 
 async def _run_with_signals(
-    store: Store, job: JobRow, subscribers: list[Callable[..., None]]
+    service: jobs.Service, job: JobRow, subscribers: list[Callable[..., None]]
 ) -> JobOutcome:
     """Ctrl-C (and SIGTERM) stop in-flight work and mark the job interrupted."""
     loop = asyncio.get_running_loop()
@@ -225,9 +225,7 @@ async def _run_with_signals(
                 installed.append(sig)
 
     try:
-        return await jobs.run_job(
-            store, job, jobs.environment(), subscribers=subscribers, on_processor=on_processor
-        )
+        return await service.run(job, subscribers=subscribers, on_processor=on_processor)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -249,12 +247,9 @@ def resume(
     jobs.configure_admin_log(database, verbose=verbose)
 
     async def work() -> int:
-        store = await Store.open(database)
-        try:
-            job = await jobs.prepare_resume(store, job_id)
-            return await _run_and_report(store, job, json_output=json_output, quiet=quiet)
-        finally:
-            await store.close()
+        async with jobs.Service.open(database) as service:
+            job = await service.prepare_resume(job_id)
+            return await _run_and_report(service, job, json_output=json_output, quiet=quiet)
 
     try:
         code = run(work)
@@ -273,16 +268,13 @@ def status(
     """Show a job's progress: counts, ETA, and whether it is still running."""
 
     async def work() -> JobStatus:
-        store = await Store.open(db_path(db))
-        try:
-            current = jobs.status_of(await jobs.get_job(store, job_id))
+        async with jobs.Service.open(db_path(db)) as service:
+            current = await service.status(job_id)
             while watch and current.status is JobState.PROCESSING:
                 typer.echo(_status_line(current), err=True)
                 await asyncio.sleep(2)
-                current = jobs.status_of(await jobs.get_job(store, job_id))
+                current = await service.status(job_id)
             return current
-        finally:
-            await store.close()
 
     current = run(work)
     if json_output:
@@ -322,32 +314,19 @@ def results(
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
 
-    async def work() -> tuple[JobStatus, list[ItemRecord]]:
-        store = await Store.open(db_path(db))
-        try:
-            job = await jobs.get_job(store, job_id)
-            return jobs.status_of(job), await store.items(job_id)
-        finally:
-            await store.close()
+    async def work() -> Written:
+        async with jobs.Service.open(db_path(db)) as service:
+            return await service.export(job_id, output_format.value, output)
 
-    current, items = run(work)
+    try:
+        written = run(work)
+    except (SidecarError, OSError) as exc:
+        what = "XMP sidecars" if output_format is ExportFormat.XMP else output_format.value.upper()
+        fail(f"{what}: {exc}")
     if output_format is ExportFormat.XMP:
-        try:
-            written = write_xmp(items, output)
-        except (SidecarError, OSError) as exc:
-            fail(f"XMP sidecars: {exc}")
-        typer.echo(f"wrote {len(written)} XMP sidecars", err=True)
-        return
-    writer = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}[output_format.value]
-    if output is None:
-        writer(current, items, sys.stdout)
-        return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as out:
-        writer(current, items, out)
-    tmp.replace(output)
-    typer.echo(f"wrote {len(items)} results to {output}", err=True)
+        typer.echo(f"wrote {written.count} XMP sidecars", err=True)
+    elif written.target is not None:
+        typer.echo(f"wrote {written.count} results to {written.target}", err=True)
 
 
 @app.command()
@@ -358,11 +337,8 @@ def cancel(
     """Stop a running job (from another terminal); stored results are kept."""
 
     async def work() -> str:
-        store = await Store.open(db_path(db))
-        try:
-            return await jobs.cancel_job(store, job_id)
-        finally:
-            await store.close()
+        async with jobs.Service.open(db_path(db)) as service:
+            return await service.cancel(job_id)
 
     typer.echo(run(work))
 
@@ -372,11 +348,8 @@ def list_jobs(db: DbOption = None, json_output: JsonFlag = False) -> None:
     """List recent jobs, newest first."""
 
     async def work() -> list[JobStatus]:
-        store = await Store.open(db_path(db))
-        try:
-            return [jobs.status_of(job) for job in await store.list_jobs()]
-        finally:
-            await store.close()
+        async with jobs.Service.open(db_path(db)) as service:
+            return await service.statuses()
 
     statuses = run(work)
     if json_output:

@@ -1,8 +1,11 @@
 """The BatchProcessor: every image in flight at once, each retried through its own window.
 
-One coroutine per image. The first image goes alone (the probe), so that a bad key costs one
-request, then the rest are released together. Failures are classified by the provider; this
-module only decides, through `retry.RetryPolicy` and stamina, whether and when to try again.
+One coroutine per image in flight. The first image goes alone (the probe), so that a bad key
+costs one request; then a feeder releases the rest as fast as the rate-limit gate admits them:
+all at once when the provider allows it, at the learned pace otherwise. Only images that are
+about to leave (or are in flight, or waiting to retry) exist as tasks, so memory follows what
+is in flight, not the size of the shoot. Failures are classified by the provider; this module
+only decides, through `retry.RetryPolicy` and stamina, whether and when to try again.
 Subscribers (store writer, progress display, WebSocket hub) receive a `ProgressEvent` per step.
 """
 
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,11 +24,12 @@ import stamina
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, RateLimited
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
+from kullbatch.progress import eta_seconds
 from kullbatch.ratelimit import Gate, GateState
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, RetryPolicy, format_wait_ms
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
     from kullbatch.providers.base import Provider
     from kullbatch.store import Store
@@ -69,9 +74,6 @@ class _Sending:
     retries: int = 0
 
 
-_NO_SLOT = contextlib.nullcontext()
-
-
 @dataclass(slots=True)
 class _Stop:
     event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,8 +101,11 @@ class BatchProcessor:
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         policy: RetryPolicy | None = None,
+        gate: Gate | None = None,
+        shoot_id: str = "",
     ) -> None:
         self.job_id = job_id
+        self.shoot_id = shoot_id
         self._provider = provider
         self._prompt = prompt
         self._store = store
@@ -109,7 +114,11 @@ class BatchProcessor:
         self._clock = clock or asyncio.get_running_loop().time
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._policy = policy or RetryPolicy(max_retry_time=self._options.max_retry_time)
-        self.gate = Gate(self._clock, rpm=self._options.rpm, on_change=self._gate_changed)
+        # a gate shared with other jobs on the same provider account, or one of its own
+        self._owns_gate = gate is None
+        self.gate = gate or Gate(self._clock)
+        if self._options.rpm:
+            self.gate.limit_to(self._options.rpm)
         self._slots = (
             asyncio.Semaphore(self._options.concurrency) if self._options.concurrency > 0 else None
         )
@@ -118,9 +127,13 @@ class BatchProcessor:
         self._inlines_urls = provider.capabilities.inlines_url_images
         self._stop = _Stop()
         self._counters = _Counters(total=0)
-        self._remaining = 0
+        self._live: set[asyncio.Task[None]] = set()
+        self._fed = False
+        self._unfinished = 0  # images released and not yet ended (a done callback comes late)
         self._all_done = asyncio.Event()
         self._probe_answered = asyncio.Event()
+        self._started_at = 0.0
+        self._done_before = 0
 
     # -- public -------------------------------------------------------------------------------
 
@@ -131,35 +144,74 @@ class BatchProcessor:
         self._stop.request(JobState.INTERRUPTED, "interrupted (Ctrl-C); resume to finish")
 
     async def run(
-        self, images: Sequence[ImageInput], *, total: int, already_rated: int = 0
+        self,
+        images: Iterable[ImageInput] | AsyncIterable[ImageInput],
+        *,
+        total: int,
+        already_rated: int = 0,
+        already_failed: int = 0,
     ) -> JobOutcome:
-        """Rate `images` (those of the job without a result); returns how the job ended."""
-        self._counters = _Counters(total=total, rated=already_rated)
-        self._remaining = len(images)
-        if not images:
-            self._all_done.set()
+        """Rate `images` (those of the job without a result); returns how the job ended.
+
+        `images` may be a list or an async iterator (the store's pages): it is read only as
+        fast as images are released.
+        """
+        self._counters = _Counters(total=total, rated=already_rated, failed=already_failed)
+        self._done_before = already_rated + already_failed
+        self._started_at = self._clock()
         self._publish(EventKind.STARTED)
+        unsubscribe = self.gate.subscribe(self._gate_changed)
         watcher = asyncio.create_task(self._watch(), name="kullbatch-watch")
-        tasks: list[asyncio.Task[None]] = []
+        feeder = asyncio.create_task(self._feed(images), name="kullbatch-feed")
         try:
-            if images:
-                tasks.append(asyncio.create_task(self._one(images[0], probe=True)))
-                await self._first(self._probe_answered, tasks[0])
+            await self._first(self._all_done, feeder)
+            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                raise feeder.exception()  # type: ignore[misc]  # a broken store page
             if not self._stop.event.is_set():
-                tasks.extend(asyncio.create_task(self._one(image)) for image in images[1:])
-            await self._first(self._all_done)  # or the stop event, which _first always adds
+                await self._first(self._all_done)  # or the stop event, which _first adds
         finally:
-            watcher.cancel()
-            for task in tasks:
+            unsubscribe()
+            live = [watcher, feeder, *self._live]
+            for task in live:
                 task.cancel()
-            await asyncio.gather(watcher, *tasks, return_exceptions=True)
-            await self.gate.close()
+            await asyncio.gather(*live, return_exceptions=True)
+            if self._owns_gate:
+                await self.gate.close()
         state = self._stop.state or JobState.COMPLETED
         outcome = JobOutcome(state, self._counters.rated, self._counters.failed, self._stop.error)
         self._publish(EventKind.ENDED, status=state, error=outcome.error)
         return outcome
 
     # -- scheduling ---------------------------------------------------------------------------
+
+    async def _feed(self, images: Iterable[ImageInput] | AsyncIterable[ImageInput]) -> None:
+        """The probe alone, then each image as soon as the gate (and the slots) admit it."""
+        probe = True
+        async for image in _each(images):
+            if self._stop.event.is_set():
+                return
+            if probe:
+                self._spawn(image, probe=True, admitted=False)
+                await self._first(self._probe_answered)
+                probe = False
+                continue
+            holds_bytes = self._holds_bytes(image)
+            await self._acquire(holds_bytes)
+            try:
+                await self.gate.wait()
+            except BaseException:
+                self._release(holds_bytes)
+                raise
+            self._spawn(image, probe=False, admitted=True)
+        self._fed = True
+        if self._unfinished == 0:
+            self._all_done.set()
+
+    def _spawn(self, image: ImageInput, *, probe: bool, admitted: bool) -> None:
+        self._unfinished += 1
+        task = asyncio.create_task(self._one(image, probe=probe, admitted=admitted))
+        self._live.add(task)
+        task.add_done_callback(self._live.discard)
 
     async def _first(self, *waitables: asyncio.Event | asyncio.Task[None]) -> None:
         """Wait until the first of these is set or done (without O(n) waits on all tasks)."""
@@ -192,9 +244,9 @@ class BatchProcessor:
                 self.cancel()
                 return
 
-    async def _one(self, image: ImageInput, *, probe: bool = False) -> None:
+    async def _one(self, image: ImageInput, *, probe: bool, admitted: bool) -> None:
         try:
-            answer, attempts = await self._rate_with_retries(image)
+            answer, attempts = await self._rate_with_retries(image, admitted=admitted)
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
             self._stop.request(JobState.FAILED, exc.message)
@@ -210,13 +262,15 @@ class BatchProcessor:
         finally:
             if probe:
                 self._probe_answered.set()
-        self._remaining -= 1
-        if self._remaining == 0:
+        self._unfinished -= 1
+        if self._fed and self._unfinished == 0:
             self._all_done.set()
 
     # -- one image ----------------------------------------------------------------------------
 
-    async def _rate_with_retries(self, image: ImageInput) -> tuple[Answer, int]:
+    async def _rate_with_retries(
+        self, image: ImageInput, *, admitted: bool = False
+    ) -> tuple[Answer, int]:
         sending = _Sending()
 
         def backoff(exc: Exception) -> bool | float:
@@ -234,7 +288,7 @@ class BatchProcessor:
         try:
             # Most images succeed at once: stamina's machinery is built only for the others.
             try:
-                return await self._attempt(image, sending), 1
+                return await self._attempt(image, sending, admitted=admitted), 1
             except Exception as exc:
                 wait = backoff(exc)
                 if wait is False:
@@ -255,20 +309,53 @@ class BatchProcessor:
             raise _GaveUp(message, sending.retries + 1) from exc
         raise AssertionError("unreachable: stamina either returns or raises")
 
-    async def _attempt(self, image: ImageInput, sending: _Sending) -> Answer:
+    def _holds_bytes(self, image: ImageInput) -> bool:
+        return image.path is not None or self._inlines_urls
+
+    async def _acquire(self, holds_bytes: bool) -> None:
+        """A concurrency slot and a bytes slot, as needed, in that order."""
+        if self._slots is not None:
+            await self._slots.acquire()
+        if holds_bytes:
+            try:
+                await self._prepared.acquire()
+            except BaseException:
+                if self._slots is not None:
+                    self._slots.release()
+                raise
+
+    def _release(self, holds_bytes: bool) -> None:
+        if holds_bytes:
+            self._prepared.release()
+        if self._slots is not None:
+            self._slots.release()
+
+    async def _attempt(
+        self, image: ImageInput, sending: _Sending, *, admitted: bool = False
+    ) -> Answer:
         """One request: a concurrency slot and a bytes slot (if needed), then the gate.
 
         The gate comes last, so that a hold or a pace applies to requests about to leave, not
-        to tasks that would then queue behind a semaphore and leave whenever they get it.
+        to tasks that would then queue behind a semaphore and leave whenever they get it. An
+        `admitted` attempt was given its slots and its gate pass by the feeder.
         """
-        holds_bytes = image.path is not None or self._inlines_urls
+        holds_bytes = self._holds_bytes(image)
+        if admitted:
+            try:
+                return await self._send(image, sending)
+            finally:
+                self._release(holds_bytes)
         if self._slots is None and not holds_bytes:  # the common case: nothing to hold
+            await self.gate.wait()
             return await self._send(image, sending)
-        async with self._slots or _NO_SLOT, self._prepared if holds_bytes else _NO_SLOT:
+        await self._acquire(holds_bytes)
+        try:
+            await self.gate.wait()
             return await self._send(image, sending)
+        finally:
+            self._release(holds_bytes)
 
     async def _send(self, image: ImageInput, sending: _Sending) -> Answer:
-        await self.gate.wait()
         if sending.first_sent is None:  # the retry window starts at the first send
             sending.first_sent = self._clock()
         try:
@@ -319,6 +406,9 @@ class BatchProcessor:
             rated=counters.rated,
             failed=counters.failed,
             retrying=counters.retrying,
+            shoot_id=self.shoot_id,
+            provider=self._provider.name,
+            eta=self._eta(),
             **fields,  # type: ignore[arg-type]
         )
         for subscriber in self._subscribers:
@@ -326,6 +416,25 @@ class BatchProcessor:
                 subscriber(event)
             except Exception:  # a broken display must not stop the job
                 admin_log.exception("progress subscriber %r failed", subscriber)
+
+    def _eta(self) -> int | None:
+        """Seconds left at this run's pace so far; None until an image of this run ended."""
+        counters = self._counters
+        done = counters.rated + counters.failed
+        elapsed = self._clock() - self._started_at
+        return eta_seconds(done - self._done_before, counters.total - self._done_before, elapsed)
+
+
+async def _each(
+    images: Iterable[ImageInput] | AsyncIterable[ImageInput],
+) -> AsyncIterator[ImageInput]:
+    """One loop for a list and for the store's pages."""
+    if isinstance(images, AsyncIterable):
+        async for image in images:
+            yield image
+    else:
+        for image in images:
+            yield image
 
 
 class _GaveUp(Exception):

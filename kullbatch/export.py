@@ -31,7 +31,9 @@ import json
 import os
 import re
 import secrets
+import sys
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 from xml.sax.saxutils import escape
 
@@ -360,3 +362,34 @@ def write_xmp(items: Iterable[ItemRecord], out_dir: Path | None) -> list[Path]:
         _write_atomically(target, sidecar_text(item, target))
         written.append(target)
     return written
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What `write_results` wrote: a count and where (None for stdout; files for XMP)."""
+
+    count: int
+    target: Path | None
+    sidecars: tuple[Path, ...] = ()
+
+
+_TEXT_WRITERS = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}
+
+
+def write_results(
+    fmt: str, status: JobStatus, items: list[ItemRecord], output: Path | None
+) -> Written:
+    """Any format to stdout, a file (written whole, then renamed into place) or XMP sidecars."""
+    if fmt == "xmp":
+        sidecars = write_xmp(items, output)
+        return Written(len(sidecars), output, tuple(sidecars))
+    writer = _TEXT_WRITERS[fmt]
+    if output is None:
+        writer(status, items, sys.stdout)
+        sys.stdout.flush()
+        return Written(len(items), None)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.StringIO(newline="")
+    writer(status, items, buffer)
+    _write_atomically(output, buffer.getvalue())
+    return Written(len(items), output)

@@ -1,13 +1,13 @@
 """The service layer the CLI (and later the server) call: create, run, resume, cancel, report.
 
-It wires a manifest, a provider, the store and the engine together, and owns the one
-`aiohttp.ClientSession` every provider request goes through.
+`Service` is what a front end holds: it opens the store, and runs jobs in one `Runtime` (the
+process's HTTP session, writer and gates), started when the first job runs. Nothing above this
+module opens a store or talks to a provider.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import getpass
 import logging
 import os
@@ -17,23 +17,23 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import aiohttp
 import platformdirs
 
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
-from kullbatch.errors import FatalJobError
+from kullbatch import export
 from kullbatch.images import DEFAULT_MAX_EDGE
-from kullbatch.models import ImageInput, JobState, JobStatus, ProgressEvent, Prompt
-from kullbatch.providers import create_provider, resolve
+from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent
+from kullbatch.providers import resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
+from kullbatch.runtime import STORED_OPTIONS, JobTakenError, Runtime
 from kullbatch.store import JobRow, NewJob, Store, parse_time
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
+    from kullbatch.engine import BatchProcessor, JobOutcome
     from kullbatch.manifest import Manifest
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -88,10 +88,6 @@ def new_job_id(now: float | None = None) -> str:
     return f"batch_{millis}_{''.join(secrets.choice(alphabet) for _ in range(6))}"
 
 
-# What a job remembers of its ProcessSettings, so that `resume` runs it the same way.
-_STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm")
-
-
 @dataclass(frozen=True, slots=True)
 class ProcessSettings:
     """What the user asked for on the command line; None means "from the manifest or default"."""
@@ -129,7 +125,7 @@ async def create_job(
         raise UsageError(f"--mode must be fast or economy, not {mode!r}")
     if mode == "economy":
         raise UsageError("economy mode (provider batch APIs) is not available yet; use --mode fast")
-    options = {key: getattr(settings, key) for key in _STORED_OPTIONS}
+    options = {key: getattr(settings, key) for key in STORED_OPTIONS}
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -155,42 +151,6 @@ def _user_name() -> str:
         return "local"
 
 
-def raise_open_file_limit() -> None:
-    """Each request in flight holds a socket: lift the soft limit (often 1024) to the hard one."""
-    try:
-        import resource  # noqa: PLC0415 - POSIX only
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            admin_log.info("open-file limit raised from %d to %d", soft, wanted)
-    except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - platform dependent
-        admin_log.info("open-file limit left as it is: %s", exc)
-
-
-@contextlib.contextmanager
-def batch_gc() -> Iterator[None]:
-    """10,000 live requests make a big heap; full collections would cost a third of the CPU.
-
-    Objects alive at the start are frozen out of collection and collections run less often,
-    for the duration of the job only.
-    """
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-def _connector() -> aiohttp.TCPConnector:
-    """No silent cap at 100 connections: every in-flight request gets its own socket."""
-    return aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-
-
 async def run_job(
     store: Store,
     job: JobRow,
@@ -199,54 +159,12 @@ async def run_job(
     subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
     on_processor: Callable[[BatchProcessor], None] | None = None,
 ) -> JobOutcome:
-    """Send every image of the job without a stored result; record how the job ended."""
-    quiet_stamina()
-    raise_open_file_limit()
-    if not await store.claim(job):
-        raise UsageError(f"job {job.id} was just taken by another process; not running it twice")
-    images = await store.unfinished(job.id)
-    store.start_writer()
-    try:
-        with batch_gc():
-            outcome = await _run(store, job, env, images, subscribers, on_processor)
-    finally:
-        await store.stop_writer()
-    await store.finish_job(job.id, outcome.state, outcome.error)
-    return outcome
-
-
-async def _run(
-    store: Store,
-    job: JobRow,
-    env: Mapping[str, str],
-    images: list[ImageInput],
-    subscribers: Sequence[Callable[[ProgressEvent], None]],
-    on_processor: Callable[[BatchProcessor], None] | None,
-) -> JobOutcome:
-    spec, model = resolve(job.provider_id, job.model)
-    async with aiohttp.ClientSession(connector=_connector()) as session:
+    """One job in a runtime of its own (the CLI's case: one job per process)."""
+    async with Runtime(store, env) as runtime:
         try:
-            provider = create_provider(spec, model, session, env)
-        except FatalJobError as exc:
-            return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
-        processor = BatchProcessor(
-            job_id=job.id,
-            provider=provider,
-            prompt=Prompt(job.prompt, job.system_prompt),
-            store=store,
-            options=_engine_options(job.options),
-            subscribers=[store.handle, *subscribers],
-        )
-        if on_processor is not None:
-            on_processor(processor)
-        already_rated = job.total_images - len(images)
-        return await processor.run(images, total=job.total_images, already_rated=already_rated)
-
-
-def _engine_options(options: Mapping[str, Any]) -> EngineOptions:
-    """The options stored with the job; anything missing takes the engine's default."""
-    chosen = {key: options[key] for key in _STORED_OPTIONS if options.get(key) is not None}
-    return EngineOptions(**chosen)
+            return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        except JobTakenError as exc:
+            raise UsageError(str(exc)) from exc
 
 
 async def get_job(store: Store, job_id: str) -> JobRow:
@@ -321,3 +239,69 @@ def _eta(job: JobRow, done: int, now: datetime) -> int | None:
 
 def environment() -> Mapping[str, str]:
     return os.environ
+
+
+class Service:
+    """What a front end (the CLI, the server) holds: one store, one runtime, every operation."""
+
+    def __init__(self, store: Store, env: Mapping[str, str]) -> None:
+        self.store = store
+        self.env = env
+        self._runtime: Runtime | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, db: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Service]:
+        store = await Store.open(db)
+        service = cls(store, environment() if env is None else env)
+        try:
+            yield service
+        finally:
+            try:
+                await service._stack.aclose()
+            finally:
+                await store.close()
+
+    async def runtime(self) -> Runtime:
+        """Started on the first run: `status` and `results` need no HTTP session."""
+        if self._runtime is None:
+            self._runtime = await self._stack.enter_async_context(Runtime(self.store, self.env))
+        return self._runtime
+
+    async def create(self, manifest: Manifest, settings: ProcessSettings) -> JobRow:
+        return await create_job(self.store, manifest, settings, self.env)
+
+    async def run(
+        self,
+        job: JobRow,
+        *,
+        subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
+        on_processor: Callable[[BatchProcessor], None] | None = None,
+    ) -> JobOutcome:
+        runtime = await self.runtime()
+        try:
+            return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        except JobTakenError as exc:
+            raise UsageError(str(exc)) from exc
+
+    async def prepare_resume(self, job_id: str) -> JobRow:
+        return await prepare_resume(self.store, job_id)
+
+    async def cancel(self, job_id: str) -> str:
+        return await cancel_job(self.store, job_id)
+
+    async def status(self, job_id: str) -> JobStatus:
+        return status_of(await get_job(self.store, job_id))
+
+    async def statuses(self) -> list[JobStatus]:
+        return [status_of(job) for job in await self.store.list_jobs()]
+
+    async def results(self, job_id: str) -> tuple[JobStatus, list[ItemRecord]]:
+        status = await self.status(job_id)
+        return status, await self.store.items(job_id)
+
+    async def export(self, job_id: str, fmt: str, output: Path | None) -> export.Written:
+        """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout)."""
+        status, items = await self.results(job_id)
+        return export.write_results(fmt, status, items, output)

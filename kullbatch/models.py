@@ -173,3 +173,7 @@ class ProgressEvent:
     wait: float = 0.0
     rate: float | None = None  # GATE: the pace new sends are held to, requests per minute
     status: JobState = JobState.PROCESSING
+    # what a remote viewer (the WebSocket hub) shows without asking the store
+    shoot_id: str = ""
+    provider: str = ""
+    eta: int | None = None  # seconds left at this run's pace; None until an image ended

@@ -74,7 +74,10 @@ class Gate:
         self._sends: collections.deque[float] = collections.deque()
         self._outcomes: collections.deque[tuple[float, bool]] = collections.deque()
         self._limited = 0  # 429s among _outcomes
-        self._on_change = on_change
+        # every job sending through this gate hears of its changes (one account, many jobs)
+        self._listeners: list[Callable[[GateState], None]] = (
+            [] if on_change is None else [on_change]
+        )
 
     # -- what callers read --------------------------------------------------------------------
 
@@ -168,8 +171,23 @@ class Gate:
             self._changed()
 
     def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change(self.state())
+        if self._listeners:
+            state = self.state()
+            for listener in list(self._listeners):
+                listener(state)
+
+    def subscribe(self, listener: Callable[[GateState], None]) -> Callable[[], None]:
+        """Hear of holds and pace changes; returns the function that stops it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def limit_to(self, rpm: float) -> None:
+        """A stated requests-per-minute limit: the pace never exceeds the lowest one stated."""
+        ceiling = rpm / 60
+        if self._ceiling is None or ceiling < self._ceiling:
+            self._ceiling = ceiling
+            if self._rate is None or self._rate > ceiling:
+                self._set_rate(ceiling, from_headers=self._from_headers)
 
     # -- waiting ------------------------------------------------------------------------------
 

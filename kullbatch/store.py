@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from kullbatch.migrations import migrate
 from kullbatch.models import (
     EventKind,
     ImageInput,
@@ -31,7 +32,7 @@ from kullbatch.models import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import AsyncIterator, Iterable
     from pathlib import Path
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -62,6 +63,12 @@ class NewJob:
     system_prompt: str | None
     source: str
     options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCounts:
+    rated: int
+    failed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,63 +123,6 @@ def _pid_alive(pid: int | None) -> bool:
     return True
 
 
-async def _create_v1(db: aiosqlite.Connection) -> None:
-    await db.executescript(
-        """
-        CREATE TABLE batch_jobs (
-            id TEXT PRIMARY KEY,
-            user_id TEXT NOT NULL,
-            shoot_id TEXT NOT NULL,
-            provider_id TEXT NOT NULL,
-            model TEXT NOT NULL,
-            status TEXT NOT NULL,
-            total_images INTEGER NOT NULL,
-            processed_images INTEGER NOT NULL DEFAULT 0,
-            failed_images INTEGER NOT NULL DEFAULT 0,
-            results TEXT,
-            error TEXT,
-            provider_job_id TEXT,
-            mode TEXT NOT NULL DEFAULT 'fast',
-            prompt TEXT NOT NULL,
-            system_prompt TEXT,
-            source TEXT NOT NULL,
-            options TEXT NOT NULL DEFAULT '{}',
-            created_at TEXT NOT NULL,
-            started_at TEXT,
-            completed_at TEXT,
-            heartbeat_at TEXT,
-            owner_pid INTEGER,
-            owner_host TEXT,
-            cancel_requested INTEGER NOT NULL DEFAULT 0
-        );
-        CREATE TABLE batch_items (
-            job_id TEXT NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE,
-            position INTEGER NOT NULL,
-            image_id TEXT NOT NULL,
-            image TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'pending',
-            attempts INTEGER NOT NULL DEFAULT 0,
-            last_error TEXT,
-            result TEXT,
-            input_tokens INTEGER NOT NULL DEFAULT 0,
-            output_tokens INTEGER NOT NULL DEFAULT 0,
-            created_at TEXT NOT NULL,
-            updated_at TEXT,
-            completed_at TEXT,
-            PRIMARY KEY (job_id, image_id)
-        );
-        CREATE INDEX batch_items_by_position ON batch_items(job_id, position);
-        CREATE INDEX batch_jobs_by_created ON batch_jobs(created_at);
-        """
-    )
-
-
-# Append only: each entry runs once per database, in order, and is recorded in `migrations`.
-MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
-    ("create batch_jobs and batch_items", _create_v1),
-]
-
-
 class Store:
     """One open database; `handle` takes engine events, the writer task commits them."""
 
@@ -196,28 +146,11 @@ class Store:
             await db.execute("PRAGMA synchronous=FULL")
             await db.execute("PRAGMA foreign_keys=ON")
             store = cls(db, path)
-            await store._migrate()
+            await migrate(db)
         except BaseException:
             await db.close()  # else aiosqlite's thread keeps the process alive
             raise
         return store
-
-    async def _migrate(self) -> None:
-        await self._db.execute(
-            "CREATE TABLE IF NOT EXISTS migrations "
-            "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        async with self._db.execute("SELECT max(id) FROM migrations") as cursor:
-            row = await cursor.fetchone()
-        done = (row[0] if row else None) or 0
-        for number, (name, migrate) in enumerate(MIGRATIONS, start=1):
-            if number > done:
-                await migrate(self._db)
-                await self._db.execute(
-                    "INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)",
-                    (number, name, utc_now()),
-                )
-        await self._db.commit()
 
     async def close(self) -> None:
         try:
@@ -349,6 +282,34 @@ class Store:
             (job_id,),
         ) as cur:
             return [ImageInput.model_validate_json(row[0]) for row in await cur.fetchall()]
+
+    async def item_counts(self, job_id: str) -> ItemCounts:
+        """How many of the job's images are rated and failed, from the items themselves."""
+        async with self._db.execute(
+            "SELECT count(*) FILTER (WHERE status = 'rated'),"
+            " count(*) FILTER (WHERE status = 'failed') FROM batch_items WHERE job_id = ?",
+            (job_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return ItemCounts(rated=row[0] or 0, failed=row[1] or 0)
+
+    async def iter_unfinished(self, job_id: str, page: int = 1000) -> AsyncIterator[ImageInput]:
+        """The same images as `unfinished`, read a page at a time as the engine releases them,
+        so a 100,000-photo job never holds every photo's description at once."""
+        after = -1
+        while True:
+            async with self._db.execute(
+                "SELECT position, image FROM batch_items WHERE job_id = ? AND position > ?"
+                " AND status != 'rated' ORDER BY position LIMIT ?",
+                (job_id, after, page),
+            ) as cur:
+                rows = list(await cur.fetchall())
+            for row in rows:
+                yield ImageInput.model_validate_json(row[1])
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
 
     async def reopen_failed(self, job_id: str) -> None:
         """Failed images become pending again, for a resume that retries them."""

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from kullbatch.migrations import MIGRATIONS
 from kullbatch.models import (
     Answer,
     EventKind,
@@ -19,7 +20,7 @@ from kullbatch.models import (
     ProgressEvent,
     Usage,
 )
-from kullbatch.store import MIGRATIONS, NewJob, Store
+from kullbatch.store import NewJob, Store
 from tests.fakes import rating_for
 from tests.vtime import run_virtual
 

@@ -1,0 +1,91 @@
+"""The database's schema as an ordered list of migrations, each recorded once it has run.
+
+Append only: a database created by an older kullbatch is brought up to date on open, and a
+migration never runs twice (the `migrations` table says how far a database is).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    import aiosqlite
+
+
+async def _create_v1(db: aiosqlite.Connection) -> None:
+    await db.executescript(
+        """
+        CREATE TABLE batch_jobs (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            shoot_id TEXT NOT NULL,
+            provider_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL,
+            total_images INTEGER NOT NULL,
+            processed_images INTEGER NOT NULL DEFAULT 0,
+            failed_images INTEGER NOT NULL DEFAULT 0,
+            results TEXT,
+            error TEXT,
+            provider_job_id TEXT,
+            mode TEXT NOT NULL DEFAULT 'fast',
+            prompt TEXT NOT NULL,
+            system_prompt TEXT,
+            source TEXT NOT NULL,
+            options TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            completed_at TEXT,
+            heartbeat_at TEXT,
+            owner_pid INTEGER,
+            owner_host TEXT,
+            cancel_requested INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE batch_items (
+            job_id TEXT NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            image_id TEXT NOT NULL,
+            image TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            result TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT,
+            completed_at TEXT,
+            PRIMARY KEY (job_id, image_id)
+        );
+        CREATE INDEX batch_items_by_position ON batch_items(job_id, position);
+        CREATE INDEX batch_jobs_by_created ON batch_jobs(created_at);
+        """
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
+    ("create batch_jobs and batch_items", _create_v1),
+]
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Run the migrations this database has not had yet, and commit."""
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS migrations "
+        "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    async with db.execute("SELECT max(id) FROM migrations") as cursor:
+        row = await cursor.fetchone()
+    done = (row[0] if row else None) or 0
+    for number, (name, step) in enumerate(MIGRATIONS, start=1):
+        if number > done:
+            await step(db)
+            applied_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            await db.execute(
+                "INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)",
+                (number, name, applied_at.replace("+00:00", "Z")),
+            )
+    await db.commit()

@@ -1,0 +1,218 @@
+"""One runtime per process, many jobs inside it.
+
+What is per process lives here once: the aiohttp session every provider request goes through,
+the store's batched writer (started once, flushing for every job), the open-file limit, the
+garbage-collector tuning (applied while any job runs, restored when the last one ends), and one
+rate-limit gate per provider account (provider, base URL, key), shared by every job that talks
+to it, so that two jobs on one key never send faster together than the key allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+import aiohttp
+
+from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.errors import FatalJobError
+from kullbatch.models import JobState, Prompt
+from kullbatch.providers import create_provider, resolve
+from kullbatch.ratelimit import Gate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from types import TracebackType
+
+    from kullbatch.models import ProgressEvent
+    from kullbatch.providers import ProviderSpec
+    from kullbatch.store import JobRow, Store
+
+admin_log = logging.getLogger("kullbatch.admin")
+
+# What a job remembers of its settings, so that `resume` runs it the same way.
+STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Who a request is charged to: one gate each. The key is kept only as a digest."""
+
+    provider: str
+    base_url: str
+    key_digest: str
+
+    @classmethod
+    def of(cls, spec: ProviderSpec, env: Mapping[str, str]) -> Account:
+        base_url = next((env[var] for var in spec.base_url_vars if env.get(var)), "")
+        key = next((env[var] for var in spec.key_vars if env.get(var)), "")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+        return cls(spec.name, base_url.rstrip("/"), digest)
+
+
+def raise_open_file_limit() -> None:
+    """Each request in flight holds a socket: lift the soft limit (often 1024) to the hard one."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            admin_log.info("open-file limit raised from %d to %d", soft, wanted)
+    except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - platform dependent
+        admin_log.info("open-file limit left as it is: %s", exc)
+
+
+class BatchGC:
+    """10,000 live requests make a big heap; full collections would cost a third of the CPU.
+
+    While any job runs, objects alive at its start are frozen out of collection and collections
+    run less often; when the last job ends, Python's settings come back.
+    """
+
+    THRESHOLDS = (50_000, 50, 100)
+
+    def __init__(self) -> None:
+        self._jobs = 0
+        self._saved: tuple[int, int, int] | None = None
+
+    def enter(self) -> None:
+        if self._jobs == 0:
+            self._saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(*self.THRESHOLDS)
+        self._jobs += 1
+
+    def exit(self) -> None:
+        self._jobs -= 1
+        if self._jobs == 0 and self._saved is not None:
+            gc.set_threshold(*self._saved)
+            gc.unfreeze()
+            self._saved = None
+
+
+def _connector() -> aiohttp.TCPConnector:
+    """No silent cap at 100 connections: every in-flight request gets its own socket."""
+    return aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+
+
+class Runtime:
+    """The process's session, writer, gates and GC settings; `run_job` runs one job in it."""
+
+    def __init__(self, store: Store, env: Mapping[str, str]) -> None:
+        self.store = store
+        self.env = env
+        self._session: aiohttp.ClientSession | None = None
+        self._gates: dict[Account, Gate] = {}
+        self._gc = BatchGC()
+        self.running: dict[str, BatchProcessor] = {}
+
+    async def __aenter__(self) -> Self:
+        quiet_stamina()
+        raise_open_file_limit()
+        self._session = aiohttp.ClientSession(connector=_connector())
+        self.store.start_writer()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self.store.stop_writer()
+        finally:
+            for gate in self._gates.values():
+                await gate.close()
+            self._gates.clear()
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the runtime is not started: use `async with Runtime(...)`")
+        return self._session
+
+    def gate_for(self, account: Account) -> Gate:
+        """The one gate of this account, shared by every job that sends through it."""
+        gate = self._gates.get(account)
+        if gate is None:
+            gate = self._gates[account] = Gate(asyncio.get_running_loop().time)
+        return gate
+
+    async def run_job(
+        self,
+        job: JobRow,
+        *,
+        env: Mapping[str, str] | None = None,
+        subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
+        on_processor: Callable[[BatchProcessor], None] | None = None,
+    ) -> JobOutcome:
+        """Send every image of the job without a stored result; record how the job ended."""
+        env = self.env if env is None else env
+        if not await self.store.claim(job):
+            raise JobTakenError(job.id)
+        spec, model = resolve(job.provider_id, job.model)
+        self._gc.enter()
+        try:
+            outcome = await self._run(job, spec, model, env, subscribers, on_processor)
+        finally:
+            self._gc.exit()
+        await self.store.finish_job(job.id, outcome.state, outcome.error)
+        return outcome
+
+    async def _run(
+        self,
+        job: JobRow,
+        spec: ProviderSpec,
+        model: str,
+        env: Mapping[str, str],
+        subscribers: Sequence[Callable[[ProgressEvent], None]],
+        on_processor: Callable[[BatchProcessor], None] | None,
+    ) -> JobOutcome:
+        try:
+            provider = create_provider(spec, model, self.session, env)
+        except FatalJobError as exc:
+            return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+        processor = BatchProcessor(
+            job_id=job.id,
+            shoot_id=job.shoot_id,
+            provider=provider,
+            prompt=Prompt(job.prompt, job.system_prompt),
+            store=self.store,
+            options=engine_options(job.options),
+            subscribers=[self.store.handle, *subscribers],
+            gate=self.gate_for(Account.of(spec, env)),
+        )
+        if on_processor is not None:
+            on_processor(processor)
+        self.running[job.id] = processor
+        try:
+            counts = await self.store.item_counts(job.id)
+            return await processor.run(
+                self.store.iter_unfinished(job.id),
+                total=job.total_images,
+                already_rated=counts.rated,
+                already_failed=counts.failed,
+            )
+        finally:
+            del self.running[job.id]
+
+
+class JobTakenError(RuntimeError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was just taken by another process; not running it twice")
+
+
+def engine_options(options: Mapping[str, Any]) -> EngineOptions:
+    """The options stored with the job; anything missing takes the engine's default."""
+    chosen = {key: options[key] for key in STORED_OPTIONS if options.get(key) is not None}
+    return EngineOptions(**chosen)
