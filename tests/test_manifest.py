@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from kullbatch.manifest import Manifest, ManifestError, _unique_id, load_manifest
+from kullbatch.manifest import Manifest, ManifestError, load_manifest
+from kullbatch.manifest._folder import unique_id
 
 
 def make_image(path: Path, fmt: str = "JPEG") -> Path:
@@ -623,12 +624,12 @@ def test_a_folder_that_cannot_be_listed_is_reported(
     def refuse(path: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("kullbatch.manifest.os.scandir", refuse)
+    monkeypatch.setattr("kullbatch.manifest._folder.os.scandir", refuse)
     assert error_for(tmp_path) == f"{tmp_path}: cannot read folder: Permission denied"
 
 
 def test_unique_ids_fall_back_to_numbered_names_when_everything_is_taken() -> None:
     """The last resort keeps ids unique and deterministic even in contrived folders."""
     taken = {"a", "a.jpg"}
-    assert _unique_id("a", "a.jpg", taken) == "a.jpg~2"
-    assert _unique_id("a", "a.jpg", taken) == "a.jpg~3"
+    assert unique_id("a", "a.jpg", taken) == "a.jpg~2"
+    assert unique_id("a", "a.jpg", taken) == "a.jpg~3"

@@ -1,0 +1,102 @@
+"""The JSON reader: the REST request body, or for quick scripts a bare list of images."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from kullbatch.manifest._base import MODES, Fields, Manifest, Spot, json_type, show
+
+if TYPE_CHECKING:
+    from kullbatch.manifest._base import Loader
+    from kullbatch.models import ImageInput
+
+_IMAGE_KEYS = frozenset({"id", "filename", "url", "path", "metadata", "tags"})
+
+
+def load_json(loader: Loader) -> Manifest:
+    """Accept the REST request body or, for quick scripts, a bare list of images."""
+    try:
+        data: object = json.loads(loader.read_text())
+    except json.JSONDecodeError as exc:
+        loader.fail(f"line {exc.lineno}, column {exc.colno}", f"malformed JSON: {exc.msg}")
+    resolved = loader.source.resolve()
+    if isinstance(data, list):
+        images = loader.finish(_json_images(data, "", loader), None)
+        return Manifest(source=resolved, shoot_id=loader.source.stem, images=images)
+    if not isinstance(data, dict):
+        kind = json_type(data)
+        loader.fail("top level", f"must be an object or a list of images, got {kind}")
+    if "images" not in data:
+        loader.fail("images", "missing; the manifest object needs an 'images' list")
+    if not isinstance(data["images"], list):
+        loader.fail("images", f"must be a list, got {json_type(data['images'])}")
+    mode = _json_option(data, "mode", loader)
+    if mode is not None and mode not in MODES:
+        loader.fail("mode", f"must be 'fast' or 'economy', got {show(mode)}")
+    return Manifest(
+        source=resolved,
+        shoot_id=_shoot_id(data.get("shootId"), loader),
+        images=loader.finish(_json_images(data["images"], "images", loader), "images"),
+        provider_id=_json_option(data, "providerId", loader),
+        prompt=_json_option(data, "prompt", loader),
+        system_prompt=_json_option(data, "systemPrompt", loader),
+        mode=mode,
+    )
+
+
+def _shoot_id(value: object, loader: Loader) -> str:
+    """Absent means the file's stem, so `wedding.json` is the shoot `wedding`."""
+    if value is None:
+        return loader.source.stem
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        loader.fail("shootId", f"must be a non-empty string, got {show(value)}")
+    return value
+
+
+def _json_option(data: dict[str, Any], key: str, loader: Loader) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        loader.fail(key, f"must be a string, got {json_type(value)}")
+    return value
+
+
+def _json_images(items: list[Any], prefix: str, loader: Loader) -> list[ImageInput]:
+    images: list[ImageInput] = []
+    for index, item in enumerate(items):
+        spot = Spot(f"{prefix}[{index}]")
+        if not isinstance(item, dict):
+            loader.fail(spot.place, f"must be an object, got {json_type(item)}")
+        images.append(loader.image(spot, _json_fields(item, spot, loader)))
+    return images
+
+
+def _json_fields(item: dict[str, Any], spot: Spot, loader: Loader) -> Fields:
+    """Unknown keys become metadata (a key in `metadata` wins), so no exported field is lost."""
+    metadata = item.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        loader.fail(spot.at("metadata"), f"must be an object, got {json_type(metadata)}")
+    extras = {key: value for key, value in item.items() if key not in _IMAGE_KEYS}
+    return Fields(
+        id=item.get("id"),
+        filename=item.get("filename"),
+        url=item.get("url"),
+        path=item.get("path"),
+        metadata={**extras, **metadata},
+        tags=_json_tags(item.get("tags"), spot, loader),
+    )
+
+
+def _json_tags(value: object, spot: Spot, loader: Loader) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        loader.fail(spot.at("tags"), f"must be a list of strings, got {json_type(value)}")
+    for index, tag in enumerate(value):
+        if not isinstance(tag, str):
+            loader.fail(spot.at(f"tags[{index}]"), f"must be a string, got {json_type(tag)}")
+    return list(value)
