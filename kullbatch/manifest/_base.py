@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -12,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from kullbatch.models import ImageInput
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import BinaryIO
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
@@ -32,9 +35,13 @@ _SHOW_MAX = 60
 
 
 class ManifestError(ValueError):
-    """A shoot that cannot be loaded; str() is one line: file, location, problem."""
+    """A shoot that cannot be loaded; str() is one line: source, location, problem.
 
-    def __init__(self, file: Path, location: str | None, problem: str) -> None:
+    `file` is the manifest's path, or the name given to a document from memory
+    (``request body``).
+    """
+
+    def __init__(self, file: Path | str, location: str | None, problem: str) -> None:
         self.file = file
         self.location = location
         self.problem = problem
@@ -44,7 +51,11 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """A loaded shoot; the optional fields come from a JSON request body, else stay None."""
+    """A loaded shoot; the optional fields come from a JSON request body, else stay None.
+
+    `source` is the manifest file, the folder of images, or for a document from memory the
+    folder its relative paths start at.
+    """
 
     source: Path
     shoot_id: str
@@ -79,15 +90,15 @@ class Fields:
 
 
 class Loader:
-    """What every format shares: the file errors name, where paths start, which ids are taken."""
+    """What every format shares: the name errors give, where paths start, which ids are taken."""
 
-    def __init__(self, source: Path, base: Path) -> None:
-        self.source = source
+    def __init__(self, name: Path | str, base: Path) -> None:
+        self.name = name
         self.base = base
         self.seen: dict[str, str] = {}
 
     def fail(self, location: str | None, problem: str) -> NoReturn:
-        raise ManifestError(self.source, location, problem)
+        raise ManifestError(self.name, location, problem)
 
     def image(self, spot: Spot, fields: Fields) -> ImageInput:
         """Check one manifest entry; the id comes first so a duplicate is caught before any I/O."""
@@ -115,10 +126,10 @@ class Loader:
             self.fail(location, "no images; the manifest lists none")
         return images
 
-    def read_text(self) -> str:
+    def read_text(self, source: Path) -> str:
         """Read the whole manifest as UTF-8 (a BOM from Excel is fine); manifests are small."""
         try:
-            data = self.source.read_bytes()
+            data = source.read_bytes()
         except OSError as exc:
             self.fail(None, f"cannot read: {exc.strerror or exc}")
         try:
@@ -173,6 +184,14 @@ class Loader:
         if problem is not None:
             self.fail(spot.at("path"), f"{problem}: {path}")
         return path
+
+
+@contextmanager
+def photos_not_bombs() -> Iterator[None]:
+    """Silence Pillow's bomb warning: a 150-megapixel medium-format frame is a photo."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def probe(path: Path) -> str | None:

@@ -10,14 +10,15 @@ from kullbatch.manifest._base import Fields, Manifest, Spot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from kullbatch.manifest._base import Loader
 
 _CSV_FIELDS = ("id", "filename", "url", "path", "tags")
 
 
-def load_csv(loader: Loader) -> Manifest:
-    rows = _csv_rows(loader.read_text(), loader)
+def load_csv(source: Path, loader: Loader) -> Manifest:
+    rows = _csv_rows(loader.read_text(source), loader)
     first = next(rows, None)
     if first is None:
         loader.fail(None, "is empty; a CSV manifest needs a header row (id, filename, url or path)")
@@ -27,8 +28,8 @@ def load_csv(loader: Loader) -> Manifest:
         for line, row in rows
     ]
     return Manifest(
-        source=loader.source.resolve(),
-        shoot_id=loader.source.stem,
+        source=source.resolve(),
+        shoot_id=source.stem,
         images=loader.finish(images, None),
     )
 

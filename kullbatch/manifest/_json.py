@@ -1,29 +1,59 @@
-"""The JSON reader: the REST request body, or for quick scripts a bare list of images."""
+"""The JSON reader: the REST request body, or for quick scripts a bare list of images.
+
+A document reaches `read_document` the same way from a file (read and parsed here) and from
+memory (the REST API's parsed body), so both get the same checks and the same errors.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kullbatch.manifest._base import MODES, Fields, Manifest, Spot, json_type, show
+from kullbatch.manifest._base import (
+    MODES,
+    Fields,
+    Loader,
+    Manifest,
+    Spot,
+    json_type,
+    photos_not_bombs,
+    show,
+)
 
 if TYPE_CHECKING:
-    from kullbatch.manifest._base import Loader
     from kullbatch.models import ImageInput
 
 _IMAGE_KEYS = frozenset({"id", "filename", "url", "path", "metadata", "tags"})
 
 
-def load_json(loader: Loader) -> Manifest:
-    """Accept the REST request body or, for quick scripts, a bare list of images."""
+def manifest_from_document(
+    document: object, *, base: Path, name: str = "request body", shoot_id: str = "shoot"
+) -> Manifest:
+    """Check a parsed JSON manifest (a request body or a bare list) as a .json file is checked.
+
+    Errors name `name` where a file's would name its path; relative `path`s start at `base`;
+    `shoot_id` stands in for an absent ``shootId`` (a file uses its stem).
+    """
+    base = Path(base)
+    with photos_not_bombs():
+        return read_document(document, Loader(name, base), source=base, shoot_id=shoot_id)
+
+
+def load_json(source: Path, loader: Loader) -> Manifest:
+    """Read and parse the file, then check the document like one from memory."""
     try:
-        data: object = json.loads(loader.read_text())
+        data: object = json.loads(loader.read_text(source))
     except json.JSONDecodeError as exc:
         loader.fail(f"line {exc.lineno}, column {exc.colno}", f"malformed JSON: {exc.msg}")
-    resolved = loader.source.resolve()
+    return read_document(data, loader, source=source.resolve(), shoot_id=source.stem)
+
+
+def read_document(data: object, loader: Loader, *, source: Path, shoot_id: str) -> Manifest:
+    """Accept the REST request body or, for quick scripts, a bare list of images."""
     if isinstance(data, list):
         images = loader.finish(_json_images(data, "", loader), None)
-        return Manifest(source=resolved, shoot_id=loader.source.stem, images=images)
+        return Manifest(source=source, shoot_id=shoot_id, images=images)
     if not isinstance(data, dict):
         kind = json_type(data)
         loader.fail("top level", f"must be an object or a list of images, got {kind}")
@@ -35,8 +65,8 @@ def load_json(loader: Loader) -> Manifest:
     if mode is not None and mode not in MODES:
         loader.fail("mode", f"must be 'fast' or 'economy', got {show(mode)}")
     return Manifest(
-        source=resolved,
-        shoot_id=_shoot_id(data.get("shootId"), loader),
+        source=source,
+        shoot_id=_shoot_id(data.get("shootId"), shoot_id, loader),
         images=loader.finish(_json_images(data["images"], "images", loader), "images"),
         provider_id=_json_option(data, "providerId", loader),
         prompt=_json_option(data, "prompt", loader),
@@ -45,10 +75,10 @@ def load_json(loader: Loader) -> Manifest:
     )
 
 
-def _shoot_id(value: object, loader: Loader) -> str:
-    """Absent means the file's stem, so `wedding.json` is the shoot `wedding`."""
+def _shoot_id(value: object, default: str, loader: Loader) -> str:
+    """Absent means the default (a file's stem, so `wedding.json` is the shoot `wedding`)."""
     if value is None:
-        return loader.source.stem
+        return default
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value.strip():

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import stat
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PIL import Image
-
-from kullbatch.manifest._base import Loader, ManifestError
+from kullbatch.manifest._base import Loader, ManifestError, photos_not_bombs
 from kullbatch.manifest._csv import load_csv
 from kullbatch.manifest._folder import load_folder
 from kullbatch.manifest._json import load_json
@@ -19,14 +16,12 @@ if TYPE_CHECKING:
 
     from kullbatch.manifest._base import Manifest
 
-_LOADERS: dict[str, Callable[[Loader], Manifest]] = {".json": load_json, ".csv": load_csv}
+_LOADERS: dict[str, Callable[[Path, Loader], Manifest]] = {".json": load_json, ".csv": load_csv}
 
 
 def load_manifest(source: Path) -> Manifest:
     """Load a .json or .csv manifest or a folder of images; any problem is a ManifestError."""
-    with warnings.catch_warnings():
-        # A 150-megapixel medium-format frame is a photo, not a decompression bomb.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with photos_not_bombs():
         return _dispatch(Path(source))
 
 
@@ -45,4 +40,4 @@ def _dispatch(source: Path) -> Manifest:
     if load is None:
         kind = repr(source.suffix) if source.suffix else "(no extension)"
         loader.fail(None, f"unsupported manifest type {kind}; use .json, .csv or a folder")
-    return load(loader)
+    return load(source, loader)
