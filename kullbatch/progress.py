@@ -16,6 +16,7 @@ Rates and ETA count only this run's images: a resumed job starts with images alr
 from __future__ import annotations
 
 import math
+import re
 import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Self
@@ -341,8 +342,8 @@ class ProgressDisplay:
         for index, (image_id, error) in enumerate(self._failures):
             label = "Failures" if index == 0 else ""
             table.add_row(label, Text(f"{image_id}: {error}", style="red"))
-        for label, command in _next_steps(status):
-            table.add_row(label, Text(command, style="cyan"))
+        for label, step in _next_steps(status):
+            table.add_row(label, Text(step, style="yellow" if label == "Fix" else "cyan"))
         return table
 
     def print_summary(self, status: JobStatus, elapsed: float) -> None:
@@ -359,13 +360,37 @@ def _styled_state(state: JobState) -> Text:
     return Text(state.value, style=styles.get(state, "yellow"))
 
 
+# A fatal error that names what to set: `[check OPENAI_API_KEY]` (an answer about the key) or
+# `set GEMINI_API_KEY or GOOGLE_API_KEY in the environment` (no key at all).
+_ENV_HINT = re.compile(
+    r"(?:\[check |\bset )([A-Z][A-Z0-9_]*(?: or [A-Z][A-Z0-9_]*)*)(?:\]| in the environment\b)"
+)
+
+
+def _env_to_set(error: str | None) -> str | None:
+    """`OPENAI_API_KEY` (or `GEMINI_API_KEY or GOOGLE_API_KEY`) when the error names it."""
+    match = _ENV_HINT.search(error or "")
+    return None if match is None else match.group(1)
+
+
 def _next_steps(status: JobStatus) -> list[tuple[str, str]]:
-    """What to type next: the results, and `resume` or `status --watch` when work is left."""
+    """What to type next: the results if there are any, and how to finish what is left.
+
+    A job a fatal error stopped before rating anything has no results to offer: the next steps
+    are fixing the cause (the variable to set, when the error names one) and `resume`.
+    """
     job = status.jobId
-    steps = [("Results", f"kullbatch results {job} --format csv --output ratings.csv")]
+    steps: list[tuple[str, str]] = []
+    if status.processedImages or status.status is not JobState.FAILED:
+        steps.append(("Results", f"kullbatch results {job} --format csv --output ratings.csv"))
     if status.processedImages:
         steps.append(("Sidecars", f"kullbatch results {job} --format xmp"))
-    if status.status is JobState.INTERRUPTED:
+    if status.status is JobState.FAILED:
+        names = _env_to_set(status.error)
+        fix = f"set {names} in the environment" if names else "the problem that stopped the job"
+        steps.append(("Fix", fix))
+        steps.append(("Resume", f"kullbatch resume {job}"))
+    elif status.status is JobState.INTERRUPTED:
         steps.append(("Resume", f"kullbatch resume {job}"))
     elif status.status in (JobState.SUBMITTED, JobState.PROCESSING):
         steps.append(("Watch", f"kullbatch status {job} --watch"))

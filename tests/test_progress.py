@@ -307,6 +307,80 @@ def test_summary_of_a_fatal_job_shows_the_error() -> None:
     assert "--format xmp" not in text  # nothing rated, nothing to write
 
 
+def summary_row(text: str, label: str) -> str:
+    """The summary table's line whose label cell is `label` (the value, stripped of rules)."""
+    [line] = [line for line in text.splitlines() if re.match(rf"\W*{label}\b", line)]
+    return line.strip("│ ").split("│")[-1].strip()
+
+
+@pytest.mark.parametrize(
+    ("error", "names"),
+    [
+        ("openai: 401 Incorrect API key provided [check OPENAI_API_KEY]", "OPENAI_API_KEY"),
+        ("openai: set OPENAI_API_KEY in the environment", "OPENAI_API_KEY"),
+        (
+            "gemini: set GEMINI_API_KEY or GOOGLE_API_KEY in the environment",
+            "GEMINI_API_KEY or GOOGLE_API_KEY",
+        ),
+        (
+            "gemini: 400 API key not valid [API_KEY_INVALID] [check GEMINI_API_KEY or GOOGLE_API_KEY]",
+            "GEMINI_API_KEY or GOOGLE_API_KEY",
+        ),
+    ],
+)
+def test_a_fatal_job_with_nothing_rated_offers_the_variable_to_set_and_resume(
+    error: str, names: str
+) -> None:
+    """No `results` for an empty job: the summary says which variable to set, then resume."""
+    display = ProgressDisplay(100, JOB, "openai", terminal()[0], get_time=FakeClock())
+    text = summary_text(display, status(JobState.FAILED, 0, 0, error=error))
+    assert "kullbatch results" not in text
+    assert summary_row(text, "Fix") == f"set {names} in the environment"
+    assert summary_row(text, "Resume") == f"kullbatch resume {JOB}"
+    assert [
+        label for label, _ in progress._next_steps(status(JobState.FAILED, 0, 0, error=error))
+    ] == [
+        "Fix",
+        "Resume",
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "openai: model 'gpt-9' does not exist",
+        "gemini: 400 API key not valid [API_KEY_INVALID]",
+        "check your settings",
+        None,
+    ],
+)
+def test_a_fatal_job_naming_no_variable_offers_a_generic_fix_and_resume(error: str | None) -> None:
+    """An error code like API_KEY_INVALID is not taken for a variable to set."""
+    steps = dict(progress._next_steps(status(JobState.FAILED, 0, 0, error=error)))
+    assert steps == {
+        "Fix": "the problem that stopped the job",
+        "Resume": f"kullbatch resume {JOB}",
+    }
+
+
+def test_a_fatal_job_that_rated_some_images_offers_results_and_resume() -> None:
+    """Ratings already paid for are offered, and resume finishes the rest after the fix."""
+    steps = dict(
+        progress._next_steps(
+            status(JobState.FAILED, 40, 0, error="anthropic: credit balance is too low")
+        )
+    )
+    assert set(steps) == {"Results", "Sidecars", "Fix", "Resume"}
+    assert steps["Results"].startswith(f"kullbatch results {JOB}")
+    assert steps["Resume"] == f"kullbatch resume {JOB}"
+
+
+def test_a_completed_job_whose_images_all_failed_still_offers_results() -> None:
+    """The results list each image's error, so they are worth reading even with none rated."""
+    steps = dict(progress._next_steps(status(JobState.COMPLETED, 0, 100)))
+    assert set(steps) == {"Results"}
+
+
 def test_summary_of_an_economy_job_offers_to_watch_it() -> None:
     """A submitted batch is still running at the provider."""
     display = ProgressDisplay(100, JOB, "openai", terminal()[0], get_time=FakeClock())
