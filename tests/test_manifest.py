@@ -701,6 +701,10 @@ def test_relative_paths_from_memory_resolve_against_base_not_the_working_directo
     monkeypatch.chdir(elsewhere)
     manifest = manifest_from_document([image()], base=shoot)
     assert manifest.images[0].path == (shoot / "photos" / "a.jpg").resolve()
+    monkeypatch.chdir(shoot)
+    relative_base = manifest_from_document([image()], base=Path())
+    assert relative_base.source == shoot.resolve()
+    assert relative_base.images[0].path == (shoot / "photos" / "a.jpg").resolve()
 
 
 def test_a_missing_file_from_memory_names_the_path_resolved_against_base(shoot: Path) -> None:
@@ -727,7 +731,7 @@ def test_a_good_document_from_memory_loads_like_the_same_json_file(shoot: Path) 
     }
     from_memory = manifest_from_document(document, base=shoot)
     from_file = load_manifest(write_json(shoot, document))
-    assert from_memory.source == shoot
+    assert from_memory.source == shoot.resolve()
     assert from_memory.images == from_file.images
     assert (from_memory.shoot_id, from_memory.provider_id, from_memory.mode) == (
         "wedding",

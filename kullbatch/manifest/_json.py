@@ -35,7 +35,7 @@ def manifest_from_document(
     Errors name `name` where a file's would name its path; relative `path`s start at `base`;
     `shoot_id` stands in for an absent ``shootId`` (a file uses its stem).
     """
-    base = Path(base)
+    base = Path(base).resolve()
     with photos_not_bombs():
         return read_document(document, Loader(name, base), source=base, shoot_id=shoot_id)
 
