@@ -16,10 +16,12 @@ Rates and ETA count only this run's images: a resumed job starts with images alr
 from __future__ import annotations
 
 import math
+import re
 import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Self
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Column, Table
@@ -340,8 +342,8 @@ class ProgressDisplay:
         for index, (image_id, error) in enumerate(self._failures):
             label = "Failures" if index == 0 else ""
             table.add_row(label, Text(f"{image_id}: {error}", style="red"))
-        for label, command in _next_steps(status):
-            table.add_row(label, Text(command, style="cyan"))
+        for label, step in _next_steps(status):
+            table.add_row(label, Text(step, style="yellow" if label == "Fix" else "cyan"))
         return table
 
     def print_summary(self, status: JobStatus, elapsed: float) -> None:
@@ -358,13 +360,37 @@ def _styled_state(state: JobState) -> Text:
     return Text(state.value, style=styles.get(state, "yellow"))
 
 
+# A fatal error that names what to set: `[check OPENAI_API_KEY]` (an answer about the key) or
+# `set GEMINI_API_KEY or GOOGLE_API_KEY in the environment` (no key at all).
+_ENV_HINT = re.compile(
+    r"(?:\[check |\bset )([A-Z][A-Z0-9_]*(?: or [A-Z][A-Z0-9_]*)*)(?:\]| in the environment\b)"
+)
+
+
+def _env_to_set(error: str | None) -> str | None:
+    """`OPENAI_API_KEY` (or `GEMINI_API_KEY or GOOGLE_API_KEY`) when the error names it."""
+    match = _ENV_HINT.search(error or "")
+    return None if match is None else match.group(1)
+
+
 def _next_steps(status: JobStatus) -> list[tuple[str, str]]:
-    """What to type next: the results, and `resume` or `status --watch` when work is left."""
+    """What to type next: the results if there are any, and how to finish what is left.
+
+    A job a fatal error stopped before rating anything has no results to offer: the next steps
+    are fixing the cause (the variable to set, when the error names one) and `resume`.
+    """
     job = status.jobId
-    steps = [("Results", f"kullbatch results {job} --format csv --output ratings.csv")]
+    steps: list[tuple[str, str]] = []
+    if status.processedImages or status.status is not JobState.FAILED:
+        steps.append(("Results", f"kullbatch results {job} --format csv --output ratings.csv"))
     if status.processedImages:
         steps.append(("Sidecars", f"kullbatch results {job} --format xmp"))
-    if status.status is JobState.INTERRUPTED:
+    if status.status is JobState.FAILED:
+        names = _env_to_set(status.error)
+        fix = f"set {names} in the environment" if names else "the problem that stopped the job"
+        steps.append(("Fix", fix))
+        steps.append(("Resume", f"kullbatch resume {job}"))
+    elif status.status is JobState.INTERRUPTED:
         steps.append(("Resume", f"kullbatch resume {job}"))
     elif status.status in (JobState.SUBMITTED, JobState.PROCESSING):
         steps.append(("Watch", f"kullbatch status {job} --watch"))
@@ -377,22 +403,88 @@ def make_console(*, stdout: bool = False) -> Console:
 
 
 def render_jobs(statuses: Sequence[JobStatus], console: Console) -> None:
+    """The jobs as a table as wide as the console (80 columns in a pipe) allows.
+
+    Job id, status and counts are never cut: the created time goes first, then the provider,
+    then the shoot id is shortened with an ellipsis, then dropped. Narrower than the four
+    figures, each job is one line that wraps instead.
+    """
     if not statuses:
         console.print("no jobs yet: run `kullbatch process SOURCE`")
         return
-    table = Table("shoot", "provider", "status", "rated", "failed", "created")
-    table.columns.insert(0, Column("job", no_wrap=True, min_width=26))
+    for optional in _JOB_LAYOUTS:
+        table = _jobs_table(statuses, optional)
+        if _natural_width(table, console) <= console.width:
+            console.print(table)
+            return
+    bare = _natural_width(_jobs_table(statuses, ()), console)
+    least = _jobs_table(statuses, ("shoot",), shoot_width=_SHOOT_MIN)
+    gap = _natural_width(least, console) - bare - _SHOOT_MIN
+    room = console.width - bare - gap
+    if room >= _SHOOT_MIN:
+        console.print(_jobs_table(statuses, ("shoot",), shoot_width=room))
+    elif bare <= console.width:
+        console.print(_jobs_table(statuses, ()))
+    else:
+        _print_job_lines(statuses, console)
+
+
+def _print_job_lines(statuses: Sequence[JobStatus], console: Console) -> None:
+    """One line a job, figures aligned; the terminal wraps a long line, nothing is cut."""
+    state_width = max(len(status.status.value) for status in statuses)
+    rated_width = max(len(_rated_text(status)) for status in statuses)
     for status in statuses:
-        table.add_row(
-            status.jobId,
-            status.shootId,
-            status.providerId,
-            _styled_state(status.status),
-            f"{status.processedImages}/{status.totalImages}",
-            str(status.failedImages),
-            status.createdAt,
-        )
-    console.print(table)
+        line = Text(f"{status.jobId}  ")
+        line.append_text(_styled_state(status.status))
+        line.append(" " * (state_width - len(status.status.value)))
+        line.append(f"  {_rated_text(status):>{rated_width}} rated  {status.failedImages} failed")
+        console.print(line, soft_wrap=True)
+
+
+_JOB_COLUMNS = ("job", "shoot", "provider", "status", "rated", "failed", "created")
+_OPTIONAL_COLUMNS = frozenset({"shoot", "provider", "created"})
+# Optional columns of `kullbatch jobs`, most to fewest; job, status, rated, failed always show.
+_JOB_LAYOUTS: tuple[tuple[str, ...], ...] = (
+    ("shoot", "provider", "created"),
+    ("shoot", "provider"),
+    ("shoot",),
+)
+_SHOOT_MIN = 6  # a shoot id cut shorter than this says nothing; drop the column instead
+
+
+def _natural_width(table: Table, console: Console) -> int:
+    """How wide `table` draws when nothing is cut."""
+    return console.measure(table, options=console.options.update_width(10_000)).maximum
+
+
+def _rated_text(status: JobStatus) -> str:
+    return f"{status.processedImages}/{status.totalImages}"
+
+
+def _jobs_table(
+    statuses: Sequence[JobStatus], optional: Sequence[str], shoot_width: int | None = None
+) -> Table:
+    """The jobs table with the optional columns named (`shoot`, `provider`, `created`)."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    shown = [name for name in _JOB_COLUMNS if name in optional or name not in _OPTIONAL_COLUMNS]
+    for name in shown:
+        header = "created (UTC)" if name == "created" else name
+        table.add_column(header, no_wrap=True, justify="right" if name == "failed" else "left")
+    for status in statuses:
+        shoot = Text(status.shootId)
+        if shoot_width is not None:
+            shoot.truncate(shoot_width, overflow="ellipsis")
+        cells: dict[str, str | Text] = {
+            "job": status.jobId,
+            "shoot": shoot,
+            "provider": status.providerId,
+            "status": _styled_state(status.status),
+            "rated": _rated_text(status),
+            "failed": str(status.failedImages),
+            "created": status.createdAt[:16].replace("T", " "),
+        }
+        table.add_row(*(cells[name] for name in shown))
+    return table
 
 
 def render_providers(

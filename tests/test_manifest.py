@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from kullbatch.manifest import Manifest, ManifestError, _unique_id, load_manifest
+from kullbatch import manifest as manifest_package
+from kullbatch.manifest import Manifest, ManifestError, load_manifest, manifest_from_document
+from kullbatch.manifest._folder import unique_id
 
 
 def make_image(path: Path, fmt: str = "JPEG") -> Path:
@@ -623,12 +625,151 @@ def test_a_folder_that_cannot_be_listed_is_reported(
     def refuse(path: Any) -> Any:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("kullbatch.manifest.os.scandir", refuse)
+    monkeypatch.setattr("kullbatch.manifest._folder.os.scandir", refuse)
     assert error_for(tmp_path) == f"{tmp_path}: cannot read folder: Permission denied"
 
 
 def test_unique_ids_fall_back_to_numbered_names_when_everything_is_taken() -> None:
     """The last resort keeps ids unique and deterministic even in contrived folders."""
     taken = {"a", "a.jpg"}
-    assert _unique_id("a", "a.jpg", taken) == "a.jpg~2"
-    assert _unique_id("a", "a.jpg", taken) == "a.jpg~3"
+    assert unique_id("a", "a.jpg", taken) == "a.jpg~2"
+    assert unique_id("a", "a.jpg", taken) == "a.jpg~3"
+
+
+# Documents from memory (the REST API's parsed body) -------------------------------------------
+
+BAD_DOCUMENTS: dict[str, Any] = {
+    "scalar": "images",
+    "no images": {"shootId": "s"},
+    "images not a list": {"images": {"id": "a"}},
+    "prompt not a string": {"images": [image()], "prompt": ["x"]},
+    "unknown mode": {"images": [image()], "mode": "turbo"},
+    "blank shoot id": {"images": [image()], "shootId": " "},
+    "empty images": {"images": []},
+    "empty bare list": [],
+    "entry not an object": {"images": [image(), "a.jpg"]},
+    "bare entry not an object": [image(), 3],
+    "missing id": {"images": [image(), image(id=...)]},
+    "duplicate id": {"images": [image(), image(path="photos/b.png")]},
+    "url and path": {"images": [image(url="https://example.com/a.jpg")]},
+    "ftp url": {"images": [image(path=..., url="ftp://example.com/a.jpg")]},
+    "missing file": {"images": [image(path="photos/nope.jpg")]},
+    "metadata not an object": {"images": [image(metadata=["iso"])]},
+    "tag not a string": {"images": [image(tags=["ok", 5])]},
+}
+
+
+@pytest.mark.parametrize("document", BAD_DOCUMENTS.values(), ids=BAD_DOCUMENTS.keys())
+def test_a_document_from_memory_fails_exactly_as_the_same_json_file(
+    shoot: Path, document: Any
+) -> None:
+    """Given the file's name and folder, memory and file give the very same one-line error."""
+    source = write_json(shoot, document)
+    from_file = error_for(source)
+    with pytest.raises(ManifestError) as named:
+        manifest_from_document(document, base=shoot, name=str(source))
+    assert str(named.value) == from_file
+    with pytest.raises(ManifestError) as unnamed:
+        manifest_from_document(document, base=shoot)
+    assert str(unnamed.value) == "request body" + from_file.removeprefix(str(source))
+
+
+@pytest.mark.parametrize(
+    ("document", "location"),
+    [
+        ({"images": [image(), image(id=...)]}, "images[1].id"),
+        ([image(), image(tags=["ok", 5], id="img2")], "[1].tags[1]"),
+        ({"images": [image()], "mode": "turbo"}, "mode"),
+    ],
+)
+def test_a_document_from_memory_names_the_request_body_and_the_json_path(
+    shoot: Path, document: Any, location: str
+) -> None:
+    """Without a name, errors start with `request body` and then the jq-style location."""
+    with pytest.raises(ManifestError) as caught:
+        manifest_from_document(document, base=shoot)
+    assert str(caught.value).startswith(f"request body: {location}: "), str(caught.value)
+    assert (caught.value.file, caught.value.location) == ("request body", location)
+
+
+def test_relative_paths_from_memory_resolve_against_base_not_the_working_directory(
+    shoot: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`photos/a.jpg` in a posted body means base/photos/a.jpg, wherever the server runs."""
+    elsewhere = shoot / "elsewhere"
+    make_image(elsewhere / "photos" / "a.jpg")  # a decoy the working directory would find
+    monkeypatch.chdir(elsewhere)
+    manifest = manifest_from_document([image()], base=shoot)
+    assert manifest.images[0].path == (shoot / "photos" / "a.jpg").resolve()
+    monkeypatch.chdir(shoot)
+    relative_base = manifest_from_document([image()], base=Path())
+    assert relative_base.source == shoot.resolve()
+    assert relative_base.images[0].path == (shoot / "photos" / "a.jpg").resolve()
+
+
+def test_a_missing_file_from_memory_names_the_path_resolved_against_base(shoot: Path) -> None:
+    """The error shows where the server looked, so the caller can see a wrong base."""
+    with pytest.raises(ManifestError) as caught:
+        manifest_from_document([image(path="photos/nope.jpg")], base=shoot)
+    assert str(caught.value) == (
+        f"request body: [0].path: file not found: {(shoot / 'photos' / 'nope.jpg').resolve()}"
+    )
+
+
+def test_a_good_document_from_memory_loads_like_the_same_json_file(shoot: Path) -> None:
+    """A full request body gives the file's Manifest, except source (base) and default shoot id."""
+    document = {
+        "shootId": "wedding",
+        "providerId": "anthropic",
+        "prompt": "Rate these",
+        "systemPrompt": "You are a photographer",
+        "mode": "fast",
+        "images": [
+            image(tags=["ceremony"], camera="X-T5"),
+            {"id": 2, "filename": "c.jpg", "url": "https://example.com/c.jpg"},
+        ],
+    }
+    from_memory = manifest_from_document(document, base=shoot)
+    from_file = load_manifest(write_json(shoot, document))
+    assert from_memory.source == shoot.resolve()
+    assert from_memory.images == from_file.images
+    assert (from_memory.shoot_id, from_memory.provider_id, from_memory.mode) == (
+        "wedding",
+        "anthropic",
+        "fast",
+    )
+    assert (from_memory.prompt, from_memory.system_prompt) == (
+        "Rate these",
+        "You are a photographer",
+    )
+    assert from_memory.images[0].metadata == {"camera": "X-T5"}
+    assert from_memory.images[1].id == "2"
+
+
+def test_a_document_from_memory_without_shoot_id_takes_the_given_default(shoot: Path) -> None:
+    """A bare list or a body without shootId gets `shoot_id` (default `shoot`), not a file stem."""
+    assert manifest_from_document([image()], base=shoot).shoot_id == "shoot"
+    body = {"images": [image()]}
+    assert manifest_from_document(body, base=shoot, shoot_id="job-7").shoot_id == "job-7"
+
+
+def test_a_huge_photo_from_memory_raises_no_decompression_bomb_warning(
+    shoot: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder
+) -> None:
+    """Memory documents get the same bomb tolerance as files."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 8)  # 12 px: a warning, not yet an error
+    assert len(manifest_from_document([image()], base=shoot).images) == 1
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_the_manifest_package_exports_its_public_names() -> None:
+    """`kullbatch.manifest` exposes the loaders and types, nothing private."""
+    assert set(manifest_package.__all__) == {
+        "IMAGE_SUFFIXES",
+        "MODES",
+        "Manifest",
+        "ManifestError",
+        "load_manifest",
+        "manifest_from_document",
+    }
+    assert all(hasattr(manifest_package, name) for name in manifest_package.__all__)

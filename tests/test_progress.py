@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import io
 import re
-from typing import TYPE_CHECKING
 
+import pytest
 from rich.console import Console
 
 from kullbatch import progress
 from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
-from kullbatch.progress import ProgressDisplay, eta_seconds, format_duration
-
-if TYPE_CHECKING:
-    import pytest
+from kullbatch.progress import ProgressDisplay, eta_seconds, format_duration, render_jobs
 
 JOB = "batch_1700000000000_abc123"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
@@ -310,6 +307,80 @@ def test_summary_of_a_fatal_job_shows_the_error() -> None:
     assert "--format xmp" not in text  # nothing rated, nothing to write
 
 
+def summary_row(text: str, label: str) -> str:
+    """The summary table's line whose label cell is `label` (the value, stripped of rules)."""
+    [line] = [line for line in text.splitlines() if re.match(rf"\W*{label}\b", line)]
+    return line.strip("│ ").split("│")[-1].strip()
+
+
+@pytest.mark.parametrize(
+    ("error", "names"),
+    [
+        ("openai: 401 Incorrect API key provided [check OPENAI_API_KEY]", "OPENAI_API_KEY"),
+        ("openai: set OPENAI_API_KEY in the environment", "OPENAI_API_KEY"),
+        (
+            "gemini: set GEMINI_API_KEY or GOOGLE_API_KEY in the environment",
+            "GEMINI_API_KEY or GOOGLE_API_KEY",
+        ),
+        (
+            "gemini: 400 API key not valid [API_KEY_INVALID] [check GEMINI_API_KEY or GOOGLE_API_KEY]",
+            "GEMINI_API_KEY or GOOGLE_API_KEY",
+        ),
+    ],
+)
+def test_a_fatal_job_with_nothing_rated_offers_the_variable_to_set_and_resume(
+    error: str, names: str
+) -> None:
+    """No `results` for an empty job: the summary says which variable to set, then resume."""
+    display = ProgressDisplay(100, JOB, "openai", terminal()[0], get_time=FakeClock())
+    text = summary_text(display, status(JobState.FAILED, 0, 0, error=error))
+    assert "kullbatch results" not in text
+    assert summary_row(text, "Fix") == f"set {names} in the environment"
+    assert summary_row(text, "Resume") == f"kullbatch resume {JOB}"
+    assert [
+        label for label, _ in progress._next_steps(status(JobState.FAILED, 0, 0, error=error))
+    ] == [
+        "Fix",
+        "Resume",
+    ]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "openai: model 'gpt-9' does not exist",
+        "gemini: 400 API key not valid [API_KEY_INVALID]",
+        "check your settings",
+        None,
+    ],
+)
+def test_a_fatal_job_naming_no_variable_offers_a_generic_fix_and_resume(error: str | None) -> None:
+    """An error code like API_KEY_INVALID is not taken for a variable to set."""
+    steps = dict(progress._next_steps(status(JobState.FAILED, 0, 0, error=error)))
+    assert steps == {
+        "Fix": "the problem that stopped the job",
+        "Resume": f"kullbatch resume {JOB}",
+    }
+
+
+def test_a_fatal_job_that_rated_some_images_offers_results_and_resume() -> None:
+    """Ratings already paid for are offered, and resume finishes the rest after the fix."""
+    steps = dict(
+        progress._next_steps(
+            status(JobState.FAILED, 40, 0, error="anthropic: credit balance is too low")
+        )
+    )
+    assert set(steps) == {"Results", "Sidecars", "Fix", "Resume"}
+    assert steps["Results"].startswith(f"kullbatch results {JOB}")
+    assert steps["Resume"] == f"kullbatch resume {JOB}"
+
+
+def test_a_completed_job_whose_images_all_failed_still_offers_results() -> None:
+    """The results list each image's error, so they are worth reading even with none rated."""
+    steps = dict(progress._next_steps(status(JobState.COMPLETED, 0, 100)))
+    assert set(steps) == {"Results"}
+
+
 def test_summary_of_an_economy_job_offers_to_watch_it() -> None:
     """A submitted batch is still running at the provider."""
     display = ProgressDisplay(100, JOB, "openai", terminal()[0], get_time=FakeClock())
@@ -323,6 +394,124 @@ def test_print_summary_prints_on_the_display_console() -> None:
     display = ProgressDisplay(100, JOB, "openai", console, get_time=FakeClock())
     display.print_summary(status(), 10.0)
     assert f"kullbatch results {JOB}" in plain(out)
+
+
+# --- kullbatch jobs ---------------------------------------------------------------------------
+
+SHOOT = "wedding-2025-smith-jones-ceremony"
+JOB_ROWS = [
+    (JobState.COMPLETED, 9998, 10000, 2),
+    (JobState.INTERRUPTED, 40, 100, 0),
+    (JobState.PROCESSING, 523, 1000, 12),
+    (JobState.CANCELLED, 7, 250, 1),
+    (JobState.FAILED, 0, 100000, 0),
+    (JobState.SUBMITTED, 0, 3, 0),
+]
+
+
+def job_statuses() -> list[JobStatus]:
+    """One job per state, each with its own 26-character id and counts."""
+    return [
+        status(state, rated, failed).model_copy(
+            update={
+                "jobId": f"batch_176435000000{index}_ab12cd",
+                "shootId": SHOOT,
+                "providerId": "openai-compatible",
+                "totalImages": total,
+                "createdAt": "2025-11-28T17:33:20.123Z",
+            }
+        )
+        for index, (state, rated, total, failed) in enumerate(JOB_ROWS)
+    ]
+
+
+def jobs_text(console: Console) -> str:
+    render_jobs(job_statuses(), console)
+    assert isinstance(console.file, io.StringIO)
+    return ANSI.sub("", console.file.getvalue())
+
+
+def assert_every_job_whole(text: str, width: int | None = None) -> None:
+    """Each job's line holds its full id, full status word, rated/total and failed count."""
+    lines = text.splitlines()
+    for job in job_statuses():
+        [line] = [line for line in lines if job.jobId in line]
+        words = line.split()
+        assert job.status.value in words, line
+        assert f"{job.processedImages}/{job.totalImages}" in words, line
+        assert str(job.failedImages) in words, line
+    if width is not None:
+        assert all(len(line) <= width for line in lines), text
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_jobs_keep_id_status_and_counts_whole_in_a_narrow_terminal(width: int) -> None:
+    """At 80 and 60 columns no job id, status word or count is cut to `compl…`."""
+    text = jobs_text(Console(file=io.StringIO(), width=width, force_terminal=True))
+    assert_every_job_whole(text, width)
+    assert "compl…" not in text
+
+
+def test_jobs_in_a_pipe_fit_80_columns_without_escape_codes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Piped (not a terminal, no COLUMNS), the table fits 80 columns, whole and plain."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    console = Console(file=io.StringIO())
+    assert not console.is_terminal
+    render_jobs(job_statuses(), console)
+    assert isinstance(console.file, io.StringIO)
+    text = console.file.getvalue()
+    assert "\x1b" not in text
+    assert_every_job_whole(text, 80)
+
+
+def test_jobs_on_a_wide_terminal_show_shoot_provider_and_created_time() -> None:
+    """With room, nothing is dropped: shoot, provider and the created minute are shown."""
+    text = jobs_text(Console(file=io.StringIO(), width=140, force_terminal=True))
+    assert_every_job_whole(text, 140)
+    assert SHOOT in text
+    assert "openai-compatible" in text
+    assert "2025-11-28 17:33" in text
+
+
+def test_jobs_drop_created_time_then_provider_before_shortening_the_shoot() -> None:
+    """At 100 columns the shoot id is whole but provider and created time are gone."""
+    text = jobs_text(Console(file=io.StringIO(), width=100, force_terminal=True))
+    assert_every_job_whole(text, 100)
+    assert SHOOT in text
+    assert "openai-compatible" not in text
+    assert "17:33" not in text
+
+
+def test_jobs_at_80_columns_shorten_the_shoot_id_with_an_ellipsis() -> None:
+    """The shoot id gives way first among what remains, ending in `…` to say it was cut."""
+    text = jobs_text(Console(file=io.StringIO(), width=80, force_terminal=True))
+    assert SHOOT not in text
+    assert re.search(r"wedding-2025-\S*…", text), text
+
+
+def test_jobs_at_60_columns_drop_the_shoot_column() -> None:
+    """Too narrow even for a shortened shoot id, the table keeps only the four figures."""
+    text = jobs_text(Console(file=io.StringIO(), width=60, force_terminal=True))
+    assert "wedd" not in text
+    assert text.splitlines()[0].split() == ["job", "status", "rated", "failed"]
+
+
+def test_jobs_narrower_than_the_figures_print_one_unbroken_line_each() -> None:
+    """Below the four figures' width, each job is one line the terminal may wrap, never cut."""
+    text = jobs_text(Console(file=io.StringIO(), width=40, force_terminal=True))
+    assert_every_job_whole(text)
+    assert len(text.splitlines()) == len(JOB_ROWS)
+    assert "523/1000 rated  12 failed" in text
+
+
+def test_no_jobs_yet_says_how_to_start_one() -> None:
+    """An empty store prints a hint instead of an empty table."""
+    console = Console(file=io.StringIO(), width=80)
+    render_jobs([], console)
+    assert isinstance(console.file, io.StringIO)
+    assert "kullbatch process SOURCE" in console.file.getvalue()
 
 
 def test_module_exports_are_what_all_lists() -> None:

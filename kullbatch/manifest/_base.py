@@ -1,0 +1,232 @@
+"""What every manifest format shares: the error, the result, and the checks on one image."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
+
+from PIL import Image, UnidentifiedImageError
+
+from kullbatch.models import ImageInput
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import BinaryIO
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
+MODES = ("fast", "economy")
+
+# Pillow cannot read HEIC/HEIF without a plugin, so those are recognised by their ISO-BMFF brand.
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "list",
+    dict: "object",
+}
+_SHOW_MAX = 60
+
+
+class ManifestError(ValueError):
+    """A shoot that cannot be loaded; str() is one line: source, location, problem.
+
+    `file` is the manifest's path, or the name given to a document from memory
+    (``request body``).
+    """
+
+    def __init__(self, file: Path | str, location: str | None, problem: str) -> None:
+        self.file = file
+        self.location = location
+        self.problem = problem
+        where = f"{file}: {location}" if location else str(file)
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A loaded shoot; the optional fields come from a JSON request body, else stay None.
+
+    `source` is the manifest file, the folder of images, or for a document from memory the
+    folder its relative paths start at.
+    """
+
+    source: Path
+    shoot_id: str
+    images: list[ImageInput]
+    provider_id: str | None = None
+    prompt: str | None = None
+    system_prompt: str | None = None
+    mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Spot:
+    """A place in a manifest (``images[3]``, ``line 7``) that names its fields the format's way."""
+
+    place: str
+    csv: bool = False
+
+    def at(self, field: str) -> str:
+        return f"{self.place}, column {field!r}" if self.csv else f"{self.place}.{field}"
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """One image's raw values, before the checks every format shares."""
+
+    id: object
+    filename: object
+    url: object
+    path: object
+    metadata: dict[str, Any]
+    tags: list[str]
+
+
+class Loader:
+    """What every format shares: the name errors give, where paths start, which ids are taken."""
+
+    def __init__(self, name: Path | str, base: Path) -> None:
+        self.name = name
+        self.base = base
+        self.seen: dict[str, str] = {}
+
+    def fail(self, location: str | None, problem: str) -> NoReturn:
+        raise ManifestError(self.name, location, problem)
+
+    def image(self, spot: Spot, fields: Fields) -> ImageInput:
+        """Check one manifest entry; the id comes first so a duplicate is caught before any I/O."""
+        image_id = self._id(spot, fields.id)
+        filename = self._text(spot, "filename", fields.filename)
+        has_url = fields.url not in {None, ""}
+        has_path = fields.path not in {None, ""}
+        if has_url and has_path:
+            self.fail(spot.place, "has both 'url' and 'path'; give one of them")
+        if not (has_url or has_path):
+            self.fail(spot.place, "needs a 'url' or a 'path'")
+        url = self._url(spot, fields.url) if has_url else None
+        path = None if has_url else self._path(spot, fields.path)
+        return ImageInput(
+            id=image_id,
+            filename=filename,
+            url=url,
+            path=path,
+            metadata=fields.metadata,
+            tags=fields.tags,
+        )
+
+    def finish(self, images: list[ImageInput], location: str | None) -> list[ImageInput]:
+        if not images:
+            self.fail(location, "no images; the manifest lists none")
+        return images
+
+    def read_text(self, source: Path) -> str:
+        """Read the whole manifest as UTF-8 (a BOM from Excel is fine); manifests are small."""
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            self.fail(None, f"cannot read: {exc.strerror or exc}")
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            self.fail(f"line {line}", "is not UTF-8 text; save the manifest as UTF-8")
+
+    def _id(self, spot: Spot, value: object) -> str:
+        """Ids are strings; ints are accepted because spreadsheets and scripts love numbering."""
+        where = spot.at("id")
+        if value is None:
+            self.fail(where, "missing; every image needs an id")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.fail(where, f"must be a string, got {json_type(value)}")
+        image_id = str(value)
+        if not image_id.strip():
+            self.fail(where, "is empty; every image needs an id")
+        first = self.seen.get(image_id)
+        if first is not None:
+            self.fail(where, f"{show(image_id)} duplicates {first}")
+        self.seen[image_id] = spot.place
+        return image_id
+
+    def _text(self, spot: Spot, field: str, value: object) -> str:
+        if value is None:
+            self.fail(spot.at(field), "missing")
+        if not isinstance(value, str):
+            self.fail(spot.at(field), f"must be a string, got {json_type(value)}")
+        if not value.strip():
+            self.fail(spot.at(field), "is empty")
+        return value
+
+    def _url(self, spot: Spot, value: object) -> str:
+        url = self._text(spot, "url", value)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            parts = urlsplit("")
+        if parts.scheme.lower() not in {"http", "https"} or not parts.netloc:
+            self.fail(spot.at("url"), f"must be an http(s) URL, got {show(url)}")
+        return url
+
+    def _path(self, spot: Spot, value: object) -> Path:
+        """Relative paths start at the manifest's folder, not at wherever the CLI was run."""
+        text = self._text(spot, "path", value)
+        try:
+            path = (self.base / Path(text).expanduser()).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.fail(spot.at("path"), f"cannot resolve {show(text)}: {exc}")
+        problem = probe(path)
+        if problem is not None:
+            self.fail(spot.at("path"), f"{problem}: {path}")
+        return path
+
+
+@contextmanager
+def photos_not_bombs() -> Iterator[None]:
+    """Silence Pillow's bomb warning: a 150-megapixel medium-format frame is a photo."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def probe(path: Path) -> str | None:
+    """Say why `path` is not a usable image, or None; only the header is read, so it stays fast."""
+    try:
+        with path.open("rb") as handle:
+            return _probe_header(handle)
+    except FileNotFoundError:
+        return "file not found"
+    except IsADirectoryError:
+        return "is a folder, not an image file"
+    except (OSError, ValueError) as exc:
+        return f"cannot read ({getattr(exc, 'strerror', None) or exc})"
+
+
+def _probe_header(handle: BinaryIO) -> str | None:
+    head = handle.read(12)
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return None
+    handle.seek(0)
+    try:
+        with Image.open(handle):
+            return None
+    except Image.DecompressionBombError:
+        return None  # huge, but an image: sizing it down is images.py's job
+    except (UnidentifiedImageError, OSError, ValueError):
+        return "not an image Pillow can read"
+
+
+def json_type(value: object) -> str:
+    """Name a value's type the way a JSON author thinks of it."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def show(value: object) -> str:
+    """Quote a value for a one-line message, cut short so a huge cell cannot flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
