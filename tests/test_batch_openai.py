@@ -351,3 +351,30 @@ async def test_every_split_file_is_accepted_by_a_server_with_that_byte_limit(ses
         found |= results
     assert len(fake.uploads) == 3 and fake.batch_creates == 3
     assert sorted(found) == [line.custom_id for line in shoot]
+
+
+async def test_a_refused_cancel_of_a_running_batch_is_raised(session):
+    """Only a batch that has ended meanwhile turns a refused cancel into its final state."""
+    running = {"id": "b1", "status": "in_progress", "request_counts": {"total": 2}}
+    refusal = {"error": {"message": "Cannot cancel this batch right now.", "code": None}}
+    with aioresponses() as mocked:
+        mocked.post(f"{BASE}/batches/b1/cancel", status=400, body=json.dumps(refusal))
+        mocked.get(f"{BASE}/batches/b1", status=200, body=json.dumps(running))
+        with pytest.raises(FatalJobError, match="Cannot cancel this batch right now"):
+            await batch.cancel(session, BASE, HEADERS, "b1")
+
+
+def test_a_result_line_with_neither_response_nor_error_is_an_errored_line():
+    """The photo gets a clear message instead of disappearing."""
+    found = batch._lines(b'{"custom_id": "a", "response": null, "error": null}\n', "file-1")
+    assert found["a"] == LineFailure("a", "errored", "the line has neither a response nor an error")
+
+
+def test_a_batch_cancelled_error_line_is_a_cancelled_result():
+    """Should OpenAI list requests a cancel dropped, they read as cancelled, not errored."""
+    raw = b'{"custom_id": "a", "response": null, "error": {"code": "batch_cancelled", "message": "Cancelled."}}\n'
+    [(custom_id, result)] = batch._lines(raw, "file-1").items()
+    assert (custom_id, result) == (
+        "a",
+        LineFailure("a", "cancelled", "batch_cancelled: Cancelled.", error_type="batch_cancelled"),
+    )
