@@ -1,0 +1,343 @@
+"""A local OpenAI Batch API: file upload, batches that move on with each poll, result files.
+
+Real HTTP on 127.0.0.1 with the real shapes (providers.md section 1): the bearer key is
+checked on every call (401 `invalid_api_key` otherwise); `POST /v1/files` takes a multipart
+upload (purpose `batch`, a `.jsonl` name, at most `max_file_bytes`); the batch validates every
+line (custom_id, method, url, body; unique ids; one model; at most `max_requests` lines) and
+ends `failed` with `errors.data` when one is wrong. Results come as an output file (answers)
+and an error file (error answers, `batch_expired` lines), in a random order.
+
+Knobs: `answer` (per request: the model's text or a `LineError`), `polls_per_state`,
+`expire_after` (the window ends with that many requests finished), `fail_validation` (a
+message), `seed` (None keeps the input order), `max_requests`, `max_file_bytes`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from fake_batch_shared import (
+    AnswerFn,
+    FakeBatch,
+    LineError,
+    Seen,
+    default_answer,
+    new_id,
+    recording_middleware,
+    shuffled,
+)
+
+KEY = "sk-proj-BATCHtestKEY0123456789abcdef"
+ENDPOINT = "/v1/chat/completions"
+EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+
+
+def openai_error(status: int, message: str, code: str | None = None) -> web.Response:
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+    return web.json_response(body, status=status)
+
+
+def completion(text: str, model: str) -> dict[str, Any]:
+    """A chat.completion as the Batch API returns it in `response.body`."""
+    message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 812, "completion_tokens": 64, "total_tokens": 876},
+        "service_tier": "default",
+    }
+
+
+@dataclass
+class Upload:
+    file_id: str
+    size: int
+    lines: int
+
+
+class FakeOpenAIBatches:
+    """One fake OpenAI account: its files, its batches, and every request it received."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = KEY,
+        answer: AnswerFn = default_answer,
+        polls_per_state: int = 1,
+        expire_after: int | None = None,
+        fail_validation: str | None = None,
+        seed: int | None = 0,
+        max_requests: int = 50_000,
+        max_file_bytes: int = 200 * 1024 * 1024,
+    ) -> None:
+        self.api_key = api_key
+        self.answer = answer
+        self.polls_per_state = polls_per_state
+        self.expire_after = expire_after
+        self.fail_validation = fail_validation
+        self.seed = seed
+        self.max_requests = max_requests
+        self.max_file_bytes = max_file_bytes
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, FakeBatch] = {}
+        self.batch_files: dict[str, tuple[str | None, str | None]] = {}
+        self.metadata: dict[str, dict[str, str]] = {}
+        self.uploads: list[Upload] = []
+        self.seen: list[Seen] = []
+        self.base_url = ""
+
+    async def start(self, aiohttp_server: Any) -> FakeOpenAIBatches:
+        app = web.Application(
+            client_max_size=self.max_file_bytes + 1024 * 1024,
+            middlewares=[recording_middleware(self.seen)],
+        )
+        app.router.add_post("/v1/files", self._upload)
+        app.router.add_get("/v1/files/{id}/content", self._content)
+        app.router.add_post("/v1/batches", self._create)
+        app.router.add_get("/v1/batches/{id}", self._get)
+        app.router.add_post("/v1/batches/{id}/cancel", self._cancel)
+        server = await aiohttp_server(app, host="127.0.0.1")
+        self.base_url = str(server.make_url("/v1"))
+        return self
+
+    @property
+    def bytes_uploaded(self) -> int:
+        return sum(upload.size for upload in self.uploads)
+
+    @property
+    def batch_creates(self) -> int:
+        return sum(1 for s in self.seen if s.method == "POST" and s.path == "/v1/batches")
+
+    def per_photo_requests(self) -> int:
+        return sum(1 for s in self.seen if s.path.endswith("/chat/completions"))
+
+    # --- handlers ---------------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def _unauthorized(self) -> web.Response:
+        return openai_error(401, "Incorrect API key provided: sk-wr***ng.", "invalid_api_key")
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        form = await request.post()
+        upload = form.get("file")
+        if form.get("purpose") != "batch":
+            return openai_error(400, "purpose: expected 'batch' for a batch input file")
+        if not isinstance(upload, web.FileField) or not upload.filename.endswith(".jsonl"):
+            return openai_error(400, "Invalid file format for Batch API. Must be .jsonl")
+        data = upload.file.read()
+        if len(data) > self.max_file_bytes:
+            return openai_error(
+                400,
+                f"File is too large: {len(data)} bytes, over the {self.max_file_bytes}-byte limit.",
+            )
+        file_id = new_id("file-")
+        self.files[file_id] = data
+        self.uploads.append(Upload(file_id, len(data), data.count(b"\n")))
+        return web.json_response(
+            {
+                "object": "file",
+                "id": file_id,
+                "purpose": "batch",
+                "filename": upload.filename,
+                "bytes": len(data),
+                "created_at": int(time.time()),
+                "status": "processed",
+            }
+        )
+
+    async def _content(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        data = self.files.get(request.match_info["id"])
+        if data is None:
+            return openai_error(404, f"No such File object: {request.match_info['id']}")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _create(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        payload = await request.json()
+        data = self.files.get(payload.get("input_file_id", ""))
+        if data is None:
+            return openai_error(404, f"No such File object: {payload.get('input_file_id')}")
+        if payload.get("endpoint") != ENDPOINT or payload.get("completion_window") != "24h":
+            return openai_error(400, "endpoint must be /v1/chat/completions, window 24h")
+        requests, problems = self._validate(data)
+        if self.fail_validation is not None:
+            problems.append({"code": "invalid_request", "message": self.fail_validation})
+        batch = FakeBatch(
+            new_id("batch_"),
+            requests,
+            self.answer,
+            self.polls_per_state,
+            self.expire_after,
+            failure=json.dumps(problems) if problems else None,
+        )
+        self.batches[batch.id] = batch
+        self.batch_files[batch.id] = (None, None)
+        self.metadata[batch.id] = payload.get("metadata") or {}
+        return web.json_response(self._batch_json(batch, payload["input_file_id"]))
+
+    async def _get(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return openai_error(404, f"No batch found with id '{request.match_info['id']}'.")
+        batch.tick()
+        self._settle(batch)
+        return web.json_response(self._batch_json(batch))
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return self._unauthorized()
+        batch = self.batches.get(request.match_info["id"])
+        if batch is None:
+            return openai_error(404, f"No batch found with id '{request.match_info['id']}'.")
+        if batch.done:
+            return openai_error(400, f"Cannot cancel a batch with status '{batch.phase}'.")
+        batch.cancel()
+        return web.json_response(self._batch_json(batch))
+
+    # --- the batch ----------------------------------------------------------------------------
+
+    def _validate(self, data: bytes) -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
+        """The lines as (custom_id, body), and what the real validation step would report."""
+        requests: list[tuple[str, dict[str, Any]]] = []
+        problems: list[dict[str, Any]] = []
+        models: set[str] = set()
+        for number, raw in enumerate(data.splitlines(), start=1):
+            problem = self._line_problem(raw, {cid for cid, _ in requests})
+            if problem:
+                problems.append({"code": "invalid_request", "message": problem, "line": number})
+                continue
+            line = json.loads(raw)
+            models.add(line["body"].get("model", ""))
+            requests.append((line["custom_id"], line["body"]))
+        if len(models) > 1:
+            problems.append(
+                {
+                    "code": "mismatched_model",
+                    "line": None,
+                    "message": f"All requests must use the same model, got {sorted(models)}",
+                }
+            )
+        if len(requests) > self.max_requests:
+            problems.append(
+                {
+                    "code": "too_many_requests",
+                    "line": None,
+                    "message": f"The batch input file has {len(requests)} requests, "
+                    f"over the {self.max_requests} maximum.",
+                }
+            )
+        return requests, problems
+
+    @staticmethod
+    def _line_problem(raw: bytes, earlier: set[str]) -> str | None:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            return "This line is not parseable as valid JSON."
+        if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+            return "Missing required parameter: 'custom_id'."
+        if line.get("method") != "POST" or line.get("url") != ENDPOINT:
+            return (
+                f"The URL provided for this request does not match the batch endpoint {ENDPOINT}."
+            )
+        if not isinstance(line.get("body"), dict) or "model" not in line["body"]:
+            return "Missing required parameter: 'body.model'."
+        if line["custom_id"] in earlier:
+            return "The custom_id for this request is a duplicate of another request."
+        return None
+
+    def _settle(self, batch: FakeBatch) -> None:
+        """Write the output and error files once the batch has ended with requests run."""
+        if not batch.done or batch.phase == "failed" or self.batch_files[batch.id] != (None, None):
+            return
+        models = {cid: body.get("model", "gpt-test") for cid, body in batch.requests}
+        good: list[bytes] = []
+        bad: list[bytes] = []
+        for custom_id, outcome in batch.outcomes.items():
+            line = _result_line(custom_id, outcome, models[custom_id])
+            (bad if isinstance(outcome, LineError) else good).append(line)
+        if batch.phase == "expired":
+            for custom_id in batch.unfinished:
+                error = {"code": "batch_expired", "message": EXPIRED_MESSAGE}
+                bad.append(_line(custom_id, None, error))
+        output = self._store(shuffled(good, self.seed)) if good else None
+        errors = self._store(shuffled(bad, self.seed)) if bad else None
+        self.batch_files[batch.id] = (output, errors)
+
+    def _store(self, data: bytes) -> str:
+        file_id = new_id("file-")
+        self.files[file_id] = data
+        return file_id
+
+    def _batch_json(self, batch: FakeBatch, input_file_id: str | None = None) -> dict[str, Any]:
+        output, errors = self.batch_files[batch.id]
+        succeeded, errored = batch.counts()
+        expired = len(batch.unfinished) if batch.phase == "expired" else 0
+        validated = batch.phase != "validating"
+        failure = json.loads(batch.failure) if batch.phase == "failed" and batch.failure else None
+        return {
+            "id": batch.id,
+            "object": "batch",
+            "endpoint": ENDPOINT,
+            "errors": {"object": "list", "data": failure} if failure else None,
+            "input_file_id": input_file_id or "file-input",
+            "completion_window": "24h",
+            "status": batch.phase,
+            "output_file_id": output,
+            "error_file_id": errors,
+            "created_at": int(time.time()),
+            "metadata": self.metadata.get(batch.id, {}),
+            "request_counts": {
+                "total": len(batch.requests) if validated else 0,
+                "completed": succeeded,
+                "failed": errored + expired,
+            },
+        }
+
+
+def _line(custom_id: str, response: dict[str, Any] | None, error: Any) -> bytes:
+    record = {
+        "id": new_id("batch_req_"),
+        "custom_id": custom_id,
+        "response": response,
+        "error": error,
+    }
+    return json.dumps(record).encode()
+
+
+def _result_line(custom_id: str, outcome: str | LineError, model: str) -> bytes:
+    if isinstance(outcome, LineError):
+        body = {
+            "error": {
+                "message": outcome.message,
+                "type": outcome.type,
+                "param": None,
+                "code": outcome.code,
+            }
+        }
+        response = {"status_code": outcome.status, "request_id": new_id("req_"), "body": body}
+    else:
+        response = {
+            "status_code": 200,
+            "request_id": new_id("req_"),
+            "body": completion(outcome, model),
+        }
+    return _line(custom_id, response, None)

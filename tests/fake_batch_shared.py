@@ -1,0 +1,157 @@
+"""What the two batch fakes share: answers, scripted line errors, a batch moved on by polls.
+
+Time is the number of polls, never the wall clock: each GET of a batch is one tick, and a
+state lasts `polls_per_state` ticks (validating -> in_progress -> finalizing -> completed for
+OpenAI; in_progress -> ended for Anthropic). While in progress, each tick finishes an equal
+share of the requests, so a cancel or an expiry part-way leaves some finished and some not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class LineError:
+    """The error one request gets instead of an answer (default: OpenAI/Anthropic's bad image)."""
+
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str | None = "invalid_image"
+    message: str = "The image data you provided does not represent a valid image."
+
+
+# What the model says for one request: its text (the rating JSON), or an error for the line.
+Outcome = str | LineError
+AnswerFn = Callable[[str, dict[str, Any]], Outcome]
+
+
+def rating_for(custom_id: str) -> dict[str, Any]:
+    """A valid rating (RATING_SCHEMA) that depends on the request, so a mix-up shows."""
+    stars = sum(map(ord, custom_id)) % 5 + 1
+    return {
+        "starRating": stars,
+        "colorLabel": "green" if stars >= 4 else "yellow",
+        "title": f"photo {custom_id}",
+        "description": f"the photo sent as {custom_id}",
+        "tags": ["batch", custom_id.lower()],
+    }
+
+
+def default_answer(custom_id: str, body: dict[str, Any]) -> Outcome:
+    return json.dumps(rating_for(custom_id))
+
+
+def errors_for(ids: set[str], error: LineError | None = None) -> AnswerFn:
+    """An answer function: the listed requests get `error`, the others a rating."""
+    wrong = error or LineError()
+
+    def answer(custom_id: str, body: dict[str, Any]) -> Outcome:
+        return wrong if custom_id in ids else default_answer(custom_id, body)
+
+    return answer
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+@dataclass
+class Seen:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    size: int
+
+
+@dataclass
+class FakeBatch:
+    """A batch's life, ticked by polls; provider-neutral phase names (OpenAI's)."""
+
+    id: str
+    requests: list[tuple[str, dict[str, Any]]]
+    answer: AnswerFn
+    polls_per_state: int = 1
+    expire_after: int | None = None  # the window ends with this many requests finished
+    failure: str | None = None  # validation fails with this message
+    phase: str = "validating"
+    finalizing: bool = True
+    polls: int = 0
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    cancel_requested: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.phase in {"completed", "failed", "expired", "cancelled"}
+
+    @property
+    def unfinished(self) -> list[str]:
+        return [cid for cid, _ in self.requests if cid not in self.outcomes]
+
+    def counts(self) -> tuple[int, int]:
+        """(succeeded, errored) so far."""
+        errored = sum(isinstance(outcome, LineError) for outcome in self.outcomes.values())
+        return len(self.outcomes) - errored, errored
+
+    def tick(self) -> None:
+        """One poll's worth of time."""
+        self.polls += 1
+        if self.phase == "cancelling":
+            self._enter("cancelled")
+        elif self.phase == "validating" and self.polls >= self.polls_per_state:
+            self._enter("failed" if self.failure else "in_progress")
+        elif self.phase == "in_progress":
+            self._work()
+        elif self.phase == "finalizing" and self.polls >= self.polls_per_state:
+            self._enter("completed")
+
+    def cancel(self) -> None:
+        if not self.done:
+            self.cancel_requested = True
+            self._enter("cancelling")
+
+    def _work(self) -> None:
+        share = math.ceil(len(self.requests) / self.polls_per_state)
+        limit = len(self.requests) if self.expire_after is None else self.expire_after
+        for custom_id, body in self.requests:
+            if share == 0 or len(self.outcomes) >= limit:
+                break
+            if custom_id not in self.outcomes:
+                self.outcomes[custom_id] = self.answer(custom_id, body)
+                share -= 1
+        if self.polls >= self.polls_per_state:
+            if self.unfinished:
+                self._enter("expired")
+            else:
+                self._enter("finalizing" if self.finalizing else "completed")
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self.polls = 0
+
+
+def shuffled(lines: list[bytes], seed: int | None) -> bytes:
+    """Result lines as JSONL, in a random order unless `seed` is None."""
+    if seed is not None:
+        random.Random(seed).shuffle(lines)
+    return b"".join(line + b"\n" for line in lines)
+
+
+def recording_middleware(seen: list[Seen]) -> Any:
+    """Every request, known route or not, so a test can say "no per-photo requests"."""
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        seen.append(Seen(request.method, request.path, request.content_length or 0))
+        return await handler(request)
+
+    return record

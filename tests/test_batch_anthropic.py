@@ -1,0 +1,332 @@
+"""The Anthropic Message Batches client against a local fake of the API, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from fake_batch_anthropic import KEY, FakeAnthropicBatches
+from fake_batch_shared import LineError, errors_for, rating_for
+
+from kullbatch.providers import batch_anthropic as batch
+from kullbatch.providers.anthropic import parse_answer
+from kullbatch.providers.base import FatalJobError, PermanentImageError, Transient
+from kullbatch.providers.batch_common import (
+    BatchInfo,
+    BatchLine,
+    LineFailure,
+    LineResult,
+    LineSuccess,
+)
+from kullbatch.providers.http import HTTPAnswer
+
+HEADERS = batch.batch_headers(KEY)
+MODEL = "claude-haiku-4-5"
+
+
+def params(text: str = "Rate this photo.") -> dict[str, Any]:
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AAAA"},
+    }
+    content = [image, {"type": "text", "text": text}]
+    return {"model": MODEL, "max_tokens": 1024, "messages": [{"role": "user", "content": content}]}
+
+
+def lines(count: int) -> list[BatchLine]:
+    return [BatchLine(f"img-{n:03d}", params(f"photo {n}")) for n in range(count)]
+
+
+@pytest.fixture
+async def session() -> Any:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+def serve(aiohttp_server: Any) -> Any:
+    async def start(**knobs: Any) -> FakeAnthropicBatches:
+        return await FakeAnthropicBatches(**knobs).start(aiohttp_server)
+
+    return start
+
+
+async def poll(session, fake, info: BatchInfo) -> list[BatchInfo]:
+    seen = [info]
+    for _ in range(50):
+        if seen[-1].done:
+            return seen
+        seen.append(await batch.get(session, fake.base_url, HEADERS, info.id))
+    raise AssertionError("the batch never ended")
+
+
+async def run(session, fake, shoot) -> tuple[BatchInfo, dict[str, LineResult]]:
+    created = await batch.create(session, fake.base_url, HEADERS, shoot)
+    final = (await poll(session, fake, created))[-1]
+    return final, await batch.results(session, fake.base_url, HEADERS, final)
+
+
+async def test_a_shoot_runs_through_create_polls_and_results_matched_by_custom_id(session, serve):
+    """Each Message comes back under its own custom_id although the results are shuffled."""
+    fake = await serve(polls_per_state=3)
+    shoot = lines(12)
+    created = await batch.create(session, fake.base_url, HEADERS, shoot)
+    polls = await poll(session, fake, created)
+    assert [info.state for info in polls] == ["in_progress"] * 3 + ["completed"]
+    assert polls[1].counts.processing == 12 and polls[1].counts.succeeded == 0
+    final = polls[-1]
+    assert (final.counts.total, final.counts.succeeded, final.counts.processing) == (12, 12, 0)
+    found = await batch.results(session, fake.base_url, HEADERS, final)
+    assert set(found) == {line.custom_id for line in shoot}
+    for custom_id, result in found.items():
+        assert isinstance(result, LineSuccess) and result.status == 200
+        assert parse_answer(result.answer()).rating.model_dump() == rating_for(custom_id)
+    assert fake.batch_creates == 1 and fake.per_photo_requests() == 0
+    assert [s.path for s in fake.seen if s.method == "POST"] == ["/v1/messages/batches"]
+
+
+async def test_results_are_empty_until_the_batch_has_ended(session, serve):
+    """No results_url yet means nothing to fetch, not an error."""
+    fake = await serve(polls_per_state=2)
+    created = await batch.create(session, fake.base_url, HEADERS, lines(2))
+    assert created.results_url is None
+    assert await batch.results(session, fake.base_url, HEADERS, created) == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "status"),
+    [
+        (
+            LineError(400, "invalid_request_error", None, "Could not process image"),
+            PermanentImageError,
+            400,
+        ),
+        (
+            LineError(
+                400, "invalid_request_error", None, "output_config: Extra inputs are not permitted"
+            ),
+            FatalJobError,
+            400,
+        ),
+        (LineError(500, "api_error", None, "Internal server error"), Transient, 500),
+        (LineError(529, "overloaded_error", None, "Overloaded"), Exception, 529),
+    ],
+)
+async def test_errored_lines_keep_the_error_type_and_classify_like_fast_mode(
+    session, serve, error, kind, status
+):
+    """An image error fails that photo; a request error stops the job; server errors retry."""
+    fake = await serve(answer=errors_for({"img-001"}, error))
+    info, found = await run(session, fake, lines(3))
+    assert info.state == "completed"
+    assert (info.counts.succeeded, info.counts.failed) == (2, 1)
+    failure = found["img-001"]
+    assert isinstance(failure, LineFailure)
+    assert (failure.kind, failure.error_type, failure.status) == ("errored", error.type, status)
+    assert failure.message == f"{error.type}: {error.message}"
+    assert isinstance(batch.classify_line(failure), kind)
+
+
+async def test_an_expired_batch_keeps_the_finished_answers_and_marks_the_rest_expired(
+    session, serve
+):
+    """Anthropic ends the batch with `expired` results; the state is completed, counts say so."""
+    fake = await serve(polls_per_state=2, expire_after=2)
+    info, found = await run(session, fake, lines(5))
+    assert info.state == "completed"
+    assert (info.counts.succeeded, info.counts.expired) == (2, 3)
+    expired = [r for r in found.values() if isinstance(r, LineFailure)]
+    assert len(expired) == 3 and {r.kind for r in expired} == {"expired"}
+    assert all(r.answer() is None for r in expired)
+    assert isinstance(batch.classify_line(expired[0]), Transient)
+
+
+async def test_cancel_goes_through_canceling_to_cancelled_and_keeps_finished_answers(
+    session, serve
+):
+    """Requests finished before the cancel are returned; the others come back `canceled`."""
+    fake = await serve(polls_per_state=2)
+    created = await batch.create(session, fake.base_url, HEADERS, lines(4))
+    half = await batch.get(session, fake.base_url, HEADERS, created.id)
+    assert half.state == "in_progress"
+    cancelling = await batch.cancel(session, fake.base_url, HEADERS, created.id)
+    assert cancelling.state == "cancelling"
+    final = (await poll(session, fake, cancelling))[-1]
+    assert final.state == "cancelled"
+    assert (final.counts.succeeded, final.counts.cancelled) == (2, 2)
+    found = await batch.results(session, fake.base_url, HEADERS, final)
+    assert sorted(k for k, r in found.items() if isinstance(r, LineSuccess)) == [
+        "img-000",
+        "img-001",
+    ]
+    assert {r.kind for r in found.values() if isinstance(r, LineFailure)} == {"cancelled"}
+
+
+async def test_cancelling_a_batch_that_already_ended_returns_it_as_it_is(session, serve):
+    """Nothing is left to stop; the batch's final state comes back."""
+    fake = await serve()
+    info, _ = await run(session, fake, lines(2))
+    assert (await batch.cancel(session, fake.base_url, HEADERS, info.id)).state == "completed"
+
+
+async def test_a_wrong_key_is_fatal_and_names_the_variable_without_the_key(session, serve):
+    """A 401 stops the job and tells the user which environment variable to fix."""
+    fake = await serve()
+    wrong = batch.batch_headers("sk-ant-wrong-key-0000")
+    with pytest.raises(FatalJobError) as caught:
+        await batch.create(session, fake.base_url, wrong, lines(1))
+    assert caught.value.message.startswith(
+        "anthropic HTTP 401 authentication_error: invalid x-api-key (request req_011C"
+    )
+    assert caught.value.message.endswith(") (check ANTHROPIC_API_KEY)")
+    assert "sk-ant-wrong-key-0000" not in caught.value.message
+
+
+async def test_a_refused_create_is_fatal_even_when_it_mentions_an_image(session, serve):
+    """A 400 on the create call is about the batch, never about one photo."""
+    fake = await serve()
+    with pytest.raises(FatalJobError) as caught:
+        await batch.create(session, fake.base_url, HEADERS, [BatchLine("has space", params())])
+    assert "requests.0.custom_id: String should match pattern" in caught.value.message
+    envelope = {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "requests.0.params.messages.0.content.0.image.source: Field required",
+        },
+    }
+    with aioresponses() as mocked:
+        mocked.post(
+            "https://api.anthropic.example/v1/messages/batches",
+            status=400,
+            body=json.dumps(envelope),
+        )
+        with pytest.raises(
+            FatalJobError, match=r"image.source: Field required.*itself was refused"
+        ):
+            await batch.create(session, "https://api.anthropic.example", HEADERS, lines(1))
+
+
+async def test_an_unknown_batch_is_fatal(session, serve):
+    """Polling a batch the workspace does not have cannot succeed later."""
+    fake = await serve()
+    with pytest.raises(FatalJobError, match="not_found_error"):
+        await batch.get(session, fake.base_url, HEADERS, "msgbatch_nope")
+
+
+async def test_a_results_url_on_another_host_is_not_followed_with_the_key(session, serve):
+    """The key only goes to the configured API host; the results are fetched from there."""
+    fake = await serve()
+    info, _ = await run(session, fake, lines(2))
+    elsewhere = BatchInfo(
+        info.id, info.state, info.counts, results_url="http://198.51.100.7/steal/results"
+    )
+    found = await batch.results(session, fake.base_url, HEADERS, elsewhere)
+    assert sorted(found) == ["img-000", "img-001"]
+
+
+def test_split_requests_measures_the_exact_json_of_the_create_call():
+    """The byte limit counts the envelope and the commas, as the API does."""
+    shoot = lines(5)
+    one = len(batch.encode_request(shoot[0]))
+    envelope = len(b'{"requests":[]}')
+    split = batch.split_requests(shoot, max_bytes=envelope + 2 * one + 1)
+    assert [len(part) for part in split.batches] == [2, 2, 1]
+    assert batch.split_requests(shoot, max_bytes=envelope + 2 * one).batches[0] == shoot[:1]
+    assert [len(p) for p in batch.split_requests(shoot, max_requests=4).batches] == [4, 1]
+
+
+async def test_the_measured_size_is_the_size_the_server_receives(session, serve):
+    """What split_requests counts is byte for byte what the create request carries."""
+    fake = await serve()
+    shoot = lines(3)
+    await batch.create(session, fake.base_url, HEADERS, shoot)
+    measured = len(b'{"requests":[]}') + sum(len(batch.encode_request(x)) for x in shoot) + 2
+    assert fake.created_bytes == [measured]
+
+
+def test_a_request_too_large_for_any_batch_is_reported():
+    """A photo whose request alone is over the limit fails alone, the others are batched."""
+    huge = BatchLine("huge", params("x" * 5000))
+    split = batch.split_requests([*lines(2), huge], max_bytes=2000)
+    assert [line.custom_id for line in split.batches[0]] == ["img-000", "img-001"]
+    assert [t.item.custom_id for t in split.too_large] == ["huge"]
+
+
+def batch_answer(**fields: Any) -> HTTPAnswer:
+    body = {"id": "msgbatch_1", "type": "message_batch", "results_url": None} | fields
+    return HTTPAnswer(200, {}, json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    ("status", "counts", "cancel_initiated_at", "state"),
+    [
+        ("in_progress", {"processing": 3}, None, "in_progress"),
+        ("canceling", {"processing": 3}, "2026-08-01T00:00:00Z", "cancelling"),
+        ("ended", {"succeeded": 2, "errored": 1}, None, "completed"),
+        ("ended", {"succeeded": 1, "expired": 2}, None, "completed"),
+        ("ended", {"canceled": 3}, None, "cancelled"),
+        ("ended", {"succeeded": 1, "canceled": 2}, "2026-08-01T00:00:00Z", "cancelled"),
+        ("ended", {"succeeded": 3}, "2026-08-01T00:00:00Z", "completed"),
+    ],
+)
+def test_processing_status_maps_onto_the_neutral_states(status, counts, cancel_initiated_at, state):
+    """`ended` is cancelled when a cancel dropped requests, else completed; expiry is a count."""
+    answer = batch_answer(
+        processing_status=status, request_counts=counts, cancel_initiated_at=cancel_initiated_at
+    )
+    assert batch._info(answer).state == state
+
+
+def test_an_answer_that_is_not_a_batch_is_transient():
+    """A proxy's page instead of a batch is worth another poll."""
+    with pytest.raises(Transient, match="not what the API sends"):
+        batch._info(HTTPAnswer(200, {}, b"<html>502</html>"))
+
+
+def test_result_lines_that_are_damaged_are_skipped_and_a_bare_error_is_understood():
+    """A line without a custom_id belongs to no photo; an error without envelope still parses."""
+    data = b"\n".join(
+        [
+            b"not json",
+            json.dumps(
+                {
+                    "custom_id": "a",
+                    "result": {
+                        "type": "errored",
+                        "error": {"type": "invalid_request_error", "message": "bad image"},
+                    },
+                }
+            ).encode(),
+        ]
+    )
+    found = batch._lines(data, "msgbatch_1")
+    failure = found["a"]
+    assert isinstance(failure, LineFailure)
+    assert (failure.status, failure.error_type) == (400, "invalid_request_error")
+
+
+async def test_a_cancel_refused_because_the_batch_ended_returns_the_ended_batch(session):
+    """A batch that ended between the last poll and the cancel is simply returned."""
+    base = "https://api.anthropic.example"
+    ended = {
+        "id": "msgbatch_1",
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {"succeeded": 2},
+        "results_url": f"{base}/v1/messages/batches/msgbatch_1/results",
+    }
+    refusal = {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "Batch has ended"},
+    }
+    with aioresponses() as mocked:
+        mocked.post(
+            f"{base}/v1/messages/batches/msgbatch_1/cancel", status=400, body=json.dumps(refusal)
+        )
+        mocked.get(f"{base}/v1/messages/batches/msgbatch_1", status=200, body=json.dumps(ended))
+        info = await batch.cancel(session, base, HEADERS, "msgbatch_1")
+    assert (info.state, info.counts.succeeded) == ("completed", 2)

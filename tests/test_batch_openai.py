@@ -1,0 +1,380 @@
+"""The OpenAI Batch API client against a local fake of the API, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+from fake_batch_openai import KEY, FakeOpenAIBatches
+from fake_batch_shared import LineError, errors_for, rating_for
+
+from kullbatch.providers import batch_openai as batch
+from kullbatch.providers._chat import bearer, parse_completion
+from kullbatch.providers.base import FatalJobError, PermanentImageError, RateLimited, Transient
+from kullbatch.providers.batch_common import (
+    BatchInfo,
+    BatchLine,
+    LineFailure,
+    LineResult,
+    LineSuccess,
+)
+
+HEADERS = bearer(KEY)
+MODEL = "gpt-5.4-mini"
+
+
+def body(text: str = "Rate this photo.", model: str = MODEL) -> dict[str, Any]:
+    content = [
+        {"type": "text", "text": text},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
+    ]
+    return {"model": model, "messages": [{"role": "user", "content": content}]}
+
+
+def lines(count: int) -> list[BatchLine]:
+    return [BatchLine(f"img-{n:03d}", body(f"photo {n}")) for n in range(count)]
+
+
+@pytest.fixture
+async def session() -> Any:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+def serve(aiohttp_server: Any) -> Any:
+    async def start(**knobs: Any) -> FakeOpenAIBatches:
+        return await FakeOpenAIBatches(**knobs).start(aiohttp_server)
+
+    return start
+
+
+async def submit(session, fake, shoot, metadata=None) -> BatchInfo:
+    file_id = await batch.upload(session, fake.base_url, HEADERS, batch.jsonl(shoot))
+    return await batch.create(session, fake.base_url, HEADERS, file_id, metadata)
+
+
+async def poll(session, fake, info: BatchInfo) -> list[BatchInfo]:
+    """Every poll until the batch is done (the fake moves on one step per poll)."""
+    seen = [info]
+    for _ in range(50):
+        if seen[-1].done:
+            return seen
+        seen.append(await batch.get(session, fake.base_url, HEADERS, info.id))
+    raise AssertionError("the batch never ended")
+
+
+async def run(session, fake, shoot) -> tuple[BatchInfo, dict[str, LineResult]]:
+    polls = await poll(session, fake, await submit(session, fake, shoot))
+    return polls[-1], await batch.results(session, fake.base_url, HEADERS, polls[-1])
+
+
+async def test_a_shoot_runs_through_upload_create_polls_and_results_matched_by_custom_id(
+    session, serve
+):
+    """Each answer comes back under its own custom_id although the file is in random order."""
+    fake = await serve(polls_per_state=2)
+    shoot = lines(20)
+    polls = await poll(session, fake, await submit(session, fake, shoot, {"job": "batch_1"}))
+    states = [info.state for info in polls]
+    assert states == ["validating", "validating", "in_progress", "in_progress", "finalizing",
+                      "finalizing", "completed"]  # fmt: skip
+    final = polls[-1]
+    assert (final.counts.total, final.counts.succeeded, final.counts.failed) == (20, 20, 0)
+    assert final.counts.processing == 0 and final.error is None
+    assert polls[3].counts.processing == 10  # half done after the first in-progress poll
+    found = await batch.results(session, fake.base_url, HEADERS, final)
+    assert set(found) == {line.custom_id for line in shoot}
+    for custom_id, result in found.items():
+        assert isinstance(result, LineSuccess)
+        rating = parse_completion("openai", result.answer()).rating
+        assert rating.model_dump() == rating_for(custom_id)
+    order = [json.loads(raw)["custom_id"] for raw in fake.files[final.output_file_id].splitlines()]
+    assert order != sorted(order)  # the fake really shuffled: matching cannot rely on order
+    assert fake.metadata[final.id] == {"job": "batch_1"}
+
+
+async def test_a_shoot_costs_one_upload_and_one_create_and_no_per_photo_requests(session, serve):
+    """The whole shoot travels in one file; the fake counts uploads, bytes and creates."""
+    fake = await serve()
+    shoot = lines(30)
+    await run(session, fake, shoot)
+    assert len(fake.uploads) == 1 and fake.batch_creates == 1
+    assert fake.bytes_uploaded == len(batch.jsonl(shoot))
+    assert fake.uploads[0].lines == 30
+    assert fake.per_photo_requests() == 0
+
+
+async def test_each_uploaded_line_is_a_post_to_chat_completions_with_the_fast_mode_body(
+    session, serve
+):
+    """The file holds custom_id, method, url and the very body fast mode sends."""
+    fake = await serve()
+    shoot = lines(2)
+    await submit(session, fake, shoot)
+    [stored] = [fake.files[upload.file_id] for upload in fake.uploads]
+    records = [json.loads(raw) for raw in stored.splitlines()]
+    assert records == [
+        {"custom_id": line.custom_id, "method": "POST", "url": "/v1/chat/completions",
+         "body": line.body}
+        for line in shoot
+    ]  # fmt: skip
+
+
+async def test_errored_lines_keep_status_and_body_and_classify_like_fast_mode(session, serve):
+    """A line the API refused for its image is a permanent image error for that photo only."""
+    fake = await serve(answer=errors_for({"img-001"}))
+    info, found = await run(session, fake, lines(3))
+    assert info.state == "completed"
+    assert (info.counts.succeeded, info.counts.failed) == (2, 1)
+    failure = found["img-001"]
+    assert isinstance(failure, LineFailure)
+    assert (failure.kind, failure.status, failure.error_type) == ("errored", 400, "invalid_image")
+    assert "does not represent a valid image" in failure.message
+    error = batch.classify_line(failure)
+    assert isinstance(error, PermanentImageError)
+    assert isinstance(found["img-000"], LineSuccess) and isinstance(found["img-002"], LineSuccess)
+
+
+async def test_an_expired_batch_returns_the_finished_answers_and_lists_the_rest_as_expired(
+    session, serve
+):
+    """Requests the 24h window did not reach come back as `batch_expired`, the others answered."""
+    fake = await serve(polls_per_state=2, expire_after=3)
+    info, found = await run(session, fake, lines(6))
+    assert info.state == "expired" and info.done
+    assert info.output_file_id is not None and info.error_file_id is not None
+    kinds = sorted(
+        "ok" if isinstance(result, LineSuccess) else result.kind for result in found.values()
+    )
+    assert kinds == ["expired", "expired", "expired", "ok", "ok", "ok"]
+    expired = next(r for r in found.values() if isinstance(r, LineFailure))
+    assert expired.message.startswith("batch_expired: This request could not be executed")
+    assert expired.answer() is None
+    assert isinstance(batch.classify_line(expired), Transient)
+
+
+async def test_a_completed_batch_with_every_line_errored_has_no_output_file(session, serve):
+    """All answers in the error file and no output file is a result, not a crash."""
+    fake = await serve(answer=lambda custom_id, body: LineError())
+    info, found = await run(session, fake, lines(4))
+    assert info.state == "completed"
+    assert info.output_file_id is None and info.error_file_id is not None
+    assert len(found) == 4
+    assert all(isinstance(r, LineFailure) and r.kind == "errored" for r in found.values())
+
+
+@pytest.mark.parametrize(
+    ("shoot", "expected"),
+    [
+        (
+            [BatchLine("a", body()), BatchLine("a", body())],
+            (
+                "line 2: The custom_id for this request is a duplicate of another request. "
+                "(invalid_request)"
+            ),
+        ),
+        (
+            [BatchLine("a", body()), BatchLine("b", body(model="gpt-4.1-mini"))],
+            (
+                "All requests must use the same model, got ['gpt-4.1-mini', 'gpt-5.4-mini'] "
+                "(mismatched_model)"
+            ),
+        ),
+    ],
+)
+async def test_a_batch_failed_at_validation_carries_the_providers_message(
+    session, serve, shoot, expected
+):
+    """A batch refused as a whole ends `failed` with OpenAI's `errors.data` as its error."""
+    fake = await serve()
+    info, found = await run(session, fake, shoot)
+    assert info.state == "failed"
+    assert info.error == expected
+    assert found == {}
+
+
+async def test_too_many_lines_in_one_file_fail_validation(session, serve):
+    """The per-file request limit is enforced by the fake as by the API."""
+    fake = await serve(max_requests=2)
+    info, _ = await run(session, fake, lines(3))
+    assert (
+        info.error == "The batch input file has 3 requests, over the 2 maximum. (too_many_requests)"
+    )
+
+
+async def test_a_scripted_validation_failure_is_reported(session, serve):
+    """The fake's `fail_validation` knob fails any batch with the given message."""
+    fake = await serve(fail_validation="Quota exceeded for model gpt-5.4-mini.")
+    info, _ = await run(session, fake, lines(1))
+    assert (info.state, info.error) == (
+        "failed",
+        "Quota exceeded for model gpt-5.4-mini. (invalid_request)",
+    )
+
+
+async def test_cancel_goes_through_cancelling_to_cancelled_and_keeps_finished_answers(
+    session, serve
+):
+    """A cancelled batch still returns the requests that finished before the cancel."""
+    fake = await serve(polls_per_state=2)
+    polls = await poll(session, fake, await submit(session, fake, lines(4)))
+    assert polls[-1].state == "completed"  # the reference run: 2 polls per state
+    fake = await serve(polls_per_state=2)
+    info = await submit(session, fake, lines(4))
+    for _ in range(3):  # validating, validating, in_progress (half done)
+        info = await batch.get(session, fake.base_url, HEADERS, info.id)
+    assert info.state == "in_progress"
+    cancelling = await batch.cancel(session, fake.base_url, HEADERS, info.id)
+    assert cancelling.state == "cancelling" and not cancelling.done
+    final = (await poll(session, fake, cancelling))[-1]
+    assert final.state == "cancelled"
+    found = await batch.results(session, fake.base_url, HEADERS, final)
+    assert sorted(found) == ["img-000", "img-001"]
+    assert all(isinstance(result, LineSuccess) for result in found.values())
+
+
+async def test_cancelling_a_batch_that_already_ended_returns_it_as_it_is(session, serve):
+    """The API refuses to cancel a finished batch; the client answers with its final state."""
+    fake = await serve()
+    info, _ = await run(session, fake, lines(2))
+    again = await batch.cancel(session, fake.base_url, HEADERS, info.id)
+    assert again.state == "completed"
+
+
+async def test_a_wrong_key_is_fatal_and_names_the_variable_without_the_key(session, serve):
+    """A 401 stops the job and tells the user which environment variable to fix."""
+    fake = await serve(api_key="sk-the-right-one")
+    with pytest.raises(FatalJobError) as caught:
+        await batch.upload(session, fake.base_url, bearer("sk-wrong-key-123"), b"{}\n")
+    assert caught.value.message == (
+        "openai HTTP 401 invalid_api_key: Incorrect API key provided: sk-wr***ng. "
+        "(check OPENAI_API_KEY)"
+    )
+    assert "sk-wrong-key-123" not in caught.value.message
+
+
+async def test_an_unknown_batch_is_fatal(session, serve):
+    """Polling a batch the account does not have cannot succeed later."""
+    fake = await serve()
+    with pytest.raises(FatalJobError, match="No batch found with id 'batch_nope'"):
+        await batch.get(session, fake.base_url, HEADERS, "batch_nope")
+
+
+async def test_an_upload_over_the_servers_byte_limit_is_fatal(session, serve):
+    """A refused upload would be refused again: the job stops with the server's reason."""
+    fake = await serve(max_file_bytes=100)
+    with pytest.raises(FatalJobError, match=r"File is too large: 750 bytes, over the 100-byte"):
+        await batch.upload(session, fake.base_url, HEADERS, batch.jsonl(lines(3)))
+
+
+BASE = "https://api.openai.example/v1"
+
+
+async def test_a_batch_call_refused_with_words_about_images_is_fatal_not_an_image_error(session):
+    """A 400 on a batch call is about the whole batch, never one photo."""
+    error = {"error": {"message": "image inputs are not supported for batches", "code": None}}
+    with aioresponses() as mocked:
+        mocked.post(f"{BASE}/batches", status=400, body=json.dumps(error))
+        with pytest.raises(FatalJobError) as caught:
+            await batch.create(session, BASE, HEADERS, "file-1")
+    assert caught.value.message == (
+        "openai HTTP 400: image inputs are not supported for batches "
+        "[the batch request itself was refused]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "headers", "kind", "retry_after"),
+    [
+        (429, {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+         {"retry-after": "7"}, RateLimited, 7.0),
+        (429, {"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}},
+         {}, FatalJobError, None),
+        (503, {"error": {"message": "The server is overloaded"}}, {}, Transient, None),
+        (200, "<html>proxy</html>", {}, Transient, None),
+    ],
+)  # fmt: skip
+async def test_batch_calls_classify_errors_like_fast_mode(
+    session, status, payload, headers, kind, retry_after
+):
+    """429 waits (with its hint), out-of-quota stops, 5xx and garbage are worth another try."""
+    with aioresponses() as mocked:
+        body = payload if isinstance(payload, str) else json.dumps(payload)
+        mocked.get(f"{BASE}/batches/b1", status=status, body=body, headers=headers)
+        with pytest.raises(kind) as caught:
+            await batch.get(session, BASE, HEADERS, "b1")
+    assert getattr(caught.value, "retry_after", None) == retry_after
+
+
+async def test_result_lines_without_a_custom_id_are_skipped(session, serve):
+    """A damaged line belongs to no photo: that photo has no result and is sent again later."""
+    fake = await serve(seed=None)
+    info, _ = await run(session, fake, lines(2))
+    assert info.output_file_id is not None
+    fake.files[info.output_file_id] += b'{"id": "batch_req_x", "response": null}\nnot json\n'
+    found = await batch.results(session, fake.base_url, HEADERS, info)
+    assert sorted(found) == ["img-000", "img-001"]
+
+
+def test_split_lines_cuts_by_encoded_bytes_and_reports_a_line_too_large():
+    """Files stay under the byte limit measured on the JSONL itself; a huge photo fails alone."""
+    shoot = lines(5)
+    size = len(batch.encode_line(shoot[0]))
+    huge = BatchLine("huge", body("x" * 10 * size))
+    split = batch.split_lines([*shoot, huge], max_bytes=2 * size)
+    assert [[line.custom_id for line in part] for part in split.batches] == [
+        ["img-000", "img-001"], ["img-002", "img-003"], ["img-004"]
+    ]  # fmt: skip
+    assert all(len(batch.jsonl(part)) <= 2 * size for part in split.batches)
+    assert [too_large.item.custom_id for too_large in split.too_large] == ["huge"]
+
+
+def test_split_lines_cuts_by_count():
+    """No file holds more requests than the limit."""
+    split = batch.split_lines(lines(5), max_requests=2)
+    assert [len(part) for part in split.batches] == [2, 2, 1]
+
+
+async def test_every_split_file_is_accepted_by_a_server_with_that_byte_limit(session, serve):
+    """Splitting with the server's own limit means no upload is ever refused for its size."""
+    shoot = lines(7)
+    limit = 3 * len(batch.encode_line(shoot[0]))
+    fake = await serve(max_file_bytes=limit)
+    split = batch.split_lines(shoot, max_bytes=limit)
+    found: dict[str, LineResult] = {}
+    for part in split.batches:
+        _, results = await run(session, fake, part)
+        found |= results
+    assert len(fake.uploads) == 3 and fake.batch_creates == 3
+    assert sorted(found) == [line.custom_id for line in shoot]
+
+
+async def test_a_refused_cancel_of_a_running_batch_is_raised(session):
+    """Only a batch that has ended meanwhile turns a refused cancel into its final state."""
+    running = {"id": "b1", "status": "in_progress", "request_counts": {"total": 2}}
+    refusal = {"error": {"message": "Cannot cancel this batch right now.", "code": None}}
+    with aioresponses() as mocked:
+        mocked.post(f"{BASE}/batches/b1/cancel", status=400, body=json.dumps(refusal))
+        mocked.get(f"{BASE}/batches/b1", status=200, body=json.dumps(running))
+        with pytest.raises(FatalJobError, match="Cannot cancel this batch right now"):
+            await batch.cancel(session, BASE, HEADERS, "b1")
+
+
+def test_a_result_line_with_neither_response_nor_error_is_an_errored_line():
+    """The photo gets a clear message instead of disappearing."""
+    found = batch._lines(b'{"custom_id": "a", "response": null, "error": null}\n', "file-1")
+    assert found["a"] == LineFailure("a", "errored", "the line has neither a response nor an error")
+
+
+def test_a_batch_cancelled_error_line_is_a_cancelled_result():
+    """Should OpenAI list requests a cancel dropped, they read as cancelled, not errored."""
+    raw = b'{"custom_id": "a", "response": null, "error": {"code": "batch_cancelled", "message": "Cancelled."}}\n'
+    [(custom_id, result)] = batch._lines(raw, "file-1").items()
+    assert (custom_id, result) == (
+        "a",
+        LineFailure("a", "cancelled", "batch_cancelled: Cancelled.", error_type="batch_cancelled"),
+    )
