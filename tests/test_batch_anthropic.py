@@ -181,7 +181,7 @@ async def test_a_wrong_key_is_fatal_and_names_the_variable_without_the_key(sessi
     assert caught.value.message.startswith(
         "anthropic HTTP 401 authentication_error: invalid x-api-key (request req_011C"
     )
-    assert caught.value.message.endswith(") (check ANTHROPIC_API_KEY)")
+    assert caught.value.message.endswith(") [check ANTHROPIC_API_KEY]")
     assert "sk-ant-wrong-key-0000" not in caught.value.message
 
 

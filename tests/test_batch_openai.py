@@ -252,7 +252,7 @@ async def test_a_wrong_key_is_fatal_and_names_the_variable_without_the_key(sessi
         await batch.upload(session, fake.base_url, bearer("sk-wrong-key-123"), b"{}\n")
     assert caught.value.message == (
         "openai HTTP 401 invalid_api_key: Incorrect API key provided: sk-wr***ng. "
-        "(check OPENAI_API_KEY)"
+        "[check OPENAI_API_KEY]"
     )
     assert "sk-wrong-key-123" not in caught.value.message
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 
+from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
 from kullbatch.providers.anthropic import API_VERSION, classify_error
-from kullbatch.providers.base import FatalJobError, PermanentImageError, ProviderError, Transient
 from kullbatch.providers.batch_common import (
     BatchCounts,
     BatchInfo,
@@ -59,7 +59,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NAME = "anthropic"
-KEY_VARIABLE = "ANTHROPIC_API_KEY"
 PATH = "/v1/messages/batches"
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
@@ -234,8 +233,6 @@ def _checked(answer: HTTPAnswer, headers: Mapping[str, str]) -> HTTPAnswer:
     error = classify_error(answer, headers.get("x-api-key"))
     if isinstance(error, PermanentImageError):  # a batch call is never about one photo
         raise FatalJobError(f"{error.message} [the batch request itself was refused]")
-    if isinstance(error, FatalJobError) and answer.status in {401, 403}:
-        raise FatalJobError(f"{error.message} (check {KEY_VARIABLE})")
     raise error
 
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from kullbatch.providers._chat import ChatEndpoint, error_for, error_info, is_success
-from kullbatch.providers.base import FatalJobError, PermanentImageError, ProviderError, Transient
+from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
+from kullbatch.providers._chat import ChatEndpoint, error_for, error_info
 from kullbatch.providers.batch_common import (
     BatchCounts,
     BatchInfo,
@@ -60,7 +60,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NAME = "openai"
-KEY_VARIABLE = "OPENAI_API_KEY"
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
 MAX_REQUESTS = 50_000
@@ -239,7 +238,7 @@ def classify_line(failure: LineFailure, api_key: str | None = None) -> ProviderE
     answer = failure.answer()
     if answer is None:
         return Transient(f"{NAME} batch: {failure.message}")
-    return error_for(ChatEndpoint(NAME, ENDPOINT, {}, api_key), answer)
+    return error_for(ChatEndpoint(NAME, "", {}, api_key), answer)
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -250,7 +249,7 @@ def _base(base_url: str) -> str:
 
 
 def _checked(answer: HTTPAnswer, headers: Mapping[str, str]) -> HTTPAnswer:
-    if is_success(answer):
+    if answer.ok:
         return answer
     raise _batch_error(answer, headers)
 
@@ -259,13 +258,8 @@ def _batch_error(answer: HTTPAnswer, headers: Mapping[str, str]) -> ProviderErro
     """Fast mode's rules, then what differs for a call about a whole batch."""
     api_key = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
     error = error_for(ChatEndpoint(NAME, "", {}, api_key), answer)
-    if isinstance(error, PermanentImageError):
-        error = FatalJobError(f"{error.message} [the batch request itself was refused]")
-    elif isinstance(error, FatalJobError) and answer.status in {401, 403}:
-        error = FatalJobError(f"{error.message} (check {KEY_VARIABLE})")
-    else:
-        return error
-    error.limits = None
+    if isinstance(error, PermanentImageError):  # a batch call is never about one photo
+        return FatalJobError(f"{error.message} [the batch request itself was refused]")
     return error
 
 
@@ -326,7 +320,7 @@ def _lines(data: bytes, file_id: str) -> dict[str, LineResult]:
 def _result(line: _OutputLine) -> LineResult:
     if line.response is not None:
         body = compact_json(line.response.body)
-        if is_success(HTTPAnswer(line.response.status_code, {}, b"")) and line.error is None:
+        if HTTPAnswer(line.response.status_code, {}, b"").ok and line.error is None:
             return LineSuccess(line.custom_id, line.response.status_code, body)
         info = error_info(HTTPAnswer(line.response.status_code, {}, body))
         message = f"HTTP {line.response.status_code}: {info.message or 'no message'}"
