@@ -27,7 +27,8 @@ from kullbatch.retry import parse_duration
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-    from kullbatch.engine import BatchProcessor, JobOutcome
+    from kullbatch.economy import Stoppable
+    from kullbatch.engine import JobOutcome
     from kullbatch.export import Written
     from kullbatch.store import JobRow
 
@@ -75,6 +76,7 @@ def exit_code(state: JobState, failed: int) -> int:
     return {
         JobState.FAILED: EXIT_FATAL,
         JobState.INTERRUPTED: EXIT_INTERRUPTED,
+        JobState.SUBMITTED: EXIT_INTERRUPTED,  # Ctrl-C while the provider's batch works
     }.get(state, EXIT_INCOMPLETE)
 
 
@@ -121,7 +123,22 @@ def process(
     ] = None,
     prompt: Annotated[str | None, typer.Option(help="Instructions sent with every photo.")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System prompt.")] = None,
-    mode: Annotated[str | None, typer.Option(help="fast (default) or economy.")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="fast (default): every photo at once, results in minutes. economy: the "
+            "provider's batch API (openai, anthropic) at half the price, results within 24 h "
+            "(usually under one); Ctrl-C leaves the batch running and `resume` collects it."
+        ),
+    ] = None,
+    economy_only: Annotated[
+        bool,
+        typer.Option(
+            "--economy-only",
+            help="Economy mode: photos the batch did not finish are left failed instead of "
+            "being sent again in fast mode (at full price).",
+        ),
+    ] = False,
     shoot_id: Annotated[str | None, typer.Option(help="Shoot id [default: manifest's]")] = None,
     db: DbOption = None,
     max_retry_time: Annotated[
@@ -171,6 +188,7 @@ def process(
         concurrency=concurrency,
         rpm=rpm,
         max_edge=max_edge,
+        economy_only=economy_only,
     )
     database = db_path(db)
     jobs.configure_admin_log(database, verbose=verbose)
@@ -218,7 +236,7 @@ async def _run_with_signals(
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
 
-    def on_processor(processor: BatchProcessor) -> None:
+    def on_processor(processor: Stoppable) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, processor.interrupt)
@@ -283,8 +301,18 @@ def status(
         typer.echo(_status_line(current))
         if current.error:
             typer.echo(f"  {current.error}")
+        for batch in current.providerBatches:
+            counts = ", ".join(f"{n} {name}" for name, n in batch.counts.items() if n)
+            typer.echo(
+                f"  {current.providerId} batch {batch.id or '(file uploaded)'}: {batch.state}, "
+                f"{batch.requests} photos" + (f" ({counts})" if counts else "")
+            )
         if current.status is JobState.INTERRUPTED:
             typer.echo(f"  resume it with: kullbatch resume {current.jobId}")
+        elif current.status is JobState.SUBMITTED:
+            typer.echo(
+                f"  the provider is working; collect the results: kullbatch resume {current.jobId}"
+            )
 
 
 def _status_line(current: JobStatus) -> str:

@@ -17,14 +17,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from kullbatch import export
 from kullbatch.images import DEFAULT_MAX_EDGE
-from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent
-from kullbatch.providers import resolve
+from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent, ProviderBatch
+from kullbatch.providers import PROVIDERS, resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
 from kullbatch.runtime import STORED_OPTIONS, JobTakenError, Runtime
@@ -33,7 +33,8 @@ from kullbatch.store import JobRow, NewJob, Store, parse_time
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-    from kullbatch.engine import BatchProcessor, JobOutcome
+    from kullbatch.economy import Stoppable
+    from kullbatch.engine import JobOutcome
     from kullbatch.manifest import Manifest
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -102,6 +103,7 @@ class ProcessSettings:
     concurrency: int = 0
     rpm: float | None = None
     max_edge: int = DEFAULT_MAX_EDGE
+    economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
 
 
 def _choose_provider(
@@ -123,9 +125,16 @@ async def create_job(
     mode = settings.mode or manifest.mode or "fast"
     if mode not in MODES:
         raise UsageError(f"--mode must be fast or economy, not {mode!r}")
-    if mode == "economy":
-        raise UsageError("economy mode (provider batch APIs) is not available yet; use --mode fast")
-    options = {key: getattr(settings, key) for key in STORED_OPTIONS}
+    if mode == "economy" and not PROVIDERS[provider].economy:
+        with_batches = ", ".join(name for name, spec in PROVIDERS.items() if spec.economy)
+        raise UsageError(
+            f"{provider} has no batch API, so economy mode is not possible; "
+            f"economy mode works with: {with_batches} (or use --mode fast)"
+        )
+    if settings.economy_only and mode != "economy":
+        raise UsageError("--economy-only applies to --mode economy only")
+    options: dict[str, Any] = {key: getattr(settings, key) for key in STORED_OPTIONS}
+    options["economy_only"] = settings.economy_only
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -157,7 +166,7 @@ async def run_job(
     env: Mapping[str, str],
     *,
     subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
-    on_processor: Callable[[BatchProcessor], None] | None = None,
+    on_processor: Callable[[Stoppable], None] | None = None,
 ) -> JobOutcome:
     """One job in a runtime of its own (the CLI's case: one job per process)."""
     async with Runtime(store, env) as runtime:
@@ -277,7 +286,7 @@ class Service:
         job: JobRow,
         *,
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
-        on_processor: Callable[[BatchProcessor], None] | None = None,
+        on_processor: Callable[[Stoppable], None] | None = None,
     ) -> JobOutcome:
         runtime = await self.runtime()
         try:
@@ -289,10 +298,30 @@ class Service:
         return await prepare_resume(self.store, job_id)
 
     async def cancel(self, job_id: str) -> str:
+        """Stop a job; an economy job nobody polls has its provider batches cancelled here."""
+        job = await get_job(self.store, job_id)
+        open_states = {JobState.SUBMITTED, JobState.INTERRUPTED, JobState.PROCESSING}
+        if job.mode == "economy" and job.status in open_states and not job.is_live():
+            waiting = [r for r in await self.store.batches.of_job(job_id) if not r.fetched]
+            if waiting:
+                runtime = await self.runtime()
+                outcome = await runtime.run_job(job, cancel=True)
+                return (
+                    f"job {job_id} {outcome.state.value}: {len(waiting)} provider batch(es) "
+                    f"cancelled; {outcome.rated} photos rated (kept)"
+                )
         return await cancel_job(self.store, job_id)
 
     async def status(self, job_id: str) -> JobStatus:
-        return status_of(await get_job(self.store, job_id))
+        job = await get_job(self.store, job_id)
+        status = status_of(job)
+        if job.mode != "economy":
+            return status
+        batches = [
+            ProviderBatch(id=r.batch_id, state=r.state, requests=r.requests, counts=r.counts)
+            for r in await self.store.batches.of_job(job_id)
+        ]
+        return status.model_copy(update={"providerBatches": batches})
 
     async def statuses(self) -> list[JobStatus]:
         return [status_of(job) for job in await self.store.list_jobs()]

@@ -66,8 +66,37 @@ async def _create_v1(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _provider_batches_v2(db: aiosqlite.Connection) -> None:
+    """Economy mode: each provider batch of a job, and which batch each photo went in."""
+    await db.executescript(
+        """
+        CREATE TABLE provider_batches (
+            id INTEGER PRIMARY KEY,
+            job_id TEXT NOT NULL REFERENCES batch_jobs(id) ON DELETE CASCADE,
+            provider TEXT NOT NULL,
+            file_id TEXT,
+            batch_id TEXT,
+            state TEXT NOT NULL,
+            counts TEXT NOT NULL DEFAULT '{}',
+            error TEXT,
+            requests INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            fetched INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT
+        );
+        CREATE INDEX provider_batches_by_job ON provider_batches(job_id);
+        ALTER TABLE batch_items ADD COLUMN custom_id TEXT;
+        ALTER TABLE batch_items ADD COLUMN provider_batch INTEGER;
+        ALTER TABLE batch_items ADD COLUMN pricing TEXT NOT NULL DEFAULT 'standard';
+        CREATE INDEX batch_items_by_provider_batch ON batch_items(provider_batch);
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("create batch_jobs and batch_items", _create_v1),
+    ("provider batches for economy mode", _provider_batches_v2),
 ]
 
 

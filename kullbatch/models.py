@@ -112,6 +112,17 @@ class ItemState(enum.StrEnum):
     FAILED = "failed"
 
 
+class ProviderBatch(BaseModel):
+    """One provider batch of an economy job, as its last poll saw it (the provider's counts)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str | None  # None for a file uploaded whose batch is not created yet
+    state: str
+    requests: int
+    counts: dict[str, int] = Field(default_factory=dict)
+
+
 class JobStatus(BaseModel):
     """The status object of DESIGN.md: `status --json`, `process --json`, the REST API."""
 
@@ -132,6 +143,7 @@ class JobStatus(BaseModel):
     createdAt: str  # noqa: N815
     startedAt: str | None  # noqa: N815
     completedAt: str | None  # noqa: N815
+    providerBatches: list[ProviderBatch] = Field(default_factory=list)  # noqa: N815
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +165,7 @@ class EventKind(enum.StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     GATE = "gate"
+    BATCH = "batch"  # economy mode: what the provider says of its batches
     ENDED = "ended"
 
 
@@ -177,3 +190,5 @@ class ProgressEvent:
     shoot_id: str = ""
     provider: str = ""
     eta: int | None = None  # seconds left at this run's pace; None until an image ended
+    note: str | None = None  # BATCH: the provider's state and counts, in words
+    batch_priced: bool = False  # RATED through a provider batch API (half price)

@@ -158,7 +158,10 @@ def _gate_text(task: Task) -> str:
     if wait > 0:
         return f"rate-limited: waiting {format_duration(wait)}"
     rate: float | None = task.fields.get("gate_rate")
-    return "" if rate is None else f"paced to {rate:,.0f} requests/min"
+    if rate is not None:
+        return f"paced to {rate:,.0f} requests/min"
+    note: str | None = task.fields.get("batch_note")  # economy mode: the provider's batch
+    return note or ""
 
 
 class GateColumn(_NoteColumn):
@@ -285,6 +288,8 @@ class ProgressDisplay:
             fields["gate_rate"] = event.rate
         elif event.kind is EventKind.ENDED:
             fields["gate_until"] = None
+        elif event.kind is EventKind.BATCH:
+            fields["batch_note"] = event.note
         elif event.kind is EventKind.FAILED and len(self._failures) < MAX_FAILURE_SAMPLES:
             self._failures.append((event.image_id or "?", event.error or "failed"))
         self._progress.update(
@@ -392,7 +397,10 @@ def _next_steps(status: JobStatus) -> list[tuple[str, str]]:
         steps.append(("Resume", f"kullbatch resume {job}"))
     elif status.status is JobState.INTERRUPTED:
         steps.append(("Resume", f"kullbatch resume {job}"))
-    elif status.status in (JobState.SUBMITTED, JobState.PROCESSING):
+    elif status.status is JobState.SUBMITTED:
+        steps.append(("Come back", f"kullbatch resume {job}  (the provider keeps working)"))
+        steps.append(("Watch", f"kullbatch status {job}"))
+    elif status.status is JobState.PROCESSING:
         steps.append(("Watch", f"kullbatch status {job} --watch"))
     return steps
 

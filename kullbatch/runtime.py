@@ -14,28 +14,32 @@ import gc
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import aiohttp
 
+from kullbatch.economy import EconomyOptions, EconomyRunner, Stoppable
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
 from kullbatch.errors import FatalJobError
 from kullbatch.models import JobState, Prompt
 from kullbatch.providers import create_provider, resolve
+from kullbatch.providers.batches import create_batch_client
 from kullbatch.ratelimit import Gate
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Coroutine, Mapping, Sequence
     from types import TracebackType
 
-    from kullbatch.models import ProgressEvent
-    from kullbatch.providers import ProviderSpec
+    from kullbatch.economy import BatchAdapter
+    from kullbatch.models import ImageInput, ProgressEvent
+    from kullbatch.providers import Provider, ProviderSpec
     from kullbatch.store import JobRow, Store
 
 admin_log = logging.getLogger("kullbatch.admin")
 
 # What a job remembers of its settings, so that `resume` runs it the same way.
 STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm")
+ECONOMY_POLL_VAR = "KULLBATCH_ECONOMY_POLL"  # seconds before the first poll (default 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,7 @@ class Runtime:
         self._session: aiohttp.ClientSession | None = None
         self._gates: dict[Account, Gate] = {}
         self._gc = BatchGC()
-        self.running: dict[str, BatchProcessor] = {}
+        self.running: dict[str, Stoppable] = {}
 
     async def __aenter__(self) -> Self:
         quiet_stamina()
@@ -154,16 +158,23 @@ class Runtime:
         *,
         env: Mapping[str, str] | None = None,
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
-        on_processor: Callable[[BatchProcessor], None] | None = None,
+        on_processor: Callable[[Stoppable], None] | None = None,
+        cancel: bool = False,
     ) -> JobOutcome:
-        """Send every image of the job without a stored result; record how the job ended."""
+        """Send every image of the job without a stored result; record how the job ended.
+
+        With `cancel`, an economy job nobody polls has its provider batches cancelled and
+        what they finished stored.
+        """
         env = self.env if env is None else env
         if not await self.store.claim(job):
             raise JobTakenError(job.id)
         spec, model = resolve(job.provider_id, job.model)
         self._gc.enter()
         try:
-            outcome = await self._run(job, spec, model, env, subscribers, on_processor)
+            outcome = await self._run(
+                job, spec, model, env, subscribers, on_processor, cancel=cancel
+            )
         finally:
             self._gc.exit()
         await self.store.finish_job(job.id, outcome.state, outcome.error)
@@ -176,35 +187,109 @@ class Runtime:
         model: str,
         env: Mapping[str, str],
         subscribers: Sequence[Callable[[ProgressEvent], None]],
-        on_processor: Callable[[BatchProcessor], None] | None,
+        on_processor: Callable[[Stoppable], None] | None,
+        *,
+        cancel: bool = False,
     ) -> JobOutcome:
         try:
             provider = create_provider(spec, model, self.session, env)
         except FatalJobError as exc:
             return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
-        processor = BatchProcessor(
+        all_subscribers = [self.store.handle, *subscribers]
+        counts = await self.store.item_counts(job.id)
+        if job.mode == "economy":
+            try:
+                runner = self._economy(job, spec, provider, env, all_subscribers)
+            except FatalJobError as exc:
+                return JobOutcome(JobState.FAILED, counts.rated, counts.failed, exc.message)
+            if cancel:
+                runner.cancel()
+            return await self._running(
+                job.id, runner, on_processor, runner.run(
+                    already_rated=counts.rated, already_failed=counts.failed
+                )
+            )  # fmt: skip
+        processor = self._processor(job, spec, provider, env, all_subscribers)
+        return await self._running(
+            job.id,
+            processor,
+            on_processor,
+            processor.run(
+                self.store.iter_unfinished(job.id),
+                total=job.total_images,
+                already_rated=counts.rated,
+                already_failed=counts.failed,
+            ),
+        )
+
+    async def _running(
+        self,
+        job_id: str,
+        stoppable: Stoppable,
+        on_processor: Callable[[Stoppable], None] | None,
+        work: Coroutine[Any, Any, JobOutcome],
+    ) -> JobOutcome:
+        if on_processor is not None:
+            on_processor(stoppable)
+        self.running[job_id] = stoppable
+        try:
+            return await work
+        finally:
+            del self.running[job_id]
+
+    def _processor(
+        self,
+        job: JobRow,
+        spec: ProviderSpec,
+        provider: Provider,
+        env: Mapping[str, str],
+        subscribers: list[Callable[[ProgressEvent], None]],
+    ) -> BatchProcessor:
+        return BatchProcessor(
             job_id=job.id,
             shoot_id=job.shoot_id,
             provider=provider,
             prompt=Prompt(job.prompt, job.system_prompt),
             store=self.store,
             options=engine_options(job.options),
-            subscribers=[self.store.handle, *subscribers],
+            subscribers=subscribers,
             gate=self.gate_for(Account.of(spec, env)),
         )
-        if on_processor is not None:
-            on_processor(processor)
-        self.running[job.id] = processor
-        try:
-            counts = await self.store.item_counts(job.id)
+
+    def _economy(
+        self,
+        job: JobRow,
+        spec: ProviderSpec,
+        provider: Provider,
+        env: Mapping[str, str],
+        subscribers: list[Callable[[ProgressEvent], None]],
+    ) -> EconomyRunner:
+        """The economy runner; photos its batches did not finish go through fast mode."""
+        if not provider.capabilities.batch_api:
+            raise FatalJobError(f"{spec.name} has no batch API: economy mode is not possible")
+        adapter = cast("BatchAdapter", provider)
+        runner: EconomyRunner
+
+        async def fast(images: list[ImageInput], rated: int, failed: int) -> JobOutcome:
+            processor = self._processor(job, spec, provider, env, subscribers)
+            runner.fast_processor = processor
             return await processor.run(
-                self.store.iter_unfinished(job.id),
-                total=job.total_images,
-                already_rated=counts.rated,
-                already_failed=counts.failed,
+                images, total=job.total_images, already_rated=rated, already_failed=failed
             )
-        finally:
-            del self.running[job.id]
+
+        runner = EconomyRunner(
+            job_id=job.id,
+            shoot_id=job.shoot_id,
+            total=job.total_images,
+            adapter=adapter,
+            client=create_batch_client(spec, self.session, env),
+            prompt=Prompt(job.prompt, job.system_prompt),
+            store=self.store,
+            fast=fast,
+            options=economy_options(job.options, env),
+            subscribers=subscribers,
+        )
+        return runner
 
 
 class JobTakenError(RuntimeError):
@@ -216,3 +301,16 @@ def engine_options(options: Mapping[str, Any]) -> EngineOptions:
     """The options stored with the job; anything missing takes the engine's default."""
     chosen = {key: options[key] for key in STORED_OPTIONS if options.get(key) is not None}
     return EngineOptions(**chosen)
+
+
+def economy_options(options: Mapping[str, Any], env: Mapping[str, str]) -> EconomyOptions:
+    """The stored options that economy mode reads, and the poll interval's override."""
+    chosen: dict[str, Any] = {
+        key: options[key]
+        for key in ("economy_only", "max_edge", "max_retry_time")
+        if options.get(key) is not None
+    }
+    if poll := env.get(ECONOMY_POLL_VAR):
+        first = float(poll)
+        chosen |= {"poll_first": first, "poll_max": max(first, min(60.0, first * 12))}
+    return EconomyOptions(**chosen)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from kullbatch.batch_store import BatchRecords
 from kullbatch.migrations import migrate
 from kullbatch.models import (
     EventKind,
@@ -100,8 +101,9 @@ class JobRow:
     cancel_requested: bool
 
     def is_live(self, now: datetime | None = None) -> bool:
-        """A processing job whose owner still beats; a dead owner means it was interrupted."""
-        if self.status is not JobState.PROCESSING:
+        """A processing (or polling) job whose owner still beats; a dead owner means it was
+        interrupted."""
+        if self.status not in {JobState.PROCESSING, JobState.SUBMITTED}:
             return False
         beat = parse_time(self.heartbeat_at)
         if beat is None or ((now or datetime.now(UTC)) - beat).total_seconds() > (
@@ -134,6 +136,7 @@ class Store:
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closing = False
+        self.batches = BatchRecords(db, utc_now)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -259,7 +262,8 @@ class Store:
     async def finish_job(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record how the job ended, after every pending result is on disk."""
         await self.flush()
-        completed_at = utc_now() if state is not JobState.PROCESSING else None
+        waiting = state in {JobState.PROCESSING, JobState.SUBMITTED}
+        completed_at = None if waiting else utc_now()
         await self._db.execute(
             "UPDATE batch_jobs SET status = :state, error = :error, completed_at = :at,"
             " heartbeat_at = NULL,"
@@ -385,7 +389,7 @@ class Store:
         rated, failed, retried = _split(batch)
         await self._db.executemany(
             "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"
-            " output_tokens = ?, attempts = ?, last_error = NULL, updated_at = ?,"
+            " output_tokens = ?, pricing = ?, attempts = ?, last_error = NULL, updated_at = ?,"
             " completed_at = ? WHERE job_id = ? AND image_id = ? AND status != 'rated'",
             rated,
         )
@@ -422,6 +426,7 @@ def _split(
                     answer.rating.model_dump_json(),
                     answer.usage.input_tokens,
                     answer.usage.output_tokens,
+                    "batch" if event.batch_priced else "standard",
                     event.attempt,
                     at,
                     at,

@@ -28,6 +28,7 @@ from fake_batch_shared import (
     Seen,
     default_answer,
     new_id,
+    rating_for,
     recording_middleware,
     shuffled,
 )
@@ -101,6 +102,7 @@ class FakeAnthropicBatches:
         app.router.add_get(PATH + "/{id}", self._get)
         app.router.add_post(PATH + "/{id}/cancel", self._cancel)
         app.router.add_get(PATH + "/{id}/results", self._results)
+        app.router.add_post("/v1/messages", self._fast)  # fast mode, for leftover photos
         server = await aiohttp_server(app, host="127.0.0.1")
         self.base_url = str(server.make_url("")).rstrip("/")
         return self
@@ -117,6 +119,15 @@ class FakeAnthropicBatches:
         return sum(1 for s in self.seen if s.path == "/v1/messages")
 
     # --- handlers ---------------------------------------------------------------------------
+
+    async def _fast(self, request: web.Request) -> web.Response:
+        """One Messages call, as fast mode sends it."""
+        if (refused := self._refusal(request)) is not None:
+            return refused
+        body = await request.json()
+        source = body["messages"][0]["content"][0]["source"]
+        text = json.dumps(rating_for(f"fast-{len(source.get('data', ''))}"))
+        return web.json_response(message(text, body.get("model", "")))
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         if request.headers.get("x-api-key") != self.api_key:

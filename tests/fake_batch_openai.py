@@ -27,6 +27,7 @@ from fake_batch_shared import (
     Seen,
     default_answer,
     new_id,
+    rating_for,
     recording_middleware,
     shuffled,
 )
@@ -105,6 +106,7 @@ class FakeOpenAIBatches:
         app.router.add_post("/v1/batches", self._create)
         app.router.add_get("/v1/batches/{id}", self._get)
         app.router.add_post("/v1/batches/{id}/cancel", self._cancel)
+        app.router.add_post(ENDPOINT, self._fast)  # fast mode, for photos a batch left over
         server = await aiohttp_server(app, host="127.0.0.1")
         self.base_url = str(server.make_url("/v1"))
         return self
@@ -157,6 +159,15 @@ class FakeOpenAIBatches:
                 "status": "processed",
             }
         )
+
+    async def _fast(self, request: web.Request) -> web.Response:
+        """One chat completion, as fast mode sends it: rated from the image's own data."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        body = await request.json()
+        image = body["messages"][-1]["content"][-1]["image_url"]["url"]
+        text = json.dumps(rating_for(f"fast-{len(image)}"))
+        return web.json_response(completion(text, body.get("model", "")))
 
     async def _content(self, request: web.Request) -> web.Response:
         if not self._authorized(request):

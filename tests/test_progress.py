@@ -381,11 +381,11 @@ def test_a_completed_job_whose_images_all_failed_still_offers_results() -> None:
     assert set(steps) == {"Results"}
 
 
-def test_summary_of_an_economy_job_offers_to_watch_it() -> None:
-    """A submitted batch is still running at the provider."""
+def test_summary_of_an_economy_job_offers_to_come_back_for_it() -> None:
+    """A submitted batch is still running at the provider: resume collects it later."""
     display = ProgressDisplay(100, JOB, "openai", terminal()[0], get_time=FakeClock())
     text = summary_text(display, status(JobState.SUBMITTED, 0, 0))
-    assert f"kullbatch status {JOB} --watch" in text
+    assert f"kullbatch resume {JOB}" in text and f"kullbatch status {JOB}" in text
 
 
 def test_print_summary_prints_on_the_display_console() -> None:

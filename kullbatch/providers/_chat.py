@@ -160,6 +160,10 @@ class ChatAdapter:
         """The API root `WireRequest.path` is relative to."""
         return self._endpoint.base_url
 
+    async def ready(self, image: PreparedImage) -> PreparedImage:
+        """The image as this provider takes it (economy mode builds requests from it)."""
+        return image
+
     def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest:
         """The request for a ready image (a URL, or bytes the provider accepts); no I/O."""
         return self.chat_request(image, prompt, json_schema_format(strict=self.strict_schema))

@@ -317,13 +317,16 @@ class AnthropicProvider:
                 if not _IMAGE_TOO_LARGE.search(error.message):
                     raise
             image = await inline_url_image(self._session, image)
-        ready = await fit_image(
+        return await self._exchange(await self.ready(image), prompt)
+
+    async def ready(self, image: PreparedImage) -> PreparedImage:
+        """Bytes Anthropic accepts, under its 5 MB per-image limit; URLs pass as URLs."""
+        return await fit_image(
             image,
             max_bytes=self.max_image_bytes,
             media_types=MEDIA_TYPES,
             why=f"{NAME} accepts at most 5 MB per image",
         )
-        return await self._exchange(ready, prompt)
 
     async def _exchange(self, image: PreparedImage, prompt: Prompt) -> Answer:
         auth = {"x-api-key": self._api_key}

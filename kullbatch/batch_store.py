@@ -1,0 +1,173 @@
+"""Economy mode's records: each provider batch of a job, and which photos it holds.
+
+The provider's ids are committed the moment the provider returns them, together with the
+photos they cover, so that a crash between submitting and polling costs nothing: `resume`
+finds the batch and never submits (or pays for) the same photos twice. Nothing is recorded
+before an upload (or an inline create) has succeeded, so a crash during one leaves no
+half-recorded batch, only photos that are submitted again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kullbatch.models import ImageInput, JobState
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping
+
+    import aiosqlite
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One provider batch as last seen."""
+
+    id: int
+    provider: str
+    file_id: str | None
+    batch_id: str | None
+    state: str
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    requests: int = 0
+    bytes: int = 0
+    fetched: bool = False
+
+
+class BatchRecords:
+    """Reads and writes `provider_batches` and the batch columns of `batch_items`."""
+
+    def __init__(self, db: aiosqlite.Connection, now: Callable[[], str]) -> None:
+        self._db = db
+        self._now = now  # the store's clock format, one for the whole database
+
+    async def record(
+        self,
+        job_id: str,
+        provider: str,
+        custom_ids: Mapping[str, str],
+        *,
+        file_id: str | None,
+        batch_id: str | None,
+        state: str,
+        size: int,
+    ) -> int:
+        """A batch the provider now knows (an uploaded file, or a created batch) and its
+        photos (custom_id -> image id), in one transaction."""
+        now = self._now()
+        cursor = await self._db.execute(
+            "INSERT INTO provider_batches (job_id, provider, file_id, batch_id, state, requests,"
+            " bytes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, provider, file_id, batch_id, state, len(custom_ids), size, now, now),
+        )
+        row_id = cursor.lastrowid
+        assert row_id is not None
+        await self._db.executemany(
+            "UPDATE batch_items SET custom_id = ?, provider_batch = ?"
+            " WHERE job_id = ? AND image_id = ?",
+            [(custom, row_id, job_id, image) for custom, image in custom_ids.items()],
+        )
+        await self._set_provider_job_id(job_id)
+        await self._db.commit()
+        return row_id
+
+    async def created(self, row_id: int, job_id: str, batch_id: str, state: str) -> None:
+        """The batch made from an uploaded file now exists: commit its id at once."""
+        await self._db.execute(
+            "UPDATE provider_batches SET batch_id = ?, state = ?, updated_at = ? WHERE id = ?",
+            (batch_id, state, self._now(), row_id),
+        )
+        await self._set_provider_job_id(job_id)
+        await self._db.commit()
+
+    async def _set_provider_job_id(self, job_id: str) -> None:
+        """`providerJobId` of the status object: the provider's batch ids, comma-separated."""
+        await self._db.execute(
+            "UPDATE batch_jobs SET provider_job_id = (SELECT group_concat(batch_id, ',')"
+            " FROM (SELECT batch_id FROM provider_batches WHERE job_id = ?"
+            " AND batch_id IS NOT NULL ORDER BY id)) WHERE id = ?",
+            (job_id, job_id),
+        )
+
+    async def polled(
+        self, row_id: int, state: str, counts: Mapping[str, int], error: str | None
+    ) -> None:
+        await self._db.execute(
+            "UPDATE provider_batches SET state = ?, counts = ?, error = ?, updated_at = ?"
+            " WHERE id = ?",
+            (state, json.dumps(dict(counts)), error, self._now(), row_id),
+        )
+        await self._db.commit()
+
+    async def fetched(self, row_id: int) -> None:
+        """Every answer of this batch is stored: it is never fetched again."""
+        await self._db.execute(
+            "UPDATE provider_batches SET fetched = 1, updated_at = ? WHERE id = ?",
+            (self._now(), row_id),
+        )
+        await self._db.commit()
+
+    async def of_job(self, job_id: str) -> list[BatchRecord]:
+        async with self._db.execute(
+            "SELECT * FROM provider_batches WHERE job_id = ? ORDER BY id", (job_id,)
+        ) as cur:
+            return [_record(row) for row in await cur.fetchall()]
+
+    async def custom_ids(self, row_id: int) -> dict[str, str]:
+        """custom_id -> image id of the photos in one batch that still have no result."""
+        async with self._db.execute(
+            "SELECT custom_id, image_id FROM batch_items WHERE provider_batch = ?"
+            " AND status = 'pending'",
+            (row_id,),
+        ) as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def unbatched(self, job_id: str, page: int = 500) -> AsyncIterator[ImageInput]:
+        """Photos without a result and in no batch, a page at a time: what to submit."""
+        after = -1
+        while True:
+            async with self._db.execute(
+                "SELECT position, image FROM batch_items WHERE job_id = ? AND position > ?"
+                " AND status = 'pending' AND provider_batch IS NULL ORDER BY position LIMIT ?",
+                (job_id, after, page),
+            ) as cur:
+                rows = list(await cur.fetchall())
+            for row in rows:
+                yield ImageInput.model_validate_json(row[1])
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    async def leftovers(self, job_id: str) -> list[ImageInput]:
+        """Photos without a result whose batch has ended and been read: fast mode's share."""
+        async with self._db.execute(
+            "SELECT i.image FROM batch_items i JOIN provider_batches b ON b.id = i.provider_batch"
+            " WHERE i.job_id = ? AND i.status = 'pending' AND b.fetched = 1 ORDER BY i.position",
+            (job_id,),
+        ) as cur:
+            return [ImageInput.model_validate_json(row[0]) for row in await cur.fetchall()]
+
+    async def set_state(self, job_id: str, state: JobState) -> None:
+        """`submitted` while the provider works; `processing` while leftovers go fast."""
+        await self._db.execute(
+            "UPDATE batch_jobs SET status = ? WHERE id = ?", (state.value, job_id)
+        )
+        await self._db.commit()
+
+
+def _record(row: Any) -> BatchRecord:
+    return BatchRecord(
+        id=row["id"],
+        provider=row["provider"],
+        file_id=row["file_id"],
+        batch_id=row["batch_id"],
+        state=row["state"],
+        counts=json.loads(row["counts"] or "{}"),
+        error=row["error"],
+        requests=row["requests"],
+        bytes=row["bytes"],
+        fetched=bool(row["fetched"]),
+    )

@@ -1,0 +1,174 @@
+"""One face for the providers' batch APIs, so economy mode speaks to OpenAI and Anthropic alike.
+
+A `BatchClient` turns fast mode's `WireRequest`s into batch lines, packs them under the
+provider's limits, submits (reporting an uploaded file's id the moment it exists, so the caller
+can commit it before anything else happens), polls, fetches results keyed by `custom_id`, and
+cancels. The wire details live in `batch_openai.py` and `batch_anthropic.py`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from kullbatch.errors import FatalJobError
+from kullbatch.providers import batch_anthropic, batch_openai
+from kullbatch.providers.batch_common import BatchLine, Limits
+from kullbatch.providers.openai import batch_url
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    import aiohttp
+
+    from kullbatch.errors import ProviderError
+    from kullbatch.providers import ProviderSpec
+    from kullbatch.providers.base import WireRequest
+    from kullbatch.providers.batch_common import BatchInfo, LineFailure, LineResult
+
+__all__ = ["BatchClient", "create_batch_client"]
+
+
+class BatchClient(Protocol):
+    """What economy mode needs of a provider's batch API."""
+
+    name: str
+    limits: Limits
+    uploads_files: bool  # OpenAI uploads a file first; Anthropic takes the requests inline
+
+    def line(self, custom_id: str, request: WireRequest) -> BatchLine: ...
+
+    def size(self, line: BatchLine) -> int: ...
+
+    async def submit(
+        self, lines: list[BatchLine], on_file: Callable[[str], Awaitable[None]]
+    ) -> BatchInfo: ...
+
+    async def create_from_file(self, file_id: str) -> BatchInfo: ...
+
+    async def get(self, batch_id: str) -> BatchInfo: ...
+
+    async def cancel(self, batch_id: str) -> BatchInfo: ...
+
+    async def results(self, info: BatchInfo) -> dict[str, LineResult]: ...
+
+    def classify(self, failure: LineFailure) -> ProviderError: ...
+
+
+class OpenAIBatches:
+    """The Batch API: a JSONL file uploaded to /files, then a batch on /v1/chat/completions."""
+
+    name = "openai"
+    limits = Limits(batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES)
+    uploads_files = True
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        headers: Mapping[str, str],
+        api_key: str,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._headers = headers
+        self._api_key = api_key
+
+    def line(self, custom_id: str, request: WireRequest) -> BatchLine:
+        assert batch_url(request) == batch_openai.ENDPOINT
+        return BatchLine(custom_id, request.body)
+
+    def size(self, line: BatchLine) -> int:
+        return len(batch_openai.encode_line(line))
+
+    async def submit(
+        self, lines: list[BatchLine], on_file: Callable[[str], Awaitable[None]]
+    ) -> BatchInfo:
+        file_id = await batch_openai.upload(
+            self._session, self._base_url, self._headers, batch_openai.jsonl(lines)
+        )
+        await on_file(file_id)
+        return await self.create_from_file(file_id)
+
+    async def create_from_file(self, file_id: str) -> BatchInfo:
+        return await batch_openai.create(
+            self._session, self._base_url, self._headers, file_id, {"created_by": "kullbatch"}
+        )
+
+    async def get(self, batch_id: str) -> BatchInfo:
+        return await batch_openai.get(self._session, self._base_url, self._headers, batch_id)
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        return await batch_openai.cancel(self._session, self._base_url, self._headers, batch_id)
+
+    async def results(self, info: BatchInfo) -> dict[str, LineResult]:
+        return await batch_openai.results(self._session, self._base_url, self._headers, info)
+
+    def classify(self, failure: LineFailure) -> ProviderError:
+        return batch_openai.classify_line(failure, self._api_key)
+
+
+class AnthropicBatches:
+    """Message Batches: the requests go inline in one create call."""
+
+    name = "anthropic"
+    limits = Limits(
+        batch_anthropic.MAX_REQUESTS,
+        batch_anthropic.MAX_BYTES,
+        overhead=len(b'{"requests":[]}'),
+        separator=1,
+    )
+    uploads_files = False
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str) -> None:
+        self._session = session
+        self._base_url = base_url
+        self._headers = batch_anthropic.batch_headers(api_key)
+        self._api_key = api_key
+
+    def line(self, custom_id: str, request: WireRequest) -> BatchLine:
+        return BatchLine(custom_id, request.body)
+
+    def size(self, line: BatchLine) -> int:
+        return len(batch_anthropic.encode_request(line))
+
+    async def submit(
+        self, lines: list[BatchLine], on_file: Callable[[str], Awaitable[None]]
+    ) -> BatchInfo:
+        del on_file  # nothing is uploaded before the batch exists
+        return await batch_anthropic.create(self._session, self._base_url, self._headers, lines)
+
+    async def create_from_file(self, file_id: str) -> BatchInfo:
+        raise FatalJobError(f"anthropic batches have no input file ({file_id})")
+
+    async def get(self, batch_id: str) -> BatchInfo:
+        return await batch_anthropic.get(self._session, self._base_url, self._headers, batch_id)
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        return await batch_anthropic.cancel(self._session, self._base_url, self._headers, batch_id)
+
+    async def results(self, info: BatchInfo) -> dict[str, LineResult]:
+        return await batch_anthropic.results(self._session, self._base_url, self._headers, info)
+
+    def classify(self, failure: LineFailure) -> ProviderError:
+        return batch_anthropic.classify_line(failure, self._api_key)
+
+
+def create_batch_client(
+    spec: ProviderSpec, session: aiohttp.ClientSession, env: Mapping[str, str]
+) -> BatchClient:
+    """The batch client of an economy-capable provider, keyed from the environment."""
+    key = next((env[var].strip() for var in spec.key_vars if env.get(var, "").strip()), "")
+    if not key:
+        raise FatalJobError(f"{spec.name}: set {' or '.join(spec.key_vars)} in the environment")
+    if spec.name == "openai":
+        headers = {"Authorization": f"Bearer {key}"}
+        if organization := env.get("OPENAI_ORG_ID"):
+            headers["OpenAI-Organization"] = organization
+        if project := env.get("OPENAI_PROJECT_ID"):
+            headers["OpenAI-Project"] = project
+        base_url = env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        return OpenAIBatches(session, base_url.rstrip("/"), headers, key)
+    if spec.name == "anthropic":
+        base_url = env.get("ANTHROPIC_BASE_URL", "").strip() or "https://api.anthropic.com"
+        return AnthropicBatches(session, base_url.rstrip("/"), key)
+    raise FatalJobError(f"{spec.name} has no batch API: economy mode needs openai or anthropic")
