@@ -93,7 +93,8 @@ class FakeAnthropicBatches:
         self.seen: list[Seen] = []
         self.base_url = ""
 
-    async def start(self, aiohttp_server: Any) -> FakeAnthropicBatches:
+    def app(self) -> web.Application:
+        """The fake as an application, for a server the caller starts (e.g. in a thread)."""
         app = web.Application(
             client_max_size=self.max_bytes + 1024 * 1024,
             middlewares=[recording_middleware(self.seen)],
@@ -103,6 +104,10 @@ class FakeAnthropicBatches:
         app.router.add_post(PATH + "/{id}/cancel", self._cancel)
         app.router.add_get(PATH + "/{id}/results", self._results)
         app.router.add_post("/v1/messages", self._fast)  # fast mode, for leftover photos
+        return app
+
+    async def start(self, aiohttp_server: Any) -> FakeAnthropicBatches:
+        app = self.app()
         server = await aiohttp_server(app, host="127.0.0.1")
         self.base_url = str(server.make_url("")).rstrip("/")
         return self

@@ -96,7 +96,8 @@ class FakeOpenAIBatches:
         self.seen: list[Seen] = []
         self.base_url = ""
 
-    async def start(self, aiohttp_server: Any) -> FakeOpenAIBatches:
+    def app(self) -> web.Application:
+        """The fake as an application, for a server the caller starts (e.g. in a thread)."""
         app = web.Application(
             client_max_size=self.max_file_bytes + 1024 * 1024,
             middlewares=[recording_middleware(self.seen)],
@@ -107,6 +108,10 @@ class FakeOpenAIBatches:
         app.router.add_get("/v1/batches/{id}", self._get)
         app.router.add_post("/v1/batches/{id}/cancel", self._cancel)
         app.router.add_post(ENDPOINT, self._fast)  # fast mode, for photos a batch left over
+        return app
+
+    async def start(self, aiohttp_server: Any) -> FakeOpenAIBatches:
+        app = self.app()
         server = await aiohttp_server(app, host="127.0.0.1")
         self.base_url = str(server.make_url("/v1"))
         return self
