@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import logging
 import random
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
 
 from kullbatch.engine import JobOutcome
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Retryable
@@ -100,6 +102,50 @@ class _Flags:
 # Runs the photos a batch did not finish in fast mode; returns how that run ended.
 FastRunner = Callable[[list[ImageInput], int, int], Awaitable[JobOutcome]]
 T = TypeVar("T")
+
+
+class _Pending:
+    """The batch being filled: its requests on disk (framed for the provider), their ids."""
+
+    def __init__(self, path: Path, client: BatchClient) -> None:
+        self._path = path
+        self._client = client
+        self._framing = client.framing
+        self._handle: BinaryIO | None = None
+        self.ids: dict[str, str] = {}
+        self._size = 0
+
+    def fits(self, size: int) -> bool:
+        limits = self._client.limits
+        if not self.ids:
+            return True
+        extra = size + len(self._framing.separator)
+        return len(self.ids) < limits.max_requests and self._size + extra <= limits.max_bytes
+
+    def add(self, custom_id: str, image_id: str, encoded: bytes) -> None:
+        if self._handle is None:
+            self._handle = self._path.open("wb")
+            self._handle.write(self._framing.prefix)
+            self._size = len(self._framing.prefix) + len(self._framing.suffix)
+        else:
+            self._handle.write(self._framing.separator)
+            self._size += len(self._framing.separator)
+        self._handle.write(encoded)
+        self._size += len(encoded)
+        self.ids[custom_id] = image_id
+
+    def finish(self) -> tuple[Path, dict[str, str], int]:
+        """Close the file; the next `add` starts a new batch."""
+        assert self._handle is not None
+        self._handle.write(self._framing.suffix)
+        self.close()
+        ids, self.ids = self.ids, {}
+        return self._path, ids, self._size
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class EconomyRunner:
@@ -183,30 +229,35 @@ class EconomyRunner:
                 self._note(f"{self._client.name} batch {info.id} created from {file_id}")
 
     async def _submit_unbatched(self) -> None:
-        """Photos in no batch yet, packed under the provider's limits, one batch at a time."""
+        """Photos in no batch yet, packed under the provider's limits, one batch at a time.
+
+        Each photo's request is encoded once and appended to a file on disk, so memory holds
+        one photo's request, not a 200 MB batch; the file is streamed to the provider.
+        """
+        with tempfile.TemporaryDirectory(prefix="kullbatch-") as folder:
+            pending = _Pending(Path(folder) / "batch", self._client)
+            try:
+                async for image in self._store.batches.unbatched(self.job_id):
+                    if self._flags.interrupted or self._flags.cancelled:
+                        return
+                    await self._add(pending, image)
+                if pending.ids:
+                    await self._submit(pending)
+            finally:
+                pending.close()
+
+    async def _add(self, pending: _Pending, image: ImageInput) -> None:
+        line = await self._line(image)
+        if line is None:
+            return
+        encoded = self._client.encode(line)
         limits = self._client.limits
-        chunk: list[BatchLine] = []
-        ids: dict[str, str] = {}
-        used = limits.overhead
-        async for image in self._store.batches.unbatched(self.job_id):
-            if self._flags.interrupted or self._flags.cancelled:
-                return
-            line = await self._line(image)
-            if line is None:
-                continue
-            size = self._client.size(line)
-            if limits.overhead + size > limits.max_bytes:
-                self._failed(image.id, _too_large(size, limits.max_bytes))
-                continue
-            extra = size + (limits.separator if chunk else 0)
-            if chunk and (len(chunk) >= limits.max_requests or used + extra > limits.max_bytes):
-                await self._submit(chunk, ids, used)
-                chunk, ids, used, extra = [], {}, limits.overhead, size
-            chunk.append(line)
-            ids[line.custom_id] = image.id
-            used += extra
-        if chunk:
-            await self._submit(chunk, ids, used)
+        if limits.overhead + len(encoded) > limits.max_bytes:
+            self._failed(image.id, _too_large(len(encoded), limits.max_bytes))
+            return
+        if not pending.fits(len(encoded)):
+            await self._submit(pending)
+        pending.add(line.custom_id, image.id, encoded)
 
     async def _line(self, image: ImageInput) -> BatchLine | None:
         """The photo's request as fast mode would send it; a photo that cannot be read fails."""
@@ -219,7 +270,9 @@ class EconomyRunner:
         request = self._adapter.build_request(ready, self._prompt)
         return self._client.line(custom_id_for(image.id), request)
 
-    async def _submit(self, lines: list[BatchLine], ids: dict[str, str], size: int) -> None:
+    async def _submit(self, pending: _Pending) -> None:
+        """Send one batch; record the provider's ids the moment each exists."""
+        path, ids, size = pending.finish()
         recorded: list[int] = []
 
         async def on_file(file_id: str) -> None:
@@ -229,7 +282,16 @@ class EconomyRunner:
             )  # fmt: skip
             recorded.append(row)
 
-        info = await self._retrying(lambda: self._submit_once(lines, recorded, on_file))
+        async def once() -> BatchInfo:
+            """Upload and create; after an upload is recorded, a retry only creates."""
+            if recorded:
+                records = await self._store.batches.of_job(self.job_id)
+                file_id = next(r.file_id for r in records if r.id == recorded[0])
+                assert file_id is not None
+                return await self._client.create_from_file(file_id)
+            return await self._client.submit_file(path, on_file)
+
+        info = await self._retrying(once)
         if recorded:
             await self._store.batches.created(recorded[0], self.job_id, info.id, info.state)
         else:
@@ -237,22 +299,7 @@ class EconomyRunner:
                 self.job_id, self._client.name, ids, file_id=None, batch_id=info.id,
                 state=info.state, size=size,
             )  # fmt: skip
-        self._note(f"{self._client.name} batch {info.id} submitted: {len(lines)} photos")
-
-    async def _submit_once(
-        self,
-        lines: list[BatchLine],
-        recorded: list[int],
-        on_file: Callable[[str], Awaitable[None]],
-    ) -> BatchInfo:
-        """Upload and create; after an upload is recorded, a retry only creates the batch."""
-        if recorded:
-            record = next(
-                r for r in await self._store.batches.of_job(self.job_id) if r.id == recorded[0]
-            )
-            assert record.file_id is not None
-            return await self._client.create_from_file(record.file_id)
-        return await self._client.submit(lines, on_file)
+        self._note(f"{self._client.name} batch {info.id} submitted: {len(ids)} photos")
 
     # -- waiting ------------------------------------------------------------------------------
 

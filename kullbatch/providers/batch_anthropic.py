@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
@@ -39,8 +40,8 @@ from kullbatch.providers.http import HTTPAnswer, post_json, request
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from pathlib import Path
 
-    import aiohttp
 
 __all__ = [
     "MAX_BYTES",
@@ -62,6 +63,8 @@ NAME = "anthropic"
 PATH = "/v1/messages/batches"
 MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
+# a 256 MB create request takes a while to send: no total limit, only stalls time out
+TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
 _ENVELOPE = compact_json({"requests": []})
 M = TypeVar("M", bound=BaseModel)
 _ENDED_MEANWHILE = frozenset({400, 409})
@@ -167,6 +170,18 @@ async def create(
     """POST /v1/messages/batches with every request of one batch."""
     payload = {"requests": [{"custom_id": line.custom_id, "params": line.body} for line in lines]}
     answer = await post_json(session, _url(base_url), headers=headers, payload=payload)
+    return _info(_checked(answer, headers))
+
+
+async def create_from_file(
+    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], path: Path
+) -> BatchInfo:
+    """`create` with the request JSON already written to a file, streamed from disk."""
+    send = {**headers, "content-type": "application/json"}
+    with path.open("rb") as handle:
+        answer = await request(
+            session, "POST", _url(base_url), headers=send, data=handle, timeout=TRANSFER_TIMEOUT
+        )
     return _info(_checked(answer, headers))
 
 

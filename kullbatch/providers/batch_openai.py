@@ -40,6 +40,7 @@ from kullbatch.providers.http import HTTPAnswer, post_json, request
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from pathlib import Path
 
 __all__ = [
     "ENDPOINT",
@@ -159,6 +160,25 @@ async def upload(
         data=_multipart(boundary, jsonl),
         timeout=TRANSFER_TIMEOUT,
     )
+    return _parse(_checked(answer, headers), _File, "file").id
+
+
+async def upload_file(
+    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], path: Path
+) -> str:
+    """`upload` from a JSONL file on disk, streamed: a 200 MB file is never held in memory."""
+    with path.open("rb") as handle:
+        form = aiohttp.FormData()
+        form.add_field("purpose", "batch")
+        form.add_field("file", handle, filename="batch.jsonl", content_type="application/jsonl")
+        answer = await request(
+            session,
+            "POST",
+            f"{_base(base_url)}/files",
+            headers=headers,
+            data=form,
+            timeout=TRANSFER_TIMEOUT,
+        )
     return _parse(_checked(answer, headers), _File, "file").id
 
 

@@ -8,6 +8,7 @@ cancels. The wire details live in `batch_openai.py` and `batch_anthropic.py`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from kullbatch.errors import FatalJobError
@@ -17,6 +18,7 @@ from kullbatch.providers.openai import batch_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
+    from pathlib import Path
 
     import aiohttp
 
@@ -25,22 +27,35 @@ if TYPE_CHECKING:
     from kullbatch.providers.base import WireRequest
     from kullbatch.providers.batch_common import BatchInfo, LineFailure, LineResult
 
-__all__ = ["BatchClient", "create_batch_client"]
+__all__ = ["BatchClient", "Framing", "create_batch_client"]
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How encoded requests are joined into what is sent: a JSONL file, or a JSON array."""
+
+    prefix: bytes = b""
+    separator: bytes = b""
+    suffix: bytes = b""
 
 
 class BatchClient(Protocol):
-    """What economy mode needs of a provider's batch API."""
+    """What economy mode needs of a provider's batch API.
+
+    Requests are encoded one at a time and written to a file with the client's `framing`, so
+    a batch of hundreds of megabytes is streamed from disk, never held in memory.
+    """
 
     name: str
     limits: Limits
-    uploads_files: bool  # OpenAI uploads a file first; Anthropic takes the requests inline
+    framing: Framing
 
     def line(self, custom_id: str, request: WireRequest) -> BatchLine: ...
 
-    def size(self, line: BatchLine) -> int: ...
+    def encode(self, line: BatchLine) -> bytes: ...
 
-    async def submit(
-        self, lines: list[BatchLine], on_file: Callable[[str], Awaitable[None]]
+    async def submit_file(
+        self, path: Path, on_file: Callable[[str], Awaitable[None]]
     ) -> BatchInfo: ...
 
     async def create_from_file(self, file_id: str) -> BatchInfo: ...
@@ -59,7 +74,7 @@ class OpenAIBatches:
 
     name = "openai"
     limits = Limits(batch_openai.MAX_REQUESTS, batch_openai.MAX_BYTES)
-    uploads_files = True
+    framing = Framing()  # JSONL: each encoded line ends with its newline
 
     def __init__(
         self,
@@ -77,15 +92,12 @@ class OpenAIBatches:
         assert batch_url(request) == batch_openai.ENDPOINT
         return BatchLine(custom_id, request.body)
 
-    def size(self, line: BatchLine) -> int:
-        return len(batch_openai.encode_line(line))
+    def encode(self, line: BatchLine) -> bytes:
+        return batch_openai.encode_line(line)
 
-    async def submit(
-        self, lines: list[BatchLine], on_file: Callable[[str], Awaitable[None]]
-    ) -> BatchInfo:
-        file_id = await batch_openai.upload(
-            self._session, self._base_url, self._headers, batch_openai.jsonl(lines)
-        )
+    async def submit_file(self, path: Path, on_file: Callable[[str], Awaitable[None]]) -> BatchInfo:
+        """Upload the JSONL file, report its id (to be committed), then create the batch."""
+        file_id = await batch_openai.upload_file(self._session, self._base_url, self._headers, path)
         await on_file(file_id)
         return await self.create_from_file(file_id)
 
@@ -111,13 +123,13 @@ class AnthropicBatches:
     """Message Batches: the requests go inline in one create call."""
 
     name = "anthropic"
+    framing = Framing(b'{"requests":[', b",", b"]}")  # the create call's JSON, streamed
     limits = Limits(
         batch_anthropic.MAX_REQUESTS,
         batch_anthropic.MAX_BYTES,
-        overhead=len(b'{"requests":[]}'),
-        separator=1,
+        overhead=len(framing.prefix) + len(framing.suffix),
+        separator=len(framing.separator),
     )
-    uploads_files = False
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, api_key: str) -> None:
         self._session = session
@@ -128,14 +140,14 @@ class AnthropicBatches:
     def line(self, custom_id: str, request: WireRequest) -> BatchLine:
         return BatchLine(custom_id, request.body)
 
-    def size(self, line: BatchLine) -> int:
-        return len(batch_anthropic.encode_request(line))
+    def encode(self, line: BatchLine) -> bytes:
+        return batch_anthropic.encode_request(line)
 
-    async def submit(
-        self, lines: list[BatchLine], on_file: Callable[[str], Awaitable[None]]
-    ) -> BatchInfo:
+    async def submit_file(self, path: Path, on_file: Callable[[str], Awaitable[None]]) -> BatchInfo:
         del on_file  # nothing is uploaded before the batch exists
-        return await batch_anthropic.create(self._session, self._base_url, self._headers, lines)
+        return await batch_anthropic.create_from_file(
+            self._session, self._base_url, self._headers, path
+        )
 
     async def create_from_file(self, file_id: str) -> BatchInfo:
         raise FatalJobError(f"anthropic batches have no input file ({file_id})")

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 
@@ -89,13 +89,14 @@ async def request(
     url: str,
     *,
     headers: Mapping[str, str],
-    data: bytes | None = None,
+    data: bytes | aiohttp.FormData | BinaryIO | None = None,
     timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
     max_bytes: int | None = None,
 ) -> HTTPAnswer:
     """Any request, with transport errors mapped onto Transient.
 
-    With `max_bytes`, a longer body is abandoned as soon as it passes the limit.
+    `data` may be an open file (streamed, as a batch file of hundreds of megabytes should be)
+    or a form. With `max_bytes`, a longer body is abandoned as soon as it passes the limit.
     """
     try:
         async with session.request(
