@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from kullbatch import export, jobs
 from kullbatch.hub import token_matches
 from kullbatch.manifest import ManifestError, manifest_from_document
-from kullbatch.models import JobState
+from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -99,16 +99,23 @@ class Api:
         self._tasks[job_id] = task
 
     async def _run(self, job: JobRow) -> None:
+        """Run the job; its last message goes out once the database says how it ended."""
+
         def keep(processor: BatchProcessor) -> None:
             self._processors[job.id] = processor
 
+        def relay(event: ProgressEvent) -> None:
+            if event.kind is not EventKind.ENDED:
+                self.hub.handle(event)
+
         try:
-            await self.service.run(job, subscribers=[self.hub.handle], on_processor=keep)
+            await self.service.run(job, subscribers=[relay], on_processor=keep)
         except Exception:  # the job's own record says what happened; the server lives on
             admin_log.exception("[server] job %s stopped with an error", job.id)
         finally:
             self._processors.pop(job.id, None)
             self._tasks.pop(job.id, None)
+        self.hub.handle(_ended(await self.service.status(job.id)))
 
     async def stop(self) -> None:
         """The server is going away: running jobs stop as interrupted, so `resume` ends them."""
@@ -149,7 +156,8 @@ class Api:
                 "request body", field, "local paths need the server started with --root DIR"
             )
         try:
-            resolved = (self.root / text).resolve()
+            # exactly as the manifest reader will resolve it (`~` included)
+            resolved = (self.root / Path(text).expanduser()).resolve()
         except (OSError, RuntimeError, ValueError):
             resolved = None
         if resolved is None or not resolved.is_relative_to(self.root):
@@ -245,6 +253,21 @@ class Api:
 def _accepted(job: JobRow, message: str) -> web.Response:
     body = {"jobId": job.id, "message": message, "mode": job.mode, "totalImages": job.total_images}
     return web.json_response(body, status=202)
+
+
+def _ended(status: JobStatus) -> ProgressEvent:
+    """The end of a job as its record tells it (also when the engine never started)."""
+    return ProgressEvent(
+        kind=EventKind.ENDED,
+        job_id=status.jobId,
+        total=status.totalImages,
+        rated=status.processedImages,
+        failed=status.failedImages,
+        retrying=0,
+        status=status.status,
+        shoot_id=status.shootId,
+        provider=status.providerId,
+    )
 
 
 def _thumbnail(path: Path) -> bytes:
