@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
+# the page's own script and style only; pictures also from the photos' own URLs
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' blob: https: http:; base-uri 'none'; form-action 'none'"
+)
 MAX_BODY = 32 * 1024 * 1024  # a 100,000-photo request body with metadata fits
 
 
@@ -130,7 +135,11 @@ def build_app(
         return web.Response(
             text=page,
             content_type="text/html",
-            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+            headers={
+                "Cache-Control": "no-store",
+                "Referrer-Policy": "no-referrer",
+                "Content-Security-Policy": CSP,
+            },
         )
 
     app.router.add_get("/", dashboard)
