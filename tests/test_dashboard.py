@@ -59,3 +59,18 @@ def test_the_dashboards_script_parses_where_node_is_installed(tmp_path):
     script = tmp_path / "dashboard.js"
     script.write_text(re.search(r"<script>(.*)</script>", page, re.DOTALL).group(1))
     subprocess.run([node, "--check", str(script)], check=True)
+
+
+def test_the_readme_documents_serve_serve_ws_the_api_and_the_message():
+    """A section per command, the routes and the WebSocket message's fields."""
+    readme = (Path(server.__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for text in (
+        "kullbatch serve",
+        "--serve-ws",
+        "--ws-token",
+        "/api/batch/process",
+        "/api/batch/resume/:jobId",
+        '"type": "SHOOT_PROGRESS"',
+        '"failedCount"',
+    ):
+        assert text in readme
