@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from kullbatch import jobs
+from kullbatch import jobs, server
 from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
@@ -25,11 +25,12 @@ from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Sequence
 
     from kullbatch.economy import Stoppable
     from kullbatch.engine import JobOutcome
     from kullbatch.export import Written
+    from kullbatch.models import ProgressEvent
     from kullbatch.store import JobRow
 
 app = typer.Typer(
@@ -166,6 +167,16 @@ def process(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Every failed attempt on stderr too.")
     ] = False,
+    serve_ws: Annotated[
+        str | None,
+        typer.Option(metavar="[HOST:]PORT", help="Live progress on ws://HOST:PORT/ws?token=…"),
+    ] = None,
+    ws_token: Annotated[
+        str | None,
+        typer.Option(
+            help="WebSocket token [default: $KULLBATCH_TOKEN, else random]", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Rate every photo of SOURCE; exits 0 all rated, 1 some failed or cancelled, 2 bad input,
     3 fatal provider error (key, model, credit), 130 interrupted (resume finishes it)."""
@@ -177,6 +188,10 @@ def process(
         manifest = load_manifest(source)
     except ManifestError as exc:
         fail(str(exc))
+    try:
+        ws_address = None if serve_ws is None else server.parse_address(serve_ws)
+    except ValueError as exc:
+        fail(f"--serve-ws: {exc}")
     settings = jobs.ProcessSettings(
         provider=provider,
         model=model,
@@ -198,7 +213,15 @@ def process(
             job = await service.create(manifest, settings)
             if quiet:
                 typer.echo(job.id)
-            return await _run_and_report(service, job, json_output=json_output, quiet=quiet)
+            if ws_address is None:
+                return await _run_and_report(service, job, json_output=json_output, quiet=quiet)
+            host, port = ws_address
+            token = ws_token or jobs.environment().get("KULLBATCH_TOKEN") or server.new_token()
+            async with server.serve_progress(host, port, token) as served:
+                typer.echo(f"live progress: {served.url}", err=True)
+                return await _run_and_report(
+                    service, job, json_output=json_output, quiet=quiet, extra=[served.hub.handle]
+                )
 
     try:
         code = run(work)
@@ -208,7 +231,12 @@ def process(
 
 
 async def _run_and_report(
-    service: jobs.Service, job: JobRow, *, json_output: bool, quiet: bool
+    service: jobs.Service,
+    job: JobRow,
+    *,
+    json_output: bool,
+    quiet: bool,
+    extra: Sequence[Callable[[ProgressEvent], None]] = (),
 ) -> int:
     console = make_console()
     display = ProgressDisplay(
@@ -218,7 +246,8 @@ async def _run_and_report(
     if not quiet:
         display.start()
     try:
-        outcome = await _run_with_signals(service, job, [] if quiet else [display.handle])
+        shown = [] if quiet else [display.handle]
+        outcome = await _run_with_signals(service, job, [*shown, *extra])
     finally:
         display.stop()
     status = await service.status(job.id)
@@ -384,6 +413,44 @@ def list_jobs(db: DbOption = None, json_output: JsonFlag = False) -> None:
         print_json([s.model_dump(mode="json") for s in statuses])
     else:
         render_jobs(statuses, make_console(stdout=True))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address; off loopback a token is required.")] = (
+        server.DEFAULT_HOST
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port, 0 for any.")] = 8787,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="API and WebSocket token [default: $KULLBATCH_TOKEN, else random]",
+            show_default=False,
+        ),
+    ] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Folder requests may name photos in by path.", file_okay=False),
+    ] = None,
+    db: DbOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Failed attempts on stderr.")] = (
+        False
+    ),
+) -> None:
+    """Serve the REST API under /api/batch/, live progress on /ws and a dashboard at /,
+    running every job in this one process until Ctrl-C (running jobs stop interrupted)."""
+    try:
+        chosen = server.choose_token(token, jobs.environment(), host)
+    except ValueError as exc:
+        fail(str(exc))
+    settings = server.ServeSettings(host=host, port=port, token=chosen, root=root)
+    database = db_path(db)
+    jobs.configure_admin_log(database, verbose=verbose)
+    say = lambda url: typer.echo(f"kullbatch serving {database}: open {url}", err=True)  # noqa: E731
+    try:
+        run(lambda: server.run_server(database, settings, announce=say))
+    finally:
+        jobs.close_admin_log()
 
 
 @app.command()

@@ -1,0 +1,348 @@
+"""`kullbatch serve`: the REST API end to end, its token, its limits, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from typer.testing import CliRunner
+
+from kullbatch import jobs, server
+from kullbatch.cli import app
+from kullbatch.hub import Hub
+from kullbatch.manifest import manifest_from_document
+from tests.fault_server import completion, expected_rating
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+TOKEN = "t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SECRET_KEY = "sk-very-secret-key-123"
+
+
+def body(n: int = 3, provider: str = "local", **extra) -> dict:
+    photos = sorted((EXAMPLES / "photos").iterdir())[:n]
+    images = [
+        {"id": f"img{i}", "filename": p.name, "path": f"photos/{p.name}"}
+        for i, p in enumerate(photos)
+    ]
+    return {"shootId": "wedding", "images": images, "providerId": provider, **extra}
+
+
+class HeldProvider:
+    """An OpenAI-compatible chat server that answers only once `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.asked = asyncio.Event()
+
+    async def chat(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.asked.set()
+        await self.release.wait()
+        rating = json.dumps(expected_rating("x"))
+        return web.json_response(completion(rating, "qwen3-vl:8b"))
+
+
+class Api:
+    """A test client of one server, with the WebSocket to wait on jobs' ends."""
+
+    def __init__(self, client, hub: Hub) -> None:
+        self.client = client
+        self.hub = hub
+
+    async def post(self, path: str, payload=None, headers=AUTH):
+        response = await self.client.post(f"/api/batch/{path}", json=payload, headers=headers)
+        return response.status, await response.json()
+
+    async def get(self, path: str, headers=AUTH):
+        response = await self.client.get(f"/api/batch/{path}", headers=headers)
+        return response.status, await response.json()
+
+    async def until_ended(self, ws, job_id: str) -> dict:
+        """Read the WebSocket until this job's last message (event-driven: no polling)."""
+        async for message in ws:
+            data = json.loads(message.data)["data"]
+            if data["jobId"] == job_id and data["status"] != "processing":
+                return data
+        raise AssertionError("the WebSocket closed before the job ended")
+
+
+@pytest.fixture
+async def held(aiohttp_server):
+    fake = HeldProvider()
+    application = web.Application()
+    application.router.add_post("/v1/chat/completions", fake.chat)
+    fake.server = await aiohttp_server(application)
+    yield fake
+    fake.release.set()
+
+
+@pytest.fixture
+async def api(tmp_path, aiohttp_client, held):
+    root = tmp_path / "root"
+    shutil.copytree(EXAMPLES / "photos", root / "photos")
+    env = {
+        "OPENAI_COMPATIBLE_BASE_URL": str(held.server.make_url("/v1")),
+        "OPENAI_COMPATIBLE_API_KEY": SECRET_KEY,
+    }
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        hub = Hub(TOKEN)
+        client = await aiohttp_client(server.build_app(service, hub, root=root, max_body=64 * 1024))
+        yield Api(client, hub)
+        held.release.set()
+        await client.close()
+
+
+async def test_a_posted_shoot_is_accepted_run_and_its_results_served(api):
+    """202 with the spec's fields; the job completes; status, results and jobs report it."""
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+    status, accepted = await api.post("process", body(3))
+    assert status == 202
+    assert accepted == {
+        "jobId": accepted["jobId"],
+        "message": "Batch processing started",
+        "mode": "fast",
+        "totalImages": 3,
+    }
+    ended = await api.until_ended(ws, accepted["jobId"])
+    assert ended["status"] == "completed" and ended["processedCount"] == 3
+    status, current = await api.get(f"status/{accepted['jobId']}")
+    assert status == 200 and current["status"] == "completed" and current["progress"] == 1.0
+    status, results = await api.get(f"results/{accepted['jobId']}")
+    assert status == 200 and [r["imageId"] for r in results["results"]] == ["img0", "img1", "img2"]
+    assert all(1 <= r["starRating"] <= 5 and "thumbnail" not in r for r in results["results"])
+    status, listed = await api.get("jobs")
+    assert status == 200 and [j["jobId"] for j in listed] == [accepted["jobId"]]
+
+
+async def test_two_jobs_posted_together_run_at_once_in_one_server(api):
+    """Both jobs run in the server's one runtime and both complete."""
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+    first = (await api.post("process", body(2)))[1]["jobId"]
+    second = (await api.post("process", body(4)))[1]["jobId"]
+    ended = {}
+    async for message in ws:
+        data = json.loads(message.data)["data"]
+        if data["status"] != "processing":
+            ended[data["jobId"]] = data
+        if len(ended) == 2:
+            break
+    assert ended[first]["processedCount"] == 2 and ended[second]["processedCount"] == 4
+
+
+async def test_results_can_name_thumbnails_and_a_local_photo_is_served_small(api):
+    """?thumbnails=1 adds each photo's thumbnail URL; the URL serves a JPEG of at most 320 px."""
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+    job_id = (await api.post("process", body(2)))[1]["jobId"]
+    await api.until_ended(ws, job_id)
+    _, results = await api.get(f"results/{job_id}?thumbnails=1")
+    url = results["results"][0]["thumbnail"]
+    assert url == f"/api/batch/thumbnail/{job_id}/img0"
+    response = await api.client.get(url, headers=AUTH)
+    assert response.status == 200 and response.content_type == "image/jpeg"
+    again = await api.client.get(url, headers=AUTH)  # the job's photos are looked up once
+    assert (await again.read()) == await response.read()
+    status, missing = await api.get(f"thumbnail/{job_id}/nope")
+    assert status == 404 and "nope" in missing["error"]
+
+
+async def test_every_api_route_wants_the_bearer_token(api):
+    """No header, another scheme or a wrong token: 401 with a JSON body; the page itself is open."""
+    for headers in ({}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer nope"}):
+        status, refused = await api.get("jobs", headers=headers)
+        assert status == 401 and "token" in refused["error"]
+        status, _ = await api.post("process", body(1), headers=headers)
+        assert status == 401
+    assert (await api.client.get("/")).status == 200
+
+
+async def test_unknown_jobs_are_404_on_every_route(api):
+    """status, results, cancel, resume and thumbnail all say the job is unknown."""
+    for method, path in [
+        (api.get, "status/batch_0_nothin"),
+        (api.get, "results/batch_0_nothin"),
+        (api.post, "cancel/batch_0_nothin"),
+        (api.post, "resume/batch_0_nothin"),
+        (api.get, "thumbnail/batch_0_nothin/img0"),
+    ]:
+        status, answer = await method(path)
+        assert status == 404 and "batch_0_nothin" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "words"),
+    [
+        ({"images": [{"id": "a", "filename": "a.jpg"}]}, "images[0]", "url"),
+        ({"images": "x"}, "images", "must be a list"),
+        (
+            {"images": [{"id": "a", "filename": "a", "url": "file:///etc/passwd"}]},
+            "images[0].url",
+            "http",
+        ),
+        (
+            {"images": [{"id": "a", "filename": "a", "path": "../outside.jpg"}]},
+            "images[0].path",
+            "beneath",
+        ),
+        (
+            {"images": [{"id": "a", "filename": "a", "path": "/etc/passwd"}]},
+            "images[0].path",
+            "beneath",
+        ),
+        ([{"id": "a", "filename": "a", "path": "~/x.jpg"}], "[0].path", "beneath"),
+    ],
+)
+async def test_a_bad_body_is_400_naming_the_field_and_paths_outside_root_are_never_read(
+    api, payload, field, words
+):
+    """Manifest errors name the field; a path out of --root is refused before it is opened."""
+    status, answer = await api.post("process", payload)
+    assert status == 400 and answer["field"] == field and words in answer["error"]
+
+
+async def test_a_symlink_out_of_root_is_refused_like_a_path(api, tmp_path):
+    """A link beneath --root that leads outside it is outside it."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not a photo")
+    (tmp_path / "root" / "link.jpg").symlink_to(outside)
+    payload = {"images": [{"id": "a", "filename": "a", "path": "link.jpg"}]}
+    status, answer = await api.post("process", payload)
+    assert status == 400 and "beneath" in answer["error"]
+
+
+async def test_malformed_json_an_unknown_provider_and_a_huge_body_are_refused(api):
+    """Malformed JSON and a bad provider are 400; a body over the limit is 413."""
+    response = await api.client.post("/api/batch/process", data=b"{nope", headers=AUTH)
+    assert response.status == 400 and "malformed JSON" in (await response.json())["error"]
+    status, answer = await api.post("process", body(1, provider="nobody"))
+    assert status == 400 and "nobody" in answer["error"]
+    status, answer = await api.post("process", body(1, padding="x" * 70_000))
+    assert status == 413 and answer["error"]
+
+
+async def test_a_running_job_is_cancelled_at_once_and_resumed_to_the_end(api, held):
+    """cancel stops our own job now; resume runs it again; the key never shows in an answer."""
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+    job_id = (await api.post("process", body(2, provider="openai-compatible")))[1]["jobId"]
+    await held.asked.wait()  # the probe is out and held: the job is surely running
+    status, answer = await api.post(f"resume/{job_id}")
+    assert status == 409 and "already running" in answer["error"]
+    status, answer = await api.post(f"cancel/{job_id}")
+    assert status == 200 and answer == {"jobId": job_id, "message": "Job cancelled successfully"}
+    assert (await api.until_ended(ws, job_id))["status"] == "cancelled"
+    status, answer = await api.post(f"cancel/{job_id}")
+    assert status == 409 and "already cancelled" in answer["error"]
+    held.release.set()
+    status, answer = await api.post(f"resume/{job_id}")
+    assert status == 202 and answer["message"] == "Batch processing resumed"
+    ended = await api.until_ended(ws, job_id)
+    assert ended["status"] == "completed" and ended["processedCount"] == 2
+    for path in (f"status/{job_id}", f"results/{job_id}", "jobs"):
+        response = await api.client.get(f"/api/batch/{path}", headers=AUTH)
+        assert SECRET_KEY not in await response.text()
+    status, answer = await api.post(f"resume/{job_id}")
+    assert status == 409 and "already completed" in answer["error"]
+
+
+async def test_a_job_nobody_runs_is_cancelled_through_the_store(api, tmp_path):
+    """A job this server does not run (say, an orphan of the CLI) is cancelled in the database."""
+    async with jobs.Service.open(tmp_path / "k.db", {}) as other:
+        job = await other.create(server_manifest(tmp_path), jobs.ProcessSettings(provider="local"))
+    with sqlite3.connect(tmp_path / "k.db") as conn:  # its creator died long ago
+        conn.execute("UPDATE batch_jobs SET heartbeat_at = '2000-01-01T00:00:00.000Z'")
+    status, answer = await api.post(f"cancel/{job.id}")
+    assert status == 200 and answer["message"] == f"job {job.id} cancelled"
+    assert (await api.get(f"status/{job.id}"))[1]["status"] == "cancelled"
+
+
+def server_manifest(tmp_path: Path):
+    return manifest_from_document(body(1), base=tmp_path / "root")
+
+
+async def test_stopping_the_server_interrupts_its_jobs_and_resume_finishes_them(
+    tmp_path, aiohttp_client, held
+):
+    """A job running when the server stops reads interrupted; a new server's resume ends it."""
+    root = tmp_path / "root"
+    shutil.copytree(EXAMPLES / "photos", root / "photos")
+    env = {"OPENAI_COMPATIBLE_BASE_URL": str(held.server.make_url("/v1"))}
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        client = await aiohttp_client(server.build_app(service, Hub(TOKEN), root=root))
+        response = await client.post(
+            "/api/batch/process", json=body(2, provider="openai-compatible"), headers=AUTH
+        )
+        job_id = (await response.json())["jobId"]
+        await held.asked.wait()
+        await client.close()
+        assert (await service.status(job_id)).status.value == "interrupted"
+    held.release.set()
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        client = await aiohttp_client(server.build_app(service, Hub(TOKEN), root=root))
+        ws = await client.ws_connect(f"/ws?token={TOKEN}")
+        response = await client.post(f"/api/batch/resume/{job_id}", headers=AUTH)
+        assert response.status == 202
+        ended = await Api(client, Hub(TOKEN)).until_ended(ws, job_id)
+        assert ended["status"] == "completed"
+        await client.close()
+
+
+async def test_run_server_announces_the_dashboard_with_its_token_and_stops_on_request(tmp_path):
+    """The printed address opens the dashboard; setting `stop` ends the server cleanly."""
+    announced: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    settings = server.ServeSettings(host="127.0.0.1", port=0, token="abc")
+    running = asyncio.create_task(
+        server.run_server(
+            tmp_path / "k.db", settings, announce=announced.set_result, stop=stop, env={}
+        )
+    )
+    url = await announced
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/?token=abc")
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200 and "kullbatch" in await response.text()
+    stop.set()
+    await running
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False), ("nas", False)],
+)
+def test_a_token_is_made_up_on_loopback_and_required_elsewhere(host, loopback):
+    """Loopback gets a random token when none is given; any other address refuses to start."""
+    assert server.choose_token("given", {}, host) == "given"
+    assert server.choose_token(None, {"KULLBATCH_TOKEN": "env"}, host) == "env"
+    if loopback:
+        assert len(server.choose_token(None, {}, host)) >= 20
+    else:
+        with pytest.raises(ValueError, match="needs a token"):
+            server.choose_token(None, {}, host)
+
+
+def test_serve_off_loopback_without_a_token_exits_2(tmp_path):
+    """`kullbatch serve --host 0.0.0.0` with no token refuses to start."""
+    result = CliRunner().invoke(
+        app,
+        ["serve", "--host", "0.0.0.0", "--db", str(tmp_path / "k.db")],
+        env={"KULLBATCH_TOKEN": ""},
+    )
+    assert result.exit_code == 2 and "needs a token" in result.output
+
+
+def test_serve_runs_until_stopped_and_prints_its_address(tmp_path, monkeypatch):
+    """The command prints the dashboard's address with the token, then serves until stopped."""
+
+    async def stop_at_once(db, settings, *, announce):
+        announce(f"http://{settings.host}:{settings.port}/?token={settings.token}")
+
+    monkeypatch.setattr(server, "run_server", stop_at_once)
+    result = CliRunner().invoke(
+        app, ["serve", "--port", "0", "--token", "tk", "--db", str(tmp_path / "k.db")]
+    )
+    assert result.exit_code == 0 and "open http://127.0.0.1:0/?token=tk" in result.output
