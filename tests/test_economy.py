@@ -15,7 +15,8 @@ from fake_batch_openai import FakeOpenAIBatches
 from fake_batch_shared import LineError, errors_for, rating_for
 from PIL import Image
 
-from kullbatch import jobs
+from kullbatch import jobs, server
+from kullbatch.hub import Hub
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import EventKind, ItemState, JobState, Rating
 from kullbatch.providers import batch_anthropic, batch_openai
@@ -312,3 +313,40 @@ def test_status_json_of_an_economy_job_lists_the_provider_batches(tmp_path):
         ).model_dump_json()
     )  # fmt: skip
     assert document["providerBatches"] == []
+
+
+async def test_an_economy_job_posted_to_the_server_is_polled_by_it_to_the_end(
+    aiohttp_server, aiohttp_client, tmp_path
+):
+    """`POST /api/batch/process` with mode economy: the server submits, polls and stores."""
+    fake = await FakeOpenAIBatches().start(aiohttp_server)
+    root = tmp_path / "root"
+    root.mkdir()
+    document = {
+        "shootId": "s",
+        "images": photos(root, 3),
+        "providerId": "openai",
+        "mode": "economy",
+    }
+    auth = {"Authorization": "Bearer tk"}
+    async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
+        client = await aiohttp_client(server.build_app(service, Hub("tk"), root=root))
+        ws = await client.ws_connect("/ws?token=tk")
+        response = await client.post("/api/batch/process", json=document, headers=auth)
+        accepted = await response.json()
+        async for message in ws:
+            data = json.loads(message.data)["data"]
+            if data["jobId"] == accepted["jobId"] and data["status"] not in {
+                "processing",
+                "submitted",
+            }:
+                break
+        status = await (
+            await client.get(f"/api/batch/status/{accepted['jobId']}", headers=auth)
+        ).json()
+        await ws.close()
+        await client.close()
+    assert response.status == 202 and accepted["mode"] == "economy"
+    assert data["status"] == "completed" and data["processedCount"] == 3
+    assert status["status"] == "completed" and status["providerBatches"][0]["state"] == "completed"
+    assert fake.batch_creates == 1 and fake.per_photo_requests() == 0
