@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from kullbatch.economy import Stoppable
     from kullbatch.hub import Hub
     from kullbatch.manifest import Manifest
-    from kullbatch.store import JobRow
+    from kullbatch.rows import JobRow
 
     Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from kullbatch.engine import JobOutcome
     from kullbatch.export import Written
     from kullbatch.models import ProgressEvent
-    from kullbatch.store import JobRow
+    from kullbatch.rows import JobRow
 
 app = typer.Typer(
     name="kullbatch",

@@ -25,13 +25,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from kullbatch.engine import JobOutcome
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Retryable
+from kullbatch.heartbeat import Heartbeat
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent
 from kullbatch.providers.batch_common import BatchInfo, BatchLine, LineSuccess, custom_id_for
+from kullbatch.providers.batches import BatchFile
 from kullbatch.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -104,50 +106,6 @@ FastRunner = Callable[[list[ImageInput], int, int], Awaitable[JobOutcome]]
 T = TypeVar("T")
 
 
-class _Pending:
-    """The batch being filled: its requests on disk (framed for the provider), their ids."""
-
-    def __init__(self, path: Path, client: BatchClient) -> None:
-        self._path = path
-        self._client = client
-        self._framing = client.framing
-        self._handle: BinaryIO | None = None
-        self.ids: dict[str, str] = {}
-        self._size = 0
-
-    def fits(self, size: int) -> bool:
-        limits = self._client.limits
-        if not self.ids:
-            return True
-        extra = size + len(self._framing.separator)
-        return len(self.ids) < limits.max_requests and self._size + extra <= limits.max_bytes
-
-    def add(self, custom_id: str, image_id: str, encoded: bytes) -> None:
-        if self._handle is None:
-            self._handle = self._path.open("wb")
-            self._handle.write(self._framing.prefix)
-            self._size = len(self._framing.prefix) + len(self._framing.suffix)
-        else:
-            self._handle.write(self._framing.separator)
-            self._size += len(self._framing.separator)
-        self._handle.write(encoded)
-        self._size += len(encoded)
-        self.ids[custom_id] = image_id
-
-    def finish(self) -> tuple[Path, dict[str, str], int]:
-        """Close the file; the next `add` starts a new batch."""
-        assert self._handle is not None
-        self._handle.write(self._framing.suffix)
-        self.close()
-        ids, self.ids = self.ids, {}
-        return self._path, ids, self._size
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
 class EconomyRunner:
     """One economy job: submit what is not in a batch, wait for every batch, store answers."""
 
@@ -181,7 +139,10 @@ class EconomyRunner:
         self._flags = _Flags()
         self._wake = asyncio.Event()
         self._clock = asyncio.get_running_loop().time
-        self._last_beat = self._clock()
+        self._heartbeat = Heartbeat(
+            store, job_id, self._clock, interval=self._options.heartbeat_interval,
+            on_cancel=self.cancel,
+        )  # fmt: skip
         self.fast_processor: Stoppable | None = None  # while leftovers go in fast mode
 
     # -- public -------------------------------------------------------------------------------
@@ -235,7 +196,7 @@ class EconomyRunner:
         one photo's request, not a 200 MB batch; the file is streamed to the provider.
         """
         with tempfile.TemporaryDirectory(prefix="kullbatch-") as folder:
-            pending = _Pending(Path(folder) / "batch", self._client)
+            pending = BatchFile(Path(folder) / "batch", self._client)
             try:
                 async for image in self._store.batches.unbatched(self.job_id):
                     if self._flags.interrupted or self._flags.cancelled:
@@ -246,7 +207,7 @@ class EconomyRunner:
             finally:
                 pending.close()
 
-    async def _add(self, pending: _Pending, image: ImageInput) -> None:
+    async def _add(self, pending: BatchFile, image: ImageInput) -> None:
         line = await self._line(image)
         if line is None:
             return
@@ -270,7 +231,7 @@ class EconomyRunner:
         request = self._adapter.build_request(ready, self._prompt)
         return self._client.line(custom_id_for(image.id), request)
 
-    async def _submit(self, pending: _Pending) -> None:
+    async def _submit(self, pending: BatchFile) -> None:
         """Send one batch; record the provider's ids the moment each exists."""
         path, ids, size = pending.finish()
         recorded: list[int] = []
@@ -344,22 +305,8 @@ class EconomyRunner:
                 await asyncio.wait_for(self._wake.wait(), step)
             if self._flags.interrupted or self._flags.cancelled:
                 return
-            if await self._check_cancel_flag():
+            if await self._heartbeat.check():
                 return
-
-    async def _check_cancel_flag(self) -> bool:
-        try:
-            if self._clock() - self._last_beat >= self._options.heartbeat_interval:
-                self._last_beat = self._clock()
-                requested = await self._store.beat(self.job_id)
-            else:
-                requested = await self._store.cancel_requested(self.job_id)
-        except Exception:  # a busy database must not stop the wait
-            admin_log.exception("[BatchProcessor] Job %s: heartbeat failed", self.job_id)
-            return False
-        if requested:
-            self.cancel()
-        return requested
 
     # -- answers ------------------------------------------------------------------------------
 

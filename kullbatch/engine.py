@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 import stamina
 
-from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, RateLimited
+from kullbatch.errors import FatalJobError, ProviderError, RateLimited
+from kullbatch.heartbeat import Heartbeat
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
 from kullbatch.progress import eta_seconds
 from kullbatch.ratelimit import Gate, GateState
-from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, RetryPolicy, format_wait_ms
+from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, GaveUp, RetryPolicy, format_wait_ms
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -161,7 +162,15 @@ class BatchProcessor:
         self._started_at = self._clock()
         self._publish(EventKind.STARTED)
         unsubscribe = self.gate.subscribe(self._gate_changed)
-        watcher = asyncio.create_task(self._watch(), name="kullbatch-watch")
+        heartbeat = Heartbeat(
+            self._store,
+            self.job_id,
+            self._clock,
+            interval=self._options.heartbeat_interval,
+            on_cancel=self.cancel,
+        )
+        poll = self._options.cancel_poll_interval
+        watcher = asyncio.create_task(heartbeat.run(poll), name="kullbatch-watch")
         feeder = asyncio.create_task(self._feed(images), name="kullbatch-feed")
         try:
             await self._first(self._all_done, feeder)
@@ -226,24 +235,6 @@ class BatchProcessor:
                 if isinstance(item, asyncio.Event):
                     waiter.cancel()
 
-    async def _watch(self) -> None:
-        """Heartbeat for `status`, and the cancel flag set by `kullbatch cancel`."""
-        last_beat = self._clock()
-        while True:
-            await asyncio.sleep(self._options.cancel_poll_interval)
-            try:
-                if self._clock() - last_beat >= self._options.heartbeat_interval:
-                    last_beat = self._clock()
-                    cancelled = await self._store.beat(self.job_id)
-                else:
-                    cancelled = await self._store.cancel_requested(self.job_id)
-            except Exception:  # a busy or broken database must not silence the heartbeat
-                admin_log.exception("[BatchProcessor] Job %s: heartbeat failed", self.job_id)
-                continue
-            if cancelled:
-                self.cancel()
-                return
-
     async def _one(self, image: ImageInput, *, probe: bool, admitted: bool) -> None:
         try:
             answer, attempts = await self._rate_with_retries(image, admitted=admitted)
@@ -251,7 +242,7 @@ class BatchProcessor:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
             self._stop.request(JobState.FAILED, exc.message)
             return
-        except _GaveUp as gave_up:
+        except GaveUp as gave_up:
             self._counters.failed += 1
             self._publish(
                 EventKind.FAILED, image_id=image.id, error=gave_up.message, attempt=gave_up.attempts
@@ -302,11 +293,11 @@ class BatchProcessor:
             raise
         except ProviderError as exc:
             elapsed = self._clock() - (sending.first_sent or self._clock())
-            raise _GaveUp.after(image, exc, sending.retries + 1, elapsed) from exc
+            raise GaveUp.after(image.id, exc, sending.retries + 1, elapsed) from exc
         except Exception as exc:  # a bug in an adapter must not take 10,000 images down
             admin_log.exception("[BatchProcessor] Image %s: unexpected error", image.id)
             message = f"internal error: {type(exc).__name__}: {exc}"
-            raise _GaveUp(message, sending.retries + 1) from exc
+            raise GaveUp(message, sending.retries + 1) from exc
         raise AssertionError("unreachable: stamina either returns or raises")
 
     def _holds_bytes(self, image: ImageInput) -> bool:
@@ -435,27 +426,6 @@ async def _each(
     else:
         for image in images:
             yield image
-
-
-class _GaveUp(Exception):
-    def __init__(self, message: str, attempts: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.attempts = attempts
-
-    @classmethod
-    def after(cls, image: ImageInput, exc: ProviderError, attempts: int, elapsed: float) -> _GaveUp:
-        if isinstance(exc, PermanentImageError):
-            admin_log.warning("[BatchProcessor] Image %s failed: %s", image.id, exc.message)
-        else:
-            admin_log.error(
-                "[BatchProcessor] Image %s failed permanently after %d attempts (%s): %s",
-                image.id,
-                attempts,
-                format_wait_ms(elapsed),
-                exc.message,
-            )
-        return cls(exc.message, attempts)
 
 
 def quiet_stamina() -> None:

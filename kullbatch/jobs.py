@@ -27,8 +27,9 @@ from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent, Pro
 from kullbatch.providers import PROVIDERS, resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
+from kullbatch.rows import JobRow, NewJob, parse_time
 from kullbatch.runtime import STORED_OPTIONS, JobTakenError, Runtime
-from kullbatch.store import JobRow, NewJob, Store, parse_time
+from kullbatch.store import Store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence

@@ -7,11 +7,14 @@ passed in), so the six-hour window is tested with numbers, not with sleeping.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from dataclasses import dataclass
 
-from kullbatch.errors import ProviderError, RateLimited, Retryable
+from kullbatch.errors import PermanentImageError, ProviderError, RateLimited, Retryable
+
+admin_log = logging.getLogger("kullbatch.admin")
 
 DEFAULT_MAX_RETRY_TIME = 6 * 3600.0
 JITTER = 0.1  # up to +10 % on a wait, so that 10,000 images do not retry in lock step
@@ -116,3 +119,27 @@ def parse_duration(text: str) -> float:
 
 def format_wait_ms(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
+
+
+class GaveUp(Exception):
+    """An image's retries are over: it is stored as failed with its last error."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts
+
+    @classmethod
+    def after(cls, image_id: str, exc: ProviderError, attempts: int, elapsed: float) -> GaveUp:
+        """The admin log's last line for the image, in the spec's format, and the verdict."""
+        if isinstance(exc, PermanentImageError):
+            admin_log.warning("[BatchProcessor] Image %s failed: %s", image_id, exc.message)
+        else:
+            admin_log.error(
+                "[BatchProcessor] Image %s failed permanently after %d attempts (%s): %s",
+                image_id,
+                attempts,
+                format_wait_ms(elapsed),
+                exc.message,
+            )
+        return cls(exc.message, attempts)

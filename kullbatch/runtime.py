@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from kullbatch.economy import BatchAdapter
     from kullbatch.models import ImageInput, ProgressEvent
     from kullbatch.providers import Provider, ProviderSpec
-    from kullbatch.store import JobRow, Store
+    from kullbatch.rows import JobRow
+    from kullbatch.store import Store
 
 admin_log = logging.getLogger("kullbatch.admin")
 

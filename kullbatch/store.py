@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
@@ -25,11 +23,16 @@ from kullbatch.models import (
     EventKind,
     ImageInput,
     ItemRecord,
-    ItemState,
     JobState,
     ProgressEvent,
-    Rating,
-    Usage,
+)
+from kullbatch.rows import (
+    ItemCounts,
+    JobRow,
+    NewJob,
+    item_record,
+    job_row,
+    utc_now,
 )
 
 if TYPE_CHECKING:
@@ -39,90 +42,6 @@ if TYPE_CHECKING:
 admin_log = logging.getLogger("kullbatch.admin")
 
 FLUSH_INTERVAL = 0.25
-HEARTBEAT_STALE_AFTER = 30.0
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """What `process` knows before the first request."""
-
-    id: str
-    user_id: str
-    shoot_id: str
-    provider_id: str
-    model: str
-    mode: str
-    prompt: str
-    system_prompt: str | None
-    source: str
-    options: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ItemCounts:
-    rated: int
-    failed: int
-
-
-@dataclass(frozen=True, slots=True)
-class JobRow:
-    """One row of batch_jobs, as read back."""
-
-    id: str
-    user_id: str
-    shoot_id: str
-    provider_id: str
-    model: str
-    mode: str
-    status: JobState
-    total_images: int
-    processed_images: int
-    failed_images: int
-    error: str | None
-    provider_job_id: str | None
-    prompt: str
-    system_prompt: str | None
-    source: str
-    options: dict[str, Any]
-    created_at: str
-    started_at: str | None
-    completed_at: str | None
-    heartbeat_at: str | None
-    owner_pid: int | None
-    owner_host: str | None
-    cancel_requested: bool
-
-    def is_live(self, now: datetime | None = None) -> bool:
-        """A processing (or polling) job whose owner still beats; a dead owner means it was
-        interrupted."""
-        if self.status not in {JobState.PROCESSING, JobState.SUBMITTED}:
-            return False
-        beat = parse_time(self.heartbeat_at)
-        if beat is None or ((now or datetime.now(UTC)) - beat).total_seconds() > (
-            HEARTBEAT_STALE_AFTER
-        ):
-            return False
-        return not (self.owner_host == socket.gethostname() and not _pid_alive(self.owner_pid))
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
 
 
 class Store:
@@ -205,13 +124,13 @@ class Store:
     async def get_job(self, job_id: str) -> JobRow | None:
         async with self._db.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
-        return None if row is None else _job_row(row)
+        return None if row is None else job_row(row)
 
     async def list_jobs(self, limit: int = 100) -> list[JobRow]:
         async with self._db.execute(
             "SELECT * FROM batch_jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
         ) as cur:
-            return [_job_row(row) for row in await cur.fetchall()]
+            return [job_row(row) for row in await cur.fetchall()]
 
     async def claim(self, seen: JobRow) -> bool:
         """This process now runs the job, if nobody took it since `seen` was read.
@@ -329,7 +248,7 @@ class Store:
             " output_tokens FROM batch_items WHERE job_id = ? ORDER BY position",
             (job_id,),
         ) as cur:
-            return [_item_record(row) for row in await cur.fetchall()]
+            return [item_record(row) for row in await cur.fetchall()]
 
     # -- the writer ---------------------------------------------------------------------------
 
@@ -439,44 +358,3 @@ def _split(
         else:
             retried.append((event.error, event.attempt, at, event.job_id, event.image_id))
     return rated, failed, retried
-
-
-def _job_row(row: aiosqlite.Row) -> JobRow:
-    return JobRow(
-        id=row["id"],
-        user_id=row["user_id"],
-        shoot_id=row["shoot_id"],
-        provider_id=row["provider_id"],
-        model=row["model"],
-        mode=row["mode"],
-        status=JobState(row["status"]),
-        total_images=row["total_images"],
-        processed_images=row["processed_images"],
-        failed_images=row["failed_images"],
-        error=row["error"],
-        provider_job_id=row["provider_job_id"],
-        prompt=row["prompt"],
-        system_prompt=row["system_prompt"],
-        source=row["source"],
-        options=json.loads(row["options"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        heartbeat_at=row["heartbeat_at"],
-        owner_pid=row["owner_pid"],
-        owner_host=row["owner_host"],
-        cancel_requested=bool(row["cancel_requested"]),
-    )
-
-
-def _item_record(row: aiosqlite.Row) -> ItemRecord:
-    result = row["result"]
-    return ItemRecord(
-        position=row["position"],
-        image=ImageInput.model_validate_json(row["image"]),
-        state=ItemState(row["status"]),
-        attempts=row["attempts"],
-        error=row["last_error"],
-        rating=None if result is None else Rating.model_validate_json(result),
-        usage=Usage(row["input_tokens"], row["output_tokens"]),
-    )

@@ -21,7 +21,8 @@ from kullbatch.models import (
     Prompt,
     RateLimits,
 )
-from kullbatch.store import NewJob, Store
+from kullbatch.rows import NewJob
+from kullbatch.store import Store
 from tests.fakes import DownloadingProvider, ScriptedProvider, rating_for
 from tests.vtime import run_virtual
 

@@ -20,7 +20,8 @@ from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_st
 from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, Prompt, Rating
 from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.retry import RetryPolicy, Schedule
-from kullbatch.store import JobRow, NewJob, Store
+from kullbatch.rows import JobRow, NewJob
+from kullbatch.store import Store
 from tests.fault_server import (
     DROP_KINDS,
     GARBAGE_KINDS,

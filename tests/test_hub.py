@@ -19,7 +19,8 @@ from kullbatch.engine import BatchProcessor, EngineOptions
 from kullbatch.hub import Hub, _Client, progress_message, token_matches
 from kullbatch.manifest import load_manifest
 from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent, Prompt
-from kullbatch.store import NewJob, Store
+from kullbatch.rows import NewJob
+from kullbatch.store import Store
 from tests.fakes import ScriptedProvider
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

@@ -13,7 +13,8 @@ import pytest
 from kullbatch import jobs
 from kullbatch.models import ImageInput, JobState
 from kullbatch.providers import PROVIDERS, FatalJobError, create_provider, resolve
-from kullbatch.store import NewJob, Store
+from kullbatch.rows import NewJob
+from kullbatch.store import Store
 from tests.vtime import run_virtual
 
 JOB = NewJob("batch_1_jobs00", "me", "shoot", "local", "local-v1", "fast", "rate", None, "x", {})

@@ -20,7 +20,8 @@ from kullbatch.models import (
     ProgressEvent,
     Usage,
 )
-from kullbatch.store import NewJob, Store
+from kullbatch.rows import NewJob
+from kullbatch.store import Store
 from tests.fakes import rating_for
 from tests.vtime import run_virtual
 

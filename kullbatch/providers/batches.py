@@ -9,7 +9,7 @@ cancels. The wire details live in `batch_openai.py` and `batch_anthropic.py`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from kullbatch.errors import FatalJobError
 from kullbatch.providers import batch_anthropic, batch_openai
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from kullbatch.providers.base import WireRequest
     from kullbatch.providers.batch_common import BatchInfo, LineFailure, LineResult
 
-__all__ = ["BatchClient", "Framing", "create_batch_client"]
+__all__ = ["BatchClient", "BatchFile", "Framing", "create_batch_client"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,54 @@ class BatchClient(Protocol):
     async def results(self, info: BatchInfo) -> dict[str, LineResult]: ...
 
     def classify(self, failure: LineFailure) -> ProviderError: ...
+
+
+class BatchFile:
+    """The batch being filled: its requests on disk (framed for the provider), their ids.
+
+    Economy mode appends each photo's encoded request as it is built, so memory holds one
+    request, not a 200 MB batch; the finished file is streamed to the provider.
+    """
+
+    def __init__(self, path: Path, client: BatchClient) -> None:
+        self._path = path
+        self._client = client
+        self._framing = client.framing
+        self._handle: BinaryIO | None = None
+        self.ids: dict[str, str] = {}
+        self._size = 0
+
+    def fits(self, size: int) -> bool:
+        limits = self._client.limits
+        if not self.ids:
+            return True
+        extra = size + len(self._framing.separator)
+        return len(self.ids) < limits.max_requests and self._size + extra <= limits.max_bytes
+
+    def add(self, custom_id: str, image_id: str, encoded: bytes) -> None:
+        if self._handle is None:
+            self._handle = self._path.open("wb")
+            self._handle.write(self._framing.prefix)
+            self._size = len(self._framing.prefix) + len(self._framing.suffix)
+        else:
+            self._handle.write(self._framing.separator)
+            self._size += len(self._framing.separator)
+        self._handle.write(encoded)
+        self._size += len(encoded)
+        self.ids[custom_id] = image_id
+
+    def finish(self) -> tuple[Path, dict[str, str], int]:
+        """Close the file; the next `add` starts a new batch."""
+        assert self._handle is not None
+        self._handle.write(self._framing.suffix)
+        self.close()
+        ids, self.ids = self.ids, {}
+        return self._path, ids, self._size
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 class OpenAIBatches:

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from kullbatch.engine import BatchProcessor, EngineOptions, quiet_stamina
 from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage
 from kullbatch.providers.base import Capabilities
-from kullbatch.store import NewJob, Store
+from kullbatch.rows import NewJob
+from kullbatch.store import Store
 
 RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", tags=["a"])
 

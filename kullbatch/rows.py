@@ -1,0 +1,142 @@
+"""What the store's rows read as: jobs, their liveness, items, and the database's clock format.
+
+Plain values, so that modules above the store (the service, the server) can hold a job without
+holding a database connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, Rating, Usage
+
+HEARTBEAT_STALE_AFTER = 30.0
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What `process` knows before the first request."""
+
+    id: str
+    user_id: str
+    shoot_id: str
+    provider_id: str
+    model: str
+    mode: str
+    prompt: str
+    system_prompt: str | None
+    source: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemCounts:
+    rated: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One row of batch_jobs, as read back."""
+
+    id: str
+    user_id: str
+    shoot_id: str
+    provider_id: str
+    model: str
+    mode: str
+    status: JobState
+    total_images: int
+    processed_images: int
+    failed_images: int
+    error: str | None
+    provider_job_id: str | None
+    prompt: str
+    system_prompt: str | None
+    source: str
+    options: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    completed_at: str | None
+    heartbeat_at: str | None
+    owner_pid: int | None
+    owner_host: str | None
+    cancel_requested: bool
+
+    def is_live(self, now: datetime | None = None) -> bool:
+        """A processing (or polling) job whose owner still beats; a dead owner means it was
+        interrupted."""
+        if self.status not in {JobState.PROCESSING, JobState.SUBMITTED}:
+            return False
+        beat = parse_time(self.heartbeat_at)
+        if beat is None or ((now or datetime.now(UTC)) - beat).total_seconds() > (
+            HEARTBEAT_STALE_AFTER
+        ):
+            return False
+        return not (self.owner_host == socket.gethostname() and not _pid_alive(self.owner_pid))
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def job_row(row: Any) -> JobRow:
+    return JobRow(
+        id=row["id"],
+        user_id=row["user_id"],
+        shoot_id=row["shoot_id"],
+        provider_id=row["provider_id"],
+        model=row["model"],
+        mode=row["mode"],
+        status=JobState(row["status"]),
+        total_images=row["total_images"],
+        processed_images=row["processed_images"],
+        failed_images=row["failed_images"],
+        error=row["error"],
+        provider_job_id=row["provider_job_id"],
+        prompt=row["prompt"],
+        system_prompt=row["system_prompt"],
+        source=row["source"],
+        options=json.loads(row["options"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        completed_at=row["completed_at"],
+        heartbeat_at=row["heartbeat_at"],
+        owner_pid=row["owner_pid"],
+        owner_host=row["owner_host"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def item_record(row: Any) -> ItemRecord:
+    result = row["result"]
+    return ItemRecord(
+        position=row["position"],
+        image=ImageInput.model_validate_json(row["image"]),
+        state=ItemState(row["status"]),
+        attempts=row["attempts"],
+        error=row["last_error"],
+        rating=None if result is None else Rating.model_validate_json(result),
+        usage=Usage(row["input_tokens"], row["output_tokens"]),
+    )
