@@ -67,6 +67,7 @@ class BatchAdapter(Protocol):
     """What economy mode needs of a provider adapter: build and parse, no sending."""
 
     name: str
+    model: str
 
     async def ready(self, image: PreparedImage) -> PreparedImage: ...
 
@@ -400,6 +401,7 @@ class EconomyRunner:
             retrying=0,
             shoot_id=self.shoot_id,
             provider=self._client.name,
+            model=self._adapter.model,
             **fields,  # type: ignore[arg-type]
         )
         for subscriber in self._subscribers:

@@ -399,6 +399,7 @@ class BatchProcessor:
             retrying=counters.retrying,
             shoot_id=self.shoot_id,
             provider=self._provider.name,
+            model=self._provider.model,
             eta=self._eta(),
             **fields,  # type: ignore[arg-type]
         )

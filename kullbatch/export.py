@@ -64,6 +64,8 @@ CSV_HEADER = (
     "description",
     "tags",
     "error",
+    "provider",
+    "model",
 )
 
 NS_X = "adobe:ns:meta/"
@@ -92,7 +94,7 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     """One image's entry in `results`: its rating, its error, or that it is still pending."""
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
-        return head | item.rating.model_dump()
+        return head | item.rating.model_dump() | {"provider": item.provider, "model": item.model}
     if item.state is ItemState.FAILED:
         return head | {"error": item.error or "failed"}
     return head | {"status": ItemState.PENDING.value}
@@ -157,10 +159,12 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
             rating.description,
             tags,
             "",
+            item.provider or "",
+            item.model or "",
         )
     if item.state is ItemState.FAILED:
-        return (*head, "", "", "", "", "", item.error or "failed")
-    return (*head, "", "", "", "", "", "")
+        return (*head, "", "", "", "", "", item.error or "failed", "", "")
+    return (*head, "", "", "", "", "", "", "", "")
 
 
 def write_csv(status: JobStatus, items: Iterable[ItemRecord], out: TextIO) -> None:

@@ -94,9 +94,20 @@ async def _provider_batches_v2(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _rated_by_v3(db: aiosqlite.Connection) -> None:
+    """Who rated each photo: with fallback, not always the job's own provider and model."""
+    await db.executescript(
+        """
+        ALTER TABLE batch_items ADD COLUMN provider TEXT;
+        ALTER TABLE batch_items ADD COLUMN model TEXT;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("create batch_jobs and batch_items", _create_v1),
     ("provider batches for economy mode", _provider_batches_v2),
+    ("the provider and model that rated each photo", _rated_by_v3),
 ]
 
 

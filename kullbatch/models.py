@@ -157,6 +157,9 @@ class ItemRecord:
     error: str | None
     rating: Rating | None
     usage: Usage
+    provider: str | None = None  # who rated it (a fallback shows here); None until rated
+    model: str | None = None
+    pricing: str = "standard"  # "batch" for answers that came through a batch API
 
 
 class EventKind(enum.StrEnum):
@@ -191,4 +194,5 @@ class ProgressEvent:
     provider: str = ""
     eta: int | None = None  # seconds left at this run's pace; None until an image ended
     note: str | None = None  # BATCH: the provider's state and counts, in words
+    model: str = ""  # the model of `provider` that this event's answer came from
     batch_priced: bool = False  # RATED through a provider batch API (half price)

@@ -139,4 +139,7 @@ def item_record(row: Any) -> ItemRecord:
         error=row["last_error"],
         rating=None if result is None else Rating.model_validate_json(result),
         usage=Usage(row["input_tokens"], row["output_tokens"]),
+        provider=row["provider"],
+        model=row["model"],
+        pricing=row["pricing"],
     )

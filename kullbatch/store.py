@@ -245,7 +245,8 @@ class Store:
     async def items(self, job_id: str) -> list[ItemRecord]:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
-            " output_tokens FROM batch_items WHERE job_id = ? ORDER BY position",
+            " output_tokens, provider, model, pricing FROM batch_items WHERE job_id = ?"
+            " ORDER BY position",
             (job_id,),
         ) as cur:
             return [item_record(row) for row in await cur.fetchall()]
@@ -308,8 +309,9 @@ class Store:
         rated, failed, retried = _split(batch)
         await self._db.executemany(
             "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"
-            " output_tokens = ?, pricing = ?, attempts = ?, last_error = NULL, updated_at = ?,"
-            " completed_at = ? WHERE job_id = ? AND image_id = ? AND status != 'rated'",
+            " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
+            " last_error = NULL, updated_at = ?, completed_at = ?"
+            " WHERE job_id = ? AND image_id = ? AND status != 'rated'",
             rated,
         )
         await self._db.executemany(
@@ -346,6 +348,8 @@ def _split(
                     answer.usage.input_tokens,
                     answer.usage.output_tokens,
                     "batch" if event.batch_priced else "standard",
+                    event.provider or None,
+                    event.model or None,
                     event.attempt,
                     at,
                     at,

@@ -53,6 +53,8 @@ def test_process_rates_the_bundled_example_offline(env):
         status["status"] == "completed" and status["processedImages"] == status["totalImages"] >= 12
     )
     assert status["providerId"] == "local" and status["progress"] == 1.0
+    results = json.loads(invoke("results", status["jobId"]).stdout)["results"]
+    assert {(r["provider"], r["model"]) for r in results} == {("local", "local-v1")}
 
 
 def test_process_accepts_a_csv_manifest_and_a_folder(env):

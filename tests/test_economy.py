@@ -90,6 +90,9 @@ async def test_an_openai_economy_job_rates_every_photo_through_one_batch(aiohttp
     assert ratings(items) == {f"img{n:03d}": Rating(**rating_for(f"img{n:03d}")) for n in range(12)}
     assert fake.per_photo_requests() == 0 and fake.batch_creates == 1 and len(fake.uploads) == 1
     assert pricing == ["batch"]
+    assert {(item.provider, item.model, item.pricing) for item in items} == {
+        ("openai", "gpt-5.4-mini", "batch")
+    }
     assert status.status is JobState.COMPLETED and status.providerJobId is not None
     assert [batch.id for batch in status.providerBatches] == [status.providerJobId]
     assert status.providerBatches[0].state == "completed"

@@ -73,7 +73,9 @@ def rated(position: int, image_id: str, path: Path | None = None, **changes: obj
     name = path.name if path else f"{image_id}.jpg"
     url = None if path else f"https://example.com/{name}"
     image = ImageInput(id=image_id, filename=name, path=path, url=url)
-    return ItemRecord(position, image, ItemState.RATED, 1, None, rating(**changes), Usage())
+    return ItemRecord(
+        position, image, ItemState.RATED, 1, None, rating(**changes), Usage(), "openai", "gpt-x"
+    )
 
 
 def failed(position: int, image_id: str, error: str = "Image too large") -> ItemRecord:
@@ -114,6 +116,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "title": "Bride at the window",
                 "description": "Soft light, sharp eyes.",
                 "tags": ["wedding", "portrait"],
+                "provider": "openai",
+                "model": "gpt-x",
             },
             {"imageId": "img2", "filename": "img2.jpg", "error": "Image too large"},
             {"imageId": "img3", "filename": "img3.jpg", "status": "pending"},
@@ -185,6 +189,8 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "description": tricky,
             "tags": "a b;c",
             "error": "",
+            "provider": "openai",
+            "model": "gpt-x",
         }
     ]
 
@@ -196,8 +202,8 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     header, *rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
-    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large"]
-    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", ""]
+    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
+    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", ""]
 
 
 # --- XMP --------------------------------------------------------------------------------------
