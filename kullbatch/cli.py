@@ -157,6 +157,19 @@ def process(
             show_default=False,
         ),
     ] = None,
+    fallback: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fallback",
+            help="Another provider (P or P:MODEL) for photos the first cannot rate: still failing "
+            "after --fallback-after, refused, or the provider down (bad key, no credit). "
+            "Repeat for more, tried in order.",
+            show_default=False,
+        ),
+    ] = None,
+    fallback_after: Annotated[
+        str, typer.Option(help="Retrying on one provider before the next one gets the photo.")
+    ] = "10m",
     max_edge: Annotated[
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
     ] = DEFAULT_MAX_EDGE,
@@ -185,6 +198,10 @@ def process(
     except ValueError as exc:
         fail(f"--max-retry-time: {exc}")
     try:
+        fallback_seconds = parse_duration(fallback_after)
+    except ValueError as exc:
+        fail(f"--fallback-after: {exc}")
+    try:
         manifest = load_manifest(source)
     except ManifestError as exc:
         fail(str(exc))
@@ -204,6 +221,8 @@ def process(
         rpm=rpm,
         max_edge=max_edge,
         economy_only=economy_only,
+        fallbacks=tuple(fallback or ()),
+        fallback_after=fallback_seconds,
     )
     database = db_path(db)
     jobs.configure_admin_log(database, verbose=verbose)

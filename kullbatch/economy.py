@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from kullbatch.engine import JobOutcome
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Retryable
+from kullbatch.events import Reporter
 from kullbatch.heartbeat import Heartbeat
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent
@@ -88,13 +89,6 @@ class EconomyOptions:
 
 
 @dataclass(slots=True)
-class _Counts:
-    total: int
-    rated: int
-    failed: int
-
-
-@dataclass(slots=True)
 class _Flags:
     interrupted: bool = False
     cancelled: bool = False
@@ -133,10 +127,13 @@ class EconomyRunner:
         self._store = store
         self._fast = fast
         self._options = options or EconomyOptions()
-        self._subscribers = list(subscribers)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._policy = RetryPolicy(max_retry_time=self._options.max_retry_time)
-        self._counts = _Counts(total, 0, 0)
+        self._report = Reporter(
+            job_id=job_id, shoot_id=shoot_id, provider=client.name, model=adapter.model,
+            subscribers=subscribers, clock=asyncio.get_running_loop().time,
+        )  # fmt: skip
+        self._total = total
         self._flags = _Flags()
         self._wake = asyncio.Event()
         self._clock = asyncio.get_running_loop().time
@@ -163,8 +160,7 @@ class EconomyRunner:
             self.fast_processor.cancel()
 
     async def run(self, *, already_rated: int, already_failed: int) -> JobOutcome:
-        self._counts.rated, self._counts.failed = already_rated, already_failed
-        self._publish(EventKind.STARTED)
+        self._report.start(self._total, already_rated, already_failed)
         try:
             await self._resubmit_recorded_files()
             if not self._flags.cancelled:
@@ -176,7 +172,7 @@ class EconomyRunner:
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
             outcome = self._outcome(JobState.FAILED, exc.message)
-        self._publish(EventKind.ENDED, status=outcome.state, error=outcome.error)
+        self._report.publish(EventKind.ENDED, status=outcome.state, error=outcome.error)
         return outcome
 
     # -- submitting ---------------------------------------------------------------------------
@@ -334,8 +330,8 @@ class EconomyRunner:
         except ProviderError as exc:  # expired, cancelled, a passing error: not this photo's
             self._flags.leftover_errors[image_id] = exc.message
         else:
-            self._counts.rated += 1
-            self._publish(
+            self._report.counters.rated += 1
+            self._report.publish(
                 EventKind.RATED, image_id=image_id, answer=answer, attempt=1, batch_priced=True
             )
 
@@ -358,7 +354,9 @@ class EconomyRunner:
             return self._outcome(JobState.COMPLETED, None)
         self._note(f"{len(leftovers)} photos the batch did not finish are sent again in fast mode")
         await self._store.batches.set_state(self.job_id, JobState.PROCESSING)
-        return await self._fast(leftovers, self._counts.rated, self._counts.failed)
+        return await self._fast(
+            leftovers, self._report.counters.rated, self._report.counters.failed
+        )
 
     # -- small parts --------------------------------------------------------------------------
 
@@ -381,34 +379,15 @@ class EconomyRunner:
                 await asyncio.sleep(wait)
 
     def _failed(self, image_id: str, message: str) -> None:
-        self._counts.failed += 1
-        self._publish(EventKind.FAILED, image_id=image_id, error=message, attempt=1)
+        self._report.counters.failed += 1
+        self._report.publish(EventKind.FAILED, image_id=image_id, error=message, attempt=1)
 
     def _note(self, text: str) -> None:
         admin_log.info("[BatchProcessor] Job %s: %s", self.job_id, text)
-        self._publish(EventKind.BATCH, note=text)
+        self._report.publish(EventKind.BATCH, note=text)
 
     def _outcome(self, state: JobState, error: str | None) -> JobOutcome:
-        return JobOutcome(state, self._counts.rated, self._counts.failed, error)
-
-    def _publish(self, kind: EventKind, **fields: object) -> None:
-        event = ProgressEvent(
-            kind=kind,
-            job_id=self.job_id,
-            total=self._counts.total,
-            rated=self._counts.rated,
-            failed=self._counts.failed,
-            retrying=0,
-            shoot_id=self.shoot_id,
-            provider=self._client.name,
-            model=self._adapter.model,
-            **fields,  # type: ignore[arg-type]
-        )
-        for subscriber in self._subscribers:
-            try:
-                subscriber(event)
-            except Exception:  # a broken display must not stop the job
-                admin_log.exception("progress subscriber %r failed", subscriber)
+        return JobOutcome(state, self._report.counters.rated, self._report.counters.failed, error)
 
 
 def _counts(info: BatchInfo) -> dict[str, int]:

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING
 
 import stamina
 
-from kullbatch.errors import FatalJobError, ProviderError, RateLimited
+from kullbatch.errors import FatalJobError, ProviderError, RateLimited, provider_specific
+from kullbatch.events import Reporter
+from kullbatch.fallback import DEFAULT_FALLBACK_AFTER, Chain, Link
 from kullbatch.heartbeat import Heartbeat
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
-from kullbatch.progress import eta_seconds
-from kullbatch.ratelimit import Gate, GateState
+from kullbatch.ratelimit import Gate, GateState, Slots
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, GaveUp, RetryPolicy, format_wait_ms
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ class EngineOptions:
     rpm: float | None = None  # a known requests-per-minute limit: the gate never exceeds it
     heartbeat_interval: float = 5.0
     cancel_poll_interval: float = 0.5
+    fallback_after: float = DEFAULT_FALLBACK_AFTER  # retrying before the next provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +59,6 @@ class JobOutcome:
     rated: int
     failed: int
     error: str | None = None
-
-
-@dataclass(slots=True)
-class _Counters:
-    total: int
-    rated: int = 0
-    failed: int = 0
-    retrying: int = 0
 
 
 @dataclass(slots=True)
@@ -88,7 +82,7 @@ class _Stop:
 
 
 class BatchProcessor:
-    """Runs one job's images through one provider and reports every step."""
+    """Runs one job's images through its provider (and its fallbacks), reporting every step."""
 
     def __init__(
         self,
@@ -104,37 +98,47 @@ class BatchProcessor:
         policy: RetryPolicy | None = None,
         gate: Gate | None = None,
         shoot_id: str = "",
+        fallbacks: Sequence[tuple[Provider, Gate | None]] = (),
     ) -> None:
         self.job_id = job_id
-        self.shoot_id = shoot_id
-        self._provider = provider
         self._prompt = prompt
         self._store = store
         self._options = options or EngineOptions()
-        self._subscribers = list(subscribers)
         self._clock = clock or asyncio.get_running_loop().time
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self._policy = policy or RetryPolicy(max_retry_time=self._options.max_retry_time)
-        # a gate shared with other jobs on the same provider account, or one of its own
-        self._owns_gate = gate is None
-        self.gate = gate or Gate(self._clock)
-        if self._options.rpm:
-            self.gate.limit_to(self._options.rpm)
-        self._slots = (
-            asyncio.Semaphore(self._options.concurrency) if self._options.concurrency > 0 else None
+        window = min(self._options.fallback_after, self._options.max_retry_time)
+        self._fallback_policy = RetryPolicy(max_retry_time=window)
+        # each provider's gate: shared with other jobs on the same account, or one of its own
+        self._chain = Chain(
+            [self._link(each, each_gate) for each, each_gate in [(provider, gate), *fallbacks]]
         )
-        # image bytes held in memory at once: local photos, and URL photos a provider downloads
-        self._prepared = asyncio.Semaphore(max(1, self._options.prepared_limit))
-        self._inlines_urls = provider.capabilities.inlines_url_images
+        self._slots = Slots(self._options.concurrency, self._options.prepared_limit)
         self._stop = _Stop()
-        self._counters = _Counters(total=0)
+        self._report = Reporter(
+            job_id=job_id,
+            shoot_id=shoot_id,
+            provider=provider.name,
+            model=provider.model,
+            subscribers=subscribers,
+            clock=self._clock,
+        )
         self._live: set[asyncio.Task[None]] = set()
         self._fed = False
         self._unfinished = 0  # images released and not yet ended (a done callback comes late)
         self._all_done = asyncio.Event()
         self._probe_answered = asyncio.Event()
-        self._started_at = 0.0
-        self._done_before = 0
+
+    def _link(self, provider: Provider, gate: Gate | None) -> Link:
+        link = Link(provider, gate or Gate(self._clock), owns_gate=gate is None)
+        if self._options.rpm:
+            link.gate.limit_to(self._options.rpm)
+        return link
+
+    @property
+    def gate(self) -> Gate:
+        """The job's own provider's gate."""
+        return self._chain.links[0].gate
 
     # -- public -------------------------------------------------------------------------------
 
@@ -157,11 +161,8 @@ class BatchProcessor:
         `images` may be a list or an async iterator (the store's pages): it is read only as
         fast as images are released.
         """
-        self._counters = _Counters(total=total, rated=already_rated, failed=already_failed)
-        self._done_before = already_rated + already_failed
-        self._started_at = self._clock()
-        self._publish(EventKind.STARTED)
-        unsubscribe = self.gate.subscribe(self._gate_changed)
+        self._report.start(total, already_rated, already_failed)
+        unsubscribe = [link.gate.subscribe(self._gate_changed) for link in self._chain.links]
         heartbeat = Heartbeat(
             self._store,
             self.job_id,
@@ -179,16 +180,19 @@ class BatchProcessor:
             if not self._stop.event.is_set():
                 await self._first(self._all_done)  # or the stop event, which _first adds
         finally:
-            unsubscribe()
+            for stop_hearing in unsubscribe:
+                stop_hearing()
             live = [watcher, feeder, *self._live]
             for task in live:
                 task.cancel()
             await asyncio.gather(*live, return_exceptions=True)
-            if self._owns_gate:
-                await self.gate.close()
+            for link in self._chain.links:
+                if link.owns_gate:
+                    await link.gate.close()
         state = self._stop.state or JobState.COMPLETED
-        outcome = JobOutcome(state, self._counters.rated, self._counters.failed, self._stop.error)
-        self._publish(EventKind.ENDED, status=state, error=outcome.error)
+        counters = self._report.counters
+        outcome = JobOutcome(state, counters.rated, counters.failed, self._stop.error)
+        self._report.publish(EventKind.ENDED, status=state, error=outcome.error)
         return outcome
 
     # -- scheduling ---------------------------------------------------------------------------
@@ -197,26 +201,27 @@ class BatchProcessor:
         """The probe alone, then each image as soon as the gate (and the slots) admit it."""
         probe = True
         async for image in _each(images):
-            if self._stop.event.is_set():
+            link = self._chain.first()
+            if self._stop.event.is_set() or link is None:
                 return
             if probe:
-                self._spawn(image, probe=True, admitted=False)
+                self._spawn(image, probe=True, admitted=None)
                 await self._first(self._probe_answered)
                 probe = False
                 continue
-            holds_bytes = self._holds_bytes(image)
-            await self._acquire(holds_bytes)
+            holds_bytes = self._holds_bytes(image, link)
+            await self._slots.acquire(holds_bytes)
             try:
-                await self.gate.wait()
+                await link.gate.wait()
             except BaseException:
-                self._release(holds_bytes)
+                self._slots.release(holds_bytes)
                 raise
-            self._spawn(image, probe=False, admitted=True)
+            self._spawn(image, probe=False, admitted=link)
         self._fed = True
         if self._unfinished == 0:
             self._all_done.set()
 
-    def _spawn(self, image: ImageInput, *, probe: bool, admitted: bool) -> None:
+    def _spawn(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
         self._unfinished += 1
         task = asyncio.create_task(self._one(image, probe=probe, admitted=admitted))
         self._live.add(task)
@@ -235,21 +240,29 @@ class BatchProcessor:
                 if isinstance(item, asyncio.Event):
                     waiter.cancel()
 
-    async def _one(self, image: ImageInput, *, probe: bool, admitted: bool) -> None:
+    async def _one(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
+        counters = self._report.counters
         try:
-            answer, attempts = await self._rate_with_retries(image, admitted=admitted)
+            answer, attempts, link = await self._rate(image, admitted)
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
             self._stop.request(JobState.FAILED, exc.message)
             return
         except GaveUp as gave_up:
-            self._counters.failed += 1
-            self._publish(
+            counters.failed += 1
+            self._report.publish(
                 EventKind.FAILED, image_id=image.id, error=gave_up.message, attempt=gave_up.attempts
             )
         else:
-            self._counters.rated += 1
-            self._publish(EventKind.RATED, image_id=image.id, answer=answer, attempt=attempts)
+            counters.rated += 1
+            self._report.publish(
+                EventKind.RATED,
+                image_id=image.id,
+                answer=answer,
+                attempt=attempts,
+                provider=link.provider.name,
+                model=link.provider.model,
+            )
         finally:
             if probe:
                 self._probe_answered.set()
@@ -259,27 +272,66 @@ class BatchProcessor:
 
     # -- one image ----------------------------------------------------------------------------
 
+    async def _rate(self, image: ImageInput, admitted: Link | None) -> tuple[Answer, int, Link]:
+        """Through the chain: each provider for its window, the last for the whole one."""
+        link = admitted or self._chain.first()
+        attempts = 0
+        while link is not None:
+            after = self._chain.after(link)
+            try:
+                answer, tries = await self._rate_with_retries(
+                    image, link, admitted=link is admitted, last=after is None
+                )
+            except FatalJobError as exc:
+                if after is None:
+                    raise
+                self._provider_down(link, after, exc)
+                attempts += 1
+            except GaveUp as gave_up:
+                if after is None or not gave_up.movable:
+                    raise
+                attempts += gave_up.attempts
+                admin_log.warning(
+                    "[BatchProcessor] Image %s moves from %s to %s: %s",
+                    image.id, link.provider.name, after.provider.name, gave_up.message,
+                )  # fmt: skip
+            else:
+                return answer, attempts + tries, link
+            admitted = None
+            link = self._chain.after(link)
+        raise FatalJobError("every provider of the job stopped: see the admin log")
+
+    def _provider_down(self, link: Link, after: Link, exc: FatalJobError) -> None:
+        if self._chain.take_down(link, exc.message):
+            note = (
+                f"{link.provider.name} stopped: {exc.message}; the rest of the job goes to "
+                f"{after.provider.name} ({after.provider.model})"
+            )
+            admin_log.error("[BatchProcessor] Job %s: %s", self.job_id, note)
+            self._report.publish(EventKind.NOTE, note=note)
+
     async def _rate_with_retries(
-        self, image: ImageInput, *, admitted: bool = False
+        self, image: ImageInput, link: Link, *, admitted: bool, last: bool
     ) -> tuple[Answer, int]:
         sending = _Sending()
+        policy = self._policy if last else self._fallback_policy
 
         def backoff(exc: Exception) -> bool | float:
-            if not isinstance(exc, ProviderError):
+            if not isinstance(exc, ProviderError) or (not last and provider_specific(exc)):
                 return False
             now = self._clock()
             started = now if sending.first_sent is None else sending.first_sent
-            wait = self._policy.next_wait(exc, sending.retries + 1, started, now, self._rng)
+            wait = policy.next_wait(exc, sending.retries + 1, started, now, self._rng)
             if wait is None:
                 return False
             sending.retries += 1
-            self._retry_scheduled(image, sending.retries, exc, wait)
+            self._retry_scheduled(image, link, sending.retries, exc, wait)
             return wait
 
         try:
             # Most images succeed at once: stamina's machinery is built only for the others.
             try:
-                return await self._attempt(image, sending, admitted=admitted), 1
+                return await self._attempt(image, link, sending, admitted=admitted), 1
             except Exception as exc:
                 wait = backoff(exc)
                 if wait is False:
@@ -287,8 +339,8 @@ class BatchProcessor:
             await asyncio.sleep(wait)
             async for attempt in stamina.retry_context(on=backoff, attempts=None, timeout=None):
                 with attempt:
-                    self._counters.retrying -= 1
-                    return await self._attempt(image, sending), attempt.num + 1
+                    self._report.counters.retrying -= 1
+                    return await self._attempt(image, link, sending), attempt.num + 1
         except FatalJobError:
             raise
         except ProviderError as exc:
@@ -300,29 +352,11 @@ class BatchProcessor:
             raise GaveUp(message, sending.retries + 1) from exc
         raise AssertionError("unreachable: stamina either returns or raises")
 
-    def _holds_bytes(self, image: ImageInput) -> bool:
-        return image.path is not None or self._inlines_urls
-
-    async def _acquire(self, holds_bytes: bool) -> None:
-        """A concurrency slot and a bytes slot, as needed, in that order."""
-        if self._slots is not None:
-            await self._slots.acquire()
-        if holds_bytes:
-            try:
-                await self._prepared.acquire()
-            except BaseException:
-                if self._slots is not None:
-                    self._slots.release()
-                raise
-
-    def _release(self, holds_bytes: bool) -> None:
-        if holds_bytes:
-            self._prepared.release()
-        if self._slots is not None:
-            self._slots.release()
+    def _holds_bytes(self, image: ImageInput, link: Link) -> bool:
+        return image.path is not None or link.provider.capabilities.inlines_url_images
 
     async def _attempt(
-        self, image: ImageInput, sending: _Sending, *, admitted: bool = False
+        self, image: ImageInput, link: Link, sending: _Sending, *, admitted: bool = False
     ) -> Answer:
         """One request: a concurrency slot and a bytes slot (if needed), then the gate.
 
@@ -330,48 +364,49 @@ class BatchProcessor:
         to tasks that would then queue behind a semaphore and leave whenever they get it. An
         `admitted` attempt was given its slots and its gate pass by the feeder.
         """
-        holds_bytes = self._holds_bytes(image)
+        holds_bytes = self._holds_bytes(image, link)
         if admitted:
             try:
-                return await self._send(image, sending)
+                return await self._send(image, link, sending)
             finally:
-                self._release(holds_bytes)
-        if self._slots is None and not holds_bytes:  # the common case: nothing to hold
-            await self.gate.wait()
-            return await self._send(image, sending)
-        await self._acquire(holds_bytes)
+                self._slots.release(holds_bytes)
+        if self._slots.free(holds_bytes):  # the common case: nothing to hold
+            await link.gate.wait()
+            return await self._send(image, link, sending)
+        await self._slots.acquire(holds_bytes)
         try:
-            await self.gate.wait()
-            return await self._send(image, sending)
+            await link.gate.wait()
+            return await self._send(image, link, sending)
         finally:
-            self._release(holds_bytes)
+            self._slots.release(holds_bytes)
 
-    async def _send(self, image: ImageInput, sending: _Sending) -> Answer:
+    async def _send(self, image: ImageInput, link: Link, sending: _Sending) -> Answer:
         if sending.first_sent is None:  # the retry window starts at the first send
             sending.first_sent = self._clock()
+        gate = link.gate
         try:
             prepared = await prepare(image, self._options.max_edge)
-            answer = await self._provider.rate(prepared, self._prompt)
+            answer = await link.provider.rate(prepared, self._prompt)
         except FatalJobError:
             raise  # the probe's fatal answer stops the job; the rest are never released
         except Exception as exc:
             if isinstance(exc, RateLimited):
-                self.gate.rate_limited(exc.limits)
+                gate.rate_limited(exc.limits)
             else:
-                self.gate.answered(getattr(exc, "limits", None))
+                gate.answered(getattr(exc, "limits", None))
             self._probe_answered.set()
             raise
         usage = answer.usage
-        self.gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
+        gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
         self._probe_answered.set()
         return answer
 
     def _retry_scheduled(
-        self, image: ImageInput, retries: int, exc: ProviderError, wait: float
+        self, image: ImageInput, link: Link, retries: int, exc: ProviderError, wait: float
     ) -> None:
-        self._counters.retrying += 1
+        self._report.counters.retrying += 1
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            self.gate.hold(min(exc.retry_after, self._policy.schedule_for(exc).cap))
+            link.gate.hold(min(exc.retry_after, self._policy.schedule_for(exc).cap))
         admin_log.warning(
             "[BatchProcessor] Image %s attempt %d failed: %s. Retrying in %s",
             image.id,
@@ -379,42 +414,14 @@ class BatchProcessor:
             exc.message.rstrip("."),
             format_wait_ms(wait),
         )
-        self._publish(
+        self._report.publish(
             EventKind.RETRYING, image_id=image.id, error=exc.message, attempt=retries, wait=wait
         )
 
     # -- events -------------------------------------------------------------------------------
 
     def _gate_changed(self, state: GateState) -> None:
-        self._publish(EventKind.GATE, wait=state.holding_for, rate=state.rate_per_minute)
-
-    def _publish(self, kind: EventKind, **fields: object) -> None:
-        counters = self._counters
-        event = ProgressEvent(
-            kind=kind,
-            job_id=self.job_id,
-            total=counters.total,
-            rated=counters.rated,
-            failed=counters.failed,
-            retrying=counters.retrying,
-            shoot_id=self.shoot_id,
-            provider=self._provider.name,
-            model=self._provider.model,
-            eta=self._eta(),
-            **fields,  # type: ignore[arg-type]
-        )
-        for subscriber in self._subscribers:
-            try:
-                subscriber(event)
-            except Exception:  # a broken display must not stop the job
-                admin_log.exception("progress subscriber %r failed", subscriber)
-
-    def _eta(self) -> int | None:
-        """Seconds left at this run's pace so far; None until an image of this run ended."""
-        counters = self._counters
-        done = counters.rated + counters.failed
-        elapsed = self._clock() - self._started_at
-        return eta_seconds(done - self._done_before, counters.total - self._done_before, elapsed)
+        self._report.publish(EventKind.GATE, wait=state.holding_for, rate=state.rate_per_minute)
 
 
 async def _each(

@@ -4,8 +4,13 @@
     ├── Retryable                     worth another attempt, after a wait
     │   ├── RateLimited               429, Anthropic 529  -> rate-limit schedule
     │   └── Transient                 408, 409, 5xx, drops, timeouts, bad answers -> other schedule
+    │       └── Refused               the model declined the photo (refusal, content filter)
     ├── PermanentImageError           this image cannot be rated (400/413/422 about the image)
+    │   └── ContentBlocked            the provider's policy blocked the photo itself
     └── FatalJobError                 the whole job must stop (auth, model, credit, missing key)
+
+`Refused` and `ContentBlocked` are this provider's verdict, which another model may not share:
+with `--fallback`, the photo goes to the next provider at once.
 
 Every error carries everything as constructor arguments and is never changed after it is
 built: to add what an answer's headers said about the limits, build a copy (`with_limits`).
@@ -22,12 +27,15 @@ if TYPE_CHECKING:
     from kullbatch.models import RateLimits
 
 __all__ = [
+    "ContentBlocked",
     "FatalJobError",
     "PermanentImageError",
     "ProviderError",
     "RateLimited",
+    "Refused",
     "Retryable",
     "Transient",
+    "provider_specific",
 ]
 
 
@@ -92,8 +100,21 @@ class Transient(Retryable):
     """A passing failure (a 5xx, a dropped connection, an unusable answer): the other schedule."""
 
 
+class Refused(Transient):
+    """The model declined to rate this photo; it may not next time, another model may not."""
+
+
 class PermanentImageError(ProviderError):
     """This image cannot be rated; the others go on."""
+
+
+class ContentBlocked(PermanentImageError):
+    """This provider's content policy blocks the photo; another provider may take it."""
+
+
+def provider_specific(error: ProviderError) -> bool:
+    """A verdict of this provider alone: with a fallback, the photo moves on at once."""
+    return isinstance(error, Refused | ContentBlocked)
 
 
 class FatalJobError(ProviderError):

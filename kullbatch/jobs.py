@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 
 from kullbatch import export
+from kullbatch.fallback import DEFAULT_FALLBACK_AFTER
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent, ProviderBatch
 from kullbatch.providers import PROVIDERS, resolve
@@ -105,6 +106,8 @@ class ProcessSettings:
     rpm: float | None = None
     max_edge: int = DEFAULT_MAX_EDGE
     economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
+    fallbacks: tuple[str, ...] = ()  # --fallback P[:MODEL], in order
+    fallback_after: float = DEFAULT_FALLBACK_AFTER
 
 
 def _choose_provider(
@@ -136,6 +139,7 @@ async def create_job(
         raise UsageError("--economy-only applies to --mode economy only")
     options: dict[str, Any] = {key: getattr(settings, key) for key in STORED_OPTIONS}
     options["economy_only"] = settings.economy_only
+    options["fallbacks"] = [list(_fallback(wanted)) for wanted in settings.fallbacks]
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -152,6 +156,16 @@ async def create_job(
     row = await store.get_job(job.id)
     assert row is not None
     return row
+
+
+def _fallback(wanted: str) -> tuple[str, str]:
+    """`anthropic`, `anthropic:claude-sonnet-4-6` or `openai-gpt-5` -> (provider, model)."""
+    name, _, model = wanted.partition(":")
+    try:
+        spec, chosen = resolve(name, model or None)
+    except ValueError as exc:
+        raise UsageError(f"--fallback {wanted}: {exc}") from exc
+    return spec.name, chosen
 
 
 def _user_name() -> str:

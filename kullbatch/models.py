@@ -169,6 +169,7 @@ class EventKind(enum.StrEnum):
     RETRYING = "retrying"
     GATE = "gate"
     BATCH = "batch"  # economy mode: what the provider says of its batches
+    NOTE = "note"  # something the user should read: a provider down, the job moving on
     ENDED = "ended"
 
 

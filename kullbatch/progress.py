@@ -290,6 +290,8 @@ class ProgressDisplay:
             fields["gate_until"] = None
         elif event.kind is EventKind.BATCH:
             fields["batch_note"] = event.note
+        elif event.kind is EventKind.NOTE:  # a provider down, the job moving on: say it once
+            self.console.print(f"kullbatch: {event.note}", markup=False, highlight=False)
         elif event.kind is EventKind.FAILED and len(self._failures) < MAX_FAILURE_SAMPLES:
             self._failures.append((event.image_id or "?", event.error or "failed"))
         self._progress.update(

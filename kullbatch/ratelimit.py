@@ -247,3 +247,35 @@ class Gate:
                     waiter.set_result(None)
                     self._sent(now)
                     self._tokens -= 1
+
+
+class Slots:
+    """What else a request holds while it is out: a concurrency slot (`--concurrency N`) and,
+    for a photo held as bytes (a local file, a downloaded URL), a bytes slot that bounds memory.
+    """
+
+    def __init__(self, concurrency: int, bytes_limit: int) -> None:
+        self._concurrency = asyncio.Semaphore(concurrency) if concurrency > 0 else None
+        self._bytes = asyncio.Semaphore(max(1, bytes_limit))
+
+    def free(self, holds_bytes: bool) -> bool:
+        """Nothing to hold: no concurrency cap and no bytes (the common case)."""
+        return self._concurrency is None and not holds_bytes
+
+    async def acquire(self, holds_bytes: bool) -> None:
+        """A concurrency slot, then a bytes slot, as needed."""
+        if self._concurrency is not None:
+            await self._concurrency.acquire()
+        if holds_bytes:
+            try:
+                await self._bytes.acquire()
+            except BaseException:
+                if self._concurrency is not None:
+                    self._concurrency.release()
+                raise
+
+    def release(self, holds_bytes: bool) -> None:
+        if holds_bytes:
+            self._bytes.release()
+        if self._concurrency is not None:
+            self._concurrency.release()

@@ -12,7 +12,13 @@ import random
 import re
 from dataclasses import dataclass
 
-from kullbatch.errors import PermanentImageError, ProviderError, RateLimited, Retryable
+from kullbatch.errors import (
+    PermanentImageError,
+    ProviderError,
+    RateLimited,
+    Retryable,
+    provider_specific,
+)
 
 admin_log = logging.getLogger("kullbatch.admin")
 
@@ -124,10 +130,12 @@ def format_wait_ms(seconds: float) -> str:
 class GaveUp(Exception):
     """An image's retries are over: it is stored as failed with its last error."""
 
-    def __init__(self, message: str, attempts: int) -> None:
+    def __init__(self, message: str, attempts: int, *, movable: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.attempts = attempts
+        # another provider may do better: its window ran out, or this provider refused it
+        self.movable = movable
 
     @classmethod
     def after(cls, image_id: str, exc: ProviderError, attempts: int, elapsed: float) -> GaveUp:
@@ -142,4 +150,5 @@ class GaveUp(Exception):
                 format_wait_ms(elapsed),
                 exc.message,
             )
-        return cls(exc.message, attempts)
+        movable = isinstance(exc, Retryable) or provider_specific(exc)
+        return cls(exc.message, attempts, movable=movable)

@@ -10,6 +10,7 @@ to it, so that two jobs on one key never send faster together than the key allow
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import hashlib
 import logging
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 admin_log = logging.getLogger("kullbatch.admin")
 
 # What a job remembers of its settings, so that `resume` runs it the same way.
-STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm")
+STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm", "fallback_after")
 ECONOMY_POLL_VAR = "KULLBATCH_ECONOMY_POLL"  # seconds before the first poll (default 5)
 
 
@@ -195,7 +196,12 @@ class Runtime:
         try:
             provider = create_provider(spec, model, self.session, env)
         except FatalJobError as exc:
-            return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+            if not job.options.get("fallbacks") or job.mode == "economy":
+                return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+            led = self._first_fallback(job, env, exc)
+            if led is None:
+                return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+            job, spec, provider = led
         all_subscribers = [self.store.handle, *subscribers]
         counts = await self.store.item_counts(job.id)
         if job.mode == "economy":
@@ -222,6 +228,26 @@ class Runtime:
                 already_failed=counts.failed,
             ),
         )
+
+    def _first_fallback(
+        self, job: JobRow, env: Mapping[str, str], exc: FatalJobError
+    ) -> tuple[JobRow, ProviderSpec, Provider] | None:
+        """The job's own provider cannot even be built (no key): the first fallback that can
+        be leads; None when none can."""
+        fallbacks = list(job.options["fallbacks"])
+        while fallbacks:
+            (name, model), *fallbacks = fallbacks
+            spec, chosen = resolve(name, model)
+            try:
+                provider = create_provider(spec, chosen, self.session, env)
+            except FatalJobError:
+                continue
+            admin_log.error(
+                "[BatchProcessor] Job %s: %s; the job goes to %s", job.id, exc.message, spec.name
+            )
+            options = {**job.options, "fallbacks": fallbacks}
+            return dataclasses.replace(job, options=options), spec, provider
+        return None
 
     async def _running(
         self,
@@ -255,7 +281,26 @@ class Runtime:
             options=engine_options(job.options),
             subscribers=subscribers,
             gate=self.gate_for(Account.of(spec, env)),
+            fallbacks=self._fallbacks(job, env),
         )
+
+    def _fallbacks(self, job: JobRow, env: Mapping[str, str]) -> list[tuple[Provider, Gate]]:
+        """The job's `--fallback` providers, each with its own account's gate.
+
+        One that cannot be built (its key is not set) is left out, and the admin log says so.
+        """
+        chain: list[tuple[Provider, Gate]] = []
+        for name, model in job.options.get("fallbacks") or []:
+            spec, chosen = resolve(name, model)
+            try:
+                provider = create_provider(spec, chosen, self.session, env)
+            except FatalJobError as exc:
+                admin_log.error(
+                    "[BatchProcessor] Job %s: fallback %s left out: %s", job.id, name, exc.message
+                )
+                continue
+            chain.append((provider, self.gate_for(Account.of(spec, env))))
+        return chain
 
     def _economy(
         self,

@@ -42,6 +42,7 @@ from fake_gemini_server import (
 )
 from PIL import Image
 
+from kullbatch.errors import ContentBlocked
 from kullbatch.models import PreparedImage, Prompt
 from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.providers.base import (
@@ -269,7 +270,7 @@ ANSWER_CASES = [
         generate_content_response(
             prompt_feedback={"blockReason": "PROHIBITED_CONTENT", "safetyRatings": []}
         ),
-        PermanentImageError,
+        ContentBlocked,
         "blockReason PROHIBITED_CONTENT",
         id="prompt-blocked",
     ),

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kullbatch.errors import (
+    ContentBlocked,
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
+    Refused,
     Retryable,
     Transient,
+    provider_specific,
 )
 from kullbatch.providers.base import Capabilities, Provider, WireRequest
 
@@ -24,17 +27,20 @@ if TYPE_CHECKING:
 __all__ = [
     "PROVIDERS",
     "Capabilities",
+    "ContentBlocked",
     "FatalJobError",
     "PermanentImageError",
     "Provider",
     "ProviderError",
     "ProviderSpec",
     "RateLimited",
+    "Refused",
     "Retryable",
     "Transient",
     "WireRequest",
     "create_provider",
     "key_hint",
+    "provider_specific",
     "resolve",
 ]
 

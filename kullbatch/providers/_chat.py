@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
+from kullbatch.errors import (
+    ContentBlocked,
+    FatalJobError,
+    PermanentImageError,
+    ProviderError,
+    Refused,
+    Transient,
+)
 from kullbatch.models import Answer, Prompt, RateLimits, Usage
 from kullbatch.providers import key_hint
 from kullbatch.providers.base import (
@@ -243,13 +250,13 @@ def _rating_text(provider: str, completion: _Completion) -> str:
         raise Transient(f"{provider} answer has no choices")
     choice = completion.choices[0]
     if choice.message.refusal:
-        raise Transient(f"{provider} refused to rate the image: {choice.message.refusal[:200]}")
+        raise Refused(f"{provider} refused to rate the image: {choice.message.refusal[:200]}")
     if choice.finish_reason == "length":
         raise Transient(
             f"{provider} answer was truncated at the token limit (finish_reason length)"
         )
     if choice.finish_reason == "content_filter":
-        raise Transient(f"{provider} answer was withheld by its content filter")
+        raise Refused(f"{provider} answer was withheld by its content filter")
     if not choice.message.content:
         raise Transient(f"{provider} answer has no content (finish_reason {choice.finish_reason})")
     return choice.message.content
@@ -411,6 +418,8 @@ def bad_request_rule(info: ErrorInfo) -> type[ProviderError]:
     """A 400: this image (permanent) or the request itself (fatal); see the module docstring."""
     param = info.param or ""
     words = f"{info.message} {param}"
+    if info.code == "image_content_policy_violation":
+        return ContentBlocked
     if info.code in _IMAGE_CODES:
         return PermanentImageError
     if _CANNOT_SEE.search(words) or info.code in _REQUEST_CODES or param == "model":

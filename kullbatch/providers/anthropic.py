@@ -29,6 +29,7 @@ from kullbatch.errors import (
     PermanentImageError,
     ProviderError,
     RateLimited,
+    Refused,
     Transient,
 )
 from kullbatch.images import fit_image
@@ -261,7 +262,7 @@ def _answer(body: bytes, limits: RateLimits | None) -> Answer:
             f"(stop_reason max_tokens after {usage.output_tokens} output tokens)"
         )
     if message.stop_reason == "refusal":
-        raise Transient(f"{NAME} model refused to rate the image (stop_reason refusal)")
+        raise Refused(f"{NAME} model refused to rate the image (stop_reason refusal)")
     text = next((block.text for block in message.content if block.type == "text"), None)
     if text is None:
         kinds = ", ".join(block.type for block in message.content) or "nothing"

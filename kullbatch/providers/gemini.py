@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from kullbatch.errors import (
+    ContentBlocked,
     FatalJobError,
     PermanentImageError,
     ProviderError,
@@ -295,7 +296,7 @@ def parse_answer(answer: HTTPAnswer) -> Answer:
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         why = f": {feedback.block_reason_message}" if feedback.block_reason_message else ""
-        raise PermanentImageError(
+        raise ContentBlocked(
             f"{NAME} blocked the image itself (promptFeedback.blockReason "
             f"{feedback.block_reason}{why}); retrying cannot help"
         )
