@@ -1,0 +1,223 @@
+"""The dashboard in a real headless Chromium: a job run to 100 % with its results, and a cancel.
+
+The server runs in the test's loop on 127.0.0.1; Chromium, a separate process, is driven over
+the DevTools protocol (tests/cdp.py). Nothing is downloaded and no screenshot is written. The
+module is skipped where no `chromium` is installed; `.ci/run` installs Debian's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from kullbatch import jobs, server
+from kullbatch.hub import Hub
+from tests import cdp
+from tests.test_server import HeldProvider
+
+CHROMIUM = cdp.find_chromium()
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium executable (/usr/bin/chromium or on the PATH)"
+)
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+TOKEN = "br0wser-t0ken"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PHOTOS = 5
+
+
+def body(n: int, provider: str) -> dict:
+    photos = sorted((EXAMPLES / "photos").iterdir())[:n]
+    images = [
+        {"id": f"img{i}", "filename": p.name, "path": f"photos/{p.name}"}
+        for i, p in enumerate(photos)
+    ]
+    return {"shootId": "browser", "images": images, "providerId": provider}
+
+
+NO_POLL = "window.setInterval = () => 0;"
+# every percentage each job's bar showed, in order, recorded as the table is redrawn
+RECORD_PERCENTS = """
+window.percents = {};
+new MutationObserver(() => {
+  for (const row of document.querySelectorAll("#jobs tr")) {
+    const seen = (window.percents[row.dataset.jobId] ??= []);
+    const percent = Number(row.querySelector(".bar").dataset.percent);
+    if (seen.at(-1) !== percent) seen.push(percent);
+  }
+}).observe(document.getElementById("jobs"), {childList: true});
+"""
+
+
+def row(job_id: str) -> str:
+    """A JavaScript expression for the job's row in the dashboard's table."""
+    return f"document.querySelector('#jobs tr[data-job-id={json.dumps(job_id)}]')"
+
+
+@pytest.fixture
+async def held(aiohttp_server):
+    fake = HeldProvider()
+    application = web.Application()
+    application.router.add_post("/v1/chat/completions", fake.chat)
+    fake.server = await aiohttp_server(application)
+    yield fake
+    fake.release.set()
+
+
+class Dashboard:
+    """The page in Chromium, and a REST client of the same server for what the page does not do."""
+
+    def __init__(self, page: cdp.Page, http: aiohttp.ClientSession, base: URL) -> None:
+        self.page = page
+        self.http = http
+        self.base = base
+
+    async def post(self, path: str, payload: dict | None = None) -> tuple[int, dict]:
+        url = self.base / "api/batch" / path
+        async with self.http.post(url, json=payload, headers=AUTH) as response:
+            return response.status, await response.json()
+
+    async def get(self, path: str) -> tuple[int, dict]:
+        async with self.http.get(self.base / "api/batch" / path, headers=AUTH) as response:
+            return response.status, await response.json()
+
+
+@pytest.fixture
+async def dashboard(tmp_path, aiohttp_server, held):
+    """The server on 127.0.0.1 with a token, and Chromium showing its dashboard, live."""
+    root = tmp_path / "root"
+    shutil.copytree(EXAMPLES / "photos", root / "photos")
+    env = {"OPENAI_COMPATIBLE_BASE_URL": str(held.server.make_url("/v1"))}
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        app = server.build_app(service, Hub(TOKEN), root=root)
+        web_server = await aiohttp_server(app, host="127.0.0.1")
+        base = web_server.make_url("/")
+        async with aiohttp.ClientSession() as http, cdp.launch(CHROMIUM) as page:
+            # no 10 s poll of the job list: what the rows show came over the WebSocket
+            await page.call("Page.addScriptToEvaluateOnNewDocument", source=NO_POLL)
+            await page.navigate(str(base.with_query(token=TOKEN)))
+            await page.wait_for(
+                "document.getElementById('conn').textContent === 'live'",
+                what="the dashboard's WebSocket to open",
+            )
+            yield Dashboard(page, http, base)
+            held.release.set()
+        await web_server.close()
+
+
+async def test_a_posted_job_runs_to_100_percent_in_the_dashboard_and_its_results_open(dashboard):
+    """The row reaches completed, n / n and a full bar; Results shows the API's stars and titles."""
+    page = dashboard.page
+    # the page dropped the token from its address once it had read it
+    assert "token" not in await page.evaluate("location.href")
+    await page.evaluate(RECORD_PERCENTS)
+    status, accepted = await dashboard.post("process", body(PHOTOS, "local"))
+    assert status == 202
+    job_id = accepted["jobId"]
+    shown = await page.wait_for(
+        f"""(() => {{
+            const row = {row(job_id)};
+            if (!row || row.dataset.status !== "completed") return null;
+            return {{
+                status: row.querySelector(".status").textContent,
+                processed: row.querySelector(".processed").textContent,
+                failed: row.querySelector(".failed").textContent,
+                percent: row.querySelector(".bar").dataset.percent,
+                title: row.querySelector(".bar").title,
+                width: row.querySelector(".bar > div").style.width,
+                cancel: row.querySelector("button[data-action=cancel]") !== null,
+            }};
+        }})()""",
+        what=f"job {job_id}'s row to read completed",
+    )
+    assert shown == {
+        "status": "completed",
+        "processed": f"{PHOTOS} / {PHOTOS}",
+        "failed": "0",
+        "percent": "100",
+        "title": "100 %",
+        "width": "100%",
+        "cancel": False,  # nothing left to cancel
+    }
+    percents = await page.evaluate(f"window.percents[{json.dumps(job_id)}]")
+    assert percents == sorted(percents) and percents[-1] == 100, percents
+
+    await page.evaluate(f"{row(job_id)}.querySelector('button[data-action=results]').click()")
+    rows = await page.wait_for(
+        f"""(() => {{
+            const section = document.getElementById("results");
+            const rows = [...document.querySelectorAll("#results-rows tr")];
+            if (section.hidden || rows.length < {PHOTOS}) return null;
+            if (!rows.every((r) => r.querySelector("img").src.startsWith("blob:"))) return null;
+            return {{
+                heading: document.getElementById("results-title").textContent,
+                rows: rows.map((r) => ({{
+                    imageId: r.dataset.imageId,
+                    stars: r.querySelector(".stars").textContent,
+                    title: r.querySelector(".title").textContent,
+                }})),
+            }};
+        }})()""",
+        what="the results with their thumbnails",
+    )
+    status, results = await dashboard.get(f"results/{job_id}")
+    assert status == 200
+    assert rows["heading"] == f"Results of {job_id}"
+    assert rows["rows"] == [
+        {
+            "imageId": r["imageId"],
+            "stars": "★" * r["starRating"] + "☆" * (5 - r["starRating"]),
+            "title": r["title"],
+        }
+        for r in results["results"]
+    ]
+    assert all(r["title"] and "★" in r["stars"] for r in rows["rows"])
+    # each thumbnail, fetched with the token in a header, decoded as a picture
+    assert (
+        await page.evaluate(
+            "Promise.all([...document.querySelectorAll('#results-rows img')].map("
+            "(img) => img.decode().then(() => img.naturalWidth > 0)))"
+        )
+        == [True] * PHOTOS
+    )
+    assert page.errors == []
+
+
+async def test_the_dashboards_cancel_button_stops_a_running_job(dashboard, held):
+    """A job held by its provider shows Cancel; a click makes the row and the API read cancelled."""
+    page = dashboard.page
+    status, accepted = await dashboard.post("process", body(2, "openai-compatible"))
+    assert status == 202
+    job_id = accepted["jobId"]
+    await held.asked.wait()  # the first request is out and held: the job is surely running
+    await page.wait_for(
+        f"{row(job_id)}?.querySelector('button[data-action=cancel]') != null",
+        what=f"job {job_id}'s Cancel button",
+    )
+    assert await page.evaluate(f"{row(job_id)}.dataset.status") == "processing"
+
+    await page.evaluate(f"{row(job_id)}.querySelector('button[data-action=cancel]').click()")
+    shown = await page.wait_for(
+        f"""(() => {{
+            const row = {row(job_id)};
+            if (!row || row.dataset.status !== "cancelled") return null;
+            return {{
+                status: row.querySelector(".status").textContent,
+                className: row.className,
+                cancel: row.querySelector("button[data-action=cancel]") !== null,
+            }};
+        }})()""",
+        what=f"job {job_id}'s row to read cancelled",
+    )
+    assert shown == {"status": "cancelled", "className": "cancelled", "cancel": False}
+    assert not held.release.is_set()  # cancelled while held, not finished
+    status, current = await dashboard.get(f"status/{job_id}")
+    assert status == 200 and current["status"] == "cancelled"
+    assert current["processedImages"] < 2
+    assert page.errors == []
