@@ -25,7 +25,6 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
 from kullbatch.models import Answer, Prompt, RateLimits, Usage
-from kullbatch.providers import key_hint
 from kullbatch.providers.base import (
     RATING_SCHEMA,
     RATING_SCHEMA_NAME,
@@ -43,6 +42,7 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
+from kullbatch.providers.registry import key_hint
 
 if TYPE_CHECKING:
     import aiohttp
