@@ -20,9 +20,10 @@ from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import JobState, JobStatus
-from kullbatch.progress import ProgressDisplay, make_console, render_jobs, render_providers
+from kullbatch.progress import ProgressDisplay, make_console
 from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
+from kullbatch.tables import render_jobs, render_providers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence

@@ -21,7 +21,6 @@ import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Self
 
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.table import Column, Table
@@ -30,19 +29,17 @@ from rich.text import Text
 from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from rich.console import RenderableType
 
-    from kullbatch.providers import ProviderSpec
 
 __all__ = [
     "ProgressDisplay",
     "eta_seconds",
     "format_duration",
     "make_console",
-    "render_jobs",
-    "render_providers",
+    "styled_state",
 ]
 
 MAX_FAILURE_SAMPLES = 5
@@ -339,7 +336,7 @@ class ProgressDisplay:
         speed = run_done / elapsed if elapsed > 0 and run_done > 0 else 0.0
         table.add_row("Job", status.jobId)
         table.add_row("Provider", status.providerId or self.provider)
-        table.add_row("Status", _styled_state(status.status))
+        table.add_row("Status", styled_state(status.status))
         table.add_row("Rated", f"{status.processedImages} of {status.totalImages}")
         table.add_row("Failed", _failed_text(status.failedImages))
         table.add_row("Time", format_duration(elapsed))
@@ -362,7 +359,7 @@ def _failed_text(failed: int) -> Text:
     return Text(str(failed), style="red" if failed else "")
 
 
-def _styled_state(state: JobState) -> Text:
+def styled_state(state: JobState) -> Text:
     styles = {JobState.COMPLETED: "green", JobState.FAILED: "red", JobState.CANCELLED: "yellow"}
     return Text(state.value, style=styles.get(state, "yellow"))
 
@@ -410,113 +407,3 @@ def _next_steps(status: JobStatus) -> list[tuple[str, str]]:
 def make_console(*, stdout: bool = False) -> Console:
     """Progress and logs go to stderr; tables a user asked for go to stdout."""
     return Console(stderr=not stdout, highlight=False)
-
-
-def render_jobs(statuses: Sequence[JobStatus], console: Console) -> None:
-    """The jobs as a table as wide as the console (80 columns in a pipe) allows.
-
-    Job id, status and counts are never cut: the created time goes first, then the provider,
-    then the shoot id is shortened with an ellipsis, then dropped. Narrower than the four
-    figures, each job is one line that wraps instead.
-    """
-    if not statuses:
-        console.print("no jobs yet: run `kullbatch process SOURCE`")
-        return
-    for optional in _JOB_LAYOUTS:
-        table = _jobs_table(statuses, optional)
-        if _natural_width(table, console) <= console.width:
-            console.print(table)
-            return
-    bare = _natural_width(_jobs_table(statuses, ()), console)
-    least = _jobs_table(statuses, ("shoot",), shoot_width=_SHOOT_MIN)
-    gap = _natural_width(least, console) - bare - _SHOOT_MIN
-    room = console.width - bare - gap
-    if room >= _SHOOT_MIN:
-        console.print(_jobs_table(statuses, ("shoot",), shoot_width=room))
-    elif bare <= console.width:
-        console.print(_jobs_table(statuses, ()))
-    else:
-        _print_job_lines(statuses, console)
-
-
-def _print_job_lines(statuses: Sequence[JobStatus], console: Console) -> None:
-    """One line a job, figures aligned; the terminal wraps a long line, nothing is cut."""
-    state_width = max(len(status.status.value) for status in statuses)
-    rated_width = max(len(_rated_text(status)) for status in statuses)
-    for status in statuses:
-        line = Text(f"{status.jobId}  ")
-        line.append_text(_styled_state(status.status))
-        line.append(" " * (state_width - len(status.status.value)))
-        line.append(f"  {_rated_text(status):>{rated_width}} rated  {status.failedImages} failed")
-        console.print(line, soft_wrap=True)
-
-
-_JOB_COLUMNS = ("job", "shoot", "provider", "status", "rated", "failed", "created")
-_OPTIONAL_COLUMNS = frozenset({"shoot", "provider", "created"})
-# Optional columns of `kullbatch jobs`, most to fewest; job, status, rated, failed always show.
-_JOB_LAYOUTS: tuple[tuple[str, ...], ...] = (
-    ("shoot", "provider", "created"),
-    ("shoot", "provider"),
-    ("shoot",),
-)
-_SHOOT_MIN = 6  # a shoot id cut shorter than this says nothing; drop the column instead
-
-
-def _natural_width(table: Table, console: Console) -> int:
-    """How wide `table` draws when nothing is cut."""
-    return console.measure(table, options=console.options.update_width(10_000)).maximum
-
-
-def _rated_text(status: JobStatus) -> str:
-    return f"{status.processedImages}/{status.totalImages}"
-
-
-def _jobs_table(
-    statuses: Sequence[JobStatus], optional: Sequence[str], shoot_width: int | None = None
-) -> Table:
-    """The jobs table with the optional columns named (`shoot`, `provider`, `created`)."""
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    shown = [name for name in _JOB_COLUMNS if name in optional or name not in _OPTIONAL_COLUMNS]
-    for name in shown:
-        header = "created (UTC)" if name == "created" else name
-        table.add_column(header, no_wrap=True, justify="right" if name == "failed" else "left")
-    for status in statuses:
-        shoot = Text(status.shootId)
-        if shoot_width is not None:
-            shoot.truncate(shoot_width, overflow="ellipsis")
-        cells: dict[str, str | Text] = {
-            "job": status.jobId,
-            "shoot": shoot,
-            "provider": status.providerId,
-            "status": _styled_state(status.status),
-            "rated": _rated_text(status),
-            "failed": str(status.failedImages),
-            "created": status.createdAt[:16].replace("T", " "),
-        }
-        table.add_row(*(cells[name] for name in shown))
-    return table
-
-
-def render_providers(
-    specs: Sequence[ProviderSpec], env: Mapping[str, str], console: Console
-) -> None:
-    """Which providers exist and whether each key is set; never the key itself."""
-    table = Table("provider", "default model", "API key", "base URL variable", "economy")
-    for spec in specs:
-        if not spec.key_vars:
-            key = "not needed"
-        elif spec.key_is_set(env):
-            key = "[green]set[/] (" + " / ".join(v for v in spec.key_vars if env.get(v)) + ")"
-        else:
-            key = ("optional: " if spec.key_optional else "[red]missing[/]: ") + " or ".join(
-                spec.key_vars
-            )
-        aliases = f" ({', '.join(spec.aliases)})" if spec.aliases else ""
-        table.add_row(
-            spec.name + aliases,
-            spec.default_model,
-            key,
-            " / ".join(spec.base_url_vars) or "-",
-            "batch API" if spec.economy else "-",
-        )
-    console.print(table)

@@ -10,7 +10,8 @@ from rich.console import Console
 
 from kullbatch import progress
 from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
-from kullbatch.progress import ProgressDisplay, eta_seconds, format_duration, render_jobs
+from kullbatch.progress import ProgressDisplay, eta_seconds, format_duration
+from kullbatch.tables import render_jobs
 
 JOB = "batch_1700000000000_abc123"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")

@@ -32,7 +32,6 @@ from kullbatch.errors import (
     Transient,
 )
 from kullbatch.models import Answer, Prompt, RateLimits, Usage
-from kullbatch.providers import key_hint
 from kullbatch.providers.base import (
     RATING_SCHEMA,
     RATING_SCHEMA_NAME,
@@ -50,6 +49,7 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
+from kullbatch.providers.registry import key_hint
 
 if TYPE_CHECKING:
     import aiohttp

@@ -34,7 +34,6 @@ from kullbatch.errors import (
 )
 from kullbatch.images import fit_image
 from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Usage
-from kullbatch.providers import key_hint
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import (
@@ -47,6 +46,7 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
+from kullbatch.providers.registry import key_hint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -43,7 +43,6 @@ from kullbatch.errors import (
 )
 from kullbatch.images import fit_image
 from kullbatch.models import Answer, PreparedImage, Prompt, Usage
-from kullbatch.providers import key_hint
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import (
@@ -56,6 +55,7 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
+from kullbatch.providers.registry import key_hint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -1,0 +1,268 @@
+"""The shape of the code: no import loop, no import from a lower layer up, no module too long.
+
+Every module under kullbatch/ is parsed with `ast`; every import counts, wherever it is: at
+module level, under `if TYPE_CHECKING:`, inside a function, and `importlib.import_module(...)`
+(an f-string's constant prefix stands for every module it can name).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "kullbatch"
+ROOT = PACKAGE.parent
+MAX_LINES = 450
+
+# Highest first. A module may import from its own layer or any lower one, never from a higher.
+LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    (
+        "front ends",
+        frozenset({"kullbatch", "kullbatch.__main__", "kullbatch.cli", "kullbatch.server"}),
+    ),
+    ("service", frozenset({"kullbatch.jobs", "kullbatch.runtime", "kullbatch.engine"})),
+    (
+        "adapters and outputs",
+        frozenset(
+            {
+                "kullbatch.providers",  # the package, every module in it included (see layer_of)
+                "kullbatch.store",
+                "kullbatch.progress",
+                "kullbatch.tables",
+                "kullbatch.export",
+            }
+        ),
+    ),
+    (
+        "inputs and policies",
+        frozenset(
+            {
+                "kullbatch.images",
+                "kullbatch.manifest",  # the package, every module in it included
+                "kullbatch.ratelimit",
+                "kullbatch.retry",
+                "kullbatch.migrations",
+            }
+        ),
+    ),
+    ("vocabulary", frozenset({"kullbatch.errors", "kullbatch.models"})),
+)
+PACKAGES_AS_ONE_LAYER = ("kullbatch.providers", "kullbatch.manifest")
+# `kullbatch/__init__.py` only re-exports the public surface; nothing inside imports it.
+NOT_IN_CYCLE_CHECK = frozenset({"kullbatch"})
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    """One edge of the graph: `source` imports `target` at `file:line` (`text` as written)."""
+
+    source: str
+    target: str
+    file: str
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.text}  ({self.source} -> {self.target})"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The module `name` lives in: itself, or the nearest package or module above it."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def absolute(node: ast.ImportFrom, source: str, is_package: bool) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = source.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def dynamic_targets(node: ast.Call, modules: dict[str, Path]) -> list[str]:
+    """`import_module("kullbatch.x")`, or with an f-string every module its prefix can name."""
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    if called != "import_module" or not node.args:
+        return []
+    arg = node.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return [arg.value]
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        prefix = str(arg.values[0].value)
+        return [name for name in modules if name.startswith(prefix) and name != prefix]
+    return []
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[Import]:
+    """Every kullbatch module `name` imports, anywhere in its file."""
+    file = str(path.relative_to(ROOT))
+    source = path.read_text(encoding="utf-8")
+    lines = source.splitlines()
+    found: list[Import] = []
+
+    def add(target: str | None, line: int) -> None:
+        if target is not None and target != name:
+            found.append(Import(name, target, file, line, lines[line - 1].strip()))
+
+    for node in ast.walk(ast.parse(source, file)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(resolve(alias.name, modules), node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            base = absolute(node, name, path.name == "__init__.py")
+            for alias in node.names:
+                add(resolve(f"{base}.{alias.name}", modules) or resolve(base, modules), node.lineno)
+        elif isinstance(node, ast.Call):
+            for target in dynamic_targets(node, modules):
+                add(resolve(target, modules), node.lineno)
+    return [edge for edge in found if edge.target.startswith("kullbatch")]
+
+
+def import_graph() -> list[Import]:
+    modules = all_modules()
+    return [edge for name, path in modules.items() for edge in imports_of(name, path, modules)]
+
+
+def layer_of(module: str) -> int | None:
+    """0 for the highest layer; a module of a package listed as one layer takes its layer."""
+    for package in PACKAGES_AS_ONE_LAYER:
+        if module.startswith(package + "."):
+            module = package
+    for rank, (_, members) in enumerate(LAYERS):
+        if module in members:
+            return rank
+    return None
+
+
+def find_cycle(edges: list[Import]) -> list[Import] | None:
+    """One import loop among kullbatch modules, as the edges that close it, or None."""
+    graph: dict[str, list[Import]] = {}
+    for edge in edges:
+        if edge.source not in NOT_IN_CYCLE_CHECK and edge.target not in NOT_IN_CYCLE_CHECK:
+            graph.setdefault(edge.source, []).append(edge)
+    done: set[str] = set()
+    path: list[Import] = []
+    on_path: dict[str, int] = {}
+
+    def visit(node: str, depth: int) -> list[Import] | None:
+        on_path[node] = depth
+        for edge in graph.get(node, []):
+            if edge.target in on_path:
+                return [*path[on_path[edge.target] :], edge]
+            if edge.target not in done:
+                path.append(edge)
+                if (cycle := visit(edge.target, depth + 1)) is not None:
+                    return cycle
+                path.pop()
+        del on_path[node]
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if start not in done and (cycle := visit(start, 0)) is not None:
+            return cycle
+    return None
+
+
+def test_every_module_has_a_layer():
+    """A new module is placed in the layer table before it can pass."""
+    unplaced = [name for name in all_modules() if layer_of(name) is None]
+    assert unplaced == [], f"put these modules in a layer of LAYERS: {unplaced}"
+
+
+def test_the_graph_sees_imports_under_type_checking_in_functions_and_import_module():
+    """The parser finds the imports that matter, not only the ones at module level."""
+    edges = {(edge.source, edge.target) for edge in import_graph()}
+    assert ("kullbatch.engine", "kullbatch.store") in edges  # under `if TYPE_CHECKING:`
+    assert ("kullbatch.providers", "kullbatch.providers.openai") in edges  # import_module(f"…")
+    assert ("kullbatch.cli", "kullbatch.jobs") in edges  # `from kullbatch import jobs`
+
+
+def test_no_import_goes_from_a_lower_layer_to_a_higher_one():
+    """cli → jobs, runtime, engine → providers, store, progress, export → inputs → vocabulary."""
+    upward = [
+        f"{edge}: layer {LAYERS[layer_of(edge.source)][0]!r} imports from the higher layer "
+        f"{LAYERS[layer_of(edge.target)][0]!r}"
+        for edge in import_graph()
+        if layer_of(edge.source) is not None
+        and layer_of(edge.target) is not None
+        and layer_of(edge.target) < layer_of(edge.source)
+    ]
+    assert upward == [], "imports against the layering:\n" + "\n".join(upward)
+
+
+def test_the_import_graph_has_no_loop():
+    """No chain of imports among kullbatch modules comes back to where it started."""
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import loop:\n" + "\n".join(str(edge) for edge in cycle)
+
+
+def test_the_loop_finder_names_every_import_of_a_loop():
+    """A three-module loop is reported as its three imports, with file and line."""
+    edges = [
+        Import("kullbatch.a", "kullbatch.b", "kullbatch/a.py", 3, "from kullbatch import b"),
+        Import("kullbatch.b", "kullbatch.c", "kullbatch/b.py", 4, "from kullbatch import c"),
+        Import("kullbatch.c", "kullbatch.a", "kullbatch/c.py", 5, "from kullbatch import a"),
+        Import("kullbatch.c", "kullbatch.d", "kullbatch/c.py", 6, "from kullbatch import d"),
+    ]
+    cycle = find_cycle(edges)
+    assert cycle is not None
+    assert [(edge.file, edge.line) for edge in cycle] == [
+        ("kullbatch/a.py", 3),
+        ("kullbatch/b.py", 4),
+        ("kullbatch/c.py", 5),
+    ]
+    assert find_cycle(edges[:2] + edges[3:]) is None
+
+
+# Over the limit on main, in files being reworked elsewhere at the time (economy mode, the
+# server): split them, then delete their line here (strict: passing while listed fails too).
+KNOWN_TOO_LONG = {
+    "kullbatch/engine.py": "464 lines: split off the feeder or the event bookkeeping",
+    "kullbatch/store.py": "477 lines: split off the writer or the item queries",
+}
+
+
+def module_files() -> list:
+    return [
+        pytest.param(
+            path,
+            id=str(path.relative_to(ROOT)),
+            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_TOO_LONG[key])]
+            if (key := str(path.relative_to(ROOT))) in KNOWN_TOO_LONG
+            else [],
+        )
+        for path in sorted(PACKAGE.rglob("*.py"))
+    ]
+
+
+def test_the_known_long_modules_still_exist():
+    """A listed module that was renamed or removed is taken off the list, not forgotten."""
+    assert all((ROOT / name).is_file() for name in KNOWN_TOO_LONG)
+
+
+@pytest.mark.parametrize("path", module_files())
+def test_no_module_is_longer_than_450_lines(path: Path):
+    """Modules stay small enough to read in one sitting; split at a natural seam instead."""
+    count = len(path.read_text(encoding="utf-8").splitlines())
+    assert count <= MAX_LINES, f"{path.relative_to(ROOT)} has {count} lines (max {MAX_LINES})"
