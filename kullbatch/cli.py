@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import signal
 import sqlite3
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -20,19 +16,21 @@ from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import JobState, JobStatus
-from kullbatch.progress import ProgressDisplay, make_console
+from kullbatch.progress import make_console
 from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
-from kullbatch.tables import render_jobs, render_providers
+from kullbatch.tables import render_jobs, render_providers, status_lines
+from kullbatch.terminal import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    print_json,
+    run_and_report,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Sequence
+    from collections.abc import Callable, Coroutine
 
-    from kullbatch.economy import Stoppable
-    from kullbatch.engine import JobOutcome
     from kullbatch.export import Written
-    from kullbatch.models import ProgressEvent
-    from kullbatch.rows import JobRow
 
 app = typer.Typer(
     name="kullbatch",
@@ -47,7 +45,6 @@ app = typer.Typer(
 
 T = TypeVar("T")
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 DbOption = Annotated[
     Path | None,
@@ -72,16 +69,6 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def exit_code(state: JobState, failed: int) -> int:
-    if state is JobState.COMPLETED:
-        return EXIT_OK if failed == 0 else EXIT_INCOMPLETE
-    return {
-        JobState.FAILED: EXIT_FATAL,
-        JobState.INTERRUPTED: EXIT_INTERRUPTED,
-        JobState.SUBMITTED: EXIT_INTERRUPTED,  # Ctrl-C while the provider's batch works
-    }.get(state, EXIT_INCOMPLETE)
-
-
 def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine; the job-level errors every command shares become clear exits."""
     try:
@@ -94,11 +81,6 @@ def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         fail(f"database: {exc}")
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-def print_json(document: object) -> None:
-    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2) + "\n")
-    sys.stdout.flush()
 
 
 def db_path(db: Path | None) -> Path:
@@ -234,12 +216,12 @@ def process(
             if quiet:
                 typer.echo(job.id)
             if ws_address is None:
-                return await _run_and_report(service, job, json_output=json_output, quiet=quiet)
+                return await run_and_report(service, job, json_output=json_output, quiet=quiet)
             host, port = ws_address
             token = ws_token or jobs.environment().get("KULLBATCH_TOKEN") or server.new_token()
             async with server.serve_progress(host, port, token) as served:
                 typer.echo(f"live progress: {served.url}", err=True)
-                return await _run_and_report(
+                return await run_and_report(
                     service, job, json_output=json_output, quiet=quiet, extra=[served.hub.handle]
                 )
 
@@ -248,54 +230,6 @@ def process(
     finally:
         jobs.close_admin_log()
     raise typer.Exit(code)
-
-
-async def _run_and_report(
-    service: jobs.Service,
-    job: JobRow,
-    *,
-    json_output: bool,
-    quiet: bool,
-    extra: Sequence[Callable[[ProgressEvent], None]] = (),
-) -> int:
-    console = make_console()
-    display = ProgressDisplay(
-        job.total_images, job.id, job.provider_id, console, live=console.is_terminal
-    )
-    started = time.monotonic()
-    if not quiet:
-        display.start()
-    try:
-        shown = [] if quiet else [display.handle]
-        outcome = await _run_with_signals(service, job, [*shown, *extra])
-    finally:
-        display.stop()
-    status = await service.status(job.id)
-    if not quiet:
-        display.print_summary(status, time.monotonic() - started)
-    if json_output:
-        print_json(status.model_dump(mode="json"))
-    return exit_code(outcome.state, outcome.failed)
-
-
-async def _run_with_signals(
-    service: jobs.Service, job: JobRow, subscribers: list[Callable[..., None]]
-) -> JobOutcome:
-    """Ctrl-C (and SIGTERM) stop in-flight work and mark the job interrupted."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-
-    def on_processor(processor: Stoppable) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, processor.interrupt)
-                installed.append(sig)
-
-    try:
-        return await service.run(job, subscribers=subscribers, on_processor=on_processor)
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
 
 
 @app.command()
@@ -316,7 +250,7 @@ def resume(
     async def work() -> int:
         async with jobs.Service.open(database) as service:
             job = await service.prepare_resume(job_id)
-            return await _run_and_report(service, job, json_output=json_output, quiet=quiet)
+            return await run_and_report(service, job, json_output=json_output, quiet=quiet)
 
     try:
         code = run(work)
@@ -338,7 +272,7 @@ def status(
         async with jobs.Service.open(db_path(db)) as service:
             current = await service.status(job_id)
             while watch and current.status is JobState.PROCESSING:
-                typer.echo(_status_line(current), err=True)
+                typer.echo(status_lines(current)[0], err=True)
                 await asyncio.sleep(2)
                 current = await service.status(job_id)
             return current
@@ -347,30 +281,8 @@ def status(
     if json_output:
         print_json(current.model_dump(mode="json"))
     else:
-        typer.echo(_status_line(current))
-        if current.error:
-            typer.echo(f"  {current.error}")
-        for batch in current.providerBatches:
-            counts = ", ".join(f"{n} {name}" for name, n in batch.counts.items() if n)
-            typer.echo(
-                f"  {current.providerId} batch {batch.id or '(file uploaded)'}: {batch.state}, "
-                f"{batch.requests} photos" + (f" ({counts})" if counts else "")
-            )
-        if current.status is JobState.INTERRUPTED:
-            typer.echo(f"  resume it with: kullbatch resume {current.jobId}")
-        elif current.status is JobState.SUBMITTED:
-            typer.echo(
-                f"  the provider is working; collect the results: kullbatch resume {current.jobId}"
-            )
-
-
-def _status_line(current: JobStatus) -> str:
-    eta = f", ETA {current.eta} s" if current.eta is not None else ""
-    return (
-        f"{current.jobId} {current.status.value}: {current.processedImages}/"
-        f"{current.totalImages} rated, {current.failedImages} failed "
-        f"({current.progress:.0%}){eta}"
-    )
+        for line in status_lines(current):
+            typer.echo(line)
 
 
 @app.command()

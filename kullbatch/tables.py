@@ -14,6 +14,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from kullbatch.models import JobState
 from kullbatch.progress import styled_state
 
 if TYPE_CHECKING:
@@ -135,3 +136,28 @@ def render_providers(
             "batch API" if spec.economy else "-",
         )
     console.print(table)
+
+
+def status_lines(current: JobStatus) -> list[str]:
+    """`kullbatch status` in words: counts and ETA, the error, the provider's batches, what next."""
+    eta = f", ETA {current.eta} s" if current.eta is not None else ""
+    head = (
+        f"{current.jobId} {current.status.value}: {current.processedImages}/"
+        f"{current.totalImages} rated, {current.failedImages} failed "
+        f"({current.progress:.0%}){eta}"
+    )
+    lines = [head]
+    if current.error:
+        lines.append(f"  {current.error}")
+    for batch in current.providerBatches:
+        counts = ", ".join(f"{n} {name}" for name, n in batch.counts.items() if n)
+        lines.append(
+            f"  {current.providerId} batch {batch.id or '(file uploaded)'}: {batch.state}, "
+            f"{batch.requests} photos" + (f" ({counts})" if counts else "")
+        )
+    if current.status is JobState.INTERRUPTED:
+        lines.append(f"  resume it with: kullbatch resume {current.jobId}")
+    elif current.status is JobState.SUBMITTED:
+        lines.append("  the provider is working; collect the results with:")
+        lines.append(f"  kullbatch resume {current.jobId}")
+    return lines

@@ -23,9 +23,9 @@ if TYPE_CHECKING:
     import aiohttp
 
     from kullbatch.errors import ProviderError
-    from kullbatch.providers import ProviderSpec
     from kullbatch.providers.base import WireRequest
     from kullbatch.providers.batch_common import BatchInfo, LineFailure, LineResult
+    from kullbatch.providers.registry import ProviderSpec
 
 __all__ = ["BatchClient", "BatchFile", "Framing", "create_batch_client"]
 
