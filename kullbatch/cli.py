@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from kullbatch import jobs, server
+from kullbatch import dryrun, jobs, server
 from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import JobState, JobStatus
+from kullbatch.pricing import cost_text
 from kullbatch.progress import ProgressDisplay, make_console, render_jobs, render_providers
 from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from kullbatch.economy import Stoppable
     from kullbatch.engine import JobOutcome
     from kullbatch.export import Written
+    from kullbatch.manifest import Manifest
     from kullbatch.models import ProgressEvent
     from kullbatch.rows import JobRow
 
@@ -161,6 +163,14 @@ def process(
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
     ] = DEFAULT_MAX_EDGE,
     json_output: JsonFlag = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Send nothing and create no job: print the photo count, the estimated tokens "
+            "and the price in fast and economy mode.",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
     ] = False,
@@ -205,6 +215,8 @@ def process(
         max_edge=max_edge,
         economy_only=economy_only,
     )
+    if dry_run:
+        _dry_run(manifest, settings, json_output=json_output)
     database = db_path(db)
     jobs.configure_admin_log(database, verbose=verbose)
 
@@ -228,6 +240,15 @@ def process(
     finally:
         jobs.close_admin_log()
     raise typer.Exit(code)
+
+
+def _dry_run(manifest: Manifest, settings: jobs.ProcessSettings, *, json_output: bool) -> NoReturn:
+    estimate = run(lambda: dryrun.estimate(manifest, settings, jobs.environment()))
+    if json_output:
+        print_json(estimate.document())
+    else:
+        typer.echo("\n".join(estimate.lines()))
+    raise typer.Exit(EXIT_OK)
 
 
 async def _run_and_report(
@@ -328,6 +349,7 @@ def status(
         print_json(current.model_dump(mode="json"))
     else:
         typer.echo(_status_line(current))
+        typer.echo(f"  {cost_text(current)}")
         if current.error:
             typer.echo(f"  {current.error}")
         for batch in current.providerBatches:
