@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from kullbatch import jobs, server
+from kullbatch import dryrun, jobs, server
 from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
@@ -22,6 +22,7 @@ from kullbatch.retry import parse_duration
 from kullbatch.tables import render_jobs, render_providers, status_lines
 from kullbatch.terminal import (
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_USAGE,
     print_json,
     run_and_report,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
     from kullbatch.export import Written
+    from kullbatch.manifest import Manifest
 
 app = typer.Typer(
     name="kullbatch",
@@ -157,6 +159,14 @@ def process(
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
     ] = DEFAULT_MAX_EDGE,
     json_output: JsonFlag = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Send nothing and create no job: print the photo count, the estimated tokens "
+            "and the price in fast and economy mode.",
+        ),
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
     ] = False,
@@ -207,6 +217,8 @@ def process(
         fallbacks=tuple(fallback or ()),
         fallback_after=fallback_seconds,
     )
+    if dry_run:
+        _dry_run(manifest, settings, json_output=json_output)
     database = db_path(db)
     jobs.configure_admin_log(database, verbose=verbose)
 
@@ -230,6 +242,15 @@ def process(
     finally:
         jobs.close_admin_log()
     raise typer.Exit(code)
+
+
+def _dry_run(manifest: Manifest, settings: jobs.ProcessSettings, *, json_output: bool) -> NoReturn:
+    estimate = run(lambda: dryrun.estimate(manifest, settings, jobs.environment()))
+    if json_output:
+        print_json(estimate.document())
+    else:
+        typer.echo("\n".join(estimate.lines()))
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command()

@@ -4,11 +4,14 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 10,000 small writes, never one big string built up piece by piece.
 
 Per-image objects (JSON, JSON Lines):
-- rated:   imageId, filename, starRating, colorLabel, title, description, tags
+- rated:   imageId, filename, starRating, colorLabel, title, description, tags, provider, model
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
+and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
+up to the job's `usage` and `costUsd`.
 
-CSV has one row per image with a fixed header; a pending image has only imageId and filename.
+CSV has one row per image with a fixed header; a pending image has only imageId, filename and
+its (zero) tokens and cost.
 Open CSV files with ``newline=""``; rows end in CRLF as RFC 4180 says.
 
 XMP sidecars (rated local images only) are named for Lightroom: ``<stem>.xmp`` beside the image,
@@ -66,6 +69,9 @@ CSV_HEADER = (
     "error",
     "provider",
     "model",
+    "inputTokens",
+    "outputTokens",
+    "costUsd",
 )
 
 NS_X = "adobe:ns:meta/"
@@ -90,14 +96,26 @@ class SidecarError(ValueError):
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
 
 
+def _cost(item: ItemRecord) -> dict[str, Any]:
+    """The photo's stored tokens and their price (None: the model has no price)."""
+    usage = item.usage
+    return {
+        "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens,
+        "costUsd": item.cost_usd,
+    }
+
+
 def result_object(item: ItemRecord) -> dict[str, Any]:
-    """One image's entry in `results`: its rating, its error, or that it is still pending."""
+    """One image's entry in `results`: its rating, its error, or that it is still pending,
+    with the tokens it used and their cost."""
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
-        return head | item.rating.model_dump() | {"provider": item.provider, "model": item.model}
+        who = {"provider": item.provider, "model": item.model}
+        return head | item.rating.model_dump() | who | _cost(item)
     if item.state is ItemState.FAILED:
-        return head | {"error": item.error or "failed"}
-    return head | {"status": ItemState.PENDING.value}
+        return head | {"error": item.error or "failed"} | _cost(item)
+    return head | {"status": ItemState.PENDING.value} | _cost(item)
 
 
 def _document_head(status: JobStatus) -> dict[str, Any]:
@@ -147,6 +165,16 @@ def write_jsonl(status: JobStatus, items: Iterable[ItemRecord], out: TextIO) -> 
 
 
 def _csv_row(item: ItemRecord) -> tuple[object, ...]:
+    cost = _cost(item)
+    tail = (
+        cost["inputTokens"],
+        cost["outputTokens"],
+        "" if item.cost_usd is None else cost["costUsd"],
+    )
+    return (*_csv_rating(item), *tail)
+
+
+def _csv_rating(item: ItemRecord) -> tuple[object, ...]:
     head = (item.image.id, item.image.filename)
     if item.state is ItemState.RATED and item.rating is not None:
         rating = item.rating

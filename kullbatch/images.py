@@ -60,6 +60,12 @@ def encode_image(opened: Image.Image, max_edge: int, quality: int = JPEG_QUALITY
     return buffer.getvalue()
 
 
+def image_size(data: bytes) -> tuple[int, int]:
+    """Width and height of encoded image bytes, read from the header without decoding."""
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.size
+
+
 def fit_within(data: bytes, max_bytes: int) -> bytes:
     """Shrink JPEG bytes until they fit a provider's per-image limit, or say why they cannot."""
     if len(data) <= max_bytes:

@@ -21,10 +21,17 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from kullbatch import export
+from kullbatch import export, pricing
 from kullbatch.fallback import DEFAULT_FALLBACK_AFTER
 from kullbatch.images import DEFAULT_MAX_EDGE
-from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent, ProviderBatch
+from kullbatch.models import (
+    ItemRecord,
+    JobState,
+    JobStatus,
+    ProgressEvent,
+    ProviderBatch,
+    TokenUsage,
+)
 from kullbatch.providers import PROVIDERS, resolve
 from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
@@ -110,7 +117,7 @@ class ProcessSettings:
     fallback_after: float = DEFAULT_FALLBACK_AFTER
 
 
-def _choose_provider(
+def choose_provider(
     settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]
 ) -> tuple[str, str]:
     wanted = settings.provider or manifest.provider_id or env.get("KULLBATCH_PROVIDER") or "local"
@@ -125,7 +132,7 @@ async def create_job(
     store: Store, manifest: Manifest, settings: ProcessSettings, env: Mapping[str, str]
 ) -> JobRow:
     """Record the job and every image before the first request, in one transaction."""
-    provider, model = _choose_provider(settings, manifest, env)
+    provider, model = choose_provider(settings, manifest, env)
     mode = settings.mode or manifest.mode or "fast"
     if mode not in MODES:
         raise UsageError(f"--mode must be fast or economy, not {mode!r}")
@@ -272,6 +279,7 @@ class Service:
         self.store = store
         self.env = env
         self._runtime: Runtime | None = None
+        self._prices: pricing.PriceTable | None = None
         self._stack = contextlib.AsyncExitStack()
 
     @classmethod
@@ -327,9 +335,29 @@ class Service:
                 )
         return await cancel_job(self.store, job_id)
 
+    def prices(self) -> pricing.PriceTable:
+        """The price table, read once; a broken user price file is a usage error (exit 2)."""
+        if self._prices is None:
+            try:
+                self._prices = pricing.load_prices(self.env)
+            except pricing.PriceFileError as exc:
+                raise UsageError(str(exc)) from exc
+        return self._prices
+
+    async def _with_cost(self, job: JobRow) -> JobStatus:
+        """The status object with the tokens stored so far and what they cost."""
+        groups = await self.store.usage(job.id)
+        cost = pricing.job_cost(self.prices(), groups, job.provider_id, job.model)
+        usage = TokenUsage(
+            inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens
+        )
+        return status_of(job).model_copy(
+            update={"usage": usage, "costUsd": cost.usd, "costNote": cost.note}
+        )
+
     async def status(self, job_id: str) -> JobStatus:
         job = await get_job(self.store, job_id)
-        status = status_of(job)
+        status = await self._with_cost(job)
         if job.mode != "economy":
             return status
         batches = [
@@ -339,11 +367,14 @@ class Service:
         return status.model_copy(update={"providerBatches": batches})
 
     async def statuses(self) -> list[JobStatus]:
-        return [status_of(job) for job in await self.store.list_jobs()]
+        return [await self._with_cost(job) for job in await self.store.list_jobs()]
 
     async def results(self, job_id: str) -> tuple[JobStatus, list[ItemRecord]]:
+        """The status and every photo, each with its cost (by who rated it)."""
         status = await self.status(job_id)
-        return status, await self.store.items(job_id)
+        job = await get_job(self.store, job_id)
+        items = await self.store.items(job_id)
+        return status, pricing.priced(self.prices(), items, job.provider_id, job.model)
 
     async def export(self, job_id: str, fmt: str, output: Path | None) -> export.Written:
         """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout)."""

@@ -123,6 +123,15 @@ class ProviderBatch(BaseModel):
     counts: dict[str, int] = Field(default_factory=dict)
 
 
+class TokenUsage(BaseModel):
+    """A job's tokens so far: `usage` in the status object."""
+
+    model_config = ConfigDict(frozen=True)
+
+    inputTokens: int = 0  # noqa: N815  (DESIGN.md's wire names)
+    outputTokens: int = 0  # noqa: N815
+
+
 class JobStatus(BaseModel):
     """The status object of DESIGN.md: `status --json`, `process --json`, the REST API."""
 
@@ -140,6 +149,9 @@ class JobStatus(BaseModel):
     eta: int | None
     providerJobId: str | None  # noqa: N815
     error: str | None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    costUsd: float | None = None  # noqa: N815  (None: not priced, `costNote` says why)
+    costNote: str | None = None  # noqa: N815
     createdAt: str  # noqa: N815
     startedAt: str | None  # noqa: N815
     completedAt: str | None  # noqa: N815
@@ -160,6 +172,7 @@ class ItemRecord:
     provider: str | None = None  # who rated it (a fallback shows here); None until rated
     model: str | None = None
     pricing: str = "standard"  # "batch" for answers that came through a batch API
+    cost_usd: float | None = None  # filled in by `pricing.priced`; None: no price for the model
 
 
 class EventKind(enum.StrEnum):

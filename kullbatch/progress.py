@@ -27,6 +27,7 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
+from kullbatch.pricing import cost_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -341,6 +342,9 @@ class ProgressDisplay:
         table.add_row("Failed", _failed_text(status.failedImages))
         table.add_row("Time", format_duration(elapsed))
         table.add_row("Speed", f"{speed:.1f} img/s")
+        table.add_row(
+            "Cost", Text(cost_text(status), style="" if status.costUsd is not None else "yellow")
+        )
         if status.error:
             table.add_row("Error", Text(status.error, style="red"))
         for index, (image_id, error) in enumerate(self._failures):

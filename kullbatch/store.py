@@ -26,6 +26,7 @@ from kullbatch.models import (
     JobState,
     ProgressEvent,
 )
+from kullbatch.pricing import RatedUsage
 from kullbatch.rows import (
     ItemCounts,
     JobRow,
@@ -250,6 +251,15 @@ class Store:
             (job_id,),
         ) as cur:
             return [item_record(row) for row in await cur.fetchall()]
+
+    async def usage(self, job_id: str) -> list[RatedUsage]:
+        """The job's stored tokens, summed by who rated the photos and at which pricing."""
+        async with self._db.execute(
+            "SELECT provider, model, pricing, count(*), sum(input_tokens), sum(output_tokens)"
+            " FROM batch_items WHERE job_id = ? GROUP BY provider, model, pricing",
+            (job_id,),
+        ) as cur:
+            return [RatedUsage(*row) for row in await cur.fetchall()]
 
     # -- the writer ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kullbatch.models import JobState
+from kullbatch.pricing import cost_text
 from kullbatch.progress import styled_state
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def status_lines(current: JobStatus) -> list[str]:
         f"{current.totalImages} rated, {current.failedImages} failed "
         f"({current.progress:.0%}){eta}"
     )
-    lines = [head]
+    lines = [head, f"  {cost_text(current)}"]
     if current.error:
         lines.append(f"  {current.error}")
     for batch in current.providerBatches:

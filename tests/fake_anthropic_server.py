@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from kullbatch.providers.base import RATING_SCHEMA
+from tests import fake_usage
 
 KEY = "sk-ant-api03-FAKEfakeFAKEfake0123456789-abcdefAA"
 VERSION = "2023-06-01"
@@ -229,9 +230,17 @@ class FakeAnthropic:
         self.rejections: list[str] = []
         self.photos: dict[str, bytes] = {}
         self.base_url = ""
+        self.count_usage = False  # usage counted from the photo, as the API does (fake_usage)
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
+
+    def _good_reply(self, body: Any) -> Reply:
+        if not self.count_usage:
+            return rating_reply()
+        answer = json.dumps(GOOD_RATING)
+        input_tokens, output_tokens = fake_usage.anthropic_usage(body, answer)
+        return rating_reply(input_tokens=input_tokens, output_tokens=output_tokens)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=32 * 1024 * 1024)
@@ -257,7 +266,7 @@ class FakeAnthropic:
         if reply is not None:
             self.rejections.append(reply.body.decode())
         else:
-            reply = self.replies.popleft() if self.replies else rating_reply()
+            reply = self.replies.popleft() if self.replies else self._good_reply(body)
         return web.Response(
             status=reply.status,
             body=reply.body,

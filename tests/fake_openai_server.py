@@ -23,6 +23,8 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from PIL import Image
 
+from tests import fake_usage
+
 SCHEMA_PATH = Path(__file__).parent / "data" / "openai-chat-request.schema.json"
 INVALID = "invalid_request_error"
 XAI_INVALID = "Client specified an invalid argument"
@@ -169,6 +171,7 @@ class FakeChatServer:
         self.problems: list[str] = []
         self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
         self.base_url = ""
+        self.count_usage = False  # usage counted from the photo, as OpenAI does (fake_usage)
 
     async def start(self, aiohttp_server: Any) -> FakeChatServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -256,6 +259,14 @@ class FakeChatServer:
                 return web.json_response(body, status=status, headers=headers)
             return web.Response(body=body, status=status, headers=headers)
         completion = self.completion(model=payload["model"])
+        if self.count_usage:
+            answer = completion["choices"][0]["message"]["content"]
+            prompt, answer_tokens = fake_usage.openai_usage(payload, answer)
+            completion["usage"] |= {
+                "prompt_tokens": prompt,
+                "completion_tokens": answer_tokens,
+                "total_tokens": prompt + answer_tokens,
+            }
         return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
 
     def _check_headers(self, request: web.Request) -> web.Response | None:

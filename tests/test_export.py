@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -74,18 +75,27 @@ def rated(position: int, image_id: str, path: Path | None = None, **changes: obj
     url = None if path else f"https://example.com/{name}"
     image = ImageInput(id=image_id, filename=name, path=path, url=url)
     return ItemRecord(
-        position, image, ItemState.RATED, 1, None, rating(**changes), Usage(), "openai", "gpt-x"
+        position,
+        image,
+        ItemState.RATED,
+        1,
+        None,
+        rating(**changes),
+        Usage(1200, 80),
+        "openai",
+        "gpt-x",
+        cost_usd=0.00126,
     )
 
 
 def failed(position: int, image_id: str, error: str = "Image too large") -> ItemRecord:
     image = ImageInput(id=image_id, filename=f"{image_id}.jpg", url="https://example.com/x.jpg")
-    return ItemRecord(position, image, ItemState.FAILED, 5, error, None, Usage())
+    return ItemRecord(position, image, ItemState.FAILED, 5, error, None, Usage(), cost_usd=0.0)
 
 
 def pending(position: int, image_id: str) -> ItemRecord:
     image = ImageInput(id=image_id, filename=f"{image_id}.jpg", url="https://example.com/x.jpg")
-    return ItemRecord(position, image, ItemState.PENDING, 0, None, None, Usage())
+    return ItemRecord(position, image, ItemState.PENDING, 0, None, None, Usage(), cost_usd=0.0)
 
 
 def mixed() -> list[ItemRecord]:
@@ -118,9 +128,26 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "tags": ["wedding", "portrait"],
                 "provider": "openai",
                 "model": "gpt-x",
+                "inputTokens": 1200,
+                "outputTokens": 80,
+                "costUsd": 0.00126,
             },
-            {"imageId": "img2", "filename": "img2.jpg", "error": "Image too large"},
-            {"imageId": "img3", "filename": "img3.jpg", "status": "pending"},
+            {
+                "imageId": "img2",
+                "filename": "img2.jpg",
+                "error": "Image too large",
+                "inputTokens": 0,
+                "outputTokens": 0,
+                "costUsd": 0.0,
+            },
+            {
+                "imageId": "img3",
+                "filename": "img3.jpg",
+                "status": "pending",
+                "inputTokens": 0,
+                "outputTokens": 0,
+                "costUsd": 0.0,
+            },
         ],
         "totalImages": 3,
         "processedImages": 1,
@@ -191,6 +218,9 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "error": "",
             "provider": "openai",
             "model": "gpt-x",
+            "inputTokens": "1200",
+            "outputTokens": "80",
+            "costUsd": "0.00126",
         }
     ]
 
@@ -202,8 +232,19 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     header, *rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
-    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
-    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", ""]
+    costs = ["0", "0", "0.0"]
+    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", "", *costs]
+    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs]
+
+
+def test_a_photo_whose_model_has_no_price_has_an_empty_cost_in_csv_and_null_in_json() -> None:
+    """No price is not zero: CSV leaves the cell empty, JSON says null, tokens still show."""
+    item = dataclasses.replace(rated(0, "img1"), cost_usd=None)
+    out = io.StringIO(newline="")
+    write_csv(status(), [item], out)
+    (row,) = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert (row["inputTokens"], row["outputTokens"], row["costUsd"]) == ("1200", "80", "")
+    assert export.result_object(item)["costUsd"] is None
 
 
 # --- XMP --------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.fallback",
                 "kullbatch.events",
                 "kullbatch.heartbeat",
+                "kullbatch.dryrun",
             }
         ),
     ),
@@ -70,6 +71,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.ratelimit",
                 "kullbatch.retry",
                 "kullbatch.migrations",
+                "kullbatch.pricing",
+                "kullbatch.image_rules",
             }
         ),
     ),

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from kullbatch import progress
-from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
+from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent, TokenUsage
 from kullbatch.progress import ProgressDisplay, eta_seconds, format_duration
 from kullbatch.tables import render_jobs
 
@@ -291,6 +291,16 @@ def test_summary_shows_counts_time_speed_job_id_and_the_results_command() -> Non
     assert "40 s" in text
     assert f"kullbatch results {JOB} --format csv --output ratings.csv" in text
     assert "resume" not in text
+
+
+def test_summary_shows_the_jobs_tokens_and_cost_or_why_it_has_none() -> None:
+    """The bill after the run: tokens and dollars, or the note of a model without a price."""
+    display = ProgressDisplay(100, JOB, "openai", terminal()[0], get_time=FakeClock())
+    usage = TokenUsage(inputTokens=412000, outputTokens=61000)
+    priced = status().model_copy(update={"usage": usage, "costUsd": 0.0913})
+    assert "412,000 in, 61,000 out tokens: $0.0913" in summary_text(display, priced)
+    unpriced = priced.model_copy(update={"costUsd": None, "costNote": "no price for x"})
+    assert "cost unknown, no price for x" in summary_text(display, unpriced)
 
 
 def test_summary_of_an_interrupted_job_offers_resume() -> None:
