@@ -12,7 +12,6 @@ Subscribers (store writer, progress display, WebSocket hub) receive a `ProgressE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import AsyncIterable
@@ -31,7 +30,7 @@ from kullbatch.ratelimit import Gate, GateState, Slots
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, GaveUp, RetryPolicy, format_wait_ms
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from kullbatch.providers.base import Provider
     from kullbatch.store import Store
@@ -125,6 +124,7 @@ class BatchProcessor:
         )
         self._live: set[asyncio.Task[None]] = set()
         self._fed = False
+        self._probe_sent = False
         self._unfinished = 0  # images released and not yet ended (a done callback comes late)
         self._all_done = asyncio.Event()
         self._probe_answered = asyncio.Event()
@@ -199,27 +199,40 @@ class BatchProcessor:
 
     async def _feed(self, images: Iterable[ImageInput] | AsyncIterable[ImageInput]) -> None:
         """The probe alone, then each image as soon as the gate (and the slots) admit it."""
-        probe = True
-        async for image in _each(images):
-            link = self._chain.first()
-            if self._stop.event.is_set() or link is None:
-                return
-            if probe:
-                self._spawn(image, probe=True, admitted=None)
-                await self._first(self._probe_answered)
-                probe = False
-                continue
-            holds_bytes = self._holds_bytes(image, link)
+        if isinstance(images, AsyncIterable):
+            async for image in images:
+                if not await self._release(image):
+                    return
+        else:
+            for image in images:  # a list needs no async iteration: the hot path stays short
+                if not await self._release(image):
+                    return
+        self._fed = True
+        if self._unfinished == 0:
+            self._all_done.set()
+
+    async def _release(self, image: ImageInput) -> bool:
+        """Send one image on its way; False once nothing more is to be sent."""
+        link = self._chain.head
+        if self._stop.event.is_set() or link is None:
+            return False
+        if not self._probe_sent:
+            self._probe_sent = True
+            self._spawn(image, probe=True, admitted=None)
+            await self._first(self._probe_answered)
+            return True
+        holds_bytes = self._holds_bytes(image, link)
+        if self._slots.free(holds_bytes):  # the common case: only the gate to pass
+            await link.gate.wait()
+        else:
             await self._slots.acquire(holds_bytes)
             try:
                 await link.gate.wait()
             except BaseException:
                 self._slots.release(holds_bytes)
                 raise
-            self._spawn(image, probe=False, admitted=link)
-        self._fed = True
-        if self._unfinished == 0:
-            self._all_done.set()
+        self._spawn(image, probe=False, admitted=link)
+        return True
 
     def _spawn(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
         self._unfinished += 1
@@ -243,7 +256,13 @@ class BatchProcessor:
     async def _one(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
         counters = self._report.counters
         try:
-            answer, attempts, link = await self._rate(image, admitted)
+            if self._chain.single:  # no fallback: one provider, the whole window
+                link = self._chain.links[0]
+                answer, attempts = await self._rate_with_retries(
+                    image, link, admitted=admitted is not None, last=True
+                )
+            else:
+                answer, attempts, link = await self._rate(image, admitted)
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
             self._stop.request(JobState.FAILED, exc.message)
@@ -274,7 +293,7 @@ class BatchProcessor:
 
     async def _rate(self, image: ImageInput, admitted: Link | None) -> tuple[Answer, int, Link]:
         """Through the chain: each provider for its window, the last for the whole one."""
-        link = admitted or self._chain.first()
+        link = admitted or self._chain.head
         attempts = 0
         while link is not None:
             after = self._chain.after(link)
@@ -366,6 +385,8 @@ class BatchProcessor:
         """
         holds_bytes = self._holds_bytes(image, link)
         if admitted:
+            if self._slots.free(holds_bytes):
+                return await self._send(image, link, sending)
             try:
                 return await self._send(image, link, sending)
             finally:
@@ -422,21 +443,3 @@ class BatchProcessor:
 
     def _gate_changed(self, state: GateState) -> None:
         self._report.publish(EventKind.GATE, wait=state.holding_for, rate=state.rate_per_minute)
-
-
-async def _each(
-    images: Iterable[ImageInput] | AsyncIterable[ImageInput],
-) -> AsyncIterator[ImageInput]:
-    """One loop for a list and for the store's pages."""
-    if isinstance(images, AsyncIterable):
-        async for image in images:
-            yield image
-    else:
-        for image in images:
-            yield image
-
-
-def quiet_stamina() -> None:
-    """stamina logs every retry by default; ours go to the admin log in the spec's format."""
-    with contextlib.suppress(Exception):
-        stamina.instrumentation.set_on_retry_hooks([])

@@ -58,10 +58,16 @@ class Reporter:
         self._started_at = self._clock()
         self.publish(EventKind.STARTED)
 
-    def publish(self, kind: EventKind, **fields: Any) -> None:
+    def publish(
+        self,
+        kind: EventKind,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
+        **fields: Any,
+    ) -> None:
         counters = self.counters
-        fields.setdefault("provider", self.provider)
-        fields.setdefault("model", self.model)
+        done = counters.rated + counters.failed - self._done_before
         event = ProgressEvent(
             kind=kind,
             job_id=self.job_id,
@@ -70,7 +76,9 @@ class Reporter:
             failed=counters.failed,
             retrying=counters.retrying,
             shoot_id=self.shoot_id,
-            eta=self.eta(),
+            provider=provider or self.provider,
+            model=model or self.model,
+            eta=None if done <= 0 else self.eta(),
             **fields,
         )
         for subscriber in self._subscribers:

@@ -36,6 +36,8 @@ class Chain:
 
     def __init__(self, links: Sequence[Link]) -> None:
         self.links = list(links)
+        self.single = len(self.links) == 1  # no fallback: the engine's fast path
+        self.head: Link | None = self.links[0] if self.links else None  # the first still up
 
     def first(self) -> Link | None:
         return next((link for link in self.links if link.down is None), None)
@@ -49,4 +51,5 @@ class Chain:
         """Mark `link` down; True the first time (so the switch is announced once)."""
         first_time = link.down is None
         link.down = link.down or reason
+        self.head = self.first()
         return first_time

@@ -7,10 +7,13 @@ passed in), so the six-hour window is tested with numbers, not with sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
 from dataclasses import dataclass
+
+import stamina
 
 from kullbatch.errors import (
     PermanentImageError,
@@ -152,3 +155,9 @@ class GaveUp(Exception):
             )
         movable = isinstance(exc, Retryable) or provider_specific(exc)
         return cls(exc.message, attempts, movable=movable)
+
+
+def quiet_stamina() -> None:
+    """stamina logs every retry by default; ours go to the admin log in the spec's format."""
+    with contextlib.suppress(Exception):
+        stamina.instrumentation.set_on_retry_hooks([])

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import aiohttp
 
 from kullbatch.economy import EconomyOptions, EconomyRunner, Stoppable
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.errors import FatalJobError
 from kullbatch.models import JobState, Prompt
 from kullbatch.providers import create_provider, resolve
 from kullbatch.providers.batches import create_batch_client
 from kullbatch.ratelimit import Gate
+from kullbatch.retry import quiet_stamina
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.errors import FatalJobError, PermanentImageError, RateLimited, Transient
 from kullbatch.models import (
     EventKind,
@@ -21,6 +21,7 @@ from kullbatch.models import (
     Prompt,
     RateLimits,
 )
+from kullbatch.retry import quiet_stamina
 from kullbatch.rows import NewJob
 from kullbatch.store import Store
 from tests.fakes import DownloadingProvider, ScriptedProvider, rating_for

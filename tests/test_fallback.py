@@ -6,7 +6,7 @@ import asyncio
 import random
 from pathlib import Path
 
-from kullbatch.engine import BatchProcessor, EngineOptions, quiet_stamina
+from kullbatch.engine import BatchProcessor, EngineOptions
 from kullbatch.errors import (
     ContentBlocked,
     FatalJobError,
@@ -17,6 +17,7 @@ from kullbatch.errors import (
 )
 from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Prompt
 from kullbatch.ratelimit import Gate
+from kullbatch.retry import quiet_stamina
 from kullbatch.rows import NewJob
 from kullbatch.store import Store
 from tests.fakes import ScriptedProvider, rating_for

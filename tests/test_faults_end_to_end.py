@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome, quiet_stamina
+from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, Prompt, Rating
 from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.retry import RetryPolicy, Schedule
+from kullbatch.retry import RetryPolicy, Schedule, quiet_stamina
 from kullbatch.rows import JobRow, NewJob
 from kullbatch.store import Store
 from tests.fault_server import (

@@ -20,9 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kullbatch.engine import BatchProcessor, EngineOptions, quiet_stamina
+from kullbatch.engine import BatchProcessor, EngineOptions
 from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage
 from kullbatch.providers.base import Capabilities
+from kullbatch.retry import quiet_stamina
 from kullbatch.rows import NewJob
 from kullbatch.store import Store
 
