@@ -11,12 +11,11 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
 import typer
 
 from kullbatch import jobs, server
-from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import JobState, JobStatus
@@ -64,6 +63,11 @@ class ExportFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
     XMP = "xmp"
+
+
+class SidecarStyleChoice(StrEnum):
+    ADOBE = "adobe"
+    DARKTABLE = "darktable"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -367,23 +371,62 @@ def results(
             help="File to write [default: stdout]; for xmp a folder [default: beside each photo].",
         ),
     ] = None,
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed",
+            help="xmp: write into JPEG, TIFF, PNG and DNG files themselves (Lightroom reads only "
+            "their embedded XMP); RAW files still get sidecars.",
+        ),
+    ] = False,
+    sidecar_style: Annotated[
+        SidecarStyleChoice,
+        typer.Option(
+            "--sidecar-style",
+            help="xmp: adobe names sidecars IMG_0001.xmp (Lightroom, Capture One, Bridge); "
+            "darktable names them IMG_0001.CR3.xmp (darktable, digiKam).",
+        ),
+    ] = SidecarStyleChoice.ADOBE,
     db: DbOption = None,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
+    if output_format is not ExportFormat.XMP and (
+        embed or sidecar_style is not SidecarStyleChoice.ADOBE
+    ):
+        fail("--embed and --sidecar-style go with --format xmp")
+    style: Literal["adobe", "darktable"] = (
+        "darktable" if sidecar_style is SidecarStyleChoice.DARKTABLE else "adobe"
+    )
 
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:
-            return await service.export(job_id, output_format.value, output)
+            return await service.export(
+                job_id, output_format.value, output, embed=embed, sidecar_style=style
+            )
 
     try:
         written = run(work)
-    except (SidecarError, OSError) as exc:
-        what = "XMP sidecars" if output_format is ExportFormat.XMP else output_format.value.upper()
+    except OSError as exc:
+        what = "XMP" if output_format is ExportFormat.XMP else output_format.value.upper()
         fail(f"{what}: {exc}")
     if output_format is ExportFormat.XMP:
-        typer.echo(f"wrote {written.count} XMP sidecars", err=True)
+        _report_xmp(written)
     elif written.target is not None:
         typer.echo(f"wrote {written.count} results to {written.target}", err=True)
+
+
+def _report_xmp(written: Written) -> None:
+    """One line per photo that failed, a summary, and exit 1 when any failed."""
+    for failure in written.failures:
+        typer.echo(f"kullbatch: error: {failure}", err=True)
+    summary = f"wrote {len(written.sidecars)} XMP sidecars"
+    if written.embedded:
+        summary += f", embedded XMP in {len(written.embedded)} photos"
+    if written.failures:
+        summary += f"; {len(written.failures)} photos failed"
+    typer.echo(summary, err=True)
+    if written.failures:
+        raise typer.Exit(EXIT_INCOMPLETE)
 
 
 @app.command()

@@ -34,6 +34,7 @@ from kullbatch.store import Store
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
+    from kullbatch.catalogue import SidecarStyle
     from kullbatch.economy import Stoppable
     from kullbatch.engine import JobOutcome
     from kullbatch.manifest import Manifest
@@ -331,7 +332,17 @@ class Service:
         status = await self.status(job_id)
         return status, await self.store.items(job_id)
 
-    async def export(self, job_id: str, fmt: str, output: Path | None) -> export.Written:
-        """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout)."""
+    async def export(
+        self,
+        job_id: str,
+        fmt: str,
+        output: Path | None,
+        *,
+        embed: bool = False,
+        sidecar_style: SidecarStyle = "adobe",
+    ) -> export.Written:
+        """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout);
+        for XMP, `embed` writes into JPEG/TIFF/PNG/DNG files and `sidecar_style` names sidecars."""
         status, items = await self.results(job_id)
-        return export.write_results(fmt, status, items, output)
+        xmp = export.XmpOptions(embed=embed, style=sidecar_style)
+        return export.write_results(fmt, status, items, output, xmp)

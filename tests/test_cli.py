@@ -357,7 +357,8 @@ def test_a_db_that_is_not_a_database_exits_2(env, tmp_path):
 
 
 def test_a_broken_existing_sidecar_is_reported_not_overwritten(env, tmp_path):
-    """results --format xmp next to a sidecar that is not XMP: exit 2, the file left alone."""
+    """results --format xmp next to a sidecar that is not XMP: that photo fails (exit 1), the
+    file is left alone and the other photos get theirs."""
     _, status = process_json(str(EXAMPLES / "shoot.json"))
     out = tmp_path / "xmp"
     out.mkdir()
@@ -365,5 +366,51 @@ def test_a_broken_existing_sidecar_is_reported_not_overwritten(env, tmp_path):
     broken = out / (Path(first).stem + ".xmp")
     broken.write_text("<not-xmp")
     result = invoke("results", status["jobId"], "--format", "xmp", "--output", str(out))
-    assert result.exit_code == 2 and "XMP" in result.stderr
+    assert result.exit_code == 1
+    assert f"{broken}: the existing XMP is not valid XML" in result.stderr
+    assert "1 photos failed" in result.stderr
     assert broken.read_text() == "<not-xmp"
+    assert len(list(out.glob("*.xmp"))) == status["processedImages"]
+
+
+def _rated_folder(tmp_path: Path, count: int) -> tuple[Path, str]:
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    for name in sorted(os.listdir(EXAMPLES / "photos"))[:count]:
+        (folder / name).write_bytes((EXAMPLES / "photos" / name).read_bytes())
+    code, status = process_json(str(folder))
+    assert code == 0
+    return folder, status["jobId"]
+
+
+def test_results_embed_writes_into_the_jpegs_and_a_read_only_one_fails_alone(env, tmp_path):
+    """--embed: two JPEGs carry their XMP, the locked third is named on stderr, exit 1."""
+    folder, job = _rated_folder(tmp_path, 3)
+    locked = min(folder.iterdir())
+    before = locked.read_bytes()
+    locked.chmod(0o444)
+    result = invoke("results", job, "--format", "xmp", "--embed")
+    assert result.exit_code == 1
+    assert f"kullbatch: error: {locked}: read-only" in result.stderr
+    assert "wrote 0 XMP sidecars, embedded XMP in 2 photos; 1 photos failed" in result.stderr
+    assert locked.read_bytes() == before
+    assert sorted(p.suffix for p in folder.iterdir()) == [".jpg"] * 3  # no sidecars
+    locked.chmod(0o644)
+    again = invoke("results", job, "--format", "xmp", "--embed")
+    assert again.exit_code == 0 and "embedded XMP in 3 photos" in again.stderr
+
+
+def test_results_darktable_style_names_sidecars_after_the_whole_file_name(env, tmp_path):
+    """--sidecar-style darktable: IMG.jpg gets IMG.jpg.xmp."""
+    folder, job = _rated_folder(tmp_path, 2)
+    result = invoke("results", job, "--format", "xmp", "--sidecar-style", "darktable")
+    assert result.exit_code == 0
+    photos = sorted(p.name for p in folder.glob("*.jpg"))
+    assert sorted(p.name for p in folder.glob("*.xmp")) == [f"{name}.xmp" for name in photos]
+
+
+@pytest.mark.parametrize("flag", [["--embed"], ["--sidecar-style", "darktable"]])
+def test_xmp_options_without_format_xmp_are_a_usage_error(env, flag):
+    """--embed and --sidecar-style mean nothing for CSV: exit 2 rather than ignore them."""
+    result = invoke("results", "batch_1_abcdef", "--format", "csv", *flag)
+    assert result.exit_code == 2 and "--format xmp" in result.stderr
