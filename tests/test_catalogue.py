@@ -4,6 +4,7 @@ Adobe or darktable names, read back with exiftool and an XML parser."""
 from __future__ import annotations
 
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -265,3 +266,103 @@ def test_without_embed_jpegs_get_sidecars_and_stay_untouched(tmp_path: Path) -> 
     report = write_xmp([rated(photo)], None)
     assert report.sidecars == (tmp_path / "a.xmp",) and report.embedded == ()
     assert photo.read_bytes() == before
+
+
+# --- darktable sidecars -----------------------------------------------------------------------
+
+DARKTABLE_SIDECAR = """<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about=""
+    xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+    xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/"
+    xmlns:darktable="http://darktable.sf.net/"
+    xmlns:lr="http://ns.adobe.com/lightroom/1.0/"
+   xmp:Rating="1"
+   xmpMM:DerivedFrom="IMG_0001.CR3"
+   darktable:xmp_version="5"
+   darktable:history_end="2">
+   <darktable:colorlabels><rdf:Seq><rdf:li>0</rdf:li></rdf:Seq></darktable:colorlabels>
+   <darktable:history>
+    <rdf:Seq>
+     <rdf:li darktable:num="0" darktable:operation="exposure" darktable:enabled="1"
+      darktable:params="0000000000000000cdcc4c3e"/>
+     <rdf:li darktable:num="1" darktable:operation="filmicrgb" darktable:enabled="1"
+      darktable:params="gz12eJxjYGBgYAJiM2AsAGJmBggAAA"/>
+    </rdf:Seq>
+   </darktable:history>
+   <lr:hierarchicalSubject>
+    <rdf:Bag><rdf:li>darktable|format|cr3</rdf:li><rdf:li>wedding</rdf:li></rdf:Bag>
+   </lr:hierarchicalSubject>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+DT = "{http://darktable.sf.net/}"
+LR = "{http://ns.adobe.com/lightroom/1.0/}"
+
+
+def _history(description) -> list[dict[str, str]]:
+    return [dict(li.attrib) for li in description.iter(f"{RDF}li") if f"{DT}operation" in li.attrib]
+
+
+def test_darktable_style_merges_into_darktables_sidecar_keeping_its_history(
+    tmp_path: Path,
+) -> None:
+    """IMG_0001.CR3.xmp keeps every history step and darktable attribute; our fields replace its
+    rating, and our keywords join its hierarchical ones, which darktable reads first."""
+    sidecar = tmp_path / "IMG_0001.CR3.xmp"
+    sidecar.write_text(DARKTABLE_SIDECAR, encoding="utf-8")
+    original = ET.fromstring(DARKTABLE_SIDECAR).find(f"{RDF}RDF/{RDF}Description")
+    report = write_xmp([rated(tmp_path / "IMG_0001.CR3")], None, XmpOptions(style="darktable"))
+    assert report.sidecars == (sidecar,)
+    description = ET.parse(sidecar).getroot().find(f"{RDF}RDF/{RDF}Description")
+    assert _history(description) == _history(original) and len(_history(original)) == 2
+    for name in ("xmp_version", "history_end"):
+        assert description.get(f"{DT}{name}") == original.get(f"{DT}{name}")
+    assert description.get("{http://ns.adobe.com/xap/1.0/mm/}DerivedFrom") == "IMG_0001.CR3"
+    assert description.findtext(f"{DT}colorlabels/{RDF}Seq/{RDF}li") == "0"
+    assert description.get(f"{XMP}Rating") is None
+    assert description.findtext(f"{XMP}Rating") == "4"
+    assert description.findtext(f"{XMP}Label") == "Green"
+    keywords = [li.text for li in description.findall(f"{LR}hierarchicalSubject/{RDF}Bag/{RDF}li")]
+    assert keywords == ["darktable|format|cr3", "wedding", "portrait"]
+    assert 'darktable:operation="exposure"' in sidecar.read_text()  # darktable's prefix kept
+
+
+def test_darktable_style_names_each_file_of_a_raw_jpeg_pair_separately(tmp_path: Path) -> None:
+    """IMG_1.CR3 and IMG_1.JPG get IMG_1.CR3.xmp and IMG_1.JPG.xmp: no collision to resolve."""
+    raw, jpeg = tmp_path / "IMG_1.CR3", tmp_path / "IMG_1.JPG"
+    report = write_xmp([rated(jpeg, companions=(raw,))], None, XmpOptions(style="darktable"))
+    assert report.sidecars == (tmp_path / "IMG_1.CR3.xmp", tmp_path / "IMG_1.JPG.xmp")
+
+
+def test_darktable_names_in_one_out_dir_stay_distinct(tmp_path: Path) -> None:
+    """Two folders' IMG_1.CR3 in one --output: IMG_1.CR3.xmp, then IMG_1_2.CR3.xmp."""
+    items = [rated(tmp_path / d / "IMG_1.CR3", i) for i, d in enumerate("ab")]
+    report = write_xmp(items, tmp_path / "out", XmpOptions(style="darktable"))
+    assert [p.name for p in report.sidecars] == ["IMG_1.CR3.xmp", "IMG_1_2.CR3.xmp"]
+
+
+def test_adobe_style_gives_a_pairs_raw_the_stem_name_and_the_jpeg_the_full_name(
+    tmp_path: Path,
+) -> None:
+    """The pair is rated once; the RAW keeps IMG_1.xmp whichever file was sent."""
+    raw, jpeg = tmp_path / "IMG_1.CR3", tmp_path / "IMG_1.JPG"
+    report = write_xmp([rated(jpeg, companions=(raw,), starRating=5)], None)
+    assert report.sidecars == (tmp_path / "IMG_1.xmp", tmp_path / "IMG_1.JPG.xmp")
+    assert {p.read_text() for p in report.sidecars} == {report.sidecars[0].read_text()}
+
+
+@needs_exiftool
+def test_embed_puts_a_pairs_rating_in_the_jpeg_and_a_sidecar_beside_the_raw(
+    tmp_path: Path,
+) -> None:
+    """RAW+JPEG with --embed: IMG_1.xmp for the CR3, the JPEG carries its own packet."""
+    raw = tmp_path / "IMG_1.CR3"
+    raw.write_bytes(b"raw bytes")
+    jpeg = camera_jpeg(tmp_path / "IMG_1.JPG")
+    report = write_xmp([rated(jpeg, companions=(raw,), starRating=5)], None, EMBED)
+    assert report.sidecars == (tmp_path / "IMG_1.xmp",) and report.embedded == (jpeg,)
+    assert exiftool(jpeg, "-XMP-xmp:Rating")["XMP-xmp:Rating"] == 5
+    assert exiftool(tmp_path / "IMG_1.xmp", "-XMP-xmp:Rating")["XMP-xmp:Rating"] == 5
