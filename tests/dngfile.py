@@ -116,8 +116,12 @@ def write_dng(
     preview_size: tuple[int, int] = (160, 120),
     orientation: int = 1,
     raw_size: tuple[int, int] = (96, 64),
+    bitmap: bool = False,
 ) -> Path:
-    """A DNG at `path`: a raw CFA image and, when `preview` is given, that JPEG as IFD0."""
+    """A DNG at `path`: a raw CFA image and, when `preview` is given, that JPEG as IFD0.
+
+    With `bitmap`, `preview` is raw RGB bytes of `preview_size`, stored uncompressed.
+    """
     width, height = raw_size
     tiff = _Tiff()
     raw_strip = tiff.append(_cfa(width, height))
@@ -133,8 +137,8 @@ def write_dng(
                 (256, LONG, (pw,)),
                 (257, LONG, (ph,)),
                 (258, SHORT, (8, 8, 8)),
-                (259, SHORT, (7,)),
-                (262, SHORT, (6,)),
+                (259, SHORT, (1,) if bitmap else (7,)),
+                (262, SHORT, (2,) if bitmap else (6,)),
                 (273, LONG, (jpeg_strip,)),
                 (277, SHORT, (3,)),
                 (278, LONG, (ph,)),

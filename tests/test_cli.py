@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kullbatch.cli import app
+from tests.dngfile import preview_jpeg, write_dng
 from tests.fakes import rating_for
 from tests.threaded_server import chat_server, url_manifest
 
@@ -414,3 +415,27 @@ def test_xmp_options_without_format_xmp_are_a_usage_error(env, flag):
     """--embed and --sidecar-style mean nothing for CSV: exit 2 rather than ignore them."""
     result = invoke("results", "batch_1_abcdef", "--format", "csv", *flag)
     assert result.exit_code == 2 and "--format xmp" in result.stderr
+
+
+def test_a_raw_shoot_is_rated_through_previews_and_its_raws_get_sidecars(env, tmp_path):
+    """A folder of a DNG, a CR3+JPEG pair and a broken CR2: three photos, the pair rated once
+    through its JPEG, the broken RAW failed alone (exit 1); with --embed the DNG and the JPEG
+    carry their XMP and the CR3 gets a sidecar."""
+    folder = tmp_path / "raw shoot"
+    folder.mkdir()
+    write_dng(folder / "IMG_0001.dng", preview=preview_jpeg((800, 600)), preview_size=(800, 600))
+    (folder / "IMG_0002.JPG").write_bytes(
+        (EXAMPLES / "photos" / "01_harbour_sharp.jpg").read_bytes()
+    )
+    (folder / "IMG_0002.CR3").write_bytes(b"never read: the pair's JPEG is sent")
+    (folder / "IMG_0003.CR2").write_bytes(b"not a raw file at all" * 20)
+    code, status = process_json(str(folder))
+    assert code == 1
+    assert (status["totalImages"], status["processedImages"], status["failedImages"]) == (3, 2, 1)
+    document = json.loads(invoke("results", status["jobId"]).stdout)
+    errors = {r["imageId"]: r.get("error") for r in document["results"]}
+    assert "IMG_0003.CR2: cannot read this RAW file" in errors["IMG_0003"]
+    result = invoke("results", status["jobId"], "--format", "xmp", "--embed")
+    assert result.exit_code == 0
+    assert "wrote 1 XMP sidecars, embedded XMP in 2 photos" in result.stderr
+    assert sorted(p.name for p in folder.glob("*.xmp")) == ["IMG_0002.xmp"]
