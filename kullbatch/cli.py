@@ -11,7 +11,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
@@ -390,18 +390,13 @@ def results(
     db: DbOption = None,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
-    if output_format is not ExportFormat.XMP and (
-        embed or sidecar_style is not SidecarStyleChoice.ADOBE
-    ):
+    if output_format is not ExportFormat.XMP and (embed or sidecar_style != "adobe"):
         fail("--embed and --sidecar-style go with --format xmp")
-    style: Literal["adobe", "darktable"] = (
-        "darktable" if sidecar_style is SidecarStyleChoice.DARKTABLE else "adobe"
-    )
 
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:
             return await service.export(
-                job_id, output_format.value, output, embed=embed, sidecar_style=style
+                job_id, output_format.value, output, embed=embed, sidecar_style=sidecar_style.value
             )
 
     try:
@@ -419,12 +414,9 @@ def _report_xmp(written: Written) -> None:
     """One line per photo that failed, a summary, and exit 1 when any failed."""
     for failure in written.failures:
         typer.echo(f"kullbatch: error: {failure}", err=True)
-    summary = f"wrote {len(written.sidecars)} XMP sidecars"
-    if written.embedded:
-        summary += f", embedded XMP in {len(written.embedded)} photos"
-    if written.failures:
-        summary += f"; {len(written.failures)} photos failed"
-    typer.echo(summary, err=True)
+    embedded = f", embedded XMP in {len(written.embedded)} photos" if written.embedded else ""
+    failed = f"; {len(written.failures)} photos failed" if written.failures else ""
+    typer.echo(f"wrote {len(written.sidecars)} XMP sidecars{embedded}{failed}", err=True)
     if written.failures:
         raise typer.Exit(EXIT_INCOMPLETE)
 

@@ -144,7 +144,8 @@ def test_an_existing_embedded_packet_keeps_its_other_properties(tmp_path: Path) 
 def test_embed_writes_into_tiff_and_png_without_touching_pixels(
     tmp_path: Path, name: str, make
 ) -> None:
-    """TIFF gets tag 700, PNG an iTXt chunk; the decoded pixels are the same."""
+    """TIFF gets tag 700, PNG an iTXt chunk; the decoded pixels are the same; a second run
+    leaves one packet."""
     photo = make(tmp_path / name)
     before = pixels(photo)
     report = write_xmp([rated(photo)], None, EMBED)
@@ -152,6 +153,10 @@ def test_embed_writes_into_tiff_and_png_without_touching_pixels(
     tags = exiftool(photo, "-XMP:all")
     assert tags["XMP-xmp:Rating"] == 4 and tags["XMP-xmp:Label"] == "Green"
     assert pixels(photo) == before
+    write_xmp([rated(photo, starRating=2)], None, EMBED)
+    assert read_embedded(photo).count("<?xpacket begin") == 1
+    assert photo.read_bytes().count(b"XML:com.adobe.xmp") == (name == "a.png")  # one iTXt chunk
+    assert exiftool(photo, "-XMP-xmp:Rating")["XMP-xmp:Rating"] == 2
 
 
 @needs_exiftool
