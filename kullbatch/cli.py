@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from kullbatch import dryrun, jobs, server
-from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import JobState, JobStatus
 from kullbatch.progress import make_console
 from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
-from kullbatch.tables import render_jobs, render_providers, status_lines
+from kullbatch.tables import render_jobs, render_providers, status_lines, xmp_report
 from kullbatch.terminal import (
+    EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
@@ -64,6 +64,11 @@ class ExportFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
     XMP = "xmp"
+
+
+class SidecarStyleChoice(StrEnum):
+    ADOBE = "adobe"
+    DARKTABLE = "darktable"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -320,21 +325,44 @@ def results(
             help="File to write [default: stdout]; for xmp a folder [default: beside each photo].",
         ),
     ] = None,
+    embed: Annotated[
+        bool,
+        typer.Option(
+            "--embed",
+            help="xmp: write into JPEG, TIFF, PNG and DNG files themselves (Lightroom reads only "
+            "their embedded XMP); RAW files still get sidecars.",
+        ),
+    ] = False,
+    sidecar_style: Annotated[
+        SidecarStyleChoice,
+        typer.Option(
+            "--sidecar-style",
+            help="xmp: adobe names sidecars IMG_0001.xmp (Lightroom, Capture One, Bridge); "
+            "darktable names them IMG_0001.CR3.xmp (darktable, digiKam).",
+        ),
+    ] = SidecarStyleChoice.ADOBE,
     db: DbOption = None,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
+    if output_format is not ExportFormat.XMP and (embed or sidecar_style != "adobe"):
+        fail("--embed and --sidecar-style go with --format xmp")
 
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:
-            return await service.export(job_id, output_format.value, output)
+            return await service.export(
+                job_id, output_format.value, output, embed=embed, sidecar_style=sidecar_style.value
+            )
 
     try:
         written = run(work)
-    except (SidecarError, OSError) as exc:
-        what = "XMP sidecars" if output_format is ExportFormat.XMP else output_format.value.upper()
+    except OSError as exc:
+        what = "XMP" if output_format is ExportFormat.XMP else output_format.value.upper()
         fail(f"{what}: {exc}")
     if output_format is ExportFormat.XMP:
-        typer.echo(f"wrote {written.count} XMP sidecars", err=True)
+        for line in xmp_report(written):  # a line per photo that failed, then the summary
+            typer.echo(line, err=True)
+        if written.failures:
+            raise typer.Exit(EXIT_INCOMPLETE)
     elif written.target is not None:
         typer.echo(f"wrote {written.count} results to {written.target}", err=True)
 

@@ -1,5 +1,8 @@
 """Local photo -> JPEG bytes ready to send, made just before sending and dropped after.
 
+A camera RAW file is read through its embedded preview (`kullbatch.raw`), then prepared like
+any photo.
+
 Pillow work runs in a worker thread so that 10,000 coroutines keep flowing while one photo
 is decoded; the engine bounds how many prepared photos exist at once. `fit_image` is the one
 place that converts and shrinks an image for a provider's formats and size limit.
@@ -16,7 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from kullbatch.errors import PermanentImageError
-from kullbatch.models import ImageInput, PreparedImage
+from kullbatch.models import RAW_SUFFIXES, ImageInput, PreparedImage
+from kullbatch.raw import read_raw
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -37,6 +41,9 @@ async def prepare(image: ImageInput, max_edge: int = DEFAULT_MAX_EDGE) -> Prepar
 
 
 def encode_file(path: Path, max_edge: int) -> bytes:
+    """A local photo as upright JPEG bytes within `max_edge`; a RAW file through its preview."""
+    if path.suffix.lower() in RAW_SUFFIXES:
+        return encode_image(read_raw(path), max_edge)
     try:
         with Image.open(path) as opened:
             # JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers max_edge: a 24 MP

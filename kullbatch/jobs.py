@@ -42,6 +42,7 @@ from kullbatch.store import Store
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
+    from kullbatch.catalogue import SidecarStyle
     from kullbatch.economy import Stoppable
     from kullbatch.engine import JobOutcome
     from kullbatch.manifest import Manifest
@@ -376,7 +377,17 @@ class Service:
         items = await self.store.items(job_id)
         return status, pricing.priced(self.prices(), items, job.provider_id, job.model)
 
-    async def export(self, job_id: str, fmt: str, output: Path | None) -> export.Written:
-        """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout)."""
+    async def export(
+        self,
+        job_id: str,
+        fmt: str,
+        output: Path | None,
+        *,
+        embed: bool = False,
+        sidecar_style: SidecarStyle = "adobe",
+    ) -> export.Written:
+        """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout);
+        for XMP, `embed` writes into JPEG/TIFF/PNG/DNG files and `sidecar_style` names sidecars."""
         status, items = await self.results(job_id)
-        return export.write_results(fmt, status, items, output)
+        xmp = export.XmpOptions(embed=embed, style=sidecar_style)
+        return export.write_results(fmt, status, items, output, xmp)

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ColorLabel = Literal["red", "yellow", "green", "blue", "purple", "none"]
 COLOR_LABELS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple", "none")
+# Camera RAW files: rated through their embedded preview, and given sidecars, never embedded XMP
+# (except DNG, which is a TIFF that Lightroom reads the embedded XMP of).
+RAW_SUFFIXES = frozenset({".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".dng", ".pef"})
 
 
 class ImageInput(BaseModel):
@@ -24,6 +27,9 @@ class ImageInput(BaseModel):
     path: Path | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    # Other files of the same shutter press (the RAW of a RAW+JPEG pair): rated once, through
+    # `path`, and given the same XMP.
+    companions: list[Path] = Field(default_factory=list)
 
 
 class Rating(BaseModel):

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from kullbatch.export import Written
     from kullbatch.models import JobStatus
     from kullbatch.providers import ProviderSpec
 
@@ -161,4 +162,13 @@ def status_lines(current: JobStatus) -> list[str]:
     elif current.status is JobState.SUBMITTED:
         lines.append("  the provider is working; collect the results with:")
         lines.append(f"  kullbatch resume {current.jobId}")
+    return lines
+
+
+def xmp_report(written: Written) -> list[str]:
+    """`results --format xmp` in words: one line per photo that failed, then what was written."""
+    lines = [f"kullbatch: error: {failure}" for failure in written.failures]
+    embedded = f", embedded XMP in {len(written.embedded)} photos" if written.embedded else ""
+    failed = f"; {len(written.failures)} photos failed" if written.failures else ""
+    lines.append(f"wrote {len(written.sidecars)} XMP sidecars{embedded}{failed}")
     return lines

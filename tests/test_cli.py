@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kullbatch.cli import app
+from tests.dngfile import preview_jpeg, write_dng
 from tests.fakes import rating_for
 from tests.threaded_server import chat_server, url_manifest
 
@@ -359,7 +360,8 @@ def test_a_db_that_is_not_a_database_exits_2(env, tmp_path):
 
 
 def test_a_broken_existing_sidecar_is_reported_not_overwritten(env, tmp_path):
-    """results --format xmp next to a sidecar that is not XMP: exit 2, the file left alone."""
+    """results --format xmp next to a sidecar that is not XMP: that photo fails (exit 1), the
+    file is left alone and the other photos get theirs."""
     _, status = process_json(str(EXAMPLES / "shoot.json"))
     out = tmp_path / "xmp"
     out.mkdir()
@@ -367,5 +369,75 @@ def test_a_broken_existing_sidecar_is_reported_not_overwritten(env, tmp_path):
     broken = out / (Path(first).stem + ".xmp")
     broken.write_text("<not-xmp")
     result = invoke("results", status["jobId"], "--format", "xmp", "--output", str(out))
-    assert result.exit_code == 2 and "XMP" in result.stderr
+    assert result.exit_code == 1
+    assert f"{broken}: the existing XMP is not valid XML" in result.stderr
+    assert "1 photos failed" in result.stderr
     assert broken.read_text() == "<not-xmp"
+    assert len(list(out.glob("*.xmp"))) == status["processedImages"]
+
+
+def _rated_folder(tmp_path: Path, count: int) -> tuple[Path, str]:
+    folder = tmp_path / "shoot"
+    folder.mkdir()
+    for name in sorted(os.listdir(EXAMPLES / "photos"))[:count]:
+        (folder / name).write_bytes((EXAMPLES / "photos" / name).read_bytes())
+    code, status = process_json(str(folder))
+    assert code == 0
+    return folder, status["jobId"]
+
+
+def test_results_embed_writes_into_the_jpegs_and_a_read_only_one_fails_alone(env, tmp_path):
+    """--embed: two JPEGs carry their XMP, the locked third is named on stderr, exit 1."""
+    folder, job = _rated_folder(tmp_path, 3)
+    locked = min(folder.iterdir())
+    before = locked.read_bytes()
+    locked.chmod(0o444)
+    result = invoke("results", job, "--format", "xmp", "--embed")
+    assert result.exit_code == 1
+    assert f"kullbatch: error: {locked}: read-only" in result.stderr
+    assert "wrote 0 XMP sidecars, embedded XMP in 2 photos; 1 photos failed" in result.stderr
+    assert locked.read_bytes() == before
+    assert sorted(p.suffix for p in folder.iterdir()) == [".jpg"] * 3  # no sidecars
+    locked.chmod(0o644)
+    again = invoke("results", job, "--format", "xmp", "--embed")
+    assert again.exit_code == 0 and "embedded XMP in 3 photos" in again.stderr
+
+
+def test_results_darktable_style_names_sidecars_after_the_whole_file_name(env, tmp_path):
+    """--sidecar-style darktable: IMG.jpg gets IMG.jpg.xmp."""
+    folder, job = _rated_folder(tmp_path, 2)
+    result = invoke("results", job, "--format", "xmp", "--sidecar-style", "darktable")
+    assert result.exit_code == 0
+    photos = sorted(p.name for p in folder.glob("*.jpg"))
+    assert sorted(p.name for p in folder.glob("*.xmp")) == [f"{name}.xmp" for name in photos]
+
+
+@pytest.mark.parametrize("flag", [["--embed"], ["--sidecar-style", "darktable"]])
+def test_xmp_options_without_format_xmp_are_a_usage_error(env, flag):
+    """--embed and --sidecar-style mean nothing for CSV: exit 2 rather than ignore them."""
+    result = invoke("results", "batch_1_abcdef", "--format", "csv", *flag)
+    assert result.exit_code == 2 and "--format xmp" in result.stderr
+
+
+def test_a_raw_shoot_is_rated_through_previews_and_its_raws_get_sidecars(env, tmp_path):
+    """A folder of a DNG, a CR3+JPEG pair and a broken CR2: three photos, the pair rated once
+    through its JPEG, the broken RAW failed alone (exit 1); with --embed the DNG and the JPEG
+    carry their XMP and the CR3 gets a sidecar."""
+    folder = tmp_path / "raw shoot"
+    folder.mkdir()
+    write_dng(folder / "IMG_0001.dng", preview=preview_jpeg((800, 600)), preview_size=(800, 600))
+    (folder / "IMG_0002.JPG").write_bytes(
+        (EXAMPLES / "photos" / "01_harbour_sharp.jpg").read_bytes()
+    )
+    (folder / "IMG_0002.CR3").write_bytes(b"never read: the pair's JPEG is sent")
+    (folder / "IMG_0003.CR2").write_bytes(b"not a raw file at all" * 20)
+    code, status = process_json(str(folder))
+    assert code == 1
+    assert (status["totalImages"], status["processedImages"], status["failedImages"]) == (3, 2, 1)
+    document = json.loads(invoke("results", status["jobId"]).stdout)
+    errors = {r["imageId"]: r.get("error") for r in document["results"]}
+    assert "IMG_0003.CR2: cannot read this RAW file" in errors["IMG_0003"]
+    result = invoke("results", status["jobId"], "--format", "xmp", "--embed")
+    assert result.exit_code == 0
+    assert "wrote 1 XMP sidecars, embedded XMP in 2 photos" in result.stderr
+    assert sorted(p.name for p in folder.glob("*.xmp")) == ["IMG_0002.xmp"]

@@ -15,7 +15,6 @@ import pytest
 from kullbatch import export
 from kullbatch.export import (
     CSV_HEADER,
-    SidecarError,
     results_document,
     write_csv,
     write_json,
@@ -255,7 +254,7 @@ def test_xmp_sidecar_parses_and_carries_rating_label_title_description_and_subje
 ) -> None:
     """The sidecar is valid XML with the XMP properties Lightroom reads."""
     photo = tmp_path / "IMG_0001.CR3"
-    (written,) = write_xmp([rated(0, "a", photo, colorLabel="purple")], None)
+    (written,) = write_xmp([rated(0, "a", photo, colorLabel="purple")], None).sidecars
     assert written == tmp_path / "IMG_0001.xmp"
     description = parse_sidecar(written)
     assert description.findtext(f"{XMP}Rating") == "4"
@@ -271,7 +270,7 @@ def test_xmp_sidecar_parses_and_carries_rating_label_title_description_and_subje
 
 def test_xmp_sidecar_has_no_label_when_the_colour_is_none(tmp_path: Path) -> None:
     """`none` is the absence of a label, not a label called None."""
-    (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg", colorLabel="none")], None)
+    (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg", colorLabel="none")], None).sidecars
     assert parse_sidecar(written).find(f"{XMP}Label") is None
 
 
@@ -279,7 +278,7 @@ def test_xmp_escapes_markup_and_drops_characters_xml_forbids(tmp_path: Path) -> 
     """Angle brackets, ampersands and control characters never break the XML."""
     text = "<b>Tom & Jerry</b> \x00\x07\x1b ]]> \ud800 done"
     item = rated(0, "a", tmp_path / "a.jpg", title=text, tags=["<tag>", "a&b"])
-    (written,) = write_xmp([item], None)
+    (written,) = write_xmp([item], None).sidecars
     description = parse_sidecar(written)
     assert description.findtext(f"{DC}title/{RDF}Alt/{RDF}li") == "<b>Tom & Jerry</b>  ]]>  done"
     assert [li.text for li in description.findall(f"{DC}subject/{RDF}Bag/{RDF}li")] == [
@@ -296,25 +295,27 @@ def test_xmp_skips_failed_pending_and_url_images(tmp_path: Path) -> None:
         pending(2, "p"),
         rated(3, "local", tmp_path / "x.jpg"),
     ]
-    assert write_xmp(items, None) == [tmp_path / "x.xmp"]
+    assert write_xmp(items, None).sidecars == (tmp_path / "x.xmp",)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.xmp"]
 
 
 def test_xmp_goes_to_out_dir_when_given_and_creates_it(tmp_path: Path) -> None:
     """With --output DIR the sidecars land there, named by the image's stem."""
     out_dir = tmp_path / "sidecars" / "nested"
-    written = write_xmp([rated(0, "a", tmp_path / "shoot" / "a.jpg")], out_dir)
-    assert written == [out_dir / "a.xmp"]
+    written = write_xmp([rated(0, "a", tmp_path / "shoot" / "a.jpg")], out_dir).sidecars
+    assert written == (out_dir / "a.xmp",)
     assert written[0].is_file()
 
 
 def test_same_stem_in_one_out_dir_gets_distinct_deterministic_names(tmp_path: Path) -> None:
     """The first keeps <stem>.xmp; the next get <name>.xmp, then <stem>_2.xmp."""
     items = [rated(i, f"i{i}", tmp_path / d / "IMG_1.jpg") for i, d in enumerate("abc")]
-    written = write_xmp(items, tmp_path / "out")
+    written = write_xmp(items, tmp_path / "out").sidecars
     assert [p.name for p in written] == ["IMG_1.xmp", "IMG_1.jpg.xmp", "IMG_1_2.xmp"]
     assert len({p.read_text() for p in written}) == 1  # same rating, three files
-    assert write_xmp(items, tmp_path / "out") == written  # a second run picks the same names
+    assert (
+        write_xmp(items, tmp_path / "out").sidecars == written
+    )  # a second run picks the same names
 
 
 def test_raw_and_jpeg_pair_beside_each_other_do_not_overwrite(tmp_path: Path) -> None:
@@ -323,7 +324,7 @@ def test_raw_and_jpeg_pair_beside_each_other_do_not_overwrite(tmp_path: Path) ->
         rated(0, "raw", tmp_path / "IMG_1.CR2", starRating=5),
         rated(1, "jpg", tmp_path / "IMG_1.JPG", starRating=2),
     ]
-    written = write_xmp(items, None)
+    written = write_xmp(items, None).sidecars
     assert [p.name for p in written] == ["IMG_1.xmp", "IMG_1.JPG.xmp"]
     assert parse_sidecar(written[0]).findtext(f"{XMP}Rating") == "5"
     assert parse_sidecar(written[1]).findtext(f"{XMP}Rating") == "2"
@@ -335,7 +336,7 @@ def test_sidecar_names_collide_case_insensitively(tmp_path: Path) -> None:
         rated(0, "a", tmp_path / "a" / "IMG_1.jpg"),
         rated(1, "b", tmp_path / "b" / "img_1.jpg"),
     ]
-    written = write_xmp(items, tmp_path / "o")
+    written = write_xmp(items, tmp_path / "o").sidecars
     assert [p.name for p in written] == ["IMG_1.xmp", "img_1.jpg.xmp"]
 
 
@@ -343,7 +344,7 @@ def test_a_later_images_natural_name_is_not_taken_by_a_disambiguated_one(tmp_pat
     """P_2.jpg keeps P_2.xmp even though a third P.jpg comes before it in the manifest."""
     paths = [tmp_path / "a" / "P.jpg", tmp_path / "b" / "P.jpg", tmp_path / "c" / "P.jpg"]
     items = [rated(i, f"i{i}", p) for i, p in enumerate([*paths, tmp_path / "d" / "P_2.jpg"])]
-    names = [target.name for _, target in xmp_targets(items, tmp_path / "o")]
+    names = [target.sidecar.name for target in xmp_targets(items, tmp_path / "o")]
     assert names == ["P.xmp", "P.jpg.xmp", "P_3.xmp", "P_2.xmp"]
 
 
@@ -366,8 +367,8 @@ def test_a_crash_while_writing_keeps_the_old_sidecar_and_no_temporary_file(
         raise OSError("disk full")
 
     monkeypatch.setattr(Path, "replace", crash)
-    with pytest.raises(OSError, match="disk full"):
-        write_xmp([rated(0, "a", photo, starRating=5)], None)
+    report = write_xmp([rated(0, "a", photo, starRating=5)], None)
+    assert report.failures == (f"{photo}: cannot write its XMP: disk full",)
     assert (tmp_path / "a.xmp").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.xmp"]
 
@@ -376,7 +377,7 @@ def test_sidecar_file_mode_follows_the_umask(tmp_path: Path) -> None:
     """A sidecar is readable like any new file, not 0600 like a raw temp file."""
     umask = os.umask(0o022)
     try:
-        (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None)
+        (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None).sidecars
     finally:
         os.umask(umask)
     assert written.stat().st_mode & 0o777 == 0o644
@@ -401,7 +402,9 @@ LIGHTROOM_SIDECAR = """<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="Adobe XMP Co
 def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path) -> None:
     """Our five properties replace the old ones; raw develop settings survive."""
     (tmp_path / "IMG_1.xmp").write_text(LIGHTROOM_SIDECAR, encoding="utf-8")
-    (written,) = write_xmp([rated(0, "a", tmp_path / "IMG_1.CR2", colorLabel="none")], None)
+    (written,) = write_xmp(
+        [rated(0, "a", tmp_path / "IMG_1.CR2", colorLabel="none")], None
+    ).sidecars
     description = parse_sidecar(written)
     assert description.get("{http://ns.adobe.com/camera-raw-settings/1.0/}Exposure2012") == "+0.35"
     assert 'crs:Exposure2012="+0.35"' in written.read_text(encoding="utf-8")  # prefix kept
@@ -422,7 +425,7 @@ def test_a_bare_rdf_sidecar_is_wrapped_in_xmpmeta_and_kept(tmp_path: Path) -> No
         ' photoshop:City="Lyon"/></rdf:RDF>'
     )
     (tmp_path / "a.xmp").write_text(bare, encoding="utf-8")
-    (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None)
+    (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None).sidecars
     description = parse_sidecar(written)
     assert description.get("{http://ns.adobe.com/photoshop/1.0/}City") == "Lyon"
     assert description.findtext(f"{XMP}Rating") == "4"
@@ -435,7 +438,7 @@ def test_an_rdf_without_description_gets_one(tmp_path: Path) -> None:
         '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>'
     )
     (tmp_path / "a.xmp").write_text(empty, encoding="utf-8")
-    (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None)
+    (written,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None).sidecars
     assert parse_sidecar(written).findtext(f"{XMP}Rating") == "4"
 
 
@@ -447,23 +450,25 @@ def test_an_existing_xml_file_that_is_not_an_xmp_packet_is_left_untouched(
 ) -> None:
     """Well-formed XML of another kind is not ours to replace."""
     (tmp_path / "a.xmp").write_text(content, encoding="utf-8")
-    with pytest.raises(SidecarError, match="not an XMP packet"):
-        write_xmp([rated(0, "a", tmp_path / "a.jpg")], None)
+    (failure,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None).failures
+    assert "not an XMP packet" in failure
     assert (tmp_path / "a.xmp").read_text(encoding="utf-8") == content
 
 
-def test_an_unreadable_existing_sidecar_raises_sidecar_error(tmp_path: Path) -> None:
-    """A sidecar path that cannot be read (here a folder) is reported, not overwritten."""
+def test_an_unreadable_existing_sidecar_fails_that_photo_only(tmp_path: Path) -> None:
+    """A sidecar path that cannot be read (here a folder) is reported; the next photo is written."""
     (tmp_path / "a.xmp").mkdir()
-    with pytest.raises(SidecarError, match="cannot read"):
-        write_xmp([rated(0, "a", tmp_path / "a.jpg")], None)
+    report = write_xmp([rated(0, "a", tmp_path / "a.jpg"), rated(1, "b", tmp_path / "b.jpg")], None)
+    (failure,) = report.failures
+    assert "a.xmp: cannot read the existing sidecar" in failure
+    assert report.sidecars == (tmp_path / "b.xmp",)
 
 
 def test_an_existing_sidecar_that_is_not_xmp_is_left_untouched(tmp_path: Path) -> None:
-    """A broken sidecar raises SidecarError instead of being silently replaced."""
+    """A broken sidecar is reported as that photo's failure instead of being silently replaced."""
     (tmp_path / "a.xmp").write_text("not xml <", encoding="utf-8")
-    with pytest.raises(SidecarError, match="not valid XML"):
-        write_xmp([rated(0, "a", tmp_path / "a.jpg")], None)
+    (failure,) = write_xmp([rated(0, "a", tmp_path / "a.jpg")], None).failures
+    assert "not valid XML" in failure
     assert (tmp_path / "a.xmp").read_text(encoding="utf-8") == "not xml <"
 
 
@@ -481,7 +486,7 @@ def test_writing_sidecars_twice_gives_the_same_bytes(
 ) -> None:
     """The template (new file) and the merge (existing file) paths agree byte for byte."""
     items = [rated(0, "a", tmp_path / "a.jpg", **changes)]
-    (written,) = write_xmp(items, None)
+    (written,) = write_xmp(items, None).sidecars
     first = written.read_bytes()
     ET.fromstring(first)
     write_xmp(items, None)

@@ -59,6 +59,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.progress",
                 "kullbatch.tables",
                 "kullbatch.export",
+                "kullbatch.catalogue",  # the package, every module in it included
             }
         ),
     ),
@@ -67,6 +68,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
         frozenset(
             {
                 "kullbatch.images",
+                "kullbatch.raw",
                 "kullbatch.manifest",  # the package, every module in it included
                 "kullbatch.ratelimit",
                 "kullbatch.retry",
@@ -78,7 +80,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ),
     ("vocabulary", frozenset({"kullbatch.errors", "kullbatch.models"})),
 )
-PACKAGES_AS_ONE_LAYER = ("kullbatch.providers", "kullbatch.manifest")
+PACKAGES_AS_ONE_LAYER = ("kullbatch.providers", "kullbatch.manifest", "kullbatch.catalogue")
 # `kullbatch/__init__.py` only re-exports the public surface; nothing inside imports it.
 NOT_IN_CYCLE_CHECK = frozenset({"kullbatch"})
 

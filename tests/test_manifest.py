@@ -207,6 +207,43 @@ def test_folder_files_sharing_a_stem_get_distinct_ids(tmp_path: Path) -> None:
     assert ids == ["a", "a.png", "a.png.jpg"]
 
 
+def test_raw_files_in_a_folder_are_photos_and_raw_jpeg_pairs_are_one(tmp_path: Path) -> None:
+    """IMG_1.CR3 + IMG_1.JPG is one photo (the JPEG sent, the RAW its companion); a RAW alone
+    is a photo of its own; the RAW's contents are read only when it is sent."""
+    make_image(tmp_path / "IMG_1.JPG")
+    (tmp_path / "IMG_1.CR3").write_bytes(b"raw")
+    (tmp_path / "IMG_2.NEF").write_bytes(b"raw")
+    make_image(tmp_path / "IMG_3.jpg")
+    images = load_manifest(tmp_path).images
+    assert [(img.id, img.filename) for img in images] == [
+        ("IMG_1", "IMG_1.JPG"),
+        ("IMG_2", "IMG_2.NEF"),
+        ("IMG_3", "IMG_3.jpg"),
+    ]
+    base = tmp_path.resolve()
+    assert images[0].path == base / "IMG_1.JPG"
+    assert images[0].companions == [base / "IMG_1.CR3"]
+    assert images[1].path == base / "IMG_2.NEF" and images[1].companions == []
+
+
+def test_a_stem_with_two_raws_is_not_paired(tmp_path: Path) -> None:
+    """IMG_1.CR3, IMG_1.DNG and IMG_1.jpg: which RAW belongs is unclear, so all three stay."""
+    make_image(tmp_path / "IMG_1.jpg")
+    (tmp_path / "IMG_1.CR3").write_bytes(b"raw")
+    (tmp_path / "IMG_1.DNG").write_bytes(b"raw")
+    images = load_manifest(tmp_path).images
+    assert [img.filename for img in images] == ["IMG_1.CR3", "IMG_1.DNG", "IMG_1.jpg"]
+    assert all(img.companions == [] for img in images)
+
+
+def test_a_raw_file_in_a_json_manifest_is_accepted(shoot: Path) -> None:
+    """A manifest may list RAW files that Pillow cannot open; their preview is read when sent."""
+    (shoot / "IMG_9.RAF").write_bytes(b"FUJIFILMCCD-RAW not for Pillow")
+    source = write_json(shoot, {"images": [image(path="IMG_9.RAF", filename="IMG_9.RAF")]})
+    (loaded,) = load_manifest(source).images
+    assert loaded.path == (shoot / "IMG_9.RAF").resolve()
+
+
 def test_heic_files_are_recognised_by_their_header(tmp_path: Path) -> None:
     """Pillow has no HEIC reader, so the ISO-BMFF brand vouches for an iPhone photo."""
     (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")

@@ -11,13 +11,15 @@ from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from kullbatch.models import ImageInput
+from kullbatch.models import RAW_SUFFIXES, ImageInput
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import BinaryIO
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"})
+IMAGE_SUFFIXES = (
+    frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"}) | RAW_SUFFIXES
+)
 MODES = ("fast", "economy")
 
 # Pillow cannot read HEIC/HEIF without a plugin, so those are recognised by their ISO-BMFF brand.
@@ -198,7 +200,8 @@ def probe(path: Path) -> str | None:
     """Say why `path` is not a usable image, or None; only the header is read, so it stays fast."""
     try:
         with path.open("rb") as handle:
-            return _probe_header(handle)
+            # a RAW file's preview is read when the photo is sent (images.py); here, that it opens
+            return None if path.suffix.lower() in RAW_SUFFIXES else _probe_header(handle)
     except FileNotFoundError:
         return "file not found"
     except IsADirectoryError:

@@ -1,0 +1,170 @@
+"""The XMP packet: a fresh one from a template, or an existing one with our properties replaced.
+
+One packet text serves a sidecar and a photo's embedded XMP alike. Our properties are
+xmp:Rating, xmp:Label, dc:title, dc:description and dc:subject; every other property of an
+existing packet (Lightroom's develop settings, darktable's history) is kept as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from kullbatch.models import Rating
+
+NS_X = "adobe:ns:meta/"
+NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+NS_XMP = "http://ns.adobe.com/xap/1.0/"
+NS_DC = "http://purl.org/dc/elements/1.1/"
+NS_LR = "http://ns.adobe.com/lightroom/1.0/"
+NS_XML = "http://www.w3.org/XML/1998/namespace"
+_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC}
+for _prefix, _uri in _PREFIXES.items():
+    ET.register_namespace(_prefix, _uri)
+
+_XPACKET_BEGIN = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+_XPACKET_END = '\n<?xpacket end="w"?>\n'
+# Characters XML 1.0 forbids (controls, lone surrogates, U+FFFE/FFFF): a model may emit them.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+class SidecarError(ValueError):
+    """An existing XMP packet (a sidecar's or a photo's) is not XMP; it is left untouched."""
+
+
+def _q(namespace: str, name: str) -> str:
+    return f"{{{namespace}}}{name}"
+
+
+def _clean(text: str) -> str:
+    return _NOT_XML.sub("", text)
+
+
+def parse_packet(data: bytes, where: str) -> ET.Element:
+    """An existing packet's x:xmpmeta (a bare rdf:RDF is wrapped), or SidecarError."""
+    try:  # bytes, so that expat honours a BOM or an encoding declaration
+        root = ET.fromstring(data)  # noqa: S314  (stdlib expat expands no external entities)
+    except ET.ParseError as exc:
+        raise SidecarError(f"{where}: the existing XMP is not valid XML: {exc}") from exc
+    if root.tag == _q(NS_RDF, "RDF"):  # a bare rdf:RDF sidecar: wrap it
+        wrapper = ET.Element(_q(NS_X, "xmpmeta"))
+        wrapper.append(root)
+        root = wrapper
+    if root.tag != _q(NS_X, "xmpmeta") or root.find(_q(NS_RDF, "RDF")) is None:
+        raise SidecarError(f"{where}: the existing XMP is not an XMP packet")
+    _keep_prefixes(data)
+    return root
+
+
+def _keep_prefixes(data: bytes) -> None:
+    """Serialise the packet's own prefixes (crs:, lr:, darktable: …) back, not ns0:, ns1: …
+
+    ElementTree keeps prefixes in one process-wide table; our four namespaces keep ours.
+    """
+    events = ET.iterparse(io.BytesIO(data), events=("start-ns",))  # noqa: S314  (parsed above)
+    for _, (prefix, uri) in events:
+        if prefix and uri not in _PREFIXES.values() and prefix not in _PREFIXES:
+            with contextlib.suppress(ValueError):  # prefixes like ns1 are reserved
+                ET.register_namespace(prefix, uri)
+
+
+_OWNED = (_q(NS_XMP, "Rating"), _q(NS_XMP, "Label"))
+_OWNED_DC = tuple(_q(NS_DC, name) for name in ("title", "description", "subject"))
+
+
+def _description(root: ET.Element) -> ET.Element:
+    """The first rdf:Description, after removing our properties from every Description."""
+    rdf = root.find(_q(NS_RDF, "RDF"))
+    assert rdf is not None  # checked by parse_packet
+    descriptions = rdf.findall(_q(NS_RDF, "Description"))
+    for description in descriptions:
+        for name in (*_OWNED, *_OWNED_DC):
+            description.attrib.pop(name, None)
+            for child in description.findall(name):
+                description.remove(child)
+    if descriptions:
+        return descriptions[0]
+    return ET.SubElement(rdf, _q(NS_RDF, "Description"), {_q(NS_RDF, "about"): ""})
+
+
+def _container(parent: ET.Element, prop: str, kind: str, values: Iterable[str]) -> None:
+    holder = ET.SubElement(ET.SubElement(parent, prop), _q(NS_RDF, kind))
+    attrib = {_q(NS_XML, "lang"): "x-default"} if kind == "Alt" else {}
+    for value in values:
+        ET.SubElement(holder, _q(NS_RDF, "li"), attrib).text = _clean(value)
+
+
+def _add_hierarchical_keywords(root: ET.Element, tags: list[str]) -> None:
+    """Add our keywords to an existing lr:hierarchicalSubject, which darktable reads first."""
+    for bag in root.iter(_q(NS_LR, "hierarchicalSubject")):
+        holder = bag.find(_q(NS_RDF, "Bag"))
+        if holder is None:
+            continue
+        present = {li.text for li in holder.findall(_q(NS_RDF, "li"))}
+        for tag in (_clean(tag) for tag in tags):
+            if tag and tag not in present:
+                ET.SubElement(holder, _q(NS_RDF, "li")).text = tag
+                present.add(tag)
+
+
+def _merged_text(root: ET.Element, rating: Rating) -> str:
+    """An existing packet with our properties replaced (ElementTree; the slow, rare path)."""
+    description = _description(root)
+    ET.SubElement(description, _q(NS_XMP, "Rating")).text = str(rating.starRating)
+    if rating.colorLabel != "none":
+        ET.SubElement(description, _q(NS_XMP, "Label")).text = rating.colorLabel.capitalize()
+    _container(description, _q(NS_DC, "title"), "Alt", [rating.title])
+    _container(description, _q(NS_DC, "description"), "Alt", [rating.description])
+    _container(description, _q(NS_DC, "subject"), "Bag", rating.tags)
+    _add_hierarchical_keywords(root, rating.tags)
+    ET.indent(root, space=" ")
+    return _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
+
+
+def _li(indent: str, value: str, attributes: str = "") -> str:
+    text = escape(_clean(value))
+    if not text:  # ElementTree's short form, so that both paths give the same bytes
+        return f"{indent}<rdf:li{attributes} />\n"
+    return f"{indent}<rdf:li{attributes}>{text}</rdf:li>\n"
+
+
+def _fresh_container(prop: str, kind: str, items: list[str]) -> str:
+    if not items:
+        return f"   <{prop}>\n    <rdf:{kind} />\n   </{prop}>\n"
+    attributes = ' xml:lang="x-default"' if kind == "Alt" else ""
+    body = "".join(_li("     ", value, attributes) for value in items)
+    return f"   <{prop}>\n    <rdf:{kind}>\n{body}    </rdf:{kind}>\n   </{prop}>\n"
+
+
+def _fresh_text(rating: Rating) -> str:
+    """A new packet from a template: byte for byte what `_merged_text` gives for no packet."""
+    label = rating.colorLabel
+    label_line = "" if label == "none" else f"   <xmp:Label>{label.capitalize()}</xmp:Label>\n"
+    return "".join(
+        (
+            _XPACKET_BEGIN,
+            f'<x:xmpmeta xmlns:dc="{NS_DC}" xmlns:rdf="{NS_RDF}" xmlns:x="{NS_X}" ',
+            f'xmlns:xmp="{NS_XMP}">\n <rdf:RDF>\n  <rdf:Description rdf:about="">\n',
+            f"   <xmp:Rating>{rating.starRating}</xmp:Rating>\n",
+            label_line,
+            _fresh_container("dc:title", "Alt", [rating.title]),
+            _fresh_container("dc:description", "Alt", [rating.description]),
+            _fresh_container("dc:subject", "Bag", rating.tags),
+            "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>",
+            _XPACKET_END,
+        )
+    )
+
+
+def packet_text(existing: bytes | None, rating: Rating, where: str) -> str:
+    """The packet for one rating: `existing` (when there is one) updated, or a new packet."""
+    if existing is None or not existing.strip():
+        return _fresh_text(rating)
+    return _merged_text(parse_packet(existing, where), rating)

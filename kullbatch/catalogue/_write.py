@@ -1,0 +1,84 @@
+"""`results --format xmp`: each rated photo's XMP where its program looks for it.
+
+Without `embed`, every file of every rated local photo gets a sidecar. With `embed`, JPEG,
+TIFF, PNG and DNG files get the packet inside themselves (and an existing sidecar of theirs is
+updated too, so that the two never disagree); RAW files still get sidecars. One photo that
+cannot be written (read-only, vanished, a broken existing packet) is reported and skipped;
+the others are written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kullbatch.catalogue._embed import EmbedError, embed, embeddable
+from kullbatch.catalogue._packet import SidecarError, packet_text
+from kullbatch.catalogue._sidecars import (
+    SidecarStyle,
+    Target,
+    read_sidecar,
+    write_atomically,
+    xmp_targets,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+
+    from kullbatch.models import ItemRecord
+
+
+@dataclass(frozen=True, slots=True)
+class XmpOptions:
+    """How to write XMP: into the photos where they can hold it, and how sidecars are named."""
+
+    embed: bool = False
+    style: SidecarStyle = "adobe"
+
+
+@dataclass(frozen=True, slots=True)
+class XmpReport:
+    """What was written: sidecars, photos with embedded XMP, and one line per photo that failed."""
+
+    sidecars: tuple[Path, ...] = ()
+    embedded: tuple[Path, ...] = ()
+    failures: tuple[str, ...] = ()
+
+    @property
+    def written(self) -> tuple[Path, ...]:
+        """Every file written, sidecars first."""
+        return self.sidecars + self.embedded
+
+
+def _write_sidecar(target: Target) -> None:
+    assert target.item.rating is not None
+    existing = read_sidecar(target.sidecar)
+    write_atomically(target.sidecar, packet_text(existing, target.item.rating, str(target.sidecar)))
+
+
+def write_xmp(
+    items: Iterable[ItemRecord], out_dir: Path | None, options: XmpOptions | None = None
+) -> XmpReport:
+    """XMP for every rated local photo, beside it, in `out_dir`, or inside it (`embed`)."""
+    options = options or XmpOptions()
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    sidecars: list[Path] = []
+    embedded: list[Path] = []
+    failures: list[str] = []
+    for target in xmp_targets(items, out_dir, options.style):
+        assert target.item.rating is not None
+        try:
+            if options.embed and embeddable(target.photo):
+                embed(target.photo, target.item.rating)
+                embedded.append(target.photo)
+                if not target.sidecar.exists():
+                    continue
+            _write_sidecar(target)
+            sidecars.append(target.sidecar)
+        except (EmbedError, SidecarError) as exc:  # their messages name the file
+            failures.append(str(exc))
+        except OSError as exc:
+            failures.append(f"{target.photo}: cannot write its XMP: {exc.strerror or exc}")
+    return XmpReport(tuple(sidecars), tuple(embedded), tuple(failures))
