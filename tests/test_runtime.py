@@ -199,7 +199,8 @@ def test_batch_gc_restores_the_settings_only_when_the_last_of_two_overlapping_jo
         tuning.enter()
         tuning.exit()
         assert gc.get_threshold() == BatchGC.THRESHOLDS
-        assert gc.get_freeze_count() >= frozen
+        # still frozen (frozen objects that die leave the count, so it may shrink a little)
+        assert gc.get_freeze_count() > before[1]
     finally:
         tuning.exit()
     assert (gc.get_threshold(), gc.get_freeze_count()) == before
