@@ -810,3 +810,22 @@ def test_the_manifest_package_exports_its_public_names() -> None:
         "manifest_from_document",
     }
     assert all(hasattr(manifest_package, name) for name in manifest_package.__all__)
+
+
+def test_a_raw_and_jpeg_pair_listed_in_a_manifest_is_one_photo(tmp_path):
+    """IMG_0001.CR3 beside IMG_0001.JPG is one shutter press: rated once, the RAW its companion."""
+    for name in ("IMG_0001.CR3", "IMG_0002.NEF"):
+        (tmp_path / name).write_bytes(b"raw")  # RAW files are not probed with Pillow
+    Image.new("RGB", (8, 8)).save(tmp_path / "IMG_0001.JPG", format="JPEG")
+    document = {
+        "images": [
+            {"id": "raw1", "filename": "IMG_0001.CR3", "path": "IMG_0001.CR3"},
+            {"id": "jpg1", "filename": "IMG_0001.JPG", "path": "IMG_0001.JPG"},
+            {"id": "raw2", "filename": "IMG_0002.NEF", "path": "IMG_0002.NEF"},
+            {"id": "web", "filename": "x.jpg", "url": "https://example.com/IMG_0001.jpg"},
+        ]
+    }
+    manifest = manifest_from_document(document, base=tmp_path)
+    assert [image.id for image in manifest.images] == ["jpg1", "raw2", "web"]
+    assert manifest.images[0].companions == [tmp_path / "IMG_0001.CR3"]
+    assert manifest.images[1].companions == []

@@ -126,7 +126,7 @@ class Loader:
     def finish(self, images: list[ImageInput], location: str | None) -> list[ImageInput]:
         if not images:
             self.fail(location, "no images; the manifest lists none")
-        return images
+        return pair_raw_with_jpeg(images)
 
     def read_text(self, source: Path) -> str:
         """Read the whole manifest as UTF-8 (a BOM from Excel is fine); manifests are small."""
@@ -233,3 +233,26 @@ def show(value: object) -> str:
     """Quote a value for a one-line message, cut short so a huge cell cannot flood the terminal."""
     text = repr(value)
     return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
+
+
+def pair_raw_with_jpeg(images: list[ImageInput]) -> list[ImageInput]:
+    """A RAW file and a JPEG (or HEIC) of the same name in one folder are one shutter press:
+    the pair is rated once, through the JPEG entry, and the RAW becomes its companion (its
+    sidecar gets the same rating). The RAW entry's own id is dropped."""
+    by_shot: dict[tuple[Path, str], int] = {}
+    for index, image in enumerate(images):
+        if image.path is not None and image.path.suffix.lower() not in RAW_SUFFIXES:
+            by_shot.setdefault((image.path.parent, image.path.stem.lower()), index)
+    merged = list(images)
+    dropped: set[int] = set()
+    for index, image in enumerate(images):
+        path = image.path
+        if path is None or path.suffix.lower() not in RAW_SUFFIXES:
+            continue
+        partner = by_shot.get((path.parent, path.stem.lower()))
+        if partner is None:
+            continue
+        jpeg = merged[partner]
+        merged[partner] = jpeg.model_copy(update={"companions": [*jpeg.companions, path]})
+        dropped.add(index)
+    return [image for index, image in enumerate(merged) if index not in dropped]
