@@ -66,6 +66,7 @@ CSV_HEADER = (
     "error",
     "provider",
     "model",
+    "issues",
 )
 
 NS_X = "adobe:ns:meta/"
@@ -161,10 +162,11 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
             "",
             item.provider or "",
             item.model or "",
+            ";".join(rating.issues),
         )
     if item.state is ItemState.FAILED:
-        return (*head, "", "", "", "", "", item.error or "failed", "", "")
-    return (*head, "", "", "", "", "", "", "", "")
+        return (*head, "", "", "", "", "", item.error or "failed", "", "", "")
+    return (*head, "", "", "", "", "", "", "", "", "")
 
 
 def write_csv(status: JobStatus, items: Iterable[ItemRecord], out: TextIO) -> None:
@@ -291,9 +293,14 @@ def _merged_text(root: ET.Element, rating: Rating) -> str:
         ET.SubElement(description, _q(NS_XMP, "Label")).text = rating.colorLabel.capitalize()
     _container(description, _q(NS_DC, "title"), "Alt", [rating.title])
     _container(description, _q(NS_DC, "description"), "Alt", [rating.description])
-    _container(description, _q(NS_DC, "subject"), "Bag", rating.tags)
+    _container(description, _q(NS_DC, "subject"), "Bag", keywords(rating))
     ET.indent(root, space=" ")
     return _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
+
+
+def keywords(rating: Rating) -> list[str]:
+    """dc:subject: the model's tags, then the issues it found (each once), for keyword filters."""
+    return list(dict.fromkeys([*rating.tags, *rating.issues]))
 
 
 def _li(indent: str, value: str, attributes: str = "") -> str:
@@ -324,7 +331,7 @@ def _fresh_text(rating: Rating) -> str:
             label_line,
             _fresh_container("dc:title", "Alt", [rating.title]),
             _fresh_container("dc:description", "Alt", [rating.description]),
-            _fresh_container("dc:subject", "Bag", rating.tags),
+            _fresh_container("dc:subject", "Bag", keywords(rating)),
             "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>",
             _XPACKET_END,
         )

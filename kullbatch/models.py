@@ -12,6 +12,28 @@ from pydantic import BaseModel, ConfigDict, Field
 ColorLabel = Literal["red", "yellow", "green", "blue", "purple", "none"]
 COLOR_LABELS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple", "none")
 
+# What can be wrong with a frame: the fixed vocabulary of `Rating.issues`, for every provider.
+Issue = Literal[
+    "eyes-closed",
+    "motion-blur",
+    "out-of-focus",
+    "underexposed",
+    "overexposed",
+    "subject-cut-off",
+    "tilted",
+    "noise",
+]
+ISSUES: tuple[str, ...] = (
+    "eyes-closed",
+    "motion-blur",
+    "out-of-focus",
+    "underexposed",
+    "overexposed",
+    "subject-cut-off",
+    "tilted",
+    "noise",
+)
+
 
 class ImageInput(BaseModel):
     """One photo of a shoot as the manifest describes it: a URL or a local path, never both."""
@@ -36,6 +58,8 @@ class Rating(BaseModel):
     title: str
     description: str
     tags: list[str]
+    # empty for results stored before the field existed; every provider is asked for it
+    issues: list[Issue] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ def rating(**changes: object) -> Rating:
         "title": "Bride at the window",
         "description": "Soft light, sharp eyes.",
         "tags": ["wedding", "portrait"],
+        "issues": ["tilted"],
     }
     return Rating.model_validate(values | changes)
 
@@ -116,6 +117,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "title": "Bride at the window",
                 "description": "Soft light, sharp eyes.",
                 "tags": ["wedding", "portrait"],
+                "issues": ["tilted"],
                 "provider": "openai",
                 "model": "gpt-x",
             },
@@ -191,6 +193,7 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "error": "",
             "provider": "openai",
             "model": "gpt-x",
+            "issues": "tilted",
         }
     ]
 
@@ -202,8 +205,8 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     header, *rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
-    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
-    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", ""]
+    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", "", ""]
+    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", ""]
 
 
 # --- XMP --------------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ def test_xmp_sidecar_parses_and_carries_rating_label_title_description_and_subje
     assert title.get(XML_LANG) == "x-default"
     assert description.findtext(f"{DC}description/{RDF}Alt/{RDF}li") == "Soft light, sharp eyes."
     subjects = [li.text for li in description.findall(f"{DC}subject/{RDF}Bag/{RDF}li")]
-    assert subjects == ["wedding", "portrait"]
+    assert subjects == ["wedding", "portrait", "tilted"]
 
 
 def test_xmp_sidecar_has_no_label_when_the_colour_is_none(tmp_path: Path) -> None:
@@ -244,6 +247,7 @@ def test_xmp_escapes_markup_and_drops_characters_xml_forbids(tmp_path: Path) -> 
     assert [li.text for li in description.findall(f"{DC}subject/{RDF}Bag/{RDF}li")] == [
         "<tag>",
         "a&b",
+        "tilted",
     ]
 
 
@@ -369,7 +373,7 @@ def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path
     assert description.findall(f"{XMP}Rating")[0].text == "4"
     assert description.find(f"{XMP}Label") is None
     subjects = [li.text for li in description.iter(f"{RDF}li") if li.get(XML_LANG) is None]
-    assert subjects == ["wedding", "portrait"]
+    assert subjects == ["wedding", "portrait", "tilted"]
 
 
 def test_a_bare_rdf_sidecar_is_wrapped_in_xmpmeta_and_kept(tmp_path: Path) -> None:
@@ -462,3 +466,11 @@ def test_ten_thousand_items_export_completely_from_a_generator() -> None:
 def test_module_exports_are_what_all_lists() -> None:
     """Every name in __all__ exists."""
     assert all(hasattr(export, name) for name in export.__all__)
+
+
+def test_issues_become_keywords_after_the_tags_each_once(tmp_path: Path) -> None:
+    """An issue already among the tags is not repeated in dc:subject."""
+    item = rated(0, "a", tmp_path / "a.jpg", tags=["noise", "night"], issues=["noise", "tilted"])
+    (written,) = write_xmp([item], None)
+    subjects = [li.text for li in parse_sidecar(written).findall(f"{DC}subject/{RDF}Bag/{RDF}li")]
+    assert subjects == ["noise", "night", "tilted"]

@@ -35,7 +35,7 @@ KEY = "sk-test-key-for-the-fake-0001"
 WRONG_KEY = "sk-wrong-key-0000"
 LEAK = "sk-LEAKCHECK-0123456789abcdef"
 QUICK_RETRY = {"retry-after-ms": "50"}  # a server hint, so retries in these tests take 50 ms
-RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags")
+RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags", "issues")
 runner = CliRunner()
 
 
