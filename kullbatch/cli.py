@@ -173,6 +173,15 @@ def process(
     max_edge: Annotated[
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
     ] = DEFAULT_MAX_EDGE,
+    rubric: Annotated[
+        str | None,
+        typer.Option(
+            help="How to rate: general, wedding, portrait, event, sports, landscape, product, "
+            "a rubric of yours in $KULLBATCH_RUBRICS, or a .toml/.json file "
+            "[default: --prompt, else the manifest's prompt, else general]",
+            show_default=False,
+        ),
+    ] = None,
     json_output: JsonFlag = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
@@ -223,6 +232,7 @@ def process(
         economy_only=economy_only,
         fallbacks=tuple(fallback or ()),
         fallback_after=fallback_seconds,
+        rubric=rubric,
     )
     database = db_path(db)
     jobs.configure_admin_log(database, verbose=verbose)

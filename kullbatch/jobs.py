@@ -26,9 +26,9 @@ from kullbatch.fallback import DEFAULT_FALLBACK_AFTER
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent, ProviderBatch
 from kullbatch.providers import PROVIDERS, resolve
-from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
 from kullbatch.rows import JobRow, NewJob, parse_time
+from kullbatch.rubrics import DEFAULT_RUBRIC, RubricError, load_rubric
 from kullbatch.runtime import STORED_OPTIONS, JobTakenError, Runtime
 from kullbatch.store import Store
 
@@ -108,6 +108,7 @@ class ProcessSettings:
     economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
     fallbacks: tuple[str, ...] = ()  # --fallback P[:MODEL], in order
     fallback_after: float = DEFAULT_FALLBACK_AFTER
+    rubric: str | None = None  # --rubric NAME: the shoot type's instructions and star scale
 
 
 def _choose_provider(
@@ -140,6 +141,7 @@ async def create_job(
     options: dict[str, Any] = {key: getattr(settings, key) for key in STORED_OPTIONS}
     options["economy_only"] = settings.economy_only
     options["fallbacks"] = [list(_fallback(wanted)) for wanted in settings.fallbacks]
+    options["rubric"] = settings.rubric
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -147,7 +149,7 @@ async def create_job(
         provider_id=provider,
         model=model,
         mode=mode,
-        prompt=settings.prompt or manifest.prompt or DEFAULT_PROMPT,
+        prompt=_prompt(settings, manifest, env),
         system_prompt=settings.system_prompt or manifest.system_prompt,
         source=str(manifest.source),
         options=options,
@@ -156,6 +158,18 @@ async def create_job(
     row = await store.get_job(job.id)
     assert row is not None
     return row
+
+
+def _prompt(settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]) -> str:
+    """`--rubric` gives the instructions, a `--prompt` with it is added as the user's note;
+    without a rubric, the prompt asked for, else the manifest's, else the general rubric."""
+    try:
+        if settings.rubric is not None:
+            rubric = load_rubric(settings.rubric, env).prompt()
+            return rubric if not settings.prompt else f"{rubric}\n\n{settings.prompt}"
+        return settings.prompt or manifest.prompt or load_rubric(DEFAULT_RUBRIC, env).prompt()
+    except RubricError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _fallback(wanted: str) -> tuple[str, str]:

@@ -25,6 +25,7 @@ from kullbatch.cli import app
 from kullbatch.jobs import admin_log_path
 from kullbatch.providers import PROVIDERS
 from kullbatch.providers.groq import MAX_BASE64_REQUEST_BYTES
+from kullbatch.rubrics import load_rubric
 from tests import fake_anthropic_server, fake_gemini_server, fake_openai_server
 from tests.app_thread import AppThread
 from tests.fake_openai_server import XAI_INVALID, FakeChatServer, openai_error, xai_error
@@ -102,6 +103,10 @@ class Fake:
         """The model each checked request asked for."""
         raise NotImplementedError
 
+    def bodies(self) -> list[Any]:
+        """Every request body the fake received, parsed."""
+        raise NotImplementedError
+
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """The next request that passes the checks gets this JSON answer."""
         raise NotImplementedError
@@ -137,6 +142,9 @@ class ChatFake(Fake):
     def models(self) -> list[str]:
         return [received.json["model"] for received in self.server.requests]
 
+    def bodies(self) -> list[Any]:
+        return [received.json for received in self.server.requests]
+
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.server.queue(status, body, headers)
 
@@ -163,6 +171,9 @@ class AnthropicFake(Fake):
     def models(self) -> list[str]:
         return [recorded.body["model"] for recorded in self.fake.requests]
 
+    def bodies(self) -> list[Any]:
+        return [recorded.body for recorded in self.fake.requests]
+
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         reply = fake_anthropic_server.Reply(status, json.dumps(body).encode(), headers or {})
         self.fake.queue(reply)
@@ -183,6 +194,9 @@ class GeminiFake(Fake):
 
     def models(self) -> list[str]:  # the model is in the path: /v1beta/models/{model}:...
         return [path.split("/models/", 1)[1].split(":", 1)[0] for path in self.traffic.paths]
+
+    def bodies(self) -> list[Any]:
+        return list(self.fake.requests)
 
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.fake.reply(status, body, headers)
@@ -351,6 +365,23 @@ def test_every_provider_rates_the_whole_example_shoot_through_its_wire_format(se
     results = exported(status["jobId"])
     assert [r["imageId"] for r in results] == IMAGE_IDS
     assert all({f: r[f] for f in RATING_FIELDS} == fake.rating for r in results)
+
+
+@pytest.mark.parametrize("provider", ALL_PROVIDERS)
+def test_a_rubric_prompt_and_the_issues_schema_reach_every_provider(serve, provider):
+    """`--rubric wedding`: each request carries the wedding scale and asks for `issues`."""
+    keyless = provider == "openai-compatible"
+    fake = serve(provider, fake_key=None if keyless else KEY, env_key=None if keyless else KEY)
+
+    code, status = process("--provider", provider, "--rubric", "wedding")
+
+    assert code == 0, status
+    assert fake.problems() == []
+    wedding = json.dumps(load_rubric("wedding", {}).prompt())[1:-1]  # as escaped in a body
+    bodies = [json.dumps(body) for body in fake.bodies()]
+    assert len(bodies) == 16
+    assert all(wedding in body and '"eyes-closed"' in body for body in bodies)
+    assert {tuple(r["issues"]) for r in exported(status["jobId"])} == {tuple(fake.rating["issues"])}
 
 
 @pytest.mark.parametrize(
