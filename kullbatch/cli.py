@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from kullbatch import jobs, server
+from kullbatch.bursts import DEFAULT_DISTANCE, DEFAULT_GAP
 from kullbatch.export import SidecarError
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
@@ -182,6 +183,19 @@ def process(
             show_default=False,
         ),
     ] = None,
+    no_groups: Annotated[
+        bool, typer.Option("--no-groups", help="Do not look for bursts and near-duplicates.")
+    ] = False,
+    burst_gap: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds between two frames of one burst, at most (EXIF time)."),
+    ] = DEFAULT_GAP,
+    burst_distance: Annotated[
+        int,
+        typer.Option(
+            min=0, max=64, help="Bits of 64 two frames of one burst may differ in (pHash)."
+        ),
+    ] = DEFAULT_DISTANCE,
     json_output: JsonFlag = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
@@ -233,6 +247,9 @@ def process(
         fallbacks=tuple(fallback or ()),
         fallback_after=fallback_seconds,
         rubric=rubric,
+        groups=not no_groups,
+        burst_gap=burst_gap,
+        burst_distance=burst_distance,
     )
     database = db_path(db)
     jobs.configure_admin_log(database, verbose=verbose)
@@ -281,7 +298,8 @@ async def _run_and_report(
         display.stop()
     status = await service.status(job.id)
     if not quiet:
-        display.print_summary(status, time.monotonic() - started)
+        bursts = await service.burst_counts(job.id)
+        display.print_summary(status, time.monotonic() - started, bursts=bursts)
     if json_output:
         print_json(status.model_dump(mode="json"))
     return exit_code(outcome.state, outcome.failed)
@@ -396,13 +414,22 @@ def results(
             help="File to write [default: stdout]; for xmp a folder [default: beside each photo].",
         ),
     ] = None,
+    reject_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--reject-duplicates",
+            help="xmp: write the frames of a burst other than its best as rejected (-1).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
 
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:
-            return await service.export(job_id, output_format.value, output)
+            return await service.export(
+                job_id, output_format.value, output, reject_duplicates=reject_duplicates
+            )
 
     try:
         written = run(work)

@@ -67,6 +67,8 @@ CSV_HEADER = (
     "provider",
     "model",
     "issues",
+    "group",
+    "bestInGroup",
 )
 
 NS_X = "adobe:ns:meta/"
@@ -74,7 +76,10 @@ NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 NS_XMP = "http://ns.adobe.com/xap/1.0/"
 NS_DC = "http://purl.org/dc/elements/1.1/"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
-_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC}
+NS_LR = "http://ns.adobe.com/lightroom/1.0/"
+_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC, "lr": NS_LR}
+REJECTED = -1  # xmp:Rating that Lightroom and Bridge read as "rejected"
+BURST_KEYWORD = "kullbatch|burst|"  # + the group: lr:hierarchicalSubject of a burst's frames
 for _prefix, _uri in _PREFIXES.items():
     ET.register_namespace(_prefix, _uri)
 
@@ -95,7 +100,12 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     """One image's entry in `results`: its rating, its error, or that it is still pending."""
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
-        return head | item.rating.model_dump() | {"provider": item.provider, "model": item.model}
+        return (
+            head
+            | item.rating.model_dump()
+            | {"provider": item.provider, "model": item.model}
+            | {"group": item.group, "bestInGroup": item.best_in_group}
+        )
     if item.state is ItemState.FAILED:
         return head | {"error": item.error or "failed"}
     return head | {"status": ItemState.PENDING.value}
@@ -163,10 +173,12 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
             item.provider or "",
             item.model or "",
             ";".join(rating.issues),
+            item.group or "",
+            "true" if item.best_in_group else "false",
         )
     if item.state is ItemState.FAILED:
-        return (*head, "", "", "", "", "", item.error or "failed", "", "", "")
-    return (*head, "", "", "", "", "", "", "", "", "")
+        return (*head, "", "", "", "", "", item.error or "failed", "", "", "", "", "")
+    return (*head, "", "", "", "", "", "", "", "", "", "", "")
 
 
 def write_csv(status: JobStatus, items: Iterable[ItemRecord], out: TextIO) -> None:
@@ -285,15 +297,40 @@ def _container(parent: ET.Element, prop: str, kind: str, values: Iterable[str]) 
         ET.SubElement(holder, _q(NS_RDF, "li"), attrib).text = _clean(value)
 
 
-def _merged_text(root: ET.Element, rating: Rating) -> str:
+def _stars(item: ItemRecord, reject_duplicates: bool) -> int:
+    """The photo's stars; -1 (rejected) for a burst's other frames when asked."""
+    assert item.rating is not None
+    if reject_duplicates and item.group is not None and not item.best_in_group:
+        return REJECTED
+    return item.rating.starRating
+
+
+def _merge_burst(root: ET.Element, description: ET.Element, group: str | None) -> None:
+    """Our burst keyword replaces an earlier one; the sidecar's other hierarchical ones stay."""
+    name = _q(NS_LR, "hierarchicalSubject")
+    kept: list[str] = []
+    for parent in list(root.iter()):
+        for holder in parent.findall(name):
+            kept += [li.text or "" for li in holder.iter(_q(NS_RDF, "li"))]
+            parent.remove(holder)
+    values = [value for value in kept if not value.startswith(BURST_KEYWORD)]
+    values += [BURST_KEYWORD + group] if group else []
+    if values:
+        _container(description, name, "Bag", values)
+
+
+def _merged_text(root: ET.Element, item: ItemRecord, reject_duplicates: bool) -> str:
     """An existing packet with our properties replaced (ElementTree; the slow, rare path)."""
+    rating = item.rating
+    assert rating is not None
     description = _description(root)
-    ET.SubElement(description, _q(NS_XMP, "Rating")).text = str(rating.starRating)
+    ET.SubElement(description, _q(NS_XMP, "Rating")).text = str(_stars(item, reject_duplicates))
     if rating.colorLabel != "none":
         ET.SubElement(description, _q(NS_XMP, "Label")).text = rating.colorLabel.capitalize()
     _container(description, _q(NS_DC, "title"), "Alt", [rating.title])
     _container(description, _q(NS_DC, "description"), "Alt", [rating.description])
     _container(description, _q(NS_DC, "subject"), "Bag", keywords(rating))
+    _merge_burst(root, description, item.group)
     ET.indent(root, space=" ")
     return _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
 
@@ -318,33 +355,42 @@ def _fresh_container(prop: str, kind: str, items: list[str]) -> str:
     return f"   <{prop}>\n    <rdf:{kind}>\n{body}    </rdf:{kind}>\n   </{prop}>\n"
 
 
-def _fresh_text(rating: Rating) -> str:
+def _fresh_text(item: ItemRecord, reject_duplicates: bool) -> str:
     """A new packet from a template: byte for byte what `_merged_text` gives for no sidecar."""
+    rating = item.rating
+    assert rating is not None
     label = rating.colorLabel
+    burst = [BURST_KEYWORD + item.group] if item.group else []
     label_line = "" if label == "none" else f"   <xmp:Label>{label.capitalize()}</xmp:Label>\n"
     return "".join(
         (
             _XPACKET_BEGIN,
-            f'<x:xmpmeta xmlns:dc="{NS_DC}" xmlns:rdf="{NS_RDF}" xmlns:x="{NS_X}" ',
-            f'xmlns:xmp="{NS_XMP}">\n <rdf:RDF>\n  <rdf:Description rdf:about="">\n',
-            f"   <xmp:Rating>{rating.starRating}</xmp:Rating>\n",
+            f'<x:xmpmeta xmlns:dc="{NS_DC}"{_lr_declaration(burst)} xmlns:rdf="{NS_RDF}" ',
+            f'xmlns:x="{NS_X}" xmlns:xmp="{NS_XMP}">\n <rdf:RDF>\n',
+            '  <rdf:Description rdf:about="">\n',
+            f"   <xmp:Rating>{_stars(item, reject_duplicates)}</xmp:Rating>\n",
             label_line,
             _fresh_container("dc:title", "Alt", [rating.title]),
             _fresh_container("dc:description", "Alt", [rating.description]),
             _fresh_container("dc:subject", "Bag", keywords(rating)),
+            _fresh_container("lr:hierarchicalSubject", "Bag", burst) if burst else "",
             "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>",
             _XPACKET_END,
         )
     )
 
 
-def sidecar_text(item: ItemRecord, target: Path) -> str:
+def _lr_declaration(burst: list[str]) -> str:
+    return f' xmlns:lr="{NS_LR}"' if burst else ""
+
+
+def sidecar_text(item: ItemRecord, target: Path, *, reject_duplicates: bool = False) -> str:
     """The sidecar for one rated image: the existing one updated, or a new packet."""
     assert item.rating is not None
     root = _load_packet(target)
     if root is None:
-        return _fresh_text(item.rating)
-    return _merged_text(root, item.rating)
+        return _fresh_text(item, reject_duplicates)
+    return _merged_text(root, item, reject_duplicates)
 
 
 def _write_atomically(target: Path, text: str) -> None:
@@ -361,8 +407,12 @@ def _write_atomically(target: Path, text: str) -> None:
         raise
 
 
-def write_xmp(items: Iterable[ItemRecord], out_dir: Path | None) -> list[Path]:
+def write_xmp(
+    items: Iterable[ItemRecord], out_dir: Path | None, *, reject_duplicates: bool = False
+) -> list[Path]:
     """One sidecar per rated local image, beside it or in `out_dir`; returns the paths written.
+
+    With `reject_duplicates`, a burst's frames other than its best are written rejected (-1).
 
     Raises SidecarError for an existing sidecar that is not XMP (sidecars before it are written).
     """
@@ -370,7 +420,7 @@ def write_xmp(items: Iterable[ItemRecord], out_dir: Path | None) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for item, target in xmp_targets(items, out_dir):
-        _write_atomically(target, sidecar_text(item, target))
+        _write_atomically(target, sidecar_text(item, target, reject_duplicates=reject_duplicates))
         written.append(target)
     return written
 
@@ -388,11 +438,16 @@ _TEXT_WRITERS = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}
 
 
 def write_results(
-    fmt: str, status: JobStatus, items: list[ItemRecord], output: Path | None
+    fmt: str,
+    status: JobStatus,
+    items: list[ItemRecord],
+    output: Path | None,
+    *,
+    reject_duplicates: bool = False,
 ) -> Written:
     """Any format to stdout, a file (written whole, then renamed into place) or XMP sidecars."""
     if fmt == "xmp":
-        sidecars = write_xmp(items, output)
+        sidecars = write_xmp(items, output, reject_duplicates=reject_duplicates)
         return Written(len(sidecars), output, tuple(sidecars))
     writer = _TEXT_WRITERS[fmt]
     if output is None:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from kullbatch import export
+from kullbatch import bursts, export
+from kullbatch.culling import GroupingOptions, group_job
 from kullbatch.fallback import DEFAULT_FALLBACK_AFTER
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import ItemRecord, JobState, JobStatus, ProgressEvent, ProviderBatch
@@ -109,6 +110,9 @@ class ProcessSettings:
     fallbacks: tuple[str, ...] = ()  # --fallback P[:MODEL], in order
     fallback_after: float = DEFAULT_FALLBACK_AFTER
     rubric: str | None = None  # --rubric NAME: the shoot type's instructions and star scale
+    groups: bool = True  # --no-groups: bursts are not looked for
+    burst_gap: float = bursts.DEFAULT_GAP
+    burst_distance: int = bursts.DEFAULT_DISTANCE
 
 
 def _choose_provider(
@@ -142,6 +146,8 @@ async def create_job(
     options["economy_only"] = settings.economy_only
     options["fallbacks"] = [list(_fallback(wanted)) for wanted in settings.fallbacks]
     options["rubric"] = settings.rubric
+    grouping = GroupingOptions(settings.groups, settings.burst_gap, settings.burst_distance)
+    options["grouping"] = grouping.stored()
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -319,9 +325,17 @@ class Service:
     ) -> JobOutcome:
         runtime = await self.runtime()
         try:
-            return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+            outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
         except JobTakenError as exc:
             raise UsageError(str(exc)) from exc
+        grouping = GroupingOptions.of(job.options)
+        if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
+            await group_job(self.store, job.id, grouping)
+        return outcome
+
+    async def burst_counts(self, job_id: str) -> tuple[int, int]:
+        """(moments, duplicates) of the job's last grouping."""
+        return await self.store.group_counts(job_id)
 
     async def prepare_resume(self, job_id: str) -> JobRow:
         return await prepare_resume(self.store, job_id)
@@ -359,7 +373,9 @@ class Service:
         status = await self.status(job_id)
         return status, await self.store.items(job_id)
 
-    async def export(self, job_id: str, fmt: str, output: Path | None) -> export.Written:
+    async def export(
+        self, job_id: str, fmt: str, output: Path | None, *, reject_duplicates: bool = False
+    ) -> export.Written:
         """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout)."""
         status, items = await self.results(job_id)
-        return export.write_results(fmt, status, items, output)
+        return export.write_results(fmt, status, items, output, reject_duplicates=reject_duplicates)

@@ -184,6 +184,8 @@ class ItemRecord:
     provider: str | None = None  # who rated it (a fallback shows here); None until rated
     model: str | None = None
     pricing: str = "standard"  # "batch" for answers that came through a batch API
+    group: str | None = None  # the burst (moment) this photo belongs to; None when alone
+    best_in_group: bool = False  # the frame picked in its group
 
 
 class EventKind(enum.StrEnum):

@@ -120,6 +120,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "issues": ["tilted"],
                 "provider": "openai",
                 "model": "gpt-x",
+                "group": None,
+                "bestInGroup": False,
             },
             {"imageId": "img2", "filename": "img2.jpg", "error": "Image too large"},
             {"imageId": "img3", "filename": "img3.jpg", "status": "pending"},
@@ -194,6 +196,8 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "provider": "openai",
             "model": "gpt-x",
             "issues": "tilted",
+            "group": "",
+            "bestInGroup": "false",
         }
     ]
 
@@ -205,8 +209,8 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     header, *rows = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
-    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", "", ""]
-    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", ""]
+    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large"] + [""] * 5
+    assert rows[2] == ["img3", "img3.jpg"] + [""] * 11
 
 
 # --- XMP --------------------------------------------------------------------------------------
