@@ -14,9 +14,10 @@ Pure functions, no I/O beyond reading a file's EXIF header:
   measure), then comes first.
 
 Thresholds (both are `process` options): `DEFAULT_GAP` 2 s covers a burst at any frame rate
-and a photographer's pause to recompose; `DEFAULT_DISTANCE` 12 of 64 bits keeps a recomposed,
-blurred or re-exposed frame of the same subject together while two different subjects, which
-differ in about half the bits, never meet. The same subject an hour later is beyond the gap.
+and a photographer's pause to recompose; `DEFAULT_DISTANCE` 12 of 64 bits keeps a shifted,
+blurred or re-exposed frame of the same subject together (the tests' copies differ in 0 to 4
+bits) while different subjects (22 to 32 bits apart there) never meet. The same subject an hour
+later is beyond the gap.
 """
 
 from __future__ import annotations
