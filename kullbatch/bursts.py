@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import imagehash
 from PIL import Image
 
 if TYPE_CHECKING:
@@ -63,6 +62,8 @@ class Burst:
 
 def perceptual_hash(image: Image.Image) -> int:
     """The 64-bit pHash of a frame as an integer."""
+    import imagehash  # noqa: PLC0415  (numpy and scipy: loaded only when a job groups)
+
     return int(str(imagehash.phash(image)), 16)
 
 
@@ -139,7 +140,18 @@ def _chain(
     return clusters
 
 
+def best_of(frames: Iterable[Frame]) -> str:
+    """The key of the frame with the most stars, then the most detail, then the first."""
+    return max(frames, key=lambda f: (f.stars, f.detail, -f.position)).key
+
+
+def tied(frames: Sequence[Frame]) -> list[Frame]:
+    """The frames sharing the most stars: only these need the focus measure to pick one."""
+    top = max(f.stars for f in frames)
+    return [f for f in frames if f.stars == top]
+
+
 def _burst(cluster: list[Frame]) -> Burst:
-    best = max(cluster, key=lambda f: (f.stars, f.detail, -f.position))
+    best = best_of(cluster)
     group = cluster[0].key.replace("|", "-")  # the id of its first frame; `|` splits keywords
-    return Burst(group=group, keys=tuple(f.key for f in cluster), best=best.key)
+    return Burst(group=group, keys=tuple(f.key for f in cluster), best=best)

@@ -230,3 +230,17 @@ def test_an_existing_sidecar_keeps_its_own_hierarchical_keywords(tmp_path: Path)
     again = target.read_text(encoding="utf-8")
     assert "People|Anna" in again and "kullbatch|burst|h1" in again and "burst|old" not in again
     assert "<xmp:Rating>-1</xmp:Rating>" in again
+
+
+def test_frames_tied_on_stars_are_told_apart_by_their_focus(tmp_path: Path) -> None:
+    """Two five-star frames of one burst: the one without the slight blur is picked."""
+    shots = [
+        Shot("a", "04_mountain_lake_sharp", shift=4, blur=0.4, time="10:00:00.00"),
+        Shot("b", "04_mountain_lake_sharp", time="10:00:00.30"),
+    ]
+    manifest = make_shoot(tmp_path / "tie", shots)
+    db = str(tmp_path / "k.db")
+    job = invoke("process", str(manifest), "--db", db, "--quiet").stdout.strip()
+    results = json.loads(invoke("results", job, "--db", db).stdout)["results"]
+    assert [r["starRating"] for r in results] == [5, 5]
+    assert [(r["group"], r["bestInGroup"]) for r in results] == [("a", False), ("a", True)]

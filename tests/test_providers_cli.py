@@ -348,7 +348,7 @@ def exported(job_id: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("provider", ALL_PROVIDERS)
 def test_every_provider_rates_the_whole_example_shoot_through_its_wire_format(serve, provider):
-    """16 photos: a probe then 15 at once, every request passes the fake's checks, exit 0."""
+    """19 photos: a probe then 18 at once, every request passes the fake's checks, exit 0."""
     keyless = provider == "openai-compatible"  # Ollama's case: no key, no Authorization header
     fake = serve(provider, fake_key=None if keyless else KEY, env_key=None if keyless else KEY)
 
@@ -356,9 +356,9 @@ def test_every_provider_rates_the_whole_example_shoot_through_its_wire_format(se
 
     assert code == 0, status
     assert status["status"] == "completed" and status["providerId"] == provider
-    assert status["processedImages"] == status["totalImages"] == len(IMAGE_IDS) == 16
+    assert status["processedImages"] == status["totalImages"] == len(IMAGE_IDS) == 19
     assert status["failedImages"] == 0 and status["error"] is None
-    assert fake.traffic.paths == [WIRES[provider].endpoint] * 16
+    assert fake.traffic.paths == [WIRES[provider].endpoint] * 19
     assert fake.traffic.probe_went_alone()
     assert fake.problems() == []
     assert set(fake.models()) == {PROVIDERS[provider].default_model}
@@ -379,7 +379,7 @@ def test_a_rubric_prompt_and_the_issues_schema_reach_every_provider(serve, provi
     assert fake.problems() == []
     wedding = json.dumps(load_rubric("wedding", {}).prompt())[1:-1]  # as escaped in a body
     bodies = [json.dumps(body) for body in fake.bodies()]
-    assert len(bodies) == 16
+    assert len(bodies) == 19
     assert all(wedding in body and '"eyes-closed"' in body for body in bodies)
     assert {tuple(r["issues"]) for r in exported(status["jobId"])} == {tuple(fake.rating["issues"])}
 
@@ -402,7 +402,7 @@ def test_a_spec_style_provider_id_reaches_the_provider_with_its_model(
     code, status = process("--provider", provider_id)
 
     assert code == 0 and status["providerId"] == provider
-    assert fake.models() == [model] * 16 and fake.problems() == []
+    assert fake.models() == [model] * 19 and fake.problems() == []
 
 
 # --- a fatal first answer costs one request --------------------------------------------------
@@ -566,15 +566,15 @@ def test_the_api_key_never_reaches_the_db_the_logs_the_exports_or_the_screen(
     )
     assert first.exit_code == 1, first.stderr
     retried = json.loads(first.stdout)
-    assert retried["processedImages"] == 15 and retried["failedImages"] == 1
-    assert len(fake.traffic.paths) == 18  # 16, the 429's retry, the 500's retry
+    assert retried["processedImages"] == len(IMAGE_IDS) - 1 and retried["failedImages"] == 1
+    assert len(fake.traffic.paths) == 21  # 19, the 429's retry, the 500's retry
     fake.queue(*answers["fatal"])
     second = run(
         "process", str(SHOOT), "--provider", provider, "-v", "--json", "--max-retry-time", "3s"
     )
     assert second.exit_code == 3, second.stderr
     stopped = json.loads(second.stdout)
-    assert stopped["status"] == "failed" and len(fake.traffic.paths) == 19
+    assert stopped["status"] == "failed" and len(fake.traffic.paths) == 22
 
     for job in (retried["jobId"], stopped["jobId"]):
         for fmt in ("json", "jsonl", "csv"):
