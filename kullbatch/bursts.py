@@ -7,9 +7,10 @@ Pure functions, no I/O beyond reading a file's EXIF header:
 - `capture_time`: EXIF DateTimeOriginal with SubSecTimeOriginal, in seconds; None without;
 - `group_frames`: frames taken close together (at most `gap` seconds from the frame before
   them in their group) whose hashes differ in at most `distance` of 64 bits form a group.
-  Frames are taken in capture-time order; a frame joins the open group whose frames look most
-  like it, or starts its own. Frames without a capture time are grouped among themselves in
-  manifest order, where "close" means the next rated frame. A group of one is no group.
+  Frames are taken in capture-time order; a frame joins the open group whose last few frames
+  (`COMPARED`) look most like it, or starts its own. Frames without a capture time are grouped
+  among themselves in manifest order, where "close" means the next rated frame.
+  A group of one is no group.
 - the best frame of a group has the most stars, then the most detail (the offline focus
   measure), then comes first.
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_GAP = 2.0  # seconds between a frame and the previous frame of its burst, at most
 DEFAULT_DISTANCE = 12  # bits of the 64-bit pHash two frames of one moment may differ in
+COMPARED = 4  # a frame is compared with the last few frames of a burst, so a long one stays cheap
 EXIF_IFD = 0x8769
 DATE_TIME_ORIGINAL = 36867
 SUBSEC_TIME_ORIGINAL = 37521

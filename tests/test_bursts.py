@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from kullbatch.bursts import Burst, Frame, capture_time, group_frames, parse_exif_time
+from kullbatch.bursts import distance as distance_of
 from kullbatch.cli import app
 from tests.burst_shoot import SHOOT, Shot, make_shoot, write
 
@@ -60,6 +61,14 @@ def test_the_same_subject_later_than_the_gap_is_another_moment() -> None:
     ]
     assert group_frames(frames, gap=2.0) == [Burst("a", ("a", "b", "c"), "a")]
     assert group_frames(frames, gap=1.0) == []
+
+
+def test_a_long_burst_follows_a_drifting_scene_from_frame_to_frame() -> None:
+    """Each frame is compared with the burst's last frames: a slow pan stays one moment."""
+    hashes = [(1 << (4 * n)) - 1 for n in range(8)]  # each 4 bits from the one before
+    frames = [frame(f"f{n}", n, n * 0.2, h) for n, h in enumerate(hashes)]
+    assert distance_of(hashes[0], hashes[-1]) > 12
+    assert group_frames(frames) == [Burst("f0", tuple(f"f{n}" for n in range(8)), "f0")]
 
 
 def test_the_distance_threshold_decides_what_counts_as_the_same_subject() -> None:
