@@ -329,6 +329,11 @@ def hazy(contrast: float, haze: Colour) -> Effect:
     return effect
 
 
+def shifted(pixels: int) -> Effect:
+    """The camera moved between two frames of a burst: the scene slides sideways."""
+    return lambda image: ImageChops.offset(image, pixels, pixels // 3)
+
+
 def chain(*effects: Effect) -> Effect:
     def effect(image: Image.Image) -> Image.Image:
         for step in effects:
@@ -359,6 +364,7 @@ class Shot:
     effect: Effect
     settings: str  # camera (a key of CAMERAS), ISO, aperture, shutter speed
     keywords: str  # the photographer's own tags, space-separated
+    taken: str = ""  # EXIF capture time "HH:MM:SS.ss" on the shoot's day; "" = a minute per shot
 
     @property
     def camera(self) -> str:
@@ -414,7 +420,46 @@ SHOTS = [
         "z7 ISO100 f/16 1/15",
         "field tree",
     ),
+    # a burst: three frames of one moment a third of a second apart, the middle one sharp
+    Shot(
+        "17_portrait_burst_soft",
+        portrait,
+        chain(shifted(10), blurred(2.5)),
+        "r6 ISO200 f/2 1/250",
+        "portrait burst",
+        "10:20:00.10",
+    ),
+    Shot(
+        "18_portrait_burst_sharp",
+        portrait,
+        shifted(4),
+        "r6 ISO200 f/2 1/250",
+        "portrait burst",
+        "10:20:00.43",
+    ),
+    Shot(
+        "19_portrait_burst_blurry",
+        portrait,
+        chain(shifted(-8), blurred(5.0)),
+        "r6 ISO200 f/2 1/250",
+        "portrait burst",
+        "10:20:00.76",
+    ),
 ]
+SHOOT_DAY = "2024:06:11"
+EXIF_IFD, DATE_TIME_ORIGINAL, SUBSEC_TIME_ORIGINAL = 0x8769, 36867, 37521
+
+
+def exif_for(index: int, shot: Shot) -> Image.Exif:
+    """DateTimeOriginal (and SubSecTimeOriginal): a minute per shot from 10:00, or its own."""
+    taken = shot.taken or f"10:{index:02d}:00"
+    whole, _, fraction = taken.partition(".")
+    exif = Image.Exif()
+    ifd = exif.get_ifd(EXIF_IFD)
+    ifd[DATE_TIME_ORIGINAL] = f"{SHOOT_DAY} {whole}"
+    if fraction:
+        ifd[SUBSEC_TIME_ORIGINAL] = fraction
+    return exif
 
 
 def render(shot: Shot, seed: int) -> Image.Image:
@@ -464,7 +509,8 @@ def main() -> None:
     entries = []
     for index, shot in enumerate(SHOTS, start=1):
         target = PHOTOS / f"{shot.stem}.jpg"
-        render(shot, SEED + index).save(target, "JPEG", quality=85, optimize=True)
+        photo = render(shot, SEED + index)
+        photo.save(target, "JPEG", quality=85, optimize=True, exif=exif_for(index, shot))
         entries.append(manifest_entry(index, shot))
         print(f"{target.relative_to(HERE)}  {target.stat().st_size // 1024} KB")
     write_manifests(entries)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
-from enum import StrEnum
-from pathlib import Path
+from pathlib import Path  # noqa: TC003  (typer reads the annotations at run time)
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -15,6 +14,22 @@ from kullbatch import dryrun, jobs, server
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.manifest import ManifestError, load_manifest
 from kullbatch.models import JobState, JobStatus
+from kullbatch.options import (
+    DEFAULT_DISTANCE,
+    DEFAULT_GAP,
+    BurstDistanceOption,
+    BurstGapOption,
+    DbOption,
+    DryRunFlag,
+    EmbedFlag,
+    ExportFormat,
+    JsonFlag,
+    NoGroupsFlag,
+    RejectDuplicatesFlag,
+    RubricOption,
+    SidecarStyleChoice,
+    SidecarStyleOption,
+)
 from kullbatch.progress import make_console
 from kullbatch.providers import PROVIDERS
 from kullbatch.retry import parse_duration
@@ -46,29 +61,6 @@ app = typer.Typer(
 )
 
 T = TypeVar("T")
-
-
-DbOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        help="SQLite database [default: $KULLBATCH_DB, else kullbatch.db in the user data folder]",
-        dir_okay=False,
-    ),
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print the status object as JSON.")]
-
-
-class ExportFormat(StrEnum):
-    JSON = "json"
-    JSONL = "jsonl"
-    CSV = "csv"
-    XMP = "xmp"
-
-
-class SidecarStyleChoice(StrEnum):
-    ADOBE = "adobe"
-    DARKTABLE = "darktable"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -163,15 +155,12 @@ def process(
     max_edge: Annotated[
         int, typer.Option(min=64, help="Local photos are downscaled to this long edge (px).")
     ] = DEFAULT_MAX_EDGE,
+    rubric: RubricOption = None,
+    no_groups: NoGroupsFlag = False,
+    burst_gap: BurstGapOption = DEFAULT_GAP,
+    burst_distance: BurstDistanceOption = DEFAULT_DISTANCE,
     json_output: JsonFlag = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Send nothing and create no job: print the photo count, the estimated tokens "
-            "and the price in fast and economy mode.",
-        ),
-    ] = False,
+    dry_run: DryRunFlag = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
     ] = False,
@@ -221,6 +210,10 @@ def process(
         economy_only=economy_only,
         fallbacks=tuple(fallback or ()),
         fallback_after=fallback_seconds,
+        rubric=rubric,
+        groups=not no_groups,
+        burst_gap=burst_gap,
+        burst_distance=burst_distance,
     )
     if dry_run:
         _dry_run(manifest, settings, json_output=json_output)
@@ -325,22 +318,9 @@ def results(
             help="File to write [default: stdout]; for xmp a folder [default: beside each photo].",
         ),
     ] = None,
-    embed: Annotated[
-        bool,
-        typer.Option(
-            "--embed",
-            help="xmp: write into JPEG, TIFF, PNG and DNG files themselves (Lightroom reads only "
-            "their embedded XMP); RAW files still get sidecars.",
-        ),
-    ] = False,
-    sidecar_style: Annotated[
-        SidecarStyleChoice,
-        typer.Option(
-            "--sidecar-style",
-            help="xmp: adobe names sidecars IMG_0001.xmp (Lightroom, Capture One, Bridge); "
-            "darktable names them IMG_0001.CR3.xmp (darktable, digiKam).",
-        ),
-    ] = SidecarStyleChoice.ADOBE,
+    embed: EmbedFlag = False,
+    sidecar_style: SidecarStyleOption = SidecarStyleChoice.ADOBE,
+    reject_duplicates: RejectDuplicatesFlag = False,
     db: DbOption = None,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
@@ -350,7 +330,12 @@ def results(
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:
             return await service.export(
-                job_id, output_format.value, output, embed=embed, sidecar_style=sidecar_style.value
+                job_id,
+                output_format.value,
+                output,
+                embed=embed,
+                sidecar_style=sidecar_style.value,
+                reject_duplicates=reject_duplicates,
             )
 
     try:

@@ -4,7 +4,8 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 10,000 small writes, never one big string built up piece by piece.
 
 Per-image objects (JSON, JSON Lines):
-- rated:   imageId, filename, starRating, colorLabel, title, description, tags, provider, model
+- rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
+           provider, model, group (the burst; null when alone), bestInGroup
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
@@ -70,6 +71,9 @@ CSV_HEADER = (
     "inputTokens",
     "outputTokens",
     "costUsd",
+    "issues",
+    "group",
+    "bestInGroup",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -91,7 +95,8 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
-        return head | item.rating.model_dump() | who | _cost(item)
+        burst = {"group": item.group, "bestInGroup": item.best_in_group}
+        return head | item.rating.model_dump() | who | _cost(item) | burst
     if item.state is ItemState.FAILED:
         return head | {"error": item.error or "failed"} | _cost(item)
     return head | {"status": ItemState.PENDING.value} | _cost(item)
@@ -150,7 +155,15 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail)
+    return (*_csv_rating(item), *tail, *_csv_culling(item))
+
+
+def _csv_culling(item: ItemRecord) -> tuple[object, ...]:
+    """issues, group, bestInGroup: for rated photos only."""
+    if item.state is not ItemState.RATED or item.rating is None:
+        return ("", "", "")
+    best = "true" if item.best_in_group else "false"
+    return (";".join(item.rating.issues), item.group or "", best)
 
 
 def _csv_rating(item: ItemRecord) -> tuple[object, ...]:

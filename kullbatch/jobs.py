@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
-from kullbatch import export, pricing
+from kullbatch import bursts, export, pricing
+from kullbatch.culling import GroupingOptions, group_job
 from kullbatch.fallback import DEFAULT_FALLBACK_AFTER
 from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import (
@@ -33,9 +34,9 @@ from kullbatch.models import (
     TokenUsage,
 )
 from kullbatch.providers import PROVIDERS, resolve
-from kullbatch.providers.base import DEFAULT_PROMPT
 from kullbatch.retry import DEFAULT_MAX_RETRY_TIME
 from kullbatch.rows import JobRow, NewJob, parse_time
+from kullbatch.rubrics import DEFAULT_RUBRIC, RubricError, load_rubric
 from kullbatch.runtime import STORED_OPTIONS, JobTakenError, Runtime
 from kullbatch.store import Store
 
@@ -116,6 +117,10 @@ class ProcessSettings:
     economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
     fallbacks: tuple[str, ...] = ()  # --fallback P[:MODEL], in order
     fallback_after: float = DEFAULT_FALLBACK_AFTER
+    rubric: str | None = None  # --rubric NAME: the shoot type's instructions and star scale
+    groups: bool = True  # --no-groups: bursts are not looked for
+    burst_gap: float = bursts.DEFAULT_GAP
+    burst_distance: int = bursts.DEFAULT_DISTANCE
 
 
 def choose_provider(
@@ -148,6 +153,9 @@ async def create_job(
     options: dict[str, Any] = {key: getattr(settings, key) for key in STORED_OPTIONS}
     options["economy_only"] = settings.economy_only
     options["fallbacks"] = [list(_fallback(wanted)) for wanted in settings.fallbacks]
+    options["rubric"] = settings.rubric
+    grouping = GroupingOptions(settings.groups, settings.burst_gap, settings.burst_distance)
+    options["grouping"] = grouping.stored()
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -155,7 +163,7 @@ async def create_job(
         provider_id=provider,
         model=model,
         mode=mode,
-        prompt=settings.prompt or manifest.prompt or DEFAULT_PROMPT,
+        prompt=_prompt(settings, manifest, env),
         system_prompt=settings.system_prompt or manifest.system_prompt,
         source=str(manifest.source),
         options=options,
@@ -164,6 +172,18 @@ async def create_job(
     row = await store.get_job(job.id)
     assert row is not None
     return row
+
+
+def _prompt(settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]) -> str:
+    """`--rubric` gives the instructions, a `--prompt` with it is added as the user's note;
+    without a rubric, the prompt asked for, else the manifest's, else the general rubric."""
+    try:
+        if settings.rubric is not None:
+            rubric = load_rubric(settings.rubric, env).prompt()
+            return rubric if not settings.prompt else f"{rubric}\n\n{settings.prompt}"
+        return settings.prompt or manifest.prompt or load_rubric(DEFAULT_RUBRIC, env).prompt()
+    except RubricError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _fallback(wanted: str) -> tuple[str, str]:
@@ -314,9 +334,17 @@ class Service:
     ) -> JobOutcome:
         runtime = await self.runtime()
         try:
-            return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+            outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
         except JobTakenError as exc:
             raise UsageError(str(exc)) from exc
+        grouping = GroupingOptions.of(job.options)
+        if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
+            await group_job(self.store, job.id, grouping)
+        return outcome
+
+    async def burst_counts(self, job_id: str) -> tuple[int, int]:
+        """(moments, duplicates) of the job's last grouping."""
+        return await self.store.group_counts(job_id)
 
     async def prepare_resume(self, job_id: str) -> JobRow:
         return await prepare_resume(self.store, job_id)
@@ -385,9 +413,13 @@ class Service:
         *,
         embed: bool = False,
         sidecar_style: SidecarStyle = "adobe",
+        reject_duplicates: bool = False,
     ) -> export.Written:
         """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout);
-        for XMP, `embed` writes into JPEG/TIFF/PNG/DNG files and `sidecar_style` names sidecars."""
+        for XMP, `embed` writes into JPEG/TIFF/PNG/DNG files, `sidecar_style` names sidecars and
+        `reject_duplicates` writes the frames of a burst besides its best as rejected."""
         status, items = await self.results(job_id)
-        xmp = export.XmpOptions(embed=embed, style=sidecar_style)
+        xmp = export.XmpOptions(
+            embed=embed, style=sidecar_style, reject_duplicates=reject_duplicates
+        )
         return export.write_results(fmt, status, items, output, xmp)

@@ -104,10 +104,21 @@ async def _rated_by_v3(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _burst_groups(db: aiosqlite.Connection) -> None:
+    """Bursts: the moment each photo belongs to (null alone) and whether it is the one picked."""
+    await db.executescript(
+        """
+        ALTER TABLE batch_items ADD COLUMN burst_group TEXT;
+        ALTER TABLE batch_items ADD COLUMN best_in_group INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("create batch_jobs and batch_items", _create_v1),
     ("provider batches for economy mode", _provider_batches_v2),
     ("the provider and model that rated each photo", _rated_by_v3),
+    ("burst groups and the best frame of each", _burst_groups),
 ]
 
 

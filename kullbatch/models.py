@@ -15,6 +15,28 @@ COLOR_LABELS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple", "no
 # (except DNG, which is a TIFF that Lightroom reads the embedded XMP of).
 RAW_SUFFIXES = frozenset({".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".dng", ".pef"})
 
+# What can be wrong with a frame: the fixed vocabulary of `Rating.issues`, for every provider.
+Issue = Literal[
+    "eyes-closed",
+    "motion-blur",
+    "out-of-focus",
+    "underexposed",
+    "overexposed",
+    "subject-cut-off",
+    "tilted",
+    "noise",
+]
+ISSUES: tuple[str, ...] = (
+    "eyes-closed",
+    "motion-blur",
+    "out-of-focus",
+    "underexposed",
+    "overexposed",
+    "subject-cut-off",
+    "tilted",
+    "noise",
+)
+
 
 class ImageInput(BaseModel):
     """One photo of a shoot as the manifest describes it: a URL or a local path, never both."""
@@ -42,6 +64,8 @@ class Rating(BaseModel):
     title: str
     description: str
     tags: list[str]
+    # empty for results stored before the field existed; every provider is asked for it
+    issues: list[Issue] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +203,8 @@ class ItemRecord:
     model: str | None = None
     pricing: str = "standard"  # "batch" for answers that came through a batch API
     cost_usd: float | None = None  # filled in by `pricing.priced`; None: no price for the model
+    group: str | None = None  # the burst (moment) this photo belongs to; None when alone
+    best_in_group: bool = False  # the frame picked in its group
 
 
 class EventKind(enum.StrEnum):

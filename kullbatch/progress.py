@@ -327,8 +327,10 @@ class ProgressDisplay:
             parts.append(gate)
         return ", ".join(parts)
 
-    def summary(self, status: JobStatus, elapsed: float) -> Table:
-        """The end-of-job table: counts, time, speed, and the commands to run next."""
+    def summary(
+        self, status: JobStatus, elapsed: float, bursts: tuple[int, int] | None = None
+    ) -> Table:
+        """The end-of-job table: counts, time, speed, bursts, and the commands to run next."""
         table = Table(title=f"kullbatch {status.jobId}", show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
@@ -345,18 +347,28 @@ class ProgressDisplay:
         table.add_row(
             "Cost", Text(cost_text(status), style="" if status.costUsd is not None else "yellow")
         )
+        if bursts is not None and bursts[0]:
+            moments, duplicates = bursts
+            table.add_row(
+                "Bursts",
+                f"{moments} {'moment' if moments == 1 else 'moments'} in bursts, "
+                f"{duplicates} {'duplicate' if duplicates == 1 else 'duplicates'} besides "
+                "their best frames",
+            )
         if status.error:
             table.add_row("Error", Text(status.error, style="red"))
         for index, (image_id, error) in enumerate(self._failures):
             label = "Failures" if index == 0 else ""
             table.add_row(label, Text(f"{image_id}: {error}", style="red"))
-        for label, step in _next_steps(status):
+        for label, step in _next_steps(status, bursts=bool(bursts and bursts[0])):
             table.add_row(label, Text(step, style="yellow" if label == "Fix" else "cyan"))
         return table
 
-    def print_summary(self, status: JobStatus, elapsed: float) -> None:
+    def print_summary(
+        self, status: JobStatus, elapsed: float, bursts: tuple[int, int] | None = None
+    ) -> None:
         """Print `summary` on the display's console."""
-        self.console.print(self.summary(status, elapsed))
+        self.console.print(self.summary(status, elapsed, bursts))
 
 
 def _failed_text(failed: int) -> Text:
@@ -381,7 +393,7 @@ def _env_to_set(error: str | None) -> str | None:
     return None if match is None else match.group(1)
 
 
-def _next_steps(status: JobStatus) -> list[tuple[str, str]]:
+def _next_steps(status: JobStatus, bursts: bool = False) -> list[tuple[str, str]]:
     """What to type next: the results if there are any, and how to finish what is left.
 
     A job a fatal error stopped before rating anything has no results to offer: the next steps
@@ -393,6 +405,8 @@ def _next_steps(status: JobStatus) -> list[tuple[str, str]]:
         steps.append(("Results", f"kullbatch results {job} --format csv --output ratings.csv"))
     if status.processedImages:
         steps.append(("Sidecars", f"kullbatch results {job} --format xmp"))
+        if bursts:
+            steps.append(("Cull", f"kullbatch results {job} --format xmp --reject-duplicates"))
     if status.status is JobState.FAILED:
         names = _env_to_set(status.error)
         fix = f"set {names} in the environment" if names else "the problem that stopped the job"

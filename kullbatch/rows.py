@@ -142,4 +142,6 @@ def item_record(row: Any) -> ItemRecord:
         provider=row["provider"],
         model=row["model"],
         pricing=row["pricing"],
+        group=row["burst_group"],
+        best_in_group=bool(row["best_in_group"]),
     )

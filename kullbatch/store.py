@@ -246,7 +246,8 @@ class Store:
     async def items(self, job_id: str) -> list[ItemRecord]:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
-            " output_tokens, provider, model, pricing FROM batch_items WHERE job_id = ?"
+            " output_tokens, provider, model, pricing, burst_group, best_in_group"
+            " FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:
@@ -260,6 +261,30 @@ class Store:
             (job_id,),
         ) as cur:
             return [RatedUsage(*row) for row in await cur.fetchall()]
+
+    async def set_groups(self, job_id: str, groups: Iterable[tuple[str, str, bool]]) -> None:
+        """The job's bursts, (image id, group, best) each, replacing any grouping before."""
+        await self._db.execute(
+            "UPDATE batch_items SET burst_group = NULL, best_in_group = 0 WHERE job_id = ?",
+            (job_id,),
+        )
+        await self._db.executemany(
+            "UPDATE batch_items SET burst_group = ?, best_in_group = ?"
+            " WHERE job_id = ? AND image_id = ?",
+            [(group, int(best), job_id, image_id) for image_id, group, best in groups],
+        )
+        await self._db.commit()
+
+    async def group_counts(self, job_id: str) -> tuple[int, int]:
+        """(moments, duplicates): how many bursts, and how many frames besides their best."""
+        async with self._db.execute(
+            "SELECT count(DISTINCT burst_group), count(burst_group) - sum(best_in_group)"
+            " FROM batch_items WHERE job_id = ?",
+            (job_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return row[0] or 0, row[1] or 0
 
     # -- the writer ---------------------------------------------------------------------------
 

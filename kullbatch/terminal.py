@@ -62,7 +62,8 @@ async def run_and_report(
         display.stop()
     status = await service.status(job.id)
     if not quiet:
-        display.print_summary(status, time.monotonic() - started)
+        bursts = await service.burst_counts(job.id)
+        display.print_summary(status, time.monotonic() - started, bursts=bursts)
     if json_output:
         print_json(status.model_dump(mode="json"))
     return exit_code(outcome.state, outcome.failed)

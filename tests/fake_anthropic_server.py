@@ -45,6 +45,7 @@ GOOD_RATING: dict[str, Any] = {
     "title": "Bride laughing at the altar",
     "description": "Sharp, warm candid moment with clean highlights.",
     "tags": ["wedding", "candid", "portrait"],
+    "issues": ["eyes-closed"],
 }
 
 

@@ -43,6 +43,7 @@ def rating_for(custom_id: str) -> dict[str, Any]:
         "title": f"photo {custom_id}",
         "description": f"the photo sent as {custom_id}",
         "tags": ["batch", custom_id.lower()],
+        "issues": [] if stars >= 4 else ["out-of-focus"],
     }
 
 

@@ -41,6 +41,7 @@ RATING = {
     "title": "Bride on the stairs",
     "description": "Sharp, well exposed portrait with soft window light.",
     "tags": ["wedding", "portrait", "window light"],
+    "issues": ["noise"],
 }
 
 

@@ -35,6 +35,7 @@ RATING = {
     "title": "Bride laughing at the window",
     "description": "Soft window light on the bride mid-laugh; sharp eyes, clean background.",
     "tags": ["wedding", "portrait", "window light"],
+    "issues": ["tilted"],
 }
 
 # Rate-limit headers as OpenAI sends them (resets are Go durations).
@@ -338,4 +339,15 @@ def _shape_problem(payload: dict[str, Any]) -> str | None:
         return "response_format must ask for JSON"
     if response_format["type"] == "json_object" and "json" not in json.dumps(messages).lower():
         return "'messages' must contain the word 'json' to use response_format json_object"
+    if response_format["type"] == "json_schema" and response_format["json_schema"].get("strict"):
+        return _strict_schema_problem(response_format["json_schema"]["schema"])
+    return None
+
+
+def _strict_schema_problem(schema: dict[str, Any]) -> str | None:
+    """OpenAI's strict mode: every property required, no additional properties."""
+    if set(schema.get("required", [])) != set(schema.get("properties", {})):
+        return "strict json_schema: every property must be listed in 'required'"
+    if schema.get("additionalProperties") is not False:
+        return "strict json_schema: additionalProperties must be false"
     return None

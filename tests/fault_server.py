@@ -53,6 +53,8 @@ from typing import Any
 
 from aiohttp import web
 
+from kullbatch.models import ISSUES
+
 CHAT_PATH = "/v1/chat/completions"
 STATS_PATH = "/_fault/stats"
 
@@ -129,6 +131,7 @@ def expected_rating(image_id: str) -> dict[str, Any]:
         "title": f"Frame {image_id}",
         "description": f"The fault server's verdict on {image_id}.",
         "tags": [image_id, _SUBJECTS[(crc >> 7) % len(_SUBJECTS)]],
+        "issues": [ISSUES[(crc >> 11) % len(ISSUES)]] if crc % 5 < 2 else [],
     }
 
 

@@ -133,7 +133,7 @@ def _lines_of(folder: Path, count: int) -> list[bytes]:
         data = (folder / f"IMG_{n:04d}.jpg").read_bytes()
         buffer = io.BytesIO()
         Image.open(io.BytesIO(data)).save(buffer, format="JPEG", quality=85, optimize=True)
-        sizes.append(b"x" * (len(buffer.getvalue()) * 4 // 3 + 1400))
+        sizes.append(b"x" * (len(buffer.getvalue()) * 4 // 3 + 2700))
     return sizes
 
 

@@ -65,6 +65,7 @@ def rating(**changes: object) -> Rating:
         "title": "Bride at the window",
         "description": "Soft light, sharp eyes.",
         "tags": ["wedding", "portrait"],
+        "issues": ["tilted"],
     }
     return Rating.model_validate(values | changes)
 
@@ -125,11 +126,14 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "title": "Bride at the window",
                 "description": "Soft light, sharp eyes.",
                 "tags": ["wedding", "portrait"],
+                "issues": ["tilted"],
                 "provider": "openai",
                 "model": "gpt-x",
                 "inputTokens": 1200,
                 "outputTokens": 80,
                 "costUsd": 0.00126,
+                "group": None,
+                "bestInGroup": False,
             },
             {
                 "imageId": "img2",
@@ -220,6 +224,9 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "inputTokens": "1200",
             "outputTokens": "80",
             "costUsd": "0.00126",
+            "issues": "tilted",
+            "group": "",
+            "bestInGroup": "false",
         }
     ]
 
@@ -232,8 +239,10 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
     costs = ["0", "0", "0.0"]
-    assert rows[1] == ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", "", *costs]
-    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs]
+    culling = ["", "", ""]
+    failed = ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
+    assert rows[1] == [*failed, *costs, *culling]
+    assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs, *culling]
 
 
 def test_a_photo_whose_model_has_no_price_has_an_empty_cost_in_csv_and_null_in_json() -> None:
@@ -265,7 +274,7 @@ def test_xmp_sidecar_parses_and_carries_rating_label_title_description_and_subje
     assert title.get(XML_LANG) == "x-default"
     assert description.findtext(f"{DC}description/{RDF}Alt/{RDF}li") == "Soft light, sharp eyes."
     subjects = [li.text for li in description.findall(f"{DC}subject/{RDF}Bag/{RDF}li")]
-    assert subjects == ["wedding", "portrait"]
+    assert subjects == ["wedding", "portrait", "tilted"]
 
 
 def test_xmp_sidecar_has_no_label_when_the_colour_is_none(tmp_path: Path) -> None:
@@ -284,6 +293,7 @@ def test_xmp_escapes_markup_and_drops_characters_xml_forbids(tmp_path: Path) -> 
     assert [li.text for li in description.findall(f"{DC}subject/{RDF}Bag/{RDF}li")] == [
         "<tag>",
         "a&b",
+        "tilted",
     ]
 
 
@@ -413,7 +423,7 @@ def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path
     assert description.findall(f"{XMP}Rating")[0].text == "4"
     assert description.find(f"{XMP}Label") is None
     subjects = [li.text for li in description.iter(f"{RDF}li") if li.get(XML_LANG) is None]
-    assert subjects == ["wedding", "portrait"]
+    assert subjects == ["wedding", "portrait", "tilted"]
 
 
 def test_a_bare_rdf_sidecar_is_wrapped_in_xmpmeta_and_kept(tmp_path: Path) -> None:
@@ -508,3 +518,11 @@ def test_ten_thousand_items_export_completely_from_a_generator() -> None:
 def test_module_exports_are_what_all_lists() -> None:
     """Every name in __all__ exists."""
     assert all(hasattr(export, name) for name in export.__all__)
+
+
+def test_issues_become_keywords_after_the_tags_each_once(tmp_path: Path) -> None:
+    """An issue already among the tags is not repeated in dc:subject."""
+    item = rated(0, "a", tmp_path / "a.jpg", tags=["noise", "night"], issues=["noise", "tilted"])
+    (written,) = write_xmp([item], None).sidecars
+    subjects = [li.text for li in parse_sidecar(written).findall(f"{DC}subject/{RDF}Bag/{RDF}li")]
+    assert subjects == ["noise", "night", "tilted"]

@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.__main__",
                 "kullbatch.cli",
                 "kullbatch.terminal",
+                "kullbatch.options",
                 "kullbatch.server",
                 "kullbatch.api",
                 "kullbatch.hub",
@@ -45,6 +46,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.events",
                 "kullbatch.heartbeat",
                 "kullbatch.dryrun",
+                "kullbatch.culling",
             }
         ),
     ),
@@ -75,6 +77,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.migrations",
                 "kullbatch.pricing",
                 "kullbatch.image_rules",
+                "kullbatch.bursts",
+                "kullbatch.rubrics",
             }
         ),
     ),

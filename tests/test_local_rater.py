@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image, ImageChops, ImageFilter
 
 from kullbatch.models import PreparedImage, Prompt, Rating, Usage
 from kullbatch.providers import PROVIDERS, PermanentImageError, create_provider
@@ -165,3 +166,28 @@ async def test_the_registry_builds_the_local_rater_without_a_key_or_session():
         PreparedImage(image_id="img", filename="a.jpg", data=SHARP_PHOTO.read_bytes()), PROMPT
     )
     assert answer.rating.starRating >= 4
+
+
+def noisy(photo: Image.Image, strength: int = 25) -> Image.Image:
+    """Heavy sensor grain: +-`strength` levels of seeded noise on every channel."""
+    grain = Image.frombytes("L", photo.size, random.Random(7).randbytes(photo.width * photo.height))
+    grain = grain.point(lambda v: v * (2 * strength + 1) // 256)
+    return ImageChops.add(photo, Image.merge("RGB", (grain,) * 3), 1.0, -strength)
+
+
+async def test_the_local_rater_speaks_the_shared_issues_vocabulary():
+    """Blur, bad exposure and grain come back as out-of-focus, under/overexposed and noise."""
+    photo = sharp_photo()
+    assert (await rate(jpeg(photo))).issues == []
+    assert (await rate(jpeg(photo.filter(ImageFilter.GaussianBlur(6))))).issues == ["out-of-focus"]
+    assert (await rate(jpeg(photo.point(lambda v: v // 5)))).issues == ["underexposed"]
+    assert (await rate(jpeg(photo.point(lambda v: min(255, v * 2 + 60))))).issues == ["overexposed"]
+
+
+async def test_a_grainy_copy_is_flagged_noise_and_loses_a_star():
+    """Grain the Laplacian would read as detail is measured apart and costs one star."""
+    photo = sharp_photo()
+    clean, grainy = await rate(jpeg(photo)), await rate(jpeg(noisy(photo)))
+    assert "noise" in grainy.issues and "noise" not in clean.issues
+    assert grainy.starRating == clean.starRating - 1
+    assert "noisy" in grainy.title.lower()

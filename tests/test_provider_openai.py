@@ -20,6 +20,7 @@ from fake_openai_server import (
     request_validator,
 )
 
+from kullbatch import models
 from kullbatch.errors import Refused
 from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
 from kullbatch.providers import PROVIDERS, create_provider
@@ -170,6 +171,10 @@ UNUSABLE = [
     (
         ANSWERS.completion(json.dumps(RATING | {"mood": "happy"})),
         "openai answer is not a valid rating: mood",
+    ),
+    (
+        ANSWERS.completion(json.dumps(RATING | {"issues": ["blurry"]})),
+        "openai answer is not a valid rating: issues.0",
     ),
     (ANSWERS.completion(""), "openai answer has no content (finish_reason stop)"),
     (
@@ -403,3 +408,11 @@ def test_an_endpoint_never_shows_its_key_in_a_repr() -> None:
     """Printing or logging a ChatEndpoint cannot leak the API key."""
     endpoint = ChatEndpoint("openai", "https://x.test/v1", bearer("sk-secret-123"), "sk-secret-123")
     assert "sk-secret-123" not in repr(endpoint)
+
+
+def test_the_rating_schema_asks_for_issues_from_the_fixed_vocabulary() -> None:
+    """`issues` is required (strict mode needs every property) and limited to the eight words."""
+    assert "issues" in RATING_SCHEMA["required"]
+    assert set(RATING_SCHEMA["required"]) == set(RATING_SCHEMA["properties"])
+    assert RATING_SCHEMA["properties"]["issues"]["items"]["enum"] == list(models.ISSUES)
+    assert Rating.model_validate(RATING).issues == ["tilted"]

@@ -25,6 +25,7 @@ from kullbatch.cli import app
 from kullbatch.jobs import admin_log_path
 from kullbatch.providers import PROVIDERS
 from kullbatch.providers.groq import MAX_BASE64_REQUEST_BYTES
+from kullbatch.rubrics import load_rubric
 from tests import fake_anthropic_server, fake_gemini_server, fake_openai_server
 from tests.app_thread import AppThread
 from tests.fake_openai_server import XAI_INVALID, FakeChatServer, openai_error, xai_error
@@ -35,7 +36,7 @@ KEY = "sk-test-key-for-the-fake-0001"
 WRONG_KEY = "sk-wrong-key-0000"
 LEAK = "sk-LEAKCHECK-0123456789abcdef"
 QUICK_RETRY = {"retry-after-ms": "50"}  # a server hint, so retries in these tests take 50 ms
-RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags")
+RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags", "issues")
 runner = CliRunner()
 
 
@@ -102,6 +103,10 @@ class Fake:
         """The model each checked request asked for."""
         raise NotImplementedError
 
+    def bodies(self) -> list[Any]:
+        """Every request body the fake received, parsed."""
+        raise NotImplementedError
+
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         """The next request that passes the checks gets this JSON answer."""
         raise NotImplementedError
@@ -137,6 +142,9 @@ class ChatFake(Fake):
     def models(self) -> list[str]:
         return [received.json["model"] for received in self.server.requests]
 
+    def bodies(self) -> list[Any]:
+        return [received.json for received in self.server.requests]
+
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.server.queue(status, body, headers)
 
@@ -163,6 +171,9 @@ class AnthropicFake(Fake):
     def models(self) -> list[str]:
         return [recorded.body["model"] for recorded in self.fake.requests]
 
+    def bodies(self) -> list[Any]:
+        return [recorded.body for recorded in self.fake.requests]
+
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         reply = fake_anthropic_server.Reply(status, json.dumps(body).encode(), headers or {})
         self.fake.queue(reply)
@@ -183,6 +194,9 @@ class GeminiFake(Fake):
 
     def models(self) -> list[str]:  # the model is in the path: /v1beta/models/{model}:...
         return [path.split("/models/", 1)[1].split(":", 1)[0] for path in self.traffic.paths]
+
+    def bodies(self) -> list[Any]:
+        return list(self.fake.requests)
 
     def queue(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.fake.reply(status, body, headers)
@@ -334,7 +348,7 @@ def exported(job_id: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("provider", ALL_PROVIDERS)
 def test_every_provider_rates_the_whole_example_shoot_through_its_wire_format(serve, provider):
-    """16 photos: a probe then 15 at once, every request passes the fake's checks, exit 0."""
+    """19 photos: a probe then 18 at once, every request passes the fake's checks, exit 0."""
     keyless = provider == "openai-compatible"  # Ollama's case: no key, no Authorization header
     fake = serve(provider, fake_key=None if keyless else KEY, env_key=None if keyless else KEY)
 
@@ -342,15 +356,32 @@ def test_every_provider_rates_the_whole_example_shoot_through_its_wire_format(se
 
     assert code == 0, status
     assert status["status"] == "completed" and status["providerId"] == provider
-    assert status["processedImages"] == status["totalImages"] == len(IMAGE_IDS) == 16
+    assert status["processedImages"] == status["totalImages"] == len(IMAGE_IDS) == 19
     assert status["failedImages"] == 0 and status["error"] is None
-    assert fake.traffic.paths == [WIRES[provider].endpoint] * 16
+    assert fake.traffic.paths == [WIRES[provider].endpoint] * 19
     assert fake.traffic.probe_went_alone()
     assert fake.problems() == []
     assert set(fake.models()) == {PROVIDERS[provider].default_model}
     results = exported(status["jobId"])
     assert [r["imageId"] for r in results] == IMAGE_IDS
     assert all({f: r[f] for f in RATING_FIELDS} == fake.rating for r in results)
+
+
+@pytest.mark.parametrize("provider", ALL_PROVIDERS)
+def test_a_rubric_prompt_and_the_issues_schema_reach_every_provider(serve, provider):
+    """`--rubric wedding`: each request carries the wedding scale and asks for `issues`."""
+    keyless = provider == "openai-compatible"
+    fake = serve(provider, fake_key=None if keyless else KEY, env_key=None if keyless else KEY)
+
+    code, status = process("--provider", provider, "--rubric", "wedding")
+
+    assert code == 0, status
+    assert fake.problems() == []
+    wedding = json.dumps(load_rubric("wedding", {}).prompt())[1:-1]  # as escaped in a body
+    bodies = [json.dumps(body) for body in fake.bodies()]
+    assert len(bodies) == 19
+    assert all(wedding in body and '"eyes-closed"' in body for body in bodies)
+    assert {tuple(r["issues"]) for r in exported(status["jobId"])} == {tuple(fake.rating["issues"])}
 
 
 @pytest.mark.parametrize(
@@ -371,7 +402,7 @@ def test_a_spec_style_provider_id_reaches_the_provider_with_its_model(
     code, status = process("--provider", provider_id)
 
     assert code == 0 and status["providerId"] == provider
-    assert fake.models() == [model] * 16 and fake.problems() == []
+    assert fake.models() == [model] * 19 and fake.problems() == []
 
 
 # --- a fatal first answer costs one request --------------------------------------------------
@@ -535,15 +566,15 @@ def test_the_api_key_never_reaches_the_db_the_logs_the_exports_or_the_screen(
     )
     assert first.exit_code == 1, first.stderr
     retried = json.loads(first.stdout)
-    assert retried["processedImages"] == 15 and retried["failedImages"] == 1
-    assert len(fake.traffic.paths) == 18  # 16, the 429's retry, the 500's retry
+    assert retried["processedImages"] == len(IMAGE_IDS) - 1 and retried["failedImages"] == 1
+    assert len(fake.traffic.paths) == 21  # 19, the 429's retry, the 500's retry
     fake.queue(*answers["fatal"])
     second = run(
         "process", str(SHOOT), "--provider", provider, "-v", "--json", "--max-retry-time", "3s"
     )
     assert second.exit_code == 3, second.stderr
     stopped = json.loads(second.stdout)
-    assert stopped["status"] == "failed" and len(fake.traffic.paths) == 19
+    assert stopped["status"] == "failed" and len(fake.traffic.paths) == 22
 
     for job in (retried["jobId"], stopped["jobId"]):
         for fmt in ("json", "jsonl", "csv"):

@@ -58,25 +58,28 @@ def read_embedded(photo: Path) -> str:
     return str(image.xmpPacket())
 
 
-def _rewrite(copy: Path, rating: Rating, photo: Path) -> None:
+def _rewrite(copy: Path, rating: Rating, photo: Path, stars: int | None, group: str | None) -> None:
     try:
         image = exiv2.ImageFactory.open(str(copy))
         image.readMetadata()
         existing = str(image.xmpPacket()).encode("utf-8")
-        image.setXmpPacket(packet_text(existing, rating, str(photo)))
+        image.setXmpPacket(packet_text(existing, rating, str(photo), stars=stars, group=group))
         image.writeXmpFromPacket(True)  # noqa: FBT003  (exiv2's signature)
         image.writeMetadata()
     except exiv2.Exiv2Error as exc:
         raise EmbedError(f"{photo}: cannot write its XMP: {exc}") from exc
 
 
-def embed(photo: Path, rating: Rating) -> None:
-    """Write `rating` into the photo's own XMP packet, merged with what is there, atomically."""
+def embed(
+    photo: Path, rating: Rating, *, stars: int | None = None, group: str | None = None
+) -> None:
+    """Write `rating` into the photo's own XMP packet, merged with what is there, atomically
+    (`stars` and `group` as for `packet_text`)."""
     _check_writable(photo)
     copy = temporary_beside(photo)
     try:
         shutil.copy2(photo, copy)  # keeps the photo's mode and times
-        _rewrite(copy, rating, photo)
+        _rewrite(copy, rating, photo, stars, group)
         copy.replace(photo)
     except BaseException:
         with contextlib.suppress(OSError):

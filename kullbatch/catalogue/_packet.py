@@ -1,7 +1,8 @@
 """The XMP packet: a fresh one from a template, or an existing one with our properties replaced.
 
 One packet text serves a sidecar and a photo's embedded XMP alike. Our properties are
-xmp:Rating, xmp:Label, dc:title, dc:description and dc:subject; every other property of an
+xmp:Rating, xmp:Label, dc:title, dc:description, dc:subject and our burst keyword in
+lr:hierarchicalSubject; every other property of an
 existing packet (Lightroom's develop settings, darktable's history) is kept as it was.
 """
 
@@ -25,7 +26,9 @@ NS_XMP = "http://ns.adobe.com/xap/1.0/"
 NS_DC = "http://purl.org/dc/elements/1.1/"
 NS_LR = "http://ns.adobe.com/lightroom/1.0/"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
-_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC}
+_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC, "lr": NS_LR}
+REJECTED = -1  # xmp:Rating that Lightroom and Bridge read as "rejected"
+BURST_KEYWORD = "kullbatch|burst|"  # + the group: lr:hierarchicalSubject of a burst's frames
 for _prefix, _uri in _PREFIXES.items():
     ET.register_namespace(_prefix, _uri)
 
@@ -101,29 +104,45 @@ def _container(parent: ET.Element, prop: str, kind: str, values: Iterable[str]) 
         ET.SubElement(holder, _q(NS_RDF, "li"), attrib).text = _clean(value)
 
 
-def _add_hierarchical_keywords(root: ET.Element, tags: list[str]) -> None:
-    """Add our keywords to an existing lr:hierarchicalSubject, which darktable reads first."""
-    for bag in root.iter(_q(NS_LR, "hierarchicalSubject")):
+def keywords(rating: Rating) -> list[str]:
+    """dc:subject: the model's tags, then the issues it found (each once), for keyword filters."""
+    return list(dict.fromkeys([*rating.tags, *rating.issues]))
+
+
+def _merge_hierarchical(
+    root: ET.Element, description: ET.Element, tags: list[str], group: str | None
+) -> None:
+    """Add our keywords to an existing lr:hierarchicalSubject, which darktable reads first; our
+    burst keyword replaces an earlier one, and gets a new bag when there is none."""
+    burst = [BURST_KEYWORD + group] if group else []
+    found = False
+    for bag in list(root.iter(_q(NS_LR, "hierarchicalSubject"))):
         holder = bag.find(_q(NS_RDF, "Bag"))
         if holder is None:
             continue
+        found = True
+        for li in holder.findall(_q(NS_RDF, "li")):
+            if (li.text or "").startswith(BURST_KEYWORD):
+                holder.remove(li)
         present = {li.text for li in holder.findall(_q(NS_RDF, "li"))}
-        for tag in (_clean(tag) for tag in tags):
+        for tag in (_clean(tag) for tag in [*tags, *burst]):
             if tag and tag not in present:
                 ET.SubElement(holder, _q(NS_RDF, "li")).text = tag
                 present.add(tag)
+    if burst and not found:
+        _container(description, _q(NS_LR, "hierarchicalSubject"), "Bag", burst)
 
 
-def _merged_text(root: ET.Element, rating: Rating) -> str:
+def _merged_text(root: ET.Element, rating: Rating, stars: int, group: str | None) -> str:
     """An existing packet with our properties replaced (ElementTree; the slow, rare path)."""
     description = _description(root)
-    ET.SubElement(description, _q(NS_XMP, "Rating")).text = str(rating.starRating)
+    ET.SubElement(description, _q(NS_XMP, "Rating")).text = str(stars)
     if rating.colorLabel != "none":
         ET.SubElement(description, _q(NS_XMP, "Label")).text = rating.colorLabel.capitalize()
     _container(description, _q(NS_DC, "title"), "Alt", [rating.title])
     _container(description, _q(NS_DC, "description"), "Alt", [rating.description])
-    _container(description, _q(NS_DC, "subject"), "Bag", rating.tags)
-    _add_hierarchical_keywords(root, rating.tags)
+    _container(description, _q(NS_DC, "subject"), "Bag", keywords(rating))
+    _merge_hierarchical(root, description, keywords(rating), group)
     ET.indent(root, space=" ")
     return _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
 
@@ -143,28 +162,43 @@ def _fresh_container(prop: str, kind: str, items: list[str]) -> str:
     return f"   <{prop}>\n    <rdf:{kind}>\n{body}    </rdf:{kind}>\n   </{prop}>\n"
 
 
-def _fresh_text(rating: Rating) -> str:
+def _fresh_text(rating: Rating, stars: int, group: str | None) -> str:
     """A new packet from a template: byte for byte what `_merged_text` gives for no packet."""
     label = rating.colorLabel
+    burst = [BURST_KEYWORD + group] if group else []
+    lr_declaration = f' xmlns:lr="{NS_LR}"' if burst else ""
     label_line = "" if label == "none" else f"   <xmp:Label>{label.capitalize()}</xmp:Label>\n"
     return "".join(
         (
             _XPACKET_BEGIN,
-            f'<x:xmpmeta xmlns:dc="{NS_DC}" xmlns:rdf="{NS_RDF}" xmlns:x="{NS_X}" ',
-            f'xmlns:xmp="{NS_XMP}">\n <rdf:RDF>\n  <rdf:Description rdf:about="">\n',
-            f"   <xmp:Rating>{rating.starRating}</xmp:Rating>\n",
+            f'<x:xmpmeta xmlns:dc="{NS_DC}"{lr_declaration} xmlns:rdf="{NS_RDF}" ',
+            f'xmlns:x="{NS_X}" xmlns:xmp="{NS_XMP}">\n <rdf:RDF>\n',
+            '  <rdf:Description rdf:about="">\n',
+            f"   <xmp:Rating>{stars}</xmp:Rating>\n",
             label_line,
             _fresh_container("dc:title", "Alt", [rating.title]),
             _fresh_container("dc:description", "Alt", [rating.description]),
-            _fresh_container("dc:subject", "Bag", rating.tags),
+            _fresh_container("dc:subject", "Bag", keywords(rating)),
+            _fresh_container("lr:hierarchicalSubject", "Bag", burst) if burst else "",
             "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>",
             _XPACKET_END,
         )
     )
 
 
-def packet_text(existing: bytes | None, rating: Rating, where: str) -> str:
-    """The packet for one rating: `existing` (when there is one) updated, or a new packet."""
+def packet_text(
+    existing: bytes | None,
+    rating: Rating,
+    where: str,
+    *,
+    stars: int | None = None,
+    group: str | None = None,
+) -> str:
+    """The packet for one rating: `existing` (when there is one) updated, or a new packet.
+
+    `stars` overrides the rating's (REJECTED for a burst's other frames); `group` is the burst.
+    """
+    stars = rating.starRating if stars is None else stars
     if existing is None or not existing.strip():
-        return _fresh_text(rating)
-    return _merged_text(parse_packet(existing, where), rating)
+        return _fresh_text(rating, stars, group)
+    return _merged_text(parse_packet(existing, where), rating, stars, group)

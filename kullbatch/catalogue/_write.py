@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kullbatch.catalogue._embed import EmbedError, embed, embeddable
-from kullbatch.catalogue._packet import SidecarError, packet_text
+from kullbatch.catalogue._packet import REJECTED, SidecarError, packet_text
 from kullbatch.catalogue._sidecars import (
     SidecarStyle,
     Target,
@@ -31,10 +31,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class XmpOptions:
-    """How to write XMP: into the photos where they can hold it, and how sidecars are named."""
+    """How to write XMP: into the photos where they can hold it, how sidecars are named, and
+    whether a burst's frames besides its best are written rejected (-1)."""
 
     embed: bool = False
     style: SidecarStyle = "adobe"
+    reject_duplicates: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +53,22 @@ class XmpReport:
         return self.sidecars + self.embedded
 
 
-def _write_sidecar(target: Target) -> None:
-    assert target.item.rating is not None
+def _stars(item: ItemRecord, options: XmpOptions) -> int:
+    """The photo's stars; REJECTED for a burst's other frames when asked."""
+    assert item.rating is not None
+    if options.reject_duplicates and item.group is not None and not item.best_in_group:
+        return REJECTED
+    return item.rating.starRating
+
+
+def _write_sidecar(target: Target, options: XmpOptions) -> None:
+    item = target.item
+    assert item.rating is not None
     existing = read_sidecar(target.sidecar)
-    write_atomically(target.sidecar, packet_text(existing, target.item.rating, str(target.sidecar)))
+    text = packet_text(
+        existing, item.rating, str(target.sidecar), stars=_stars(item, options), group=item.group
+    )
+    write_atomically(target.sidecar, text)
 
 
 def write_xmp(
@@ -68,14 +82,15 @@ def write_xmp(
     embedded: list[Path] = []
     failures: list[str] = []
     for target in xmp_targets(items, out_dir, options.style):
-        assert target.item.rating is not None
+        item = target.item
+        assert item.rating is not None
         try:
             if options.embed and embeddable(target.photo):
-                embed(target.photo, target.item.rating)
+                embed(target.photo, item.rating, stars=_stars(item, options), group=item.group)
                 embedded.append(target.photo)
                 if not target.sidecar.exists():
                     continue
-            _write_sidecar(target)
+            _write_sidecar(target, options)
             sidecars.append(target.sidecar)
         except (EmbedError, SidecarError) as exc:  # their messages name the file
             failures.append(str(exc))

@@ -20,7 +20,7 @@ from kullbatch.errors import (
     Retryable,
     Transient,
 )
-from kullbatch.models import Answer, PreparedImage, Prompt, Rating
+from kullbatch.models import COLOR_LABELS, ISSUES, Answer, PreparedImage, Prompt, Rating
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -87,7 +87,8 @@ DEFAULT_PROMPT = (
     "Rate this photograph as an experienced photo editor culling a shoot. Give 1 to 5 stars "
     "(5 = portfolio, 1 = reject: out of focus, badly exposed, eyes closed), a colour label "
     "(green = pick, yellow = maybe, red = reject, blue or purple for special sets, none), a short "
-    "title, a one-sentence description and a few lowercase keywords."
+    "title, a one-sentence description, a few lowercase keywords, and the issues you see "
+    f"(any of: {', '.join(ISSUES)}; none for a clean frame)."
 )
 
 RATING_SCHEMA_NAME = "photo_rating"
@@ -96,15 +97,13 @@ RATING_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "starRating": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
-        "colorLabel": {
-            "type": "string",
-            "enum": ["red", "yellow", "green", "blue", "purple", "none"],
-        },
+        "colorLabel": {"type": "string", "enum": list(COLOR_LABELS)},
         "title": {"type": "string"},
         "description": {"type": "string"},
         "tags": {"type": "array", "items": {"type": "string"}},
+        "issues": {"type": "array", "items": {"type": "string", "enum": list(ISSUES)}},
     },
-    "required": ["starRating", "colorLabel", "title", "description", "tags"],
+    "required": ["starRating", "colorLabel", "title", "description", "tags", "issues"],
     "additionalProperties": False,
 }
 

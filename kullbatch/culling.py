@@ -1,0 +1,110 @@
+"""After a run: group the job's rated local photos into bursts and mark each burst's best frame.
+
+Each rated photo with a local file is decoded again, upright and in greyscale, at reduced size
+(`images.preview`: at least `HASH_EDGE` pixels, so a JPEG decodes at an eighth or a quarter of
+its size, a fraction of the cost of the photo's own preparation), hashed
+(`bursts.perceptual_hash`); its capture time comes from its EXIF header. Only the frames of a
+burst that tie on stars are then measured for focus (the local rater's `detail`, on the same
+small copy for each, so they compare fairly): the sharpest of them is the best. Photos given by URL
+are not grouped. The work runs on a few worker threads (Pillow releases the GIL while it
+decodes), and the grouping is stored in the job's items, replacing any earlier grouping, so a
+`resume` groups the whole shoot again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from kullbatch import bursts
+from kullbatch.errors import PermanentImageError
+from kullbatch.images import preview
+from kullbatch.models import ItemState
+from kullbatch.providers.local import detail
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+    from kullbatch.models import ItemRecord
+    from kullbatch.store import Store
+
+HASH_EDGE = 128  # pixels on the short side, at least: a 24 MP JPEG decodes at an eighth
+
+
+@dataclass(frozen=True, slots=True)
+class GroupingOptions:
+    """`--no-groups`, `--burst-gap` and `--burst-distance`, as stored with the job."""
+
+    enabled: bool = True
+    gap: float = bursts.DEFAULT_GAP
+    max_distance: int = bursts.DEFAULT_DISTANCE
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]) -> GroupingOptions:
+        stored = options.get("grouping") or {}
+        return cls(**{k: v for k, v in stored.items() if k in {"enabled", "gap", "max_distance"}})
+
+    def stored(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "gap": self.gap, "max_distance": self.max_distance}
+
+
+def frame_of(item: ItemRecord) -> bursts.Frame | None:
+    """A rated local photo as grouping sees it (no focus measure yet); None when its file
+    cannot be read now."""
+    assert item.rating is not None
+    assert item.image.path is not None
+    try:
+        grey = preview(item.image.path, HASH_EDGE)
+    except PermanentImageError:
+        return None
+    return bursts.Frame(
+        key=item.image.id,
+        position=item.position,
+        captured=bursts.capture_time(item.image.path),
+        phash=bursts.perceptual_hash(grey),
+        stars=item.rating.starRating,
+        detail=0.0,
+    )
+
+
+def measured(frame: bursts.Frame, path: Path) -> bursts.Frame:
+    """The frame with its focus measure; a file gone since counts as no detail."""
+    try:
+        return replace(frame, detail=detail(preview(path, HASH_EDGE)))
+    except PermanentImageError:
+        return frame
+
+
+def find_bursts(
+    items: list[ItemRecord], options: GroupingOptions, workers: int | None = None
+) -> list[bursts.Burst]:
+    """Hash every rated local photo on `workers` threads (default: one per CPU), group them,
+    and pick each burst's best, measuring focus only where stars tie."""
+    wanted = [i for i in items if i.state is ItemState.RATED and i.image.path is not None]
+    paths: dict[str, Path] = {i.image.id: i.image.path for i in wanted if i.image.path}
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        frames = [frame for frame in pool.map(frame_of, wanted) if frame is not None]
+        found = bursts.group_frames(frames, gap=options.gap, max_distance=options.max_distance)
+        by_key = {frame.key: frame for frame in frames}
+        picked = []
+        for burst in found:
+            ties = bursts.tied([by_key[key] for key in burst.keys])
+            if len(ties) > 1:
+                sharp = list(pool.map(lambda f: measured(f, paths[f.key]), ties))
+                burst = replace(burst, best=bursts.best_of(sharp))  # noqa: PLW2901
+            picked.append(burst)
+    return picked
+
+
+async def group_job(store: Store, job_id: str, options: GroupingOptions) -> list[bursts.Burst]:
+    """Group the job's rated local photos and store the groups; returns the bursts."""
+    items = await store.items(job_id)
+    found = await asyncio.to_thread(find_bursts, items, options)
+    await store.set_groups(
+        job_id, [(key, burst.group, key == burst.best) for burst in found for key in burst.keys]
+    )
+    return found
