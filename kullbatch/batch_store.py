@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kullbatch.models import ImageInput, JobState
 
@@ -125,21 +125,9 @@ class BatchRecords:
         ) as cur:
             return {row[0]: row[1] for row in await cur.fetchall()}
 
-    async def unbatched(self, job_id: str, page: int = 500) -> AsyncIterator[ImageInput]:
+    def unbatched(self, job_id: str, page: int = 500) -> AsyncIterator[ImageInput]:
         """Photos without a result and in no batch, a page at a time: what to submit."""
-        after = -1
-        while True:
-            async with self._db.execute(
-                "SELECT position, image FROM batch_items WHERE job_id = ? AND position > ?"
-                " AND status = 'pending' AND provider_batch IS NULL ORDER BY position LIMIT ?",
-                (job_id, after, page),
-            ) as cur:
-                rows = list(await cur.fetchall())
-            for row in rows:
-                yield ImageInput.model_validate_json(row[1])
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
+        return images_in_pages(self._db, job_id, "unbatched", page)
 
     async def leftovers(self, job_id: str) -> list[ImageInput]:
         """Photos without a result whose batch has ended and been read: fast mode's share."""
@@ -171,3 +159,31 @@ def _record(row: Any) -> BatchRecord:
         bytes=row["bytes"],
         fetched=bool(row["fetched"]),
     )
+
+
+# the photos `images_in_pages` can list, by name: whole queries, nothing built from input
+_PAGE = "SELECT position, image FROM batch_items WHERE job_id = ? AND position > ? AND "
+PAGED = {
+    "unfinished": _PAGE + "status != 'rated' ORDER BY position LIMIT ?",
+    "unbatched": _PAGE + "status = 'pending' AND provider_batch IS NULL ORDER BY position LIMIT ?",
+}
+
+
+async def images_in_pages(
+    db: aiosqlite.Connection, job_id: str, which: Literal["unfinished", "unbatched"], page: int
+) -> AsyncIterator[ImageInput]:
+    """A job's `which` images in manifest order, one page of rows at a time; rows that change
+    meanwhile are still read once (the page starts after the last position read)."""
+    after = -1
+    query = PAGED[which]
+    while True:
+        async with db.execute(
+            query,
+            (job_id, after, page),
+        ) as cur:
+            rows = list(await cur.fetchall())
+        for row in rows:
+            yield ImageInput.model_validate_json(row[1])
+        if len(rows) < page:
+            return
+        after = rows[-1][0]

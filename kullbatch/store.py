@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from kullbatch.batch_store import BatchRecords
+from kullbatch.batch_store import BatchRecords, images_in_pages
 from kullbatch.migrations import migrate
 from kullbatch.models import (
     EventKind,
@@ -198,15 +198,6 @@ class Store:
 
     # -- items --------------------------------------------------------------------------------
 
-    async def unfinished(self, job_id: str) -> list[ImageInput]:
-        """Images without a stored result, in manifest order: what resume sends."""
-        async with self._db.execute(
-            "SELECT image FROM batch_items WHERE job_id = ? AND status != 'rated'"
-            " ORDER BY position",
-            (job_id,),
-        ) as cur:
-            return [ImageInput.model_validate_json(row[0]) for row in await cur.fetchall()]
-
     async def item_counts(self, job_id: str) -> ItemCounts:
         """How many of the job's images are rated and failed, from the items themselves."""
         async with self._db.execute(
@@ -218,22 +209,10 @@ class Store:
         assert row is not None
         return ItemCounts(rated=row[0] or 0, failed=row[1] or 0)
 
-    async def iter_unfinished(self, job_id: str, page: int = 1000) -> AsyncIterator[ImageInput]:
-        """The same images as `unfinished`, read a page at a time as the engine releases them,
-        so a 100,000-photo job never holds every photo's description at once."""
-        after = -1
-        while True:
-            async with self._db.execute(
-                "SELECT position, image FROM batch_items WHERE job_id = ? AND position > ?"
-                " AND status != 'rated' ORDER BY position LIMIT ?",
-                (job_id, after, page),
-            ) as cur:
-                rows = list(await cur.fetchall())
-            for row in rows:
-                yield ImageInput.model_validate_json(row[1])
-            if len(rows) < page:
-                return
-            after = rows[-1][0]
+    def iter_unfinished(self, job_id: str, page: int = 1000) -> AsyncIterator[ImageInput]:
+        """Images without a stored result, in manifest order, read a page at a time as the
+        engine releases them, so a 100,000-photo job never holds every photo at once."""
+        return images_in_pages(self._db, job_id, "unfinished", page)
 
     async def reopen_failed(self, job_id: str) -> None:
         """Failed images become pending again, for a resume that retries them."""

@@ -147,7 +147,7 @@ def test_finish_counts_results_and_resume_reopens_failures(tmp_path):
         await store.finish_job(JOB.id, JobState.COMPLETED)
         finished = await store.get_job(JOB.id)
         await store.reopen_failed(JOB.id)
-        unfinished = await store.unfinished(JOB.id)
+        unfinished = [image async for image in store.iter_unfinished(JOB.id)]
         await store.close()
         return finished, unfinished
 
