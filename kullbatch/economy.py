@@ -231,27 +231,24 @@ class EconomyRunner:
     async def _submit(self, pending: BatchFile) -> None:
         """Send one batch; record the provider's ids the moment each exists."""
         path, ids, size = pending.finish()
-        recorded: list[int] = []
+        recorded: list[tuple[int, str]] = []  # (row, file id) once the upload is committed
 
         async def on_file(file_id: str) -> None:
             row = await self._store.batches.record(
                 self.job_id, self._client.name, ids, file_id=file_id, batch_id=None,
                 state="uploaded", size=size,
             )  # fmt: skip
-            recorded.append(row)
+            recorded.append((row, file_id))
 
         async def once() -> BatchInfo:
             """Upload and create; after an upload is recorded, a retry only creates."""
             if recorded:
-                records = await self._store.batches.of_job(self.job_id)
-                file_id = next(r.file_id for r in records if r.id == recorded[0])
-                assert file_id is not None
-                return await self._client.create_from_file(file_id)
+                return await self._client.create_from_file(recorded[0][1])
             return await self._client.submit_file(path, on_file)
 
         info = await self._retrying(once)
         if recorded:
-            await self._store.batches.created(recorded[0], self.job_id, info.id, info.state)
+            await self._store.batches.created(recorded[0][0], self.job_id, info.id, info.state)
         else:
             await self._store.batches.record(
                 self.job_id, self._client.name, ids, file_id=None, batch_id=info.id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from kullbatch.providers.batch_common import (
     LineSuccess,
     Split,
     compact_json,
+    ended_or,
     jsonl_lines,
     split_sized,
 )
@@ -67,7 +69,6 @@ MAX_BYTES = 256 * 1024 * 1024
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
 _ENVELOPE = compact_json({"requests": []})
 M = TypeVar("M", bound=BaseModel)
-_ENDED_MEANWHILE = frozenset({400, 409})
 
 # The status each error type comes with on the Messages API, so that an errored line can be
 # classified by the same rules as a fast-mode answer.
@@ -198,12 +199,11 @@ async def cancel(
     """Ask to stop: `canceling`, then `ended` with the finished results still there."""
     url = f"{_url(base_url)}/{batch_id}/cancel"
     answer = await request(session, "POST", url, headers=headers)
-    if answer.status in _ENDED_MEANWHILE:
-        # the batch may have ended since the last poll: then there is nothing left to stop
-        info = await get(session, base_url, headers, batch_id)
-        if info.done:
-            return info
-    return _info(_checked(answer, headers))
+    return await ended_or(
+        answer,
+        partial(get, session, base_url, headers, batch_id),
+        lambda refused: _info(_checked(refused, headers)),
+    )
 
 
 async def results(

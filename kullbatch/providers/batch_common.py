@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from kullbatch.providers.http import HTTPAnswer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 T = TypeVar("T")
 
@@ -231,3 +231,21 @@ def jsonl_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
     for number, line in enumerate(data.splitlines(), start=1):
         if line.strip():
             yield number, line
+
+
+# A cancel refused with these: the batch may have ended since the last poll.
+ENDED_MEANWHILE = frozenset({400, 409})
+
+
+async def ended_or(
+    answer: HTTPAnswer,
+    fetch: Callable[[], Awaitable[BatchInfo]],
+    parse: Callable[[HTTPAnswer], BatchInfo],
+) -> BatchInfo:
+    """The answer to a cancel: a batch that has already ended has nothing left to stop, so its
+    final state is returned instead of the refusal; anything else is parsed (or raised)."""
+    if answer.status in ENDED_MEANWHILE:
+        info = await fetch()
+        if info.done:
+            return info
+    return parse(answer)

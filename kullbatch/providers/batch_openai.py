@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -33,6 +34,7 @@ from kullbatch.providers.batch_common import (
     LineSuccess,
     Split,
     compact_json,
+    ended_or,
     jsonl_lines,
     split_sized,
 )
@@ -70,7 +72,6 @@ MAX_BYTES = 200 * 1024 * 1024
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
 _CANCELLED_CODES = frozenset({"batch_cancelled", "batch_canceled"})
 M = TypeVar("M", bound=BaseModel)
-_ENDED_MEANWHILE = frozenset({400, 409})
 
 
 # --- the input file ---------------------------------------------------------------------------
@@ -229,12 +230,11 @@ async def cancel(
     """Ask to stop; the batch goes `cancelling`, then `cancelled` with the finished answers."""
     url = f"{_base(base_url)}/batches/{batch_id}/cancel"
     answer = await request(session, "POST", url, headers=headers)
-    if answer.status in _ENDED_MEANWHILE:
-        # the batch may have ended since the last poll: then there is nothing left to stop
-        info = await get(session, base_url, headers, batch_id)
-        if info.done:
-            return info
-    return _info(_checked(answer, headers))
+    return await ended_or(
+        answer,
+        partial(get, session, base_url, headers, batch_id),
+        lambda refused: _info(_checked(refused, headers)),
+    )
 
 
 async def results(
