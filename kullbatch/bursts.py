@@ -2,8 +2,10 @@
 
 Pure functions, no I/O beyond reading a file's EXIF header:
 
-- `perceptual_hash`: the 64-bit pHash (imagehash) of a frame, from the image as prepared for
-  sending, so a frame and its shifted, re-exposed or slightly blurred neighbour hash alike;
+- `fingerprint`: the 64-bit pHash (imagehash) of a frame, from the image as prepared for
+  sending (reduced to about `HASH_EDGE` pixels first, which is where the cost is), so a frame
+  and its shifted, re-exposed or slightly blurred neighbour hash alike; `images` takes it while
+  it prepares each photo, with the capture time;
 - `capture_time`: EXIF DateTimeOriginal with SubSecTimeOriginal, in seconds; None without;
 - `group_frames`: frames taken close together (at most `gap` seconds from the frame before
   them in their group) whose hashes differ in at most `distance` of 64 bits form a group.
@@ -29,14 +31,18 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from kullbatch.models import Fingerprint
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
 DEFAULT_GAP = 2.0  # seconds between a frame and the previous frame of its burst, at most
 DEFAULT_DISTANCE = 12  # bits of the 64-bit pHash two frames of one moment may differ in
+HASH_EDGE = 128  # pixels on the short side a frame is reduced to before it is hashed
 COMPARED = 4  # a frame is compared with the last few frames of a burst, so a long one stays cheap
 EXIF_IFD = 0x8769
+DATE_TIME = 306
 DATE_TIME_ORIGINAL = 36867
 SUBSEC_TIME_ORIGINAL = 37521
 
@@ -69,22 +75,45 @@ def perceptual_hash(image: Image.Image) -> int:
     return int(str(imagehash.phash(image)), 16)
 
 
+def fingerprint(upright: Image.Image, captured: float | None) -> Fingerprint:
+    """The frame's hash, from a copy reduced by a whole factor (a box filter: one pass over
+    the pixels, a fraction of a decode) to about `HASH_EDGE` pixels, and its capture time."""
+    factor = max(1, min(upright.size) // HASH_EDGE)
+    grey = upright.convert("L")
+    return Fingerprint(perceptual_hash(grey.reduce(factor) if factor > 1 else grey), captured)
+
+
 def distance(a: int, b: int) -> int:
     """Hamming distance: in how many of the 64 bits two hashes differ."""
     return (a ^ b).bit_count()
 
 
-def capture_time(path: Path) -> float | None:
+def capture_time(path: Path, *, raw: bool = False) -> float | None:
     """EXIF DateTimeOriginal plus SubSecTimeOriginal as seconds; None when absent or unreadable.
 
     Only the header is read. The camera's clock has no zone here: only differences count.
+    With `raw` (a RAW file, or the preview LibRaw handed over from one) IFD0's DateTime counts
+    too: a camera writes it when it takes the RAW, and LibRaw puts its own record of the capture
+    time there, in whole seconds, the epoch when it has none.
     """
     try:
         with Image.open(path) as opened:
-            exif = opened.getexif().get_ifd(EXIF_IFD)
+            return capture_time_of(opened, raw=raw)
     except (OSError, ValueError, SyntaxError):
         return None
-    return parse_exif_time(exif.get(DATE_TIME_ORIGINAL), exif.get(SUBSEC_TIME_ORIGINAL))
+
+
+def capture_time_of(image: Image.Image, *, raw: bool = False) -> float | None:
+    """The capture time in an opened image's EXIF (see `capture_time`)."""
+    try:
+        exif = image.getexif()
+        original = exif.get_ifd(EXIF_IFD)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    found = parse_exif_time(original.get(DATE_TIME_ORIGINAL), original.get(SUBSEC_TIME_ORIGINAL))
+    if found is None and raw:
+        found = parse_exif_time(exif.get(DATE_TIME)) or None  # 0.0: LibRaw did not know
+    return found
 
 
 def parse_exif_time(stamp: object, subsec: object = None) -> float | None:

@@ -1,14 +1,14 @@
 """After a run: group the job's rated local photos into bursts and mark each burst's best frame.
 
-Each rated photo with a local file is decoded again, upright and in greyscale, at reduced size
-(`images.preview`: at least `HASH_EDGE` pixels, so a JPEG decodes at an eighth or a quarter of
-its size, a fraction of the cost of the photo's own preparation), hashed
-(`bursts.perceptual_hash`); its capture time comes from its EXIF header. Only the frames of a
-burst that tie on stars are then measured for focus (the local rater's `detail`, on the same
-small copy for each, so they compare fairly): the sharpest of them is the best. Photos given by URL
-are not grouped. The work runs on a few worker threads (Pillow releases the GIL while it
-decodes), and the grouping is stored in the job's items, replacing any earlier grouping, so a
-`resume` groups the whole shoot again.
+The engine fingerprints each local photo (pHash and EXIF capture time) while it prepares it for
+sending, from the same decode, and the fingerprint is stored with the rating: grouping then
+reads no file. A photo rated without one (economy mode prepares photos long before they are
+rated; a job begun by an older kullbatch) is decoded again here at reduced size
+(`images.fingerprint_file`). Only the frames of a burst that tie on stars are then measured for
+focus (the local rater's `detail`, on a small greyscale copy of each, so they compare fairly):
+the sharpest of them is the best. Photos given by URL are not grouped. Any decoding runs on a
+few worker threads (Pillow releases the GIL while it decodes), and the grouping is stored in the
+job's items, replacing any earlier grouping, so a `resume` groups the whole shoot again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from kullbatch import bursts
 from kullbatch.errors import PermanentImageError
-from kullbatch.images import preview
+from kullbatch.images import fingerprint_file, preview
 from kullbatch.models import ItemState
 from kullbatch.providers.local import detail
 
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
     from kullbatch.models import ItemRecord
     from kullbatch.store import Store
-
-HASH_EDGE = 128  # pixels on the short side, at least: a 24 MP JPEG decodes at an eighth
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +51,21 @@ class GroupingOptions:
 
 
 def frame_of(item: ItemRecord) -> bursts.Frame | None:
-    """A rated local photo as grouping sees it (no focus measure yet); None when its file
-    cannot be read now."""
+    """A rated local photo as grouping sees it (no focus measure yet); None when it has no
+    stored fingerprint and its file cannot be read now."""
     assert item.rating is not None
     assert item.image.path is not None
-    try:
-        grey = preview(item.image.path, HASH_EDGE)
-    except PermanentImageError:
-        return None
+    taken = item.fingerprint
+    if taken is None:
+        try:
+            taken = fingerprint_file(item.image.path)
+        except PermanentImageError:
+            return None
     return bursts.Frame(
         key=item.image.id,
         position=item.position,
-        captured=bursts.capture_time(item.image.path),
-        phash=bursts.perceptual_hash(grey),
+        captured=taken.captured,
+        phash=taken.phash,
         stars=item.rating.starRating,
         detail=0.0,
     )
@@ -74,7 +74,7 @@ def frame_of(item: ItemRecord) -> bursts.Frame | None:
 def measured(frame: bursts.Frame, path: Path) -> bursts.Frame:
     """The frame with its focus measure; a file gone since counts as no detail."""
     try:
-        return replace(frame, detail=detail(preview(path, HASH_EDGE)))
+        return replace(frame, detail=detail(preview(path, bursts.HASH_EDGE)))
     except PermanentImageError:
         return frame
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import stamina
@@ -50,6 +50,7 @@ class EngineOptions:
     heartbeat_interval: float = 5.0
     cancel_poll_interval: float = 0.5
     fallback_after: float = DEFAULT_FALLBACK_AFTER  # retrying before the next provider
+    fingerprint: bool = False  # hash local photos as they are prepared, for burst grouping
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,7 +407,9 @@ class BatchProcessor:
             sending.first_sent = self._clock()
         gate = link.gate
         try:
-            prepared = await prepare(image, self._options.max_edge)
+            prepared = await prepare(
+                image, self._options.max_edge, fingerprint=self._options.fingerprint
+            )
             answer = await link.provider.rate(prepared, self._prompt)
         except FatalJobError:
             raise  # the probe's fatal answer stops the job; the rest are never released
@@ -420,7 +423,9 @@ class BatchProcessor:
         usage = answer.usage
         gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
         self._probe_answered.set()
-        return answer
+        if prepared.fingerprint is None:
+            return answer
+        return replace(answer, fingerprint=prepared.fingerprint)
 
     def _retry_scheduled(
         self, image: ImageInput, link: Link, retries: int, exc: ProviderError, wait: float

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
+from kullbatch import bursts
 from kullbatch.errors import PermanentImageError
-from kullbatch.models import RAW_SUFFIXES, ImageInput, PreparedImage
+from kullbatch.models import RAW_SUFFIXES, Fingerprint, ImageInput, PreparedImage
 from kullbatch.raw import read_raw
 
 if TYPE_CHECKING:
@@ -31,53 +32,86 @@ JPEG_QUALITY = 85
 register_heif_opener()  # iPhone shoots are HEIC: Pillow reads them through pillow-heif
 
 
-async def prepare(image: ImageInput, max_edge: int = DEFAULT_MAX_EDGE) -> PreparedImage:
-    """A URL passes through; a local file is rotated, downscaled and re-encoded as JPEG."""
+async def prepare(
+    image: ImageInput, max_edge: int = DEFAULT_MAX_EDGE, *, fingerprint: bool = False
+) -> PreparedImage:
+    """A URL passes through; a local file is rotated, downscaled and re-encoded as JPEG, and,
+    with `fingerprint`, hashed for burst grouping from the same decode."""
     if image.url is not None:
         return PreparedImage(image_id=image.id, filename=image.filename, url=image.url)
     assert image.path is not None
-    data = await asyncio.to_thread(encode_file, image.path, max_edge)
-    return PreparedImage(image_id=image.id, filename=image.filename, data=data)
+    data, taken = await asyncio.to_thread(encode_file, image.path, max_edge, fingerprint)
+    return PreparedImage(image_id=image.id, filename=image.filename, data=data, fingerprint=taken)
 
 
-def encode_file(path: Path, max_edge: int) -> bytes:
-    """A local photo as upright JPEG bytes within `max_edge`; a RAW file through its preview."""
+def encode_file(
+    path: Path, max_edge: int, fingerprint: bool = False
+) -> tuple[bytes, Fingerprint | None]:
+    """A local photo as upright JPEG bytes within `max_edge` (a RAW file through its preview),
+    and its fingerprint when asked for."""
+    upright, captured = upright_file(path, max_edge, "RGB", timed=fingerprint)
+    prepared = within(upright, max_edge)
+    return jpeg(prepared), bursts.fingerprint(prepared, captured) if fingerprint else None
+
+
+def upright_file(
+    path: Path, edge: int, mode: str, *, timed: bool = True
+) -> tuple[Image.Image, float | None]:
+    """The photo decoded and upright, and its capture time when `timed`.
+
+    A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers `edge` in `mode`: a 24 MP
+    frame then costs a fraction of the time and memory. A RAW file gives its preview, and its
+    capture time from the preview's EXIF as LibRaw writes it, else from its own TIFF header.
+    """
     if path.suffix.lower() in RAW_SUFFIXES:
-        return encode_image(read_raw(path), max_edge)
+        preview = read_raw(path)
+        captured = bursts.capture_time_of(preview, raw=True) if timed else None
+        if timed and captured is None:  # a bitmap preview or raw data: no EXIF of their own
+            captured = bursts.capture_time(path, raw=True)
+        return ImageOps.exif_transpose(preview), captured
     try:
         with Image.open(path) as opened:
-            # JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers max_edge: a 24 MP
-            # frame then costs half the time and a quarter of the memory
-            opened.draft("RGB", (max_edge, max_edge))
-            return encode_image(opened, max_edge)
+            opened.draft(mode, (edge, edge))
+            upright = ImageOps.exif_transpose(opened)  # a loaded copy: the file can close
+            return upright, bursts.capture_time_of(opened) if timed else None
     except FileNotFoundError as exc:
         raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise PermanentImageError(f"{path}: cannot be read as an image: {exc}") from exc
+
+
+def fingerprint_file(path: Path) -> Fingerprint:
+    """A photo's fingerprint on its own, from a reduced-size decode: for photos rated without
+    one (economy mode, a job from an older kullbatch)."""
+    upright, captured = upright_file(path, bursts.HASH_EDGE, "L")
+    return bursts.fingerprint(upright, captured)
 
 
 def preview(path: Path, edge: int) -> Image.Image:
     """The photo upright and in greyscale, at least `edge` pixels on its short side where it
-    is that big, decoded at reduced size (JPEG: an eighth, a quarter or a half): what bursts
-    are hashed and measured on, for a fraction of what `prepare` costs."""
-    try:
-        with Image.open(path) as opened:
-            opened.draft("L", (edge, edge))
-            return ImageOps.exif_transpose(opened).convert("L")
-    except FileNotFoundError as exc:
-        raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise PermanentImageError(f"{path}: cannot be read as an image: {exc}") from exc
+    is that big, from a reduced-size decode: what the focus of a burst's frames is compared on."""
+    upright, _ = upright_file(path, edge, "L", timed=False)
+    if min(upright.size) > 2 * edge:
+        upright = upright.reduce(min(upright.size) // edge)
+    return upright.convert("L")
 
 
 def encode_image(opened: Image.Image, max_edge: int, quality: int = JPEG_QUALITY) -> bytes:
-    upright = ImageOps.exif_transpose(opened)
+    return jpeg(within(ImageOps.exif_transpose(opened), max_edge), quality)
+
+
+def within(upright: Image.Image, max_edge: int) -> Image.Image:
+    """The image in a mode JPEG stores, shrunk within `max_edge` (in place: it is ours)."""
     if upright.mode not in {"RGB", "L"}:
         upright = upright.convert("RGB")
     if max(upright.size) > max_edge:
         upright.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+    return upright
+
+
+def jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     buffer = io.BytesIO()
-    upright.save(buffer, format="JPEG", quality=quality, optimize=True)
+    image.save(buffer, format="JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
 
 

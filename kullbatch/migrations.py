@@ -114,11 +114,23 @@ async def _burst_groups(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _fingerprints(db: aiosqlite.Connection) -> None:
+    """Each rated local photo's pHash (16 hex digits) and capture time, taken as it was
+    prepared, so that grouping bursts reads no file again."""
+    await db.executescript(
+        """
+        ALTER TABLE batch_items ADD COLUMN phash TEXT;
+        ALTER TABLE batch_items ADD COLUMN captured REAL;
+        """
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("create batch_jobs and batch_items", _create_v1),
     ("provider batches for economy mode", _provider_batches_v2),
     ("the provider and model that rated each photo", _rated_by_v3),
     ("burst groups and the best frame of each", _burst_groups),
+    ("the fingerprint of each rated photo", _fingerprints),
 ]
 
 

@@ -89,12 +89,22 @@ class RateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A local photo as burst grouping sees it, taken while the photo is prepared for sending,
+    so that grouping after the run does not decode the photo again."""
+
+    phash: int  # the 64-bit perceptual hash of the prepared image
+    captured: float | None  # EXIF capture time in seconds; None when the photo has none
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """What a provider returns for one image."""
 
     rating: Rating
     usage: Usage = field(default_factory=Usage)
     limits: RateLimits | None = None
+    fingerprint: Fingerprint | None = None  # set by the engine from the prepared photo
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +124,7 @@ class PreparedImage:
     url: str | None = None
     data: bytes | None = None
     media_type: str = "image/jpeg"
+    fingerprint: Fingerprint | None = None  # when the job groups bursts and the photo is local
 
     def base64(self) -> str:
         """Base64 of the bytes; providers call it once per request."""
@@ -205,6 +216,7 @@ class ItemRecord:
     cost_usd: float | None = None  # filled in by `pricing.priced`; None: no price for the model
     group: str | None = None  # the burst (moment) this photo belongs to; None when alone
     best_in_group: bool = False  # the frame picked in its group
+    fingerprint: Fingerprint | None = None  # stored with the rating when the engine took one
 
 
 class EventKind(enum.StrEnum):

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, Rating, Usage
+from kullbatch.models import (
+    Fingerprint,
+    ImageInput,
+    ItemRecord,
+    ItemState,
+    JobState,
+    Rating,
+    Usage,
+)
 
 HEARTBEAT_STALE_AFTER = 30.0
 
@@ -144,4 +152,9 @@ def item_record(row: Any) -> ItemRecord:
         pricing=row["pricing"],
         group=row["burst_group"],
         best_in_group=bool(row["best_in_group"]),
+        fingerprint=_fingerprint(row["phash"], row["captured"]),
     )
+
+
+def _fingerprint(phash: str | None, captured: float | None) -> Fingerprint | None:
+    return None if phash is None else Fingerprint(int(phash, 16), captured)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 import aiohttp
 
+from kullbatch.culling import GroupingOptions
 from kullbatch.economy import EconomyOptions, EconomyRunner, Stoppable
 from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.errors import FatalJobError
@@ -347,7 +348,7 @@ class JobTakenError(RuntimeError):
 def engine_options(options: Mapping[str, Any]) -> EngineOptions:
     """The options stored with the job; anything missing takes the engine's default."""
     chosen = {key: options[key] for key in STORED_OPTIONS if options.get(key) is not None}
-    return EngineOptions(**chosen)
+    return EngineOptions(**chosen, fingerprint=GroupingOptions.of(options).enabled)
 
 
 def economy_options(options: Mapping[str, Any], env: Mapping[str, str]) -> EconomyOptions:

@@ -225,8 +225,8 @@ class Store:
     async def items(self, job_id: str) -> list[ItemRecord]:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
-            " output_tokens, provider, model, pricing, burst_group, best_in_group"
-            " FROM batch_items WHERE job_id = ?"
+            " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
+            " captured FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:
@@ -324,7 +324,7 @@ class Store:
         await self._db.executemany(
             "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"
             " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
-            " last_error = NULL, updated_at = ?, completed_at = ?"
+            " phash = ?, captured = ?, last_error = NULL, updated_at = ?, completed_at = ?"
             " WHERE job_id = ? AND image_id = ? AND status != 'rated'",
             rated,
         )
@@ -356,6 +356,7 @@ def _split(
         if event.kind is EventKind.RATED:
             answer = event.answer
             assert answer is not None
+            taken = answer.fingerprint
             rated.append(
                 (
                     answer.rating.model_dump_json(),
@@ -365,6 +366,8 @@ def _split(
                     event.provider or None,
                     event.model or None,
                     event.attempt,
+                    None if taken is None else f"{taken.phash:016x}",
+                    None if taken is None else taken.captured,
                     at,
                     at,
                     event.job_id,

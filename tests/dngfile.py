@@ -87,8 +87,14 @@ def _raw_entries(width: int, height: int, strip: int) -> list[tuple[int, int, tu
     ]
 
 
-def _camera_entries(orientation: int) -> list[tuple[int, int, tuple | bytes | str]]:
+def _camera_entries(
+    orientation: int, taken: str | None = None
+) -> list[tuple[int, int, tuple | bytes | str]]:
+    stamp: list[tuple[int, int, tuple | bytes | str]] = (
+        [] if taken is None else [(306, ASCII, taken)]
+    )
     return [
+        *stamp,
         (271, ASCII, "TestMake"),
         (272, ASCII, "TestModel"),
         (274, SHORT, (orientation,)),
@@ -117,16 +123,20 @@ def write_dng(
     orientation: int = 1,
     raw_size: tuple[int, int] = (96, 64),
     bitmap: bool = False,
+    taken: str | None = None,
 ) -> Path:
     """A DNG at `path`: a raw CFA image and, when `preview` is given, that JPEG as IFD0.
 
-    With `bitmap`, `preview` is raw RGB bytes of `preview_size`, stored uncompressed.
+    With `bitmap`, `preview` is raw RGB bytes of `preview_size`, stored uncompressed. `taken`
+    ("YYYY:MM:DD HH:MM:SS") goes in IFD0's DateTime, where LibRaw reads the capture time.
     """
     width, height = raw_size
     tiff = _Tiff()
     raw_strip = tiff.append(_cfa(width, height))
     if preview is None:
-        ifd0 = tiff.ifd(_raw_entries(width, height, raw_strip) + _camera_entries(orientation))
+        ifd0 = tiff.ifd(
+            _raw_entries(width, height, raw_strip) + _camera_entries(orientation, taken)
+        )
     else:
         jpeg_strip = tiff.append(preview)
         raw_ifd = tiff.ifd(_raw_entries(width, height, raw_strip))
@@ -144,7 +154,7 @@ def write_dng(
                 (278, LONG, (ph,)),
                 (279, LONG, (len(preview),)),
                 (330, LONG, (raw_ifd,)),
-                *_camera_entries(orientation),
+                *_camera_entries(orientation, taken),
             ]
         )
     tiff.data[4:8] = struct.pack("<I", ifd0)

@@ -19,7 +19,7 @@ GREEN = (20, 180, 40)
 
 
 def sent(path: Path, max_edge: int = 1568) -> Image.Image:
-    return Image.open(io.BytesIO(encode_file(path, max_edge)))
+    return Image.open(io.BytesIO(encode_file(path, max_edge)[0]))
 
 
 def is_green(pixel: tuple[int, int, int]) -> bool:
@@ -118,3 +118,31 @@ async def test_prepare_sends_a_raw_as_jpeg_bytes(tmp_path: Path) -> None:
     photo = write_dng(tmp_path / "a.dng", preview=preview_jpeg((640, 480)), preview_size=(640, 480))
     prepared = await prepare(ImageInput(id="a", filename="a.dng", path=photo))
     assert prepared.data is not None and prepared.data.startswith(b"\xff\xd8\xff")
+
+
+@pytest.mark.parametrize("bitmap", [False, True])
+async def test_a_raw_is_fingerprinted_from_its_preview_with_its_capture_time(
+    tmp_path: Path, bitmap: bool
+) -> None:
+    """Bursts of RAW files group: the hash is the preview's, as for the same photo as a JPEG,
+    and the capture time is the RAW's (through LibRaw for a JPEG preview, from the file's own
+    header for a bitmap one); a RAW without one has None (file order)."""
+    preview = bytes((20, 180, 40)) * (640 * 480) if bitmap else preview_jpeg((640, 480))
+    made = {"preview": preview, "preview_size": (640, 480), "bitmap": bitmap}
+    timed = write_dng(tmp_path / "a.dng", taken="2024:06:11 14:03:07", **made)  # type: ignore[arg-type]
+    untimed = write_dng(tmp_path / "b.dng", **made)  # type: ignore[arg-type]
+    taken = [
+        (
+            await prepare(ImageInput(id=p.stem, filename=p.name, path=p), fingerprint=True)
+        ).fingerprint
+        for p in (timed, untimed)
+    ]
+    assert taken[0] is not None and taken[1] is not None
+    assert taken[0].captured == pytest.approx(1718114587.0)
+    assert taken[1].captured is None
+    assert taken[0].phash == taken[1].phash
+    if not bitmap:
+        jpeg = tmp_path / "c.jpg"
+        jpeg.write_bytes(preview_jpeg((640, 480)))
+        _, as_jpeg = encode_file(jpeg, 1568, fingerprint=True)
+        assert as_jpeg is not None and as_jpeg.phash == taken[0].phash
