@@ -17,16 +17,15 @@ lie beneath `--root`; anything else is refused before a byte of it is read.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from PIL import Image, ImageOps
 
-from kullbatch import export, jobs
+from kullbatch import export, images, jobs
+from kullbatch.errors import PermanentImageError
 from kullbatch.hub import token_matches
 from kullbatch.manifest import ManifestError, manifest_from_document
 from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
@@ -236,8 +235,8 @@ class Api:
             return error(404, f"no local photo {image_id!r} beneath --root in job {job_id}")
         try:
             data = await asyncio.to_thread(_thumbnail, path)
-        except OSError as exc:
-            return error(404, f"cannot read {path.name}: {exc}")
+        except PermanentImageError as exc:  # the message starts with the path: name only
+            return error(404, f"cannot read {path.name}: {exc.message.removeprefix(f'{path}: ')}")
         return web.Response(
             body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"}
         )
@@ -271,9 +270,7 @@ def _ended(status: JobStatus) -> ProgressEvent:
 
 
 def _thumbnail(path: Path) -> bytes:
-    with Image.open(path) as image:
-        small = ImageOps.exif_transpose(image)
-        small.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE))
-        out = io.BytesIO()
-        small.convert("RGB").save(out, "JPEG", quality=80)
-        return out.getvalue()
+    """A small upright JPEG of the photo, decoded at reduced size; a RAW file's from its
+    preview, as the photo was sent."""
+    upright, _ = images.upright_file(path, THUMBNAIL_EDGE, "RGB", timed=False)
+    return images.jpeg(images.within(upright, THUMBNAIL_EDGE), quality=80)

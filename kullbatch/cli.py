@@ -324,8 +324,15 @@ def results(
     db: DbOption = None,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
-    if output_format is not ExportFormat.XMP and (embed or sidecar_style != "adobe"):
-        fail("--embed and --sidecar-style go with --format xmp")
+    xmp_only = {
+        "--embed": embed,
+        "--sidecar-style": sidecar_style != "adobe",
+        "--reject-duplicates": reject_duplicates,
+    }
+    if output_format is not ExportFormat.XMP and any(xmp_only.values()):
+        given = [flag for flag, used in xmp_only.items() if used]
+        verb = "goes" if len(given) == 1 else "go"
+        fail(f"{' and '.join(given)} {verb} with --format xmp, not --format {output_format.value}")
 
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from kullbatch.store import Store
 
 
+FOCUS_EDGE = 128  # pixels on the short side, at least, that tied frames' focus is compared at
+
+
 @dataclass(frozen=True, slots=True)
 class GroupingOptions:
     """`--no-groups`, `--burst-gap` and `--burst-distance`, as stored with the job."""
@@ -74,7 +77,7 @@ def frame_of(item: ItemRecord) -> bursts.Frame | None:
 def measured(frame: bursts.Frame, path: Path) -> bursts.Frame:
     """The frame with its focus measure; a file gone since counts as no detail."""
     try:
-        return replace(frame, detail=detail(preview(path, bursts.HASH_EDGE)))
+        return replace(frame, detail=detail(preview(path, FOCUS_EDGE)))
     except PermanentImageError:
         return frame
 

@@ -441,3 +441,17 @@ def test_a_raw_shoot_is_rated_through_previews_and_its_raws_get_sidecars(env, tm
     assert result.exit_code == 0
     assert "wrote 1 XMP sidecars, embedded XMP in 2 photos" in result.stderr
     assert sorted(p.name for p in folder.glob("*.xmp")) == ["IMG_0002.xmp"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--reject-duplicates"], "--reject-duplicates goes"),
+        (["--embed", "--sidecar-style", "darktable"], "--embed and --sidecar-style go"),
+    ],
+)
+def test_xmp_only_flags_with_another_format_are_refused_by_name(env, flags, named):
+    """A flag that only XMP export reads is not silently ignored: exit 2, the flag named."""
+    result = invoke("results", "any-job", "--format", "csv", *flags)
+    assert result.exit_code == 2
+    assert f"kullbatch: error: {named} with --format xmp, not --format csv" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shutil
 import sqlite3
@@ -11,12 +12,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from PIL import Image
 from typer.testing import CliRunner
 
 from kullbatch import jobs, server
 from kullbatch.cli import app
 from kullbatch.hub import Hub
 from kullbatch.manifest import manifest_from_document
+from tests.dngfile import preview_jpeg, write_dng
 from tests.fault_server import completion, expected_rating
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -150,6 +153,29 @@ async def test_results_can_name_thumbnails_and_a_local_photo_is_served_small(api
     assert (await again.read()) == await response.read()
     status, missing = await api.get(f"thumbnail/{job_id}/nope")
     assert status == 404 and "nope" in missing["error"]
+
+
+async def test_a_raw_photo_is_shown_through_its_preview_and_a_vanished_one_is_404(api, tmp_path):
+    """A DNG's thumbnail is its embedded preview, upright and small; a photo deleted since
+    the run is a 404 naming the file, not the server's path."""
+    photos = tmp_path / "root" / "photos"
+    write_dng(photos / "a.dng", preview=preview_jpeg((640, 480)), preview_size=(640, 480))
+    shoot = body(1)
+    shoot["images"].append({"id": "raw", "filename": "a.dng", "path": "photos/a.dng"})
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+    job_id = (await api.post("process", shoot))[1]["jobId"]
+    await api.until_ended(ws, job_id)
+    response = await api.client.get(f"/api/batch/thumbnail/{job_id}/raw", headers=AUTH)
+    assert response.status == 200 and response.content_type == "image/jpeg"
+    with Image.open(io.BytesIO(await response.read())) as thumbnail:
+        assert thumbnail.size == (320, 240)
+        red, green, blue = thumbnail.convert("RGB").getpixel((10, 120))
+        assert green > 120 and red < 100 and blue < 100  # the preview's green half
+    first = photos / shoot["images"][0]["filename"]
+    first.unlink()
+    status, gone = await api.get(f"thumbnail/{job_id}/img0")
+    assert status == 404 and gone["error"].startswith(f"cannot read {first.name}: file not found")
+    assert str(tmp_path) not in gone["error"]
 
 
 async def test_every_api_route_wants_the_bearer_token(api):
