@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 DEFAULT_GAP = 2.0  # seconds between a frame and the previous frame of its burst, at most
 DEFAULT_DISTANCE = 12  # bits of the 64-bit pHash two frames of one moment may differ in
-SAMPLE_EDGE = 256  # pixels on the short side a frame is first sampled down to (nearest)
+SAMPLE_EDGE = 128  # pixels on the short side a frame is first sampled down to (nearest)
 HASH_EDGE = 64  # then box-filtered to about this, from which imagehash takes its 32x32
 COMPARED = 4  # a frame is compared with the last few frames of a burst, so a long one stays cheap
 EXIF_IFD = 0x8769

@@ -178,13 +178,14 @@ class EconomyRunner:
     # -- submitting ---------------------------------------------------------------------------
 
     async def _resubmit_recorded_files(self) -> None:
-        """A file uploaded before a crash, with no batch yet: make its batch, upload nothing."""
+        """A file uploaded before a crash, with no batch recorded: find or make its batch,
+        upload nothing."""
         for record in await self._store.batches.of_job(self.job_id):
             if record.batch_id is None and record.file_id is not None:
                 file_id = record.file_id
-                info = await self._retrying(partial(self._client.create_from_file, file_id))
+                info = await self._retrying(partial(self._client.batch_for_file, file_id))
                 await self._store.batches.created(record.id, self.job_id, info.id, info.state)
-                self._note(f"{self._client.name} batch {info.id} created from {file_id}")
+                self._note(f"{self._client.name} batch {info.id} of {file_id} recorded")
 
     async def _submit_unbatched(self) -> None:
         """Photos in no batch yet, packed under the provider's limits, one batch at a time.
@@ -241,9 +242,10 @@ class EconomyRunner:
             recorded.append((row, file_id))
 
         async def once() -> BatchInfo:
-            """Upload and create; after an upload is recorded, a retry only creates."""
+            """Upload and create; once the upload is recorded, a retry finds or creates its batch
+            (the create may have reached the provider though its answer did not come back)."""
             if recorded:
-                return await self._client.create_from_file(recorded[0][1])
+                return await self._client.batch_for_file(recorded[0][1])
             return await self._client.submit_file(path, on_file)
 
         info = await self._retrying(once)

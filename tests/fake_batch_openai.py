@@ -79,6 +79,7 @@ class FakeOpenAIBatches:
         seed: int | None = 0,
         max_requests: int = 50_000,
         max_file_bytes: int = 200 * 1024 * 1024,
+        earlier_batches: int = 0,
     ) -> None:
         self.api_key = api_key
         self.answer = answer
@@ -92,6 +93,9 @@ class FakeOpenAIBatches:
         self.batches: dict[str, FakeBatch] = {}
         self.batch_files: dict[str, tuple[str | None, str | None]] = {}
         self.metadata: dict[str, dict[str, str]] = {}
+        self.inputs: dict[str, str] = {}  # batch id -> its input file id
+        # the account's batches from before this test (other shoots, other tools), oldest first
+        self.earlier = [_earlier_batch(n) for n in range(earlier_batches)]
         self.uploads: list[Upload] = []
         self.seen: list[Seen] = []
         self.base_url = ""
@@ -105,6 +109,7 @@ class FakeOpenAIBatches:
         app.router.add_post("/v1/files", self._upload)
         app.router.add_get("/v1/files/{id}/content", self._content)
         app.router.add_post("/v1/batches", self._create)
+        app.router.add_get("/v1/batches", self._list)
         app.router.add_get("/v1/batches/{id}", self._get)
         app.router.add_post("/v1/batches/{id}/cancel", self._cancel)
         app.router.add_post(ENDPOINT, self._fast)  # fast mode, for photos a batch left over
@@ -205,7 +210,28 @@ class FakeOpenAIBatches:
         self.batches[batch.id] = batch
         self.batch_files[batch.id] = (None, None)
         self.metadata[batch.id] = payload.get("metadata") or {}
-        return web.json_response(self._batch_json(batch, payload["input_file_id"]))
+        self.inputs[batch.id] = payload["input_file_id"]
+        return web.json_response(self._batch_json(batch))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """GET /v1/batches: newest first, `limit` (1 to 100, default 20) a page, `after` an id."""
+        if not self._authorized(request):
+            return self._unauthorized()
+        newest_first = [self._batch_json(b) for b in reversed(self.batches.values())]
+        newest_first += list(reversed(self.earlier))
+        ids = [batch["id"] for batch in newest_first]
+        after = request.query.get("after")
+        start = ids.index(after) + 1 if after in ids else 0
+        limit = min(100, max(1, int(request.query.get("limit", "20"))))
+        page = newest_first[start : start + limit]
+        body = {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": start + limit < len(newest_first),
+        }
+        return web.json_response(body)
 
     async def _get(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -303,7 +329,7 @@ class FakeOpenAIBatches:
         self.files[file_id] = data
         return file_id
 
-    def _batch_json(self, batch: FakeBatch, input_file_id: str | None = None) -> dict[str, Any]:
+    def _batch_json(self, batch: FakeBatch) -> dict[str, Any]:
         output, errors = self.batch_files[batch.id]
         succeeded, errored = batch.counts()
         expired = len(batch.unfinished) if batch.phase == "expired" else 0
@@ -314,7 +340,7 @@ class FakeOpenAIBatches:
             "object": "batch",
             "endpoint": ENDPOINT,
             "errors": {"object": "list", "data": failure} if failure else None,
-            "input_file_id": input_file_id or "file-input",
+            "input_file_id": self.inputs[batch.id],
             "completion_window": "24h",
             "status": batch.phase,
             "output_file_id": output,
@@ -327,6 +353,24 @@ class FakeOpenAIBatches:
                 "failed": errored + expired,
             },
         }
+
+
+def _earlier_batch(n: int) -> dict[str, Any]:
+    """A finished batch of somebody else's file, as the list shows it."""
+    return {
+        "id": f"batch_earlier{n:04d}",
+        "object": "batch",
+        "endpoint": ENDPOINT,
+        "errors": None,
+        "input_file_id": f"file-earlier{n:04d}",
+        "completion_window": "24h",
+        "status": "completed",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": 1_700_000_000 + n,
+        "metadata": {},
+        "request_counts": {"total": 1, "completed": 1, "failed": 0},
+    }
 
 
 def _line(custom_id: str, response: dict[str, Any] | None, error: Any) -> bytes:

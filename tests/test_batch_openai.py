@@ -378,3 +378,27 @@ def test_a_batch_cancelled_error_line_is_a_cancelled_result():
         "a",
         LineFailure("a", "cancelled", "batch_cancelled: Cancelled.", error_type="batch_cancelled"),
     )
+
+
+async def test_the_batch_made_from_a_file_is_found_among_the_accounts_newest(session, serve):
+    """Newest first, 100 a page: ours on the first page, somebody's older one on the third;
+    a file nobody made a batch of is None after the last page, without a create."""
+    fake = await serve(earlier_batches=250)
+    ours = await submit(session, fake, lines(3))
+    assert ours.input_file_id is not None
+    found = await batch.find_from_file(session, fake.base_url, HEADERS, ours.input_file_id)
+    assert found is not None and found.id == ours.id and found.input_file_id == ours.input_file_id
+    older = await batch.find_from_file(session, fake.base_url, HEADERS, "file-earlier0003")
+    assert older is not None and older.id == "batch_earlier0003"
+    lists = [s for s in fake.seen if s.method == "GET" and s.path == "/v1/batches"]
+    assert len(lists) == 1 + 3  # 251 batches: the third page holds the oldest
+    assert await batch.find_from_file(session, fake.base_url, HEADERS, "file-none") is None
+    assert fake.batch_creates == 1
+
+
+async def test_the_search_for_a_files_batch_stops_after_the_newest_thousand(session, serve):
+    """An account with thousands of batches: ten pages are read, then the file has none."""
+    fake = await serve(earlier_batches=1_050)
+    assert await batch.find_from_file(session, fake.base_url, HEADERS, "file-earlier0000") is None
+    lists = [s for s in fake.seen if s.method == "GET" and s.path == "/v1/batches"]
+    assert len(lists) == batch.LIST_PAGES

@@ -16,12 +16,14 @@ from fake_batch_shared import LineError, errors_for, rating_for
 from PIL import Image
 
 from kullbatch import jobs, server
+from kullbatch.errors import Transient
 from kullbatch.hub import Hub
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import EventKind, ItemState, JobState, Rating
 from kullbatch.providers import batch_anthropic, batch_openai
 from kullbatch.providers.batch_common import Limits
 from kullbatch.providers.batches import OpenAIBatches
+from kullbatch.retry import RetryPolicy
 
 
 def photos(folder: Path, count: int) -> list[dict[str, str]]:
@@ -243,6 +245,43 @@ async def test_a_crash_between_upload_and_create_resumes_without_uploading_again
     assert [(r.file_id is not None, r.batch_id) for r in records] == [(True, None)]
     assert finished.state is JobState.COMPLETED and finished.rated == 4
     assert len(fake.uploads) == 1 and fake.batch_creates == 1
+
+
+@pytest.mark.parametrize("lost", [KeyboardInterrupt, "answer"])
+async def test_a_batch_created_but_never_recorded_is_found_not_made_again(
+    aiohttp_server, tmp_path, monkeypatch, lost
+):
+    """The provider made the batch, but kullbatch never committed its id: the process died
+    right then (resume), or the create's answer was lost (the retry). Either way the batch is
+    found by its file among the account's batches: one create, every photo rated once."""
+    fake = await FakeOpenAIBatches(earlier_batches=150).start(aiohttp_server)
+    real_create = batch_openai.create
+    calls = {"n": 0}
+
+    async def create_then_lose(*args: Any, **kwargs: Any) -> Any:
+        made = await real_create(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            if lost is KeyboardInterrupt:
+                raise KeyboardInterrupt  # the process dies before the id is committed
+            raise Transient("openai: connection reset by peer")  # the answer never came
+        return made
+
+    monkeypatch.setattr(batch_openai, "create", create_then_lose)
+    # the wait before the retry is the policy's business, tested on its own: none here
+    monkeypatch.setattr(RetryPolicy, "next_wait", lambda *_: 0.0)
+    async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
+        job = await economy_job(service, tmp_path, 4)
+        if lost is KeyboardInterrupt:
+            with pytest.raises(KeyboardInterrupt):
+                await service.run(job)
+            await stale(service, job.id)
+            job = await service.prepare_resume(job.id)
+        finished = await service.run(job)
+        records = await service.store.batches.of_job(job.id)
+    assert finished.state is JobState.COMPLETED and finished.rated == 4
+    assert fake.batch_creates == 1 and len(fake.uploads) == 1 and fake.per_photo_requests() == 0
+    assert [r.batch_id for r in records] == list(fake.batches)
 
 
 async def test_a_crash_after_submission_resumes_without_submitting_again(

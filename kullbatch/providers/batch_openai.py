@@ -53,6 +53,7 @@ __all__ = [
     "classify_line",
     "create",
     "encode_line",
+    "find_from_file",
     "get",
     "jsonl",
     "results",
@@ -70,6 +71,8 @@ MAX_BYTES = 200 * 1024 * 1024
 # A 200 MB upload or download outlives the per-request total of fast mode; only a silent
 # socket is a failure here.
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
+LIST_PAGE_SIZE = 100  # the most the list endpoint gives per page
+LIST_PAGES = 10  # so the newest 1,000 batches are searched for one made from a given file
 _CANCELLED_CODES = frozenset({"batch_cancelled", "batch_canceled"})
 M = TypeVar("M", bound=BaseModel)
 
@@ -126,6 +129,11 @@ class _Batch(BaseModel):
     error_file_id: str | None = None
     request_counts: _Counts | None = None
     errors: _BatchErrors | None = None
+
+
+class _BatchList(BaseModel):
+    data: list[_Batch] = []
+    has_more: bool = False
 
 
 class _Response(BaseModel):
@@ -216,6 +224,30 @@ async def create(
     return _info(_checked(answer, headers))
 
 
+async def find_from_file(
+    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], file_id: str
+) -> BatchInfo | None:
+    """The batch already made from `file_id`, or None: GET {base}/batches, newest first.
+
+    The provider may have created a batch whose id kullbatch never committed (the process
+    died in between, or the answer to the create was lost on the way): looking before
+    creating again keeps a shoot from being run, and paid for, twice. A file is uploaded just
+    before its batch is made, so the newest `LIST_PAGES` pages hold that batch if it exists.
+    """
+    after: str | None = None
+    for _ in range(LIST_PAGES):
+        query = f"?limit={LIST_PAGE_SIZE}" + (f"&after={after}" if after else "")
+        answer = await request(session, "GET", f"{_base(base_url)}/batches{query}", headers=headers)
+        page = _parse(_checked(answer, headers), _BatchList, "batch list")
+        for batch in page.data:
+            if batch.input_file_id == file_id:
+                return _batch_info(batch)
+        if not page.has_more or not page.data:
+            return None
+        after = page.data[-1].id
+    return None
+
+
 async def get(
     session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], batch_id: str
 ) -> BatchInfo:
@@ -292,7 +324,10 @@ def _parse(answer: HTTPAnswer, model: type[M], what: str) -> M:
 
 
 def _info(answer: HTTPAnswer) -> BatchInfo:
-    batch = _parse(answer, _Batch, "batch")
+    return _batch_info(_parse(answer, _Batch, "batch"))
+
+
+def _batch_info(batch: _Batch) -> BatchInfo:
     counts = batch.request_counts or _Counts()
     settled = counts.completed + counts.failed
     processing = 0 if batch.status in {"completed", "failed", "expired", "cancelled"} else 1

@@ -58,7 +58,10 @@ class BatchClient(Protocol):
         self, path: Path, on_file: Callable[[str], Awaitable[None]]
     ) -> BatchInfo: ...
 
-    async def create_from_file(self, file_id: str) -> BatchInfo: ...
+    async def batch_for_file(self, file_id: str) -> BatchInfo:
+        """The batch of an uploaded file: the one the provider already made from it, else a
+        new one (a create's answer can be lost, or the process die before it is committed)."""
+        ...
 
     async def get(self, batch_id: str) -> BatchInfo: ...
 
@@ -147,9 +150,15 @@ class OpenAIBatches:
         """Upload the JSONL file, report its id (to be committed), then create the batch."""
         file_id = await batch_openai.upload_file(self._session, self._base_url, self._headers, path)
         await on_file(file_id)
-        return await self.create_from_file(file_id)
+        return await self._create(file_id)
 
-    async def create_from_file(self, file_id: str) -> BatchInfo:
+    async def batch_for_file(self, file_id: str) -> BatchInfo:
+        found = await batch_openai.find_from_file(
+            self._session, self._base_url, self._headers, file_id
+        )
+        return found if found is not None else await self._create(file_id)
+
+    async def _create(self, file_id: str) -> BatchInfo:
         return await batch_openai.create(
             self._session, self._base_url, self._headers, file_id, {"created_by": "kullbatch"}
         )
@@ -197,7 +206,7 @@ class AnthropicBatches:
             self._session, self._base_url, self._headers, path
         )
 
-    async def create_from_file(self, file_id: str) -> BatchInfo:
+    async def batch_for_file(self, file_id: str) -> BatchInfo:
         raise FatalJobError(f"anthropic batches have no input file ({file_id})")
 
     async def get(self, batch_id: str) -> BatchInfo:

@@ -6,7 +6,8 @@ only the example's own three-frame burst) go through
 `kullbatch process --provider local` twice, once with `--no-groups` and once with grouping,
 each in a fresh database, alternating `--repeats` times (default 2) so that a change in the
 machine's load falls on both; the figures are the ratios of the fastest wall times and of the
-least CPU time (user + system of the child process, which load disturbs less). With grouping
+least CPU times (user + system of the child process). Then one run in this process counts the
+CPU of the two grouping steps as a share of the job's, the steadier figure. With grouping
 the engine hashes each photo while preparing it, and after the run groups the stored
 fingerprints; that after-run step is also timed alone, and so is the slow path it replaces
 (decoding every photo again, as for photos rated without a fingerprint).
@@ -25,17 +26,20 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from kullbatch import bursts, jobs  # noqa: E402
+from kullbatch.cli import app  # noqa: E402
 from kullbatch.culling import GroupingOptions, find_bursts  # noqa: E402
-from kullbatch.images import DEFAULT_MAX_EDGE, encode_file  # noqa: E402
 from kullbatch.models import ItemRecord  # noqa: E402
 from kullbatch.store import Store  # noqa: E402
 
@@ -92,18 +96,38 @@ def stored_items(db: Path) -> list[ItemRecord]:
     return asyncio.run(read())
 
 
-def fingerprint_ms(repeats: int = 8) -> tuple[float, float]:
-    """CPU ms per photo to prepare the example photos without and with the fingerprint, the
-    least of `repeats` interleaved rounds: the hashing's own cost, which the host's noise
-    (the job figures above can move by 15 % between identical runs) does not blur."""
-    rounds: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(repeats):
-        for fingerprint in (False, True):
-            started = time.process_time()
-            for photo in PHOTOS:
-                encode_file(photo, DEFAULT_MAX_EDGE, fingerprint)
-            rounds[fingerprint].append((time.process_time() - started) / len(PHOTOS) * 1000)
-    return min(rounds[False]), min(rounds[True])
+def grouping_share(source: Path, db: Path) -> tuple[float, float, float]:
+    """One job run in this process with grouping, the CPU of the two grouping steps counted:
+    (job CPU s, fingerprinting CPU s, after-run grouping CPU s). The host's speed moves the
+    end-to-end figures by up to 15 % between identical runs; it moves a share of one run's
+    CPU far less. The fingerprint is counted in thread CPU time, in the worker threads that
+    prepare the photos."""
+    spent = {"fingerprint": 0, "after": 0}
+    lock = threading.Lock()
+    real_fingerprint, real_group_job = bursts.fingerprint, jobs.group_job
+
+    def counted_fingerprint(*args: Any, **kwargs: Any) -> Any:
+        started = time.thread_time_ns()
+        found = real_fingerprint(*args, **kwargs)
+        with lock:
+            spent["fingerprint"] += time.thread_time_ns() - started
+        return found
+
+    async def counted_group_job(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time_ns()
+        found = await real_group_job(*args, **kwargs)
+        spent["after"] += time.process_time_ns() - started
+        return found
+
+    bursts.fingerprint = counted_fingerprint  # type: ignore[assignment]
+    jobs.group_job = counted_group_job  # type: ignore[assignment]
+    started = time.process_time()
+    try:
+        app(["process", str(source), "--provider", "local", "--quiet", "--db", str(db)],
+            standalone_mode=False)  # fmt: skip
+    finally:
+        bursts.fingerprint, jobs.group_job = real_fingerprint, real_group_job
+    return time.process_time() - started, spent["fingerprint"] / 1e9, spent["after"] / 1e9
 
 
 def grouping_seconds(items: list[ItemRecord]) -> float:
@@ -134,17 +158,16 @@ def main() -> None:
         items = stored_items(folder / "b0.db")
         after_run = grouping_seconds(items)
         slow_path = grouping_seconds([replace(item, fingerprint=None) for item in items])
-        plain, hashed = fingerprint_ms()
+        job_cpu, hashing, after = grouping_share(source, folder / "share.db")
     without, with_groups = min(w for w, _ in withouts), min(w for w, _ in withs)
     cpu_without, cpu_with = min(c for _, c in withouts), min(c for _, c in withs)
     print(f"{count} photos, local rater, fastest of {arguments.repeats}: {without:.1f} s without"
           f" grouping, {with_groups:.1f} s with")  # fmt: skip
     print(f"grouping adds {with_groups / without - 1:+.1%} wall,"
           f" {cpu_with / cpu_without - 1:+.1%} CPU (target at most +10 %)")  # fmt: skip
-    per_photo = cpu_without / count * 1000
-    print(f"preparing a photo: {plain:.2f} ms CPU, {hashed:.2f} ms with its fingerprint:"
-          f" +{hashed - plain:.2f} ms, {(hashed - plain) / per_photo:+.1%} of the job's"
-          f" {per_photo:.1f} ms CPU per photo")  # fmt: skip
+    print(f"one run in-process: {job_cpu:.1f} s CPU; fingerprints {hashing:.1f} s"
+          f" ({hashing / job_cpu:.1%}, {hashing / count * 1000:.2f} ms per photo),"
+          f" after-run grouping {after:.2f} s ({after / job_cpu:.1%})")  # fmt: skip
     print(f"after-run step on the stored fingerprints: {after_run:.2f} s"
           f" ({after_run / count * 1000:.3f} ms per photo)")  # fmt: skip
     print(f"the same, decoding every photo again: {slow_path:.1f} s"
