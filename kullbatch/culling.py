@@ -2,13 +2,14 @@
 
 The engine fingerprints each local photo (pHash and EXIF capture time) while it prepares it for
 sending, from the same decode, and the fingerprint is stored with the rating: grouping then
-reads no file. A photo rated without one (economy mode prepares photos long before they are
-rated; a job begun by an older kullbatch) is decoded again here at reduced size
-(`images.fingerprint_file`). Only the frames of a burst that tie on stars are then measured for
-focus (the local rater's `detail`, on a small greyscale copy of each, so they compare fairly):
-the sharpest of them is the best. Photos given by URL are not grouped. Any decoding runs on a
-few worker threads (Pillow releases the GIL while it decodes), and the grouping is stored in the
-job's items, replacing any earlier grouping, so a `resume` groups the whole shoot again.
+reads no file (economy mode keeps each photo's fingerprint from its encoding until its answer
+comes). A photo rated without one (an economy job resumed after a crash; a job begun by an older
+kullbatch) is decoded again here at reduced size (`images.fingerprint_file`). Only the frames of
+a burst that tie on stars are then measured for focus (the local rater's `detail`, on a small
+greyscale copy of each, so they compare fairly): the sharpest of them is the best. Photos given
+by URL are not grouped. Any decoding runs on a few worker threads (Pillow releases the GIL while
+it decodes), and the grouping is stored in the job's items, replacing any earlier grouping, so a
+`resume` groups the whole shoot again.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import logging
 import random
 import tempfile
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from kullbatch.batch_store import BatchRecord
-    from kullbatch.models import Answer, PreparedImage, Prompt
+    from kullbatch.models import Answer, Fingerprint, PreparedImage, Prompt
     from kullbatch.providers.base import WireRequest
     from kullbatch.providers.batch_common import LineResult
     from kullbatch.providers.batches import BatchClient
@@ -86,6 +86,7 @@ class EconomyOptions:
     poll_max: float = POLL_MAX
     heartbeat_interval: float = 5.0
     cancel_poll_interval: float = 0.5
+    fingerprint: bool = False  # hash local photos as they are encoded, for burst grouping
 
 
 @dataclass(slots=True)
@@ -135,6 +136,9 @@ class EconomyRunner:
         )  # fmt: skip
         self._total = total
         self._flags = _Flags()
+        # photos in a batch with their fingerprints, until their answers come (a resume
+        # leaves these to be hashed again after the run: see `culling`)
+        self._fingerprints: dict[str, Fingerprint] = {}
         self._wake = asyncio.Event()
         self._clock = asyncio.get_running_loop().time
         self._heartbeat = Heartbeat(
@@ -221,11 +225,15 @@ class EconomyRunner:
     async def _line(self, image: ImageInput) -> BatchLine | None:
         """The photo's request as fast mode would send it; a photo that cannot be read fails."""
         try:
-            prepared = await prepare(image, self._options.max_edge)
+            prepared = await prepare(
+                image, self._options.max_edge, fingerprint=self._options.fingerprint
+            )
             ready = await self._adapter.ready(prepared)
         except PermanentImageError as exc:
             self._failed(image.id, exc.message)
             return None
+        if prepared.fingerprint is not None:  # kept until the answer comes, to store with it
+            self._fingerprints[image.id] = prepared.fingerprint
         request = self._adapter.build_request(ready, self._prompt)
         return self._client.line(custom_id_for(image.id), request)
 
@@ -322,6 +330,8 @@ class EconomyRunner:
         try:
             if isinstance(result, LineSuccess):
                 answer = self._adapter.parse_answer(result.answer())
+                if (taken := self._fingerprints.pop(image_id, None)) is not None:
+                    answer = replace(answer, fingerprint=taken)
             else:
                 raise self._client.classify(result)
         except PermanentImageError as exc:

@@ -361,4 +361,4 @@ def economy_options(options: Mapping[str, Any], env: Mapping[str, str]) -> Econo
     if poll := env.get(ECONOMY_POLL_VAR):
         first = float(poll)
         chosen |= {"poll_first": first, "poll_max": max(first, min(60.0, first * 12))}
-    return EconomyOptions(**chosen)
+    return EconomyOptions(**chosen, fingerprint=GroupingOptions.of(options).enabled)

@@ -95,6 +95,7 @@ async def test_an_openai_economy_job_rates_every_photo_through_one_batch(aiohttp
     assert {(item.provider, item.model, item.pricing) for item in items} == {
         ("openai", "gpt-5.4-mini", "batch")
     }
+    assert all(item.fingerprint is not None for item in items)  # hashed as they were encoded
     assert status.status is JobState.COMPLETED and status.providerJobId is not None
     assert [batch.id for batch in status.providerBatches] == [status.providerJobId]
     assert status.providerBatches[0].state == "completed"

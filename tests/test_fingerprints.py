@@ -71,8 +71,9 @@ def test_grouping_reads_no_photo_when_every_fingerprint_is_stored(tmp_path: Path
 
 
 def test_photos_rated_without_a_fingerprint_are_hashed_from_their_files(tmp_path: Path) -> None:
-    """Economy mode and jobs from an older kullbatch store none: grouping decodes those photos
-    at reduced size and finds the same bursts, well within the threshold of the stored hashes."""
+    """An economy job resumed after a crash, or a job from an older kullbatch, stores none:
+    grouping decodes those photos at reduced size and finds the same bursts, each hash well
+    within the threshold of the stored one."""
     items = process(tmp_path)
     bare = [replace(item, fingerprint=None) for item in items]
     assert groups(find_bursts(bare, GroupingOptions())) == groups(
