@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,16 +26,7 @@ Issue = Literal[
     "tilted",
     "noise",
 ]
-ISSUES: tuple[str, ...] = (
-    "eyes-closed",
-    "motion-blur",
-    "out-of-focus",
-    "underexposed",
-    "overexposed",
-    "subject-cut-off",
-    "tilted",
-    "noise",
-)
+ISSUES: tuple[str, ...] = get_args(Issue)
 
 
 class ImageInput(BaseModel):

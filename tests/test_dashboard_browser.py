@@ -13,7 +13,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from yarl import URL
 
 from kullbatch import jobs, server
@@ -62,10 +61,7 @@ def row(job_id: str) -> str:
 
 @pytest.fixture
 async def held(aiohttp_server):
-    fake = HeldProvider()
-    application = web.Application()
-    application.router.add_post("/v1/chat/completions", fake.chat)
-    fake.server = await aiohttp_server(application)
+    fake = await HeldProvider().start(aiohttp_server)
     yield fake
     fake.release.set()
 

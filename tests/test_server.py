@@ -44,6 +44,13 @@ class HeldProvider:
         self.release = asyncio.Event()
         self.asked = asyncio.Event()
 
+    async def start(self, aiohttp_server) -> HeldProvider:
+        """Serve /v1/chat/completions on 127.0.0.1; `server` is the running test server."""
+        application = web.Application()
+        application.router.add_post("/v1/chat/completions", self.chat)
+        self.server = await aiohttp_server(application)
+        return self
+
     async def chat(self, request: web.Request) -> web.Response:
         await request.read()
         self.asked.set()
@@ -78,10 +85,7 @@ class Api:
 
 @pytest.fixture
 async def held(aiohttp_server):
-    fake = HeldProvider()
-    application = web.Application()
-    application.router.add_post("/v1/chat/completions", fake.chat)
-    fake.server = await aiohttp_server(application)
+    fake = await HeldProvider().start(aiohttp_server)
     yield fake
     fake.release.set()
 
