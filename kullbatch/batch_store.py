@@ -1,10 +1,12 @@
 """Economy mode's records: each provider batch of a job, and which photos it holds.
 
-The provider's ids are committed the moment the provider returns them, together with the
-photos they cover, so that a crash between submitting and polling costs nothing: `resume`
-finds the batch and never submits (or pays for) the same photos twice. Nothing is recorded
-before an upload (or an inline create) has succeeded, so a crash during one leaves no
-half-recorded batch, only photos that are submitted again.
+A batch is recorded with its photos before anything of it is sent (state `creating`, with its
+request count and the time), so that a process killed while the provider makes it leaves a
+trace: the next run looks for what the provider made of it before sending those photos again
+(and, when it made nothing, `forget` gives them back). The uploaded file's id (`uploaded`) and
+the batch's id (`created`) are committed the moment the provider returns them, so a crash
+between submitting and polling costs nothing: `resume` finds the batch and never submits (or
+pays for) the same photos twice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from kullbatch.models import ImageInput, JobState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
     import aiosqlite
 
@@ -35,6 +37,7 @@ class BatchRecord:
     requests: int = 0
     bytes: int = 0
     fetched: bool = False
+    created_at: str = ""  # when it was recorded, just before the provider was asked to make it
 
 
 class BatchRecords:
@@ -73,6 +76,45 @@ class BatchRecords:
         await self._set_provider_job_id(job_id)
         await self._db.commit()
         return row_id
+
+    async def uploaded(self, row_id: int, file_id: str) -> None:
+        """The batch's input file is at the provider: commit its id before making the batch."""
+        await self._db.execute(
+            "UPDATE provider_batches SET file_id = ?, state = 'uploaded', updated_at = ?"
+            " WHERE id = ?",
+            (file_id, self._now(), row_id),
+        )
+        await self._db.commit()
+
+    async def forget(self, row_id: int, job_id: str) -> None:
+        """A batch the provider never made: its photos go back to be sent again."""
+        await self._db.execute(
+            "UPDATE batch_items SET custom_id = NULL, provider_batch = NULL"
+            " WHERE provider_batch = ?",
+            (row_id,),
+        )
+        await self._db.execute("DELETE FROM provider_batches WHERE id = ?", (row_id,))
+        await self._set_provider_job_id(job_id)
+        await self._db.commit()
+
+    async def made(self, row_ids: Collection[int]) -> int:
+        """How many of these recorded batches the provider made (their id is known)."""
+        marks = ",".join("?" * len(row_ids))
+        async with self._db.execute(
+            f"SELECT count(*) FROM provider_batches WHERE id IN ({marks})"  # noqa: S608 - only ?s
+            " AND batch_id IS NOT NULL",
+            tuple(row_ids),
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else 0
+
+    async def recorded_batch_ids(self, provider: str) -> set[str]:
+        """Every batch id of `provider` this database knows, whichever job it belongs to."""
+        async with self._db.execute(
+            "SELECT batch_id FROM provider_batches WHERE provider = ? AND batch_id IS NOT NULL",
+            (provider,),
+        ) as cur:
+            return {row[0] for row in await cur.fetchall()}
 
     async def created(self, row_id: int, job_id: str, batch_id: str, state: str) -> None:
         """The batch made from an uploaded file now exists: commit its id at once."""
@@ -138,6 +180,18 @@ class BatchRecords:
         ) as cur:
             return [ImageInput.model_validate_json(row[0]) for row in await cur.fetchall()]
 
+    async def release_ended(self, job_id: str) -> int:
+        """A resumed economy job: photos without a result whose batch ended (expired,
+        cancelled, errored) go into new batches; their last error stays until a new answer."""
+        cursor = await self._db.execute(
+            "UPDATE batch_items SET provider_batch = NULL, custom_id = NULL"
+            " WHERE job_id = ? AND status = 'pending' AND provider_batch IN"
+            " (SELECT id FROM provider_batches WHERE job_id = ? AND fetched = 1)",
+            (job_id, job_id),
+        )
+        await self._db.commit()
+        return cursor.rowcount
+
     async def set_state(self, job_id: str, state: JobState) -> None:
         """`submitted` while the provider works; `processing` while leftovers go fast."""
         await self._db.execute(
@@ -158,6 +212,7 @@ def _record(row: Any) -> BatchRecord:
         requests=row["requests"],
         bytes=row["bytes"],
         fetched=bool(row["fetched"]),
+        created_at=row["created_at"],
     )
 
 

@@ -26,6 +26,7 @@ from kullbatch.options import (
     JsonFlag,
     NoGroupsFlag,
     RejectDuplicatesFlag,
+    ResumeMode,
     RubricOption,
     SidecarStyleChoice,
     SidecarStyleOption,
@@ -251,6 +252,12 @@ def _dry_run(manifest: Manifest, settings: jobs.ProcessSettings, *, json_output:
     raise typer.Exit(EXIT_OK)
 
 
+RESUME_MODE_HELP = (
+    "fast: an economy job's remaining photos go now, at the list price "
+    "[default: the job's own mode: an economy job gets new batches]"
+)
+
+
 @app.command()
 def resume(
     job_id: Annotated[str, typer.Argument(help="The job to finish.", show_default=False)],
@@ -260,6 +267,7 @@ def resume(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Failed attempts on stderr.")
     ] = False,
+    mode: Annotated[ResumeMode | None, typer.Option(help=RESUME_MODE_HELP)] = None,
 ) -> None:
     """Finish an interrupted, cancelled or partly failed job: only photos without a stored
     result are sent."""
@@ -268,7 +276,7 @@ def resume(
 
     async def work() -> int:
         async with jobs.Service.open(database) as service:
-            job = await service.prepare_resume(job_id)
+            job = await service.prepare_resume(job_id, None if mode is None else mode.value)
             return await run_and_report(service, job, json_output=json_output, quiet=quiet)
 
     try:
@@ -290,7 +298,10 @@ def status(
     async def work() -> JobStatus:
         async with jobs.Service.open(db_path(db)) as service:
             current = await service.status(job_id)
-            while watch and current.status is JobState.PROCESSING:
+            while watch and (
+                current.status is JobState.PROCESSING
+                or (current.status is JobState.SUBMITTED and await service.is_live(job_id))
+            ):
                 typer.echo(status_lines(current)[0], err=True)
                 await asyncio.sleep(2)
                 current = await service.status(job_id)

@@ -10,8 +10,14 @@ adapter's own `parse_answer`, like fast-mode answers.
 Photos a batch did not finish (expired, errored for a reason that may pass, or missing) are
 sent again in fast mode by default, so the job still ends with a result for every photo;
 `--economy-only` leaves them failed. A photo the provider rejects (a bad image) fails alone.
-Ctrl-C leaves the provider's batches running (the job stays `submitted`; `resume` polls them);
-`cancel` cancels them at the provider and keeps what finished anyway.
+
+The job's heartbeat beats, and the cancel flag is read, in a task of its own for the job's
+whole life, whatever the runner is doing. Ctrl-C abandons whatever is under way (an upload, a
+retried call, the wait between polls) and leaves the provider's batches running (the job stays
+`submitted`; `resume` polls them). `cancel` abandons what is under way too, submits nothing
+more, cancels every batch the provider made (found first when its id was never recorded) and
+keeps what finished anyway. Submitting lives in `batch_submit.py`, the calls in
+`batch_calls.py`.
 """
 
 from __future__ import annotations
@@ -20,32 +26,28 @@ import asyncio
 import contextlib
 import logging
 import random
-import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
+from kullbatch.batch_calls import BatchCalls, Stopped, Stops
+from kullbatch.batch_submit import BatchAdapter, Submitter
 from kullbatch.engine import JobOutcome
-from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Retryable
+from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError
 from kullbatch.events import Reporter
 from kullbatch.heartbeat import Heartbeat
-from kullbatch.images import DEFAULT_MAX_EDGE, prepare
+from kullbatch.images import DEFAULT_MAX_EDGE
 from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent
-from kullbatch.providers.batch_common import BatchInfo, BatchLine, LineSuccess, custom_id_for
-from kullbatch.providers.batches import BatchFile
-from kullbatch.retry import RetryPolicy
+from kullbatch.providers.batch_common import BatchInfo, LineSuccess
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from kullbatch.batch_store import BatchRecord
-    from kullbatch.models import Answer, Fingerprint, PreparedImage, Prompt
-    from kullbatch.providers.base import WireRequest
+    from kullbatch.models import Fingerprint, Prompt
     from kullbatch.providers.batch_common import LineResult
     from kullbatch.providers.batches import BatchClient
-    from kullbatch.providers.http import HTTPAnswer
     from kullbatch.store import Store
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -64,19 +66,6 @@ class Stoppable(Protocol):
     def cancel(self) -> None: ...
 
 
-class BatchAdapter(Protocol):
-    """What economy mode needs of a provider adapter: build and parse, no sending."""
-
-    name: str
-    model: str
-
-    async def ready(self, image: PreparedImage) -> PreparedImage: ...
-
-    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest: ...
-
-    def parse_answer(self, answer: HTTPAnswer) -> Answer: ...
-
-
 @dataclass(frozen=True, slots=True)
 class EconomyOptions:
     economy_only: bool = False
@@ -91,15 +80,12 @@ class EconomyOptions:
 
 @dataclass(slots=True)
 class _Flags:
-    interrupted: bool = False
-    cancelled: bool = False
     cancel_sent: bool = False
     leftover_errors: dict[str, str] = field(default_factory=dict)
 
 
 # Runs the photos a batch did not finish in fast mode; returns how that run ended.
 FastRunner = Callable[[list[ImageInput], int, int], Awaitable[JobOutcome]]
-T = TypeVar("T")
 
 
 class EconomyRunner:
@@ -128,8 +114,6 @@ class EconomyRunner:
         self._store = store
         self._fast = fast
         self._options = options or EconomyOptions()
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
-        self._policy = RetryPolicy(max_retry_time=self._options.max_retry_time)
         self._report = Reporter(
             job_id=job_id, shoot_id=shoot_id, provider=client.name, model=adapter.model,
             subscribers=subscribers, clock=asyncio.get_running_loop().time,
@@ -139,132 +123,84 @@ class EconomyRunner:
         # photos in a batch with their fingerprints, until their answers come (a resume
         # leaves these to be hashed again after the run: see `culling`)
         self._fingerprints: dict[str, Fingerprint] = {}
-        self._wake = asyncio.Event()
-        self._clock = asyncio.get_running_loop().time
+        clock = asyncio.get_running_loop().time
+        self._stops = Stops()
+        self._calls = BatchCalls(
+            job_id,
+            self._stops,
+            max_retry_time=self._options.max_retry_time,
+            clock=clock,
+            rng=rng or random.Random(),  # noqa: S311 - jitter, not crypto
+        )
+        self._submitter = Submitter(
+            job_id=job_id,
+            client=client,
+            adapter=adapter,
+            prompt=prompt,
+            store=store,
+            calls=self._calls,
+            stops=self._stops,
+            encoding=(self._options.max_edge, self._options.fingerprint),
+            fingerprints=self._fingerprints,
+            failed=self._failed,
+            note=self._note,
+        )
         self._heartbeat = Heartbeat(
-            store, job_id, self._clock, interval=self._options.heartbeat_interval,
-            on_cancel=self.cancel,
-        )  # fmt: skip
+            store, job_id, clock, interval=self._options.heartbeat_interval, on_cancel=self.cancel
+        )
         self.fast_processor: Stoppable | None = None  # while leftovers go in fast mode
 
     # -- public -------------------------------------------------------------------------------
 
     def interrupt(self) -> None:
-        """Ctrl-C: stop waiting; the provider's batches keep running for `resume`."""
-        self._flags.interrupted = True
-        self._wake.set()
+        """Ctrl-C: abandon what is under way; the provider's batches keep running for
+        `resume`."""
+        self._stops.interrupt()
         if self.fast_processor is not None:
             self.fast_processor.interrupt()
 
     def cancel(self) -> None:
         """Cancel the provider's batches, keep what finished anyway, send nothing more."""
-        self._flags.cancelled = True
-        self._wake.set()
+        self._stops.cancel()
         if self.fast_processor is not None:
             self.fast_processor.cancel()
 
     async def run(self, *, already_rated: int, already_failed: int) -> JobOutcome:
         self._report.start(self._total, already_rated, already_failed)
+        watcher = asyncio.create_task(
+            self._heartbeat.run(self._options.cancel_poll_interval, beat_after_cancel=True),
+            name="kullbatch-economy-watch",
+        )
         try:
-            await self._resubmit_recorded_files()
-            if not self._flags.cancelled:
-                await self._submit_unbatched()
-            if await self._store.batches.of_job(self.job_id):
-                await self._store.batches.set_state(self.job_id, JobState.SUBMITTED)
-            await self._wait_for_batches()
-            outcome = await self._finish()
-        except FatalJobError as exc:
-            admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
-            outcome = self._outcome(JobState.FAILED, exc.message)
+            outcome = await self._run()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
         self._report.publish(EventKind.ENDED, status=outcome.state, error=outcome.error)
         return outcome
 
-    # -- submitting ---------------------------------------------------------------------------
-
-    async def _resubmit_recorded_files(self) -> None:
-        """A file uploaded before a crash, with no batch recorded: find or make its batch,
-        upload nothing."""
-        for record in await self._store.batches.of_job(self.job_id):
-            if record.batch_id is None and record.file_id is not None:
-                file_id = record.file_id
-                info = await self._retrying(partial(self._client.batch_for_file, file_id))
-                await self._store.batches.created(record.id, self.job_id, info.id, info.state)
-                self._note(f"{self._client.name} batch {info.id} of {file_id} recorded")
-
-    async def _submit_unbatched(self) -> None:
-        """Photos in no batch yet, packed under the provider's limits, one batch at a time.
-
-        Each photo's request is encoded once and appended to a file on disk, so memory holds
-        one photo's request, not a 200 MB batch; the file is streamed to the provider.
-        """
-        with tempfile.TemporaryDirectory(prefix="kullbatch-") as folder:
-            pending = BatchFile(Path(folder) / "batch", self._client)
-            try:
-                async for image in self._store.batches.unbatched(self.job_id):
-                    if self._flags.interrupted or self._flags.cancelled:
-                        return
-                    await self._add(pending, image)
-                if pending.ids:
-                    await self._submit(pending)
-            finally:
-                pending.close()
-
-    async def _add(self, pending: BatchFile, image: ImageInput) -> None:
-        line = await self._line(image)
-        if line is None:
-            return
-        encoded = self._client.encode(line)
-        limits = self._client.limits
-        if limits.overhead + len(encoded) > limits.max_bytes:
-            self._failed(image.id, _too_large(len(encoded), limits.max_bytes))
-            return
-        if not pending.fits(len(encoded)):
-            await self._submit(pending)
-        pending.add(line.custom_id, image.id, encoded)
-
-    async def _line(self, image: ImageInput) -> BatchLine | None:
-        """The photo's request as fast mode would send it; a photo that cannot be read fails."""
+    async def _run(self) -> JobOutcome:
         try:
-            prepared = await prepare(
-                image, self._options.max_edge, fingerprint=self._options.fingerprint
-            )
-            ready = await self._adapter.ready(prepared)
-        except PermanentImageError as exc:
-            self._failed(image.id, exc.message)
-            return None
-        if prepared.fingerprint is not None:  # kept until the answer comes, to store with it
-            self._fingerprints[image.id] = prepared.fingerprint
-        request = self._adapter.build_request(ready, self._prompt)
-        return self._client.line(custom_id_for(image.id), request)
+            try:
+                await self._work()
+            except Stopped:
+                if not self._stops.interrupted:  # a cancel cut it short: finish as a cancel
+                    with contextlib.suppress(Stopped):  # unless Ctrl-C comes meanwhile
+                        await self._work()
+            return await self._finish()
+        except FatalJobError as exc:
+            admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
+            return self._outcome(JobState.FAILED, exc.message)
 
-    async def _submit(self, pending: BatchFile) -> None:
-        """Send one batch; record the provider's ids the moment each exists."""
-        path, ids, size = pending.finish()
-        recorded: list[tuple[int, str]] = []  # (row, file id) once the upload is committed
-
-        async def on_file(file_id: str) -> None:
-            row = await self._store.batches.record(
-                self.job_id, self._client.name, ids, file_id=file_id, batch_id=None,
-                state="uploaded", size=size,
-            )  # fmt: skip
-            recorded.append((row, file_id))
-
-        async def once() -> BatchInfo:
-            """Upload and create; once the upload is recorded, a retry finds or creates its batch
-            (the create may have reached the provider though its answer did not come back)."""
-            if recorded:
-                return await self._client.batch_for_file(recorded[0][1])
-            return await self._client.submit_file(path, on_file)
-
-        info = await self._retrying(once)
-        if recorded:
-            await self._store.batches.created(recorded[0][0], self.job_id, info.id, info.state)
-        else:
-            await self._store.batches.record(
-                self.job_id, self._client.name, ids, file_id=None, batch_id=info.id,
-                state=info.state, size=size,
-            )  # fmt: skip
-        self._note(f"{self._client.name} batch {info.id} submitted: {len(ids)} photos")
+    async def _work(self) -> None:
+        """Settle what a crash or a stop left half-sent, submit the rest (not under a
+        cancel), then wait for every batch (cancelling them under a cancel)."""
+        await self._submitter.settle(create=not self._stops.cancelled)
+        if not self._stops.cancelled:
+            await self._submitter.submit_unbatched()
+        if await self._open_batches():
+            await self._store.batches.set_state(self.job_id, JobState.SUBMITTED)
+        await self._wait_for_batches()
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -272,20 +208,18 @@ class EconomyRunner:
         """Poll every unfetched batch until it ends; store each one's answers as it does."""
         delay = self._options.poll_first
         while True:
-            waiting = [r for r in await self._store.batches.of_job(self.job_id) if not r.fetched]
-            if not waiting or self._flags.interrupted:
+            waiting = await self._open_batches()
+            if not waiting:
                 return
-            if self._flags.cancelled and not self._flags.cancel_sent:
+            if self._stops.cancelled and not self._flags.cancel_sent:
                 await self._cancel_at_provider(waiting)
             else:
-                await self._pause(delay)
+                await self._calls.pause(delay)
                 delay = min(delay * POLL_GROWTH, self._options.poll_max)
-            if self._flags.interrupted:
-                return
             for record in waiting:
                 assert record.batch_id is not None
                 batch_id = record.batch_id
-                info = await self._retrying(partial(self._client.get, batch_id))
+                info = await self._calls(partial(self._client.get, batch_id))
                 await self._store.batches.polled(record.id, info.state, _counts(info), info.error)
                 self._note(_describe(self._client.name, info))
                 if info.done:
@@ -296,27 +230,19 @@ class EconomyRunner:
         for record in waiting:
             assert record.batch_id is not None
             batch_id = record.batch_id
-            info = await self._retrying(partial(self._client.cancel, batch_id))
+            info = await self._calls(partial(self._client.cancel, batch_id))
             self._note(_describe(self._client.name, info))
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep between polls, beating the heartbeat and watching for `kullbatch cancel`."""
-        loop_end = self._clock() + seconds
-        while (left := loop_end - self._clock()) > 0:
-            self._wake.clear()
-            step = min(left, self._options.cancel_poll_interval)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), step)
-            if self._flags.interrupted or self._flags.cancelled:
-                return
-            if await self._heartbeat.check():
-                return
+    async def _open_batches(self) -> list[BatchRecord]:
+        """The job's provider batches that exist and whose answers are not stored yet."""
+        records = await self._store.batches.of_job(self.job_id)
+        return [r for r in records if r.batch_id is not None and not r.fetched]
 
     # -- answers ------------------------------------------------------------------------------
 
     async def _collect(self, record: BatchRecord, info: BatchInfo) -> None:
         """Store every answer that came back; what did not is left for fast mode."""
-        found = await self._retrying(lambda: self._client.results(info))
+        found = await self._calls(lambda: self._client.results(info))
         for custom_id, image_id in (await self._store.batches.custom_ids(record.id)).items():
             self._take(image_id, found.get(custom_id), info)
         await self._store.flush()
@@ -345,13 +271,10 @@ class EconomyRunner:
             )
 
     async def _finish(self) -> JobOutcome:
-        if self._flags.interrupted:
-            open_batches = [
-                r for r in await self._store.batches.of_job(self.job_id) if not r.fetched
-            ]
-            state = JobState.SUBMITTED if open_batches else JobState.INTERRUPTED
+        if self._stops.interrupted:
+            state = JobState.SUBMITTED if await self._open_batches() else JobState.INTERRUPTED
             return self._outcome(state, "interrupted (Ctrl-C); resume to finish")
-        if self._flags.cancelled:
+        if self._stops.cancelled:
             return self._outcome(JobState.CANCELLED, "cancelled by the user")
         leftovers = await self._store.batches.leftovers(self.job_id)
         if not leftovers:
@@ -368,24 +291,6 @@ class EconomyRunner:
         )
 
     # -- small parts --------------------------------------------------------------------------
-
-    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A batch call, retried through rate limits and outages like a fast-mode request."""
-        retries = 0
-        started = self._clock()
-        while True:
-            try:
-                return await call()
-            except Retryable as exc:
-                retries += 1
-                wait = self._policy.next_wait(exc, retries, started, self._clock(), self._rng)
-                if wait is None:
-                    raise FatalJobError(f"{exc.message} (gave up after {retries} tries)") from exc
-                admin_log.warning(
-                    "[BatchProcessor] Job %s batch call failed: %s. Retrying in %.0f ms",
-                    self.job_id, exc.message, wait * 1000,
-                )  # fmt: skip
-                await asyncio.sleep(wait)
 
     def _failed(self, image_id: str, message: str) -> None:
         self._report.counters.failed += 1
@@ -416,10 +321,3 @@ def _describe(provider: str, info: BatchInfo) -> str:
     done = counts.succeeded + counts.failed + counts.expired + counts.cancelled
     total = f"/{counts.total}" if counts.total else ""
     return f"{provider} batch {info.id}: {info.state}, {done}{total} done"
-
-
-def _too_large(size: int, limit: int) -> str:
-    return (
-        f"the batch request for this photo is {size:,} bytes, over the provider's "
-        f"{limit:,}-byte batch limit"
-    )

@@ -27,7 +27,13 @@ from kullbatch.heartbeat import Heartbeat
 from kullbatch.images import DEFAULT_MAX_EDGE, prepare
 from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
 from kullbatch.ratelimit import Gate, GateState, Slots
-from kullbatch.retry import DEFAULT_MAX_RETRY_TIME, GaveUp, RetryPolicy, format_wait_ms
+from kullbatch.retry import (
+    DEFAULT_MAX_RETRY_TIME,
+    GaveUp,
+    RetryPolicy,
+    Sending,
+    format_wait_ms,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -59,14 +65,6 @@ class JobOutcome:
     rated: int
     failed: int
     error: str | None = None
-
-
-@dataclass(slots=True)
-class _Sending:
-    """One image's retry bookkeeping: its window opens when it is first sent."""
-
-    first_sent: float | None = None
-    retries: int = 0
 
 
 @dataclass(slots=True)
@@ -333,18 +331,14 @@ class BatchProcessor:
     async def _rate_with_retries(
         self, image: ImageInput, link: Link, *, admitted: bool, last: bool
     ) -> tuple[Answer, int]:
-        sending = _Sending()
-        policy = self._policy if last else self._fallback_policy
+        sending = Sending(self._policy if last else self._fallback_policy)
 
         def backoff(exc: Exception) -> bool | float:
             if not isinstance(exc, ProviderError) or (not last and provider_specific(exc)):
                 return False
-            now = self._clock()
-            started = now if sending.first_sent is None else sending.first_sent
-            wait = policy.next_wait(exc, sending.retries + 1, started, now, self._rng)
+            wait = sending.next_wait(exc, self._clock(), self._rng)
             if wait is None:
                 return False
-            sending.retries += 1
             self._retry_scheduled(image, link, sending.retries, exc, wait)
             return wait
 
@@ -365,7 +359,7 @@ class BatchProcessor:
             raise
         except ProviderError as exc:
             elapsed = self._clock() - (sending.first_sent or self._clock())
-            raise GaveUp.after(image.id, exc, sending.retries + 1, elapsed) from exc
+            raise GaveUp.after(image.id, exc, sending.retries + 1, elapsed, last=last) from exc
         except Exception as exc:  # a bug in an adapter must not take 10,000 images down
             admin_log.exception("[BatchProcessor] Image %s: unexpected error", image.id)
             message = f"internal error: {type(exc).__name__}: {exc}"
@@ -376,7 +370,7 @@ class BatchProcessor:
         return image.path is not None or link.provider.capabilities.inlines_url_images
 
     async def _attempt(
-        self, image: ImageInput, link: Link, sending: _Sending, *, admitted: bool = False
+        self, image: ImageInput, link: Link, sending: Sending, *, admitted: bool = False
     ) -> Answer:
         """One request: a concurrency slot and a bytes slot (if needed), then the gate.
 
@@ -393,16 +387,16 @@ class BatchProcessor:
             finally:
                 self._slots.release(holds_bytes)
         if self._slots.free(holds_bytes):  # the common case: nothing to hold
-            await link.gate.wait()
+            await sending.through(link.gate)
             return await self._send(image, link, sending)
         await self._slots.acquire(holds_bytes)
         try:
-            await link.gate.wait()
+            await sending.through(link.gate)
             return await self._send(image, link, sending)
         finally:
             self._slots.release(holds_bytes)
 
-    async def _send(self, image: ImageInput, link: Link, sending: _Sending) -> Answer:
+    async def _send(self, image: ImageInput, link: Link, sending: Sending) -> Answer:
         if sending.first_sent is None:  # the retry window starts at the first send
             sending.first_sent = self._clock()
         gate = link.gate
@@ -432,7 +426,7 @@ class BatchProcessor:
     ) -> None:
         self._report.counters.retrying += 1
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            link.gate.hold(min(exc.retry_after, self._policy.schedule_for(exc).cap))
+            link.gate.hold(min(exc.retry_after, wait))  # bounded by the window, as the wait is
         admin_log.warning(
             "[BatchProcessor] Image %s attempt %d failed: %s. Retrying in %s",
             image.id,

@@ -2,7 +2,8 @@
 
 `kullbatch status` tells a live job from a dead one by its heartbeat (stale after 30 s), and
 `kullbatch cancel` from another process sets a flag the owner reads here. The fast engine and
-the economy runner both keep one.
+the economy runner both run one (`run`) as a task of its own for the job's whole life, so that
+no slow step (an upload, a retried call) can make a live job look dead.
 """
 
 from __future__ import annotations
@@ -53,9 +54,24 @@ class Heartbeat:
             self._on_cancel()
         return requested
 
-    async def run(self, poll_interval: float) -> None:
-        """Check every `poll_interval` seconds until a cancel is asked."""
+    async def run(self, poll_interval: float, *, beat_after_cancel: bool = False) -> None:
+        """Check every `poll_interval` seconds until a cancel is asked; with
+        `beat_after_cancel`, go on beating (not reading the flag again) until the task is
+        cancelled: a job that winds down after a cancel (an economy job cancelling its
+        provider batches and collecting what they finished) is still alive."""
         while True:
             await asyncio.sleep(poll_interval)
             if await self.check():
-                return
+                break
+        while beat_after_cancel:
+            await asyncio.sleep(poll_interval)
+            await self._beat_if_due()
+
+    async def _beat_if_due(self) -> None:
+        if self._clock() - self._last_beat < self._interval:
+            return
+        self._last_beat = self._clock()
+        try:
+            await self._store.beat(self._job_id)
+        except Exception:  # a busy or broken database must not stop the job
+            admin_log.exception("[BatchProcessor] Job %s: heartbeat failed", self._job_id)

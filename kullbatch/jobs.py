@@ -8,6 +8,7 @@ module opens a store or talks to a provider.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import logging
 import os
@@ -226,14 +227,33 @@ async def get_job(store: Store, job_id: str) -> JobRow:
     return job
 
 
-async def prepare_resume(store: Store, job_id: str) -> JobRow:
-    """A job that is not running again: its failed images get another chance."""
+async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> JobRow:
+    """A job that is not running again: its failed images get another chance.
+
+    An economy job stays in economy mode: photos its ended batches did not finish go into new
+    batches. `mode="fast"` sends the rest of it at the list price instead, once no provider
+    batch of it is still open (those photos would be paid for twice).
+    """
     job = await get_job(store, job_id)
     if job.is_live():
         raise UsageError(f"job {job_id} is still running (pid {job.owner_pid}); not resuming it")
     if job.status is JobState.COMPLETED and job.failed_images == 0:
         raise UsageError(f"job {job_id} is already completed; every image is rated")
+    if mode not in {None, job.mode, "fast"}:
+        raise UsageError(f"job {job_id} ran in {job.mode} mode; it resumes in fast or {job.mode}")
+    if job.mode == "economy" and mode == "fast":
+        still_open = [r for r in await store.batches.of_job(job_id) if not r.fetched]
+        if still_open:
+            names = ", ".join(r.batch_id or r.file_id or "one being created" for r in still_open)
+            raise UsageError(
+                f"job {job_id} has provider batches still open ({names}): resume it without "
+                "--mode fast to collect them, or cancel it first; its photos would be paid twice"
+            )
+        await store.set_mode(job_id, "fast")
+        job = dataclasses.replace(job, mode="fast")
     await store.reopen_failed(job_id)
+    if job.mode == "economy":
+        await store.batches.release_ended(job_id)
     return job
 
 
@@ -346,22 +366,25 @@ class Service:
         """(moments, duplicates) of the job's last grouping."""
         return await self.store.group_counts(job_id)
 
-    async def prepare_resume(self, job_id: str) -> JobRow:
-        return await prepare_resume(self.store, job_id)
+    async def prepare_resume(self, job_id: str, mode: str | None = None) -> JobRow:
+        return await prepare_resume(self.store, job_id, mode)
+
+    async def is_live(self, job_id: str) -> bool:
+        """Whether a process is running (or polling) the job right now."""
+        return (await get_job(self.store, job_id)).is_live()
 
     async def cancel(self, job_id: str) -> str:
         """Stop a job; an economy job nobody polls has its provider batches cancelled here."""
         job = await get_job(self.store, job_id)
         open_states = {JobState.SUBMITTED, JobState.INTERRUPTED, JobState.PROCESSING}
-        if job.mode == "economy" and job.status in open_states and not job.is_live():
-            waiting = [r for r in await self.store.batches.of_job(job_id) if not r.fetched]
-            if waiting:
-                runtime = await self.runtime()
-                outcome = await runtime.run_job(job, cancel=True)
-                return (
-                    f"job {job_id} {outcome.state.value}: {len(waiting)} provider batch(es) "
-                    f"cancelled; {outcome.rated} photos rated (kept)"
-                )
+        waiting = [r.id for r in await self.store.batches.of_job(job_id) if not r.fetched]
+        if job.mode == "economy" and job.status in open_states and not job.is_live() and waiting:
+            outcome = await (await self.runtime()).run_job(job, cancel=True)
+            made = await self.store.batches.made(waiting)  # cancelled; none is created
+            return (
+                f"job {job_id} {outcome.state.value}: {made} provider batch(es) "
+                f"cancelled; {outcome.rated} photos rated (kept)"
+            )
         return await cancel_job(self.store, job_id)
 
     def prices(self) -> pricing.PriceTable:
@@ -380,8 +403,9 @@ class Service:
         usage = TokenUsage(
             inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens
         )
+        rater = pricing.rated_by(groups, job.provider_id)
         return status_of(job).model_copy(
-            update={"usage": usage, "costUsd": cost.usd, "costNote": cost.note}
+            update={"usage": usage, "costUsd": cost.usd, "costNote": cost.note, "providerId": rater}
         )
 
     async def status(self, job_id: str) -> JobStatus:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 ColorLabel = Literal["red", "yellow", "green", "blue", "purple", "none"]
 COLOR_LABELS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple", "none")
@@ -45,12 +45,23 @@ class ImageInput(BaseModel):
     companions: list[Path] = Field(default_factory=list)
 
 
+def _a_number(value: object) -> object:
+    """`true` and `"4"` are not stars (pydantic's lax mode would take them as 1 and 4)."""
+    if isinstance(value, bool | str | bytes):
+        # a ValueError (not TypeError): pydantic reports only those as invalid input
+        raise ValueError("a star rating is a whole number from 1 to 5")  # noqa: TRY004
+    return value
+
+
+Stars = Annotated[int, BeforeValidator(_a_number), Field(ge=1, le=5)]
+
+
 class Rating(BaseModel):
     """The answer a model gives for one photo; the same shape for every provider."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    starRating: int = Field(ge=1, le=5)  # noqa: N815  (the spec's wire name)
+    starRating: Stars  # noqa: N815  (the spec's wire name)
     colorLabel: ColorLabel  # noqa: N815
     title: str
     description: str

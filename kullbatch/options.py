@@ -20,6 +20,11 @@ class ExportFormat(StrEnum):
     XMP = "xmp"
 
 
+class ResumeMode(StrEnum):
+    FAST = "fast"
+    ECONOMY = "economy"
+
+
 class SidecarStyleChoice(StrEnum):
     ADOBE = "adobe"
     DARKTABLE = "darktable"

@@ -47,6 +47,7 @@ __all__ = [
     "job_cost",
     "load_prices",
     "priced",
+    "rated_by",
     "text_tokens",
 ]
 
@@ -227,6 +228,18 @@ class RatedUsage:
     photos: int
     input_tokens: int
     output_tokens: int
+
+
+def rated_by(groups: Iterable[RatedUsage], provider: str) -> str:
+    """Who rated the job: its own `provider` if it rated any photo (or none was rated yet),
+    else the provider that rated the most (a job its provider handed whole to a fallback)."""
+    photos: Counter[str] = Counter()
+    for group in groups:
+        if group.provider is not None:  # photos not rated (yet) have no provider
+            photos[group.provider] += group.photos
+    if not photos or provider in photos:
+        return provider
+    return photos.most_common(1)[0][0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,9 @@ It starts open ("all at once"). It learns from three sources:
   answers arrive (AIMD). A trickle of retries, or a few stray 429s among many good answers,
   is left to the per-image schedules.
 
-`--rpm` states a known limit: the pace never exceeds it. The retry schedules of each image are
-not touched; the gate only decides when a request, new or retried, may leave.
+`--rpm` states a known limit, and so does a limit header, however low: the pace never exceeds
+them. The retry schedules of each image are not touched; the gate only decides when a request,
+new or retried, may leave, and turns a retry away rather than hold it past its window.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,13 +34,14 @@ if TYPE_CHECKING:
 HEADROOM = 0.95  # pace under a stated limit: a server's window edges are never exact
 DECREASE = 0.5
 INCREASE_PER_SECOND = 0.05
-MIN_RATE = 0.2  # requests per second: never stall a job completely
+MIN_RATE = 0.2  # requests per second: 429s alone never slow a job below this
 BURST_RATE = 2.0  # requests per second: below this, 429s are the schedules' business
 OVERLOAD_SHARE = 0.25  # a few 429s among many answers are noise; a quarter means "too fast"
 SEND_WINDOW = 2.0  # seconds of sends the current send rate is measured over
 BURST_SECONDS = 0.1  # at most this much of the pace is released at once
 EPSILON = 1e-9
 TOKEN_AVERAGE_WEIGHT = 0.1
+DEADLINE_SLACK = 1e-3  # seconds: a deadline met to the millisecond is met (float sums, clocks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,10 @@ class Gate:
         self._tokens_per_request: float | None = None
         self._tokens = 1.0  # the pace's bucket: slots that may go now
         self._accrued_at = clock()
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # FIFO callers, each with the time by which it must have gone (inf: no deadline)
+        self._waiters: collections.deque[tuple[asyncio.Future[bool], float]] = collections.deque()
+        self._soonest = math.inf  # no waiter's deadline comes before this
+        self._wake_at = 0.0  # when the dispatcher next releases anyone
         self._dispatcher: asyncio.Task[None] | None = None
         self._sends: collections.deque[float] = collections.deque()
         self._outcomes: collections.deque[tuple[float, bool]] = collections.deque()
@@ -134,7 +140,7 @@ class Gate:
             rates.append(limits.tokens_limit / 60 / self._tokens_per_request * HEADROOM)
         if not rates:
             return False
-        self._set_rate(max(MIN_RATE, min(rates)), from_headers=True)
+        self._set_rate(min(rates), from_headers=True)  # the server's word, however low
         return True
 
     def _outcome(self, now: float, *, limited: bool) -> float:
@@ -191,23 +197,27 @@ class Gate:
 
     # -- waiting ------------------------------------------------------------------------------
 
-    async def wait(self) -> None:
-        """Return when this caller may send; FIFO among callers."""
+    async def wait(self, until: float = math.inf) -> bool:
+        """True when this caller may send, FIFO among callers; False (it must not send) as soon
+        as the gate cannot let it go by `until`: a retry is not held past its window."""
         now = self._clock()
         if self._rate is None and not self._waiters and self._open_at <= now:
             self._sent(now)
-            return  # the fast path: no pace, no hold
+            return True  # the fast path: no pace, no hold
         if self._rate is not None and not self._waiters and self._open_at <= now:
             self._refill(now)
             if self._tokens >= 1 - EPSILON:  # a slot is free: no queue, no dispatcher
                 self._tokens -= 1
                 self._sent(now)
-                return
-        future = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+                return True
+        if until + DEADLINE_SLACK < max(now, self._open_at, self._wake_at):
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append((future, until))
+        self._soonest = min(self._soonest, until)
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="kullbatch-gate")
-        await future
+        return await future
 
     def _refill(self, now: float) -> None:
         assert self._rate is not None
@@ -217,9 +227,10 @@ class Gate:
 
     async def close(self) -> None:
         """Stop the dispatcher (the job ended); waiters still queued are cancelled."""
-        for waiter in self._waiters:
+        for waiter, _ in self._waiters:
             waiter.cancel()
         self._waiters.clear()
+        self._soonest, self._wake_at = math.inf, 0.0
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,8 +241,8 @@ class Gate:
         so a fast pace releases many callers per pass instead of one per event-loop turn."""
         while self._waiters:
             now = self._clock()
-            if (hold := self._open_at - now) > 0:
-                await asyncio.sleep(hold)
+            if self._open_at > now:
+                await self._sleep_until(self._open_at, now)
                 continue
             if self._rate is None:
                 self._tokens, self._accrued_at = float(len(self._waiters)), now
@@ -239,14 +250,31 @@ class Gate:
                 self._refill(now)
             if self._tokens < 1 - EPSILON:  # float sums of slot fractions land a hair under 1
                 assert self._rate is not None
-                await asyncio.sleep((1 - self._tokens) / self._rate)
+                await self._sleep_until(now + (1 - self._tokens) / self._rate, now)
                 continue
             while self._tokens >= 1 - EPSILON and self._waiters:
-                waiter = self._waiters.popleft()
+                waiter, _ = self._waiters.popleft()
                 if not waiter.done():  # a cancelled caller does not use up a slot
-                    waiter.set_result(None)
+                    waiter.set_result(True)
                     self._sent(now)
                     self._tokens -= 1
+
+    async def _sleep_until(self, wake_at: float, now: float) -> None:
+        """Sleep until the next release; first turn away the callers whose deadline comes
+        before it (the gate will not let them go in time)."""
+        if self._soonest + DEADLINE_SLACK < wake_at:
+            kept: collections.deque[tuple[asyncio.Future[bool], float]] = collections.deque()
+            for waiter, until in self._waiters:
+                if until + DEADLINE_SLACK >= wake_at:
+                    kept.append((waiter, until))
+                elif not waiter.done():
+                    waiter.set_result(False)
+            self._waiters = kept
+            self._soonest = min((until for _, until in kept), default=math.inf)
+            if not kept:
+                return
+        self._wake_at = wake_at
+        await asyncio.sleep(wake_at - now)
 
 
 class Slots:

@@ -1,17 +1,20 @@
 """Which wait follows which failure: the spec's two schedules, hints, jitter and the window.
 
 stamina runs the attempts; this module decides, per failure, whether there is another attempt
-and how long to wait before it. Everything here is a pure function of its arguments (time is
-passed in), so the six-hour window is tested with numbers, not with sleeping.
+and how long to wait before it. Time is always passed in, so the six-hour window is tested with
+numbers, not with sleeping; `Sending` keeps one image's count on one provider, and passes it
+through the provider's gate only while its window lasts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import stamina
 
@@ -22,6 +25,9 @@ from kullbatch.errors import (
     Retryable,
     provider_specific,
 )
+
+if TYPE_CHECKING:
+    from kullbatch.ratelimit import Gate
 
 admin_log = logging.getLogger("kullbatch.admin")
 
@@ -100,14 +106,56 @@ def jittered(
 ) -> float:
     """The schedule's wait (or the server's hint), capped, with up to `jitter` added.
 
+    A hint never makes the wait shorter than the schedule's first step: `retry-after: 0`, a date
+    in the past or `retryDelay: "0s"` would otherwise retry as fast as answers come back.
     The cap is a hard ceiling: at the cap, jitter goes downwards instead.
     """
-    base = schedule.base_wait(retry_number) if hint is None else hint
-    base = min(max(base, 0.0), schedule.cap)
+    base = schedule.base_wait(retry_number) if hint is None else max(schedule.initial, hint)
+    base = min(base, schedule.cap)
     spread = (rng or random).uniform(0.0, jitter)
     if base * (1 + spread) > schedule.cap:
         return schedule.cap * (1 - spread)
     return base * (1 + spread)
+
+
+@dataclass(slots=True)
+class Sending:
+    """One image's retries on one provider: its window opens when the image is first sent."""
+
+    policy: RetryPolicy
+    first_sent: float | None = None
+    retries: int = 0
+    failed: ProviderError | None = None  # the failure the coming retry answers
+    closed: bool = False  # the gate would hold the coming retry past the window: no more
+
+    @property
+    def deadline(self) -> float:
+        """When the window closes; never, before the image is first sent."""
+        if self.first_sent is None:
+            return math.inf
+        return self.first_sent + self.policy.max_retry_time
+
+    def next_wait(
+        self, error: ProviderError, now: float, rng: random.Random | None = None
+    ) -> float | None:
+        """The wait before the next retry (which is then counted), or None: no more retries."""
+        if self.closed:
+            return None
+        started = now if self.first_sent is None else self.first_sent
+        wait = self.policy.next_wait(error, self.retries + 1, started, now, rng)
+        if wait is not None:
+            self.retries += 1
+            self.failed = error
+        return wait
+
+    async def through(self, gate: Gate) -> None:
+        """Pass `gate` within the window; a retry the gate would hold past it is not made, and
+        the failure before it stands (raised again, it ends the image's retries)."""
+        if not await gate.wait(self.deadline):
+            assert self.failed is not None  # an image not yet sent has no deadline
+            self.retries -= 1
+            self.closed = True
+            raise self.failed
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
@@ -141,8 +189,15 @@ class GaveUp(Exception):
         self.movable = movable
 
     @classmethod
-    def after(cls, image_id: str, exc: ProviderError, attempts: int, elapsed: float) -> GaveUp:
-        """The admin log's last line for the image, in the spec's format, and the verdict."""
+    def after(
+        cls, image_id: str, exc: ProviderError, attempts: int, elapsed: float, *, last: bool = True
+    ) -> GaveUp:
+        """The verdict, and the admin log's last line for an image that fails for good (in the
+        spec's format); one that moves to the next provider (`last` False) is not logged here.
+        """
+        movable = isinstance(exc, Retryable) or provider_specific(exc)
+        if movable and not last:
+            return cls(exc.message, attempts, movable=True)
         if isinstance(exc, PermanentImageError):
             admin_log.warning("[BatchProcessor] Image %s failed: %s", image_id, exc.message)
         else:
@@ -153,7 +208,6 @@ class GaveUp(Exception):
                 format_wait_ms(elapsed),
                 exc.message,
             )
-        movable = isinstance(exc, Retryable) or provider_specific(exc)
         return cls(exc.message, attempts, movable=movable)
 
 

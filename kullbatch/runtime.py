@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
     from types import TracebackType
 
-    from kullbatch.economy import BatchAdapter
+    from kullbatch.batch_submit import BatchAdapter
     from kullbatch.models import ImageInput, ProgressEvent
     from kullbatch.providers import Provider, ProviderSpec
     from kullbatch.rows import JobRow

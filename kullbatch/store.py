@@ -215,11 +215,21 @@ class Store:
         return images_in_pages(self._db, job_id, "unfinished", page)
 
     async def reopen_failed(self, job_id: str) -> None:
-        """Failed images become pending again, for a resume that retries them."""
+        """Failed images become pending again, for a resume that retries them; the job's
+        counts follow, so `status` never counts a photo as failed that is waiting again."""
         await self._db.execute(
             "UPDATE batch_items SET status = 'pending' WHERE job_id = ? AND status = 'failed'",
             (job_id,),
         )
+        await self._db.execute(
+            "UPDATE batch_jobs SET failed_images = 0 WHERE id = ?",
+            (job_id,),
+        )
+        await self._db.commit()
+
+    async def set_mode(self, job_id: str, mode: str) -> None:
+        """`resume --mode fast`: the rest of an economy job goes at the list price."""
+        await self._db.execute("UPDATE batch_jobs SET mode = ? WHERE id = ?", (mode, job_id))
         await self._db.commit()
 
     async def items(self, job_id: str) -> list[ItemRecord]:

@@ -154,7 +154,7 @@ def status_lines(current: JobStatus) -> list[str]:
     for batch in current.providerBatches:
         counts = ", ".join(f"{n} {name}" for name, n in batch.counts.items() if n)
         lines.append(
-            f"  {current.providerId} batch {batch.id or '(file uploaded)'}: {batch.state}, "
+            f"  {current.providerId} batch {batch.id or '(no id yet)'}: {batch.state}, "
             f"{batch.requests} photos" + (f" ({counts})" if counts else "")
         )
     if current.status is JobState.INTERRUPTED:

@@ -6,18 +6,21 @@ is refused with the error envelope when a custom_id is invalid or repeated, `par
 model / max_tokens / messages, there are more than `max_requests` requests (400) or the JSON is
 over `max_bytes` (413). Counts other than `processing` stay 0 until the batch has ended; then
 `results_url` serves one line per request, in a random order: `succeeded`, `errored`,
-`canceled` or `expired`.
+`canceled` or `expired`. `GET /v1/messages/batches` lists the workspace's batches newest first,
+`limit` (1 to 1000, default 20) a page, paged by `after_id` / `before_id`, with `first_id`,
+`last_id` and `has_more`; a batch's `created_at` is the time it was made.
 
 Knobs: `answer` (per request: the model's text or a `LineError`), `polls_per_state`,
 `expire_after` (the 24 h end comes with that many requests finished), `seed` (None keeps the
-input order), `max_requests`, `max_bytes`.
+input order), `max_requests`, `max_bytes`, `lost_creates` (the first creates make their batch,
+then answer 500 `api_error`, as when the answer is lost on the way).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +69,11 @@ def now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def rfc3339(moment: datetime) -> str:
+    """As the API writes a batch's times: UTC, microseconds, `Z`."""
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 class FakeAnthropicBatches:
     """One fake Anthropic workspace: its batches and every request it received."""
 
@@ -79,6 +87,7 @@ class FakeAnthropicBatches:
         seed: int | None = 0,
         max_requests: int = 100_000,
         max_bytes: int = 256 * 1024 * 1024,
+        lost_creates: int = 0,
     ) -> None:
         self.api_key = api_key
         self.answer = answer
@@ -90,6 +99,8 @@ class FakeAnthropicBatches:
         self.batches: dict[str, FakeBatch] = {}
         self.created_bytes: list[int] = []
         self.cancel_times: dict[str, str] = {}
+        self.created_times: dict[str, datetime] = {}
+        self.lost_creates = lost_creates
         self.seen: list[Seen] = []
         self.base_url = ""
 
@@ -100,6 +111,7 @@ class FakeAnthropicBatches:
             middlewares=[recording_middleware(self.seen)],
         )
         app.router.add_post(PATH, self._create)
+        app.router.add_get(PATH, self._list)
         app.router.add_get(PATH + "/{id}", self._get)
         app.router.add_post(PATH + "/{id}/cancel", self._cancel)
         app.router.add_get(PATH + "/{id}/results", self._results)
@@ -166,8 +178,45 @@ class FakeAnthropicBatches:
             finalizing=False,
         )
         self.batches[batch.id] = batch
+        self.created_times[batch.id] = datetime.now(UTC)
         self.created_bytes.append(len(raw))
+        if self.lost_creates > 0:
+            self.lost_creates -= 1  # made, but the answer never reaches the caller
+            return anthropic_error(500, "api_error", "Internal server error")
         return web.json_response(self._batch_json(batch))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Newest first; `after_id` pages towards older batches, `before_id` towards newer."""
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return anthropic_error(
+                400, "invalid_request_error", "limit: Input should be between 1 and 1000"
+            )
+        ids = list(reversed(self.batches))
+        after, before = request.query.get("after_id"), request.query.get("before_id")
+        for cursor in (after, before):
+            if cursor is not None and cursor not in self.batches:
+                return anthropic_error(404, "not_found_error", f"batch {cursor} not found")
+        if after is not None:
+            start = ids.index(after) + 1
+            page, more = ids[start : start + limit], start + limit < len(ids)
+        elif before is not None:
+            end = ids.index(before)
+            page, more = ids[max(0, end - limit) : end], end - limit > 0
+        else:
+            page, more = ids[:limit], limit < len(ids)
+        body = {
+            "data": [self._batch_json(self.batches[batch_id]) for batch_id in page],
+            "has_more": more,
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
+        return web.json_response(body)
 
     def _problem(self, requests: Any) -> str | None:
         if not isinstance(requests, list) or not requests:
@@ -236,6 +285,7 @@ class FakeAnthropicBatches:
 
     def _batch_json(self, batch: FakeBatch) -> dict[str, Any]:
         ended = batch.done
+        made = self.created_times[batch.id]
         succeeded, errored = batch.counts()
         left = len(batch.unfinished)
         counts = {
@@ -253,8 +303,8 @@ class FakeAnthropicBatches:
             "type": "message_batch",
             "processing_status": status,
             "request_counts": counts,
-            "created_at": now(),
-            "expires_at": now(),
+            "created_at": rfc3339(made),
+            "expires_at": rfc3339(made + timedelta(hours=24)),
             "ended_at": now() if ended else None,
             "cancel_initiated_at": self.cancel_times.get(batch.id),
             "archived_at": None,

@@ -9,13 +9,17 @@ and an error file (error answers, `batch_expired` lines), in a random order.
 
 Knobs: `answer` (per request: the model's text or a `LineError`), `polls_per_state`,
 `expire_after` (the window ends with that many requests finished), `fail_validation` (a
-message), `seed` (None keeps the input order), `max_requests`, `max_file_bytes`.
+message), `seed` (None keeps the input order), `max_requests`, `max_file_bytes`,
+`upload_delays` (the n-th upload is answered that many seconds late, on the fake's own loop
+clock: a slow link), `failing_polls` (the first polls of a batch answer 500 `server_error`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +84,8 @@ class FakeOpenAIBatches:
         max_requests: int = 50_000,
         max_file_bytes: int = 200 * 1024 * 1024,
         earlier_batches: int = 0,
+        upload_delays: Sequence[float] = (),
+        failing_polls: int = 0,
     ) -> None:
         self.api_key = api_key
         self.answer = answer
@@ -97,6 +103,10 @@ class FakeOpenAIBatches:
         # the account's batches from before this test (other shoots, other tools), oldest first
         self.earlier = [_earlier_batch(n) for n in range(earlier_batches)]
         self.uploads: list[Upload] = []
+        self.upload_delays = list(upload_delays)
+        self.uploads_started = 0  # uploads received, answered or not yet
+        self.failing_polls = failing_polls
+        self.polls_failed = 0
         self.seen: list[Seen] = []
         self.base_url = ""
 
@@ -143,6 +153,9 @@ class FakeOpenAIBatches:
     async def _upload(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
+        self.uploads_started += 1
+        if self.uploads_started <= len(self.upload_delays):
+            await asyncio.sleep(self.upload_delays[self.uploads_started - 1])
         form = await request.post()
         upload = form.get("file")
         if form.get("purpose") != "batch":
@@ -239,6 +252,17 @@ class FakeOpenAIBatches:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
             return openai_error(404, f"No batch found with id '{request.match_info['id']}'.")
+        if self.polls_failed < self.failing_polls:
+            self.polls_failed += 1
+            body = {
+                "error": {
+                    "message": "The server had an error while processing your request. Sorry!",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+            return web.json_response(body, status=500)
         batch.tick()
         self._settle(batch)
         return web.json_response(self._batch_json(batch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -226,6 +227,53 @@ async def test_a_results_url_on_another_host_is_not_followed_with_the_key(sessio
     )
     found = await batch.results(session, fake.base_url, HEADERS, elsewhere)
     assert sorted(found) == ["img-000", "img-001"]
+
+
+async def test_batches_made_since_a_moment_are_found_by_request_count_newest_first(
+    session, serve, monkeypatch
+):
+    """Batches of the size made since the moment, newest first, paged; cancelled ones left out."""
+    fake = await serve()
+    older = await batch.create(session, fake.base_url, HEADERS, lines(4))
+    since = datetime.now(UTC)
+    made = [
+        await batch.create(session, fake.base_url, HEADERS, lines(count)) for count in (4, 3, 4, 4)
+    ]
+    await batch.cancel(session, fake.base_url, HEADERS, made[3].id)
+    monkeypatch.setattr(batch, "LIST_PAGE_SIZE", 2)  # several pages
+    found = await batch.find_made(session, fake.base_url, HEADERS, 4, since)
+    later = await batch.find_made(session, fake.base_url, HEADERS, 4, datetime.now(UTC))
+    assert [info.id for info in found] == [made[2].id, made[0].id]
+    assert older.id not in {info.id for info in found} and later == []
+    assert found[0].counts.total == 4 and found[0].state == "in_progress"
+    pages = [s for s in fake.seen if s.method == "GET" and s.path == batch.PATH]
+    assert len(pages) == 3 + 1  # the third page reaches the older batch: the search stops
+
+
+async def test_the_search_for_a_lost_batch_stops_after_the_newest_pages(
+    session, serve, monkeypatch
+):
+    """Only the newest `LIST_PAGES` pages are read, however many batches the workspace has."""
+    fake = await serve()
+    since = datetime.now(UTC)
+    await batch.create(session, fake.base_url, HEADERS, lines(2))
+    for _ in range(3):
+        await batch.create(session, fake.base_url, HEADERS, lines(1))
+    monkeypatch.setattr(batch, "LIST_PAGE_SIZE", 1)
+    monkeypatch.setattr(batch, "LIST_PAGES", 3)
+    assert await batch.find_made(session, fake.base_url, HEADERS, 2, since) == []
+    assert await batch.find_made(session, fake.base_url, HEADERS, 1, since) != []
+
+
+async def test_the_list_of_batches_refuses_a_page_size_the_api_refuses(session, serve):
+    """The fake is as strict as the API: `limit` runs from 1 to 1000."""
+    fake = await serve()
+    for limit in ("0", "1001"):
+        async with session.get(
+            f"{fake.base_url}{batch.PATH}?limit={limit}", headers=HEADERS
+        ) as answer:
+            assert answer.status == 400
+            assert (await answer.json())["error"]["type"] == "invalid_request_error"
 
 
 def test_split_requests_measures_the_exact_json_of_the_create_call():

@@ -21,6 +21,7 @@ from kullbatch.models import (
     Prompt,
     RateLimits,
 )
+from kullbatch.ratelimit import Gate
 from kullbatch.retry import quiet_stamina
 from kullbatch.rows import NewJob
 from kullbatch.store import Store
@@ -44,6 +45,7 @@ async def run_job(
     options: EngineOptions | None = None,
     events: list[ProgressEvent] | None = None,
     before_run=None,
+    gate: Gate | None = None,
 ) -> tuple[JobOutcome, Store]:
     store = await Store.open(db)
     job = NewJob("batch_1_aaaaaa", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {})
@@ -59,6 +61,7 @@ async def run_job(
         options=options or EngineOptions(heartbeat_interval=3600, cancel_poll_interval=600),
         subscribers=subscribers,
         rng=random.Random(7),
+        gate=gate,
     )
     if before_run is not None:
         before_run(processor)
@@ -348,3 +351,65 @@ def test_the_retry_window_starts_when_an_image_is_first_sent(tmp_path):
     )
     outcome, _ = run_virtual(run_job(tmp_path / "k.db", provider, images(20), options))
     assert outcome.failed == 0 and provider.attempts["img15"] == 2
+
+
+@pytest.mark.parametrize(
+    ("failure", "first_step"),
+    [
+        (RateLimited("Rate limit exceeded", retry_after=0.0), 1.0),
+        (Transient("HTTP 503", retry_after=0.0), 2.0),
+        (Transient("HTTP 500", retry_after=-30.0), 2.0),
+    ],
+    ids=["429-zero", "503-zero", "500-negative"],
+)
+def test_a_hint_of_zero_or_less_never_waits_less_than_the_schedules_first_step(
+    tmp_path, failure, first_step
+):
+    """retry-after 0, a past date or retryDelay "0s" still waits 1 s (429) or 2 s (5xx) a retry."""
+    provider = ScriptedProvider(script={"img0": [failure] * 5})
+    outcome, _ = run_virtual(run_job(tmp_path / "k.db", provider, images(1)))
+    gaps = retry_gaps(provider, "img0")
+    assert outcome.rated == 1 and len(gaps) == 5
+    assert min(gaps) >= first_step
+
+
+def test_a_hint_longer_than_the_window_waits_only_until_the_window_ends(tmp_path, caplog):
+    """retry-after 60 with --max-retry-time 5s: the last try is at 5 s, as the log says."""
+    limited = RateLimited("Rate limit exceeded", retry_after=60)
+    provider = ScriptedProvider(script={"img0": [limited] * 10})
+    options = EngineOptions(max_retry_time=5, heartbeat_interval=3600, cancel_poll_interval=600)
+    with caplog.at_level(logging.WARNING, logger="kullbatch.admin"):
+        outcome, finished = run_virtual(run_job(tmp_path / "k.db", provider, images(3), options))
+    times = [t for i, t in provider.calls if i == "img0"]
+    assert times[-1] - times[0] == pytest.approx(5, abs=0.01)
+    assert outcome.failed == 1 and finished.items[0].attempts == len(times) == 2
+    retrying = [r.getMessage() for r in caplog.records if "Retrying in" in r.getMessage()]
+    assert retrying == [
+        "[BatchProcessor] Image img0 attempt 1 failed: Rate limit exceeded. Retrying in 5000ms"
+    ]
+    others = [t - times[0] for i, t in provider.calls if i != "img0"]
+    assert others and min(others) == pytest.approx(5, abs=0.01)  # the hold lasted the wait
+
+
+def test_a_hold_on_the_shared_gate_never_keeps_a_photo_past_its_window(tmp_path):
+    """Another job's 60 s hold on the account's gate: the photo fails with its 503 by 5 s."""
+    provider = ScriptedProvider(script={"img0": [Transient("HTTP 503")] * 10})
+    options = EngineOptions(max_retry_time=5, heartbeat_interval=3600, cancel_poll_interval=600)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = Gate(loop.time)
+        start = loop.time()
+        loop.call_later(1.0, gate.hold, 60)  # a job on the same account heard a 60 s hint
+        outcome, finished = await run_job(
+            tmp_path / "k.db", provider, images(2), options, gate=gate
+        )
+        await gate.close()
+        return start, loop.time(), outcome, finished
+
+    start, ended, outcome, finished = run_virtual(main())
+    assert outcome.rated == 1 and outcome.failed == 1
+    failed = finished.items[0]
+    assert (failed.state, failed.error, failed.attempts) == (ItemState.FAILED, "HTTP 503", 1)
+    assert [t - start for i, t in provider.calls if i == "img0"] == [0]
+    assert ended - start <= 5

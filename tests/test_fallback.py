@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 from pathlib import Path
+
+import pytest
 
 from kullbatch.engine import BatchProcessor, EngineOptions
 from kullbatch.errors import (
@@ -150,3 +154,54 @@ def test_a_429_from_one_provider_never_holds_the_other(tmp_path):
     held_retry = [t for i, t in first.calls if i == "img1"][1]
     moved = next(t for i, t in second.calls if i == "img2")
     assert held_retry - start >= 30 and moved - start < 1
+
+
+def test_a_long_hint_never_keeps_a_photo_from_the_fallback_past_fallback_after(tmp_path):
+    """retry-after 60 with --fallback-after 5s: the photo moves to the next provider at 5 s."""
+    first = ScriptedProvider(
+        name="openai", script={"img0": [RateLimited("429", retry_after=60)] * 10}
+    )
+    second = ScriptedProvider(name="anthropic")
+    options = EngineOptions(heartbeat_interval=3600, cancel_poll_interval=600, fallback_after=5)
+
+    async def main():
+        start = asyncio.get_running_loop().time()
+        return start, await run(tmp_path / "k.db", [first, second], images(1), options)
+
+    start, (outcome, items, _) = run_virtual(main())
+    assert outcome.rated == 1 and items[0].provider == "anthropic"
+    assert [t - start for _, t in first.calls] == [0, pytest.approx(5, abs=0.01)]
+    assert second.calls[0][1] - start == pytest.approx(5, abs=0.01)
+
+
+def test_a_photo_moving_to_the_fallback_is_not_logged_as_failed(tmp_path, caplog):
+    """The admin log says the photos move on (retried out, or blocked), not that they failed."""
+    script = {"img0": [ContentBlocked("blocked")], "img1": [Transient("HTTP 503")] * 99}
+    first = ScriptedProvider(name="openai", script=script)
+    second = ScriptedProvider(name="anthropic")
+    options = EngineOptions(heartbeat_interval=3600, cancel_poll_interval=600, fallback_after=60)
+
+    with caplog.at_level(logging.INFO, logger="kullbatch.admin"):
+        outcome, _, _ = run_virtual(run(tmp_path / "k.db", [first, second], images(2), options))
+
+    assert outcome.rated == 2 and outcome.failed == 0
+    lines = [record.getMessage() for record in caplog.records]
+    assert [line for line in lines if re.search(r"Image img\d failed", line)] == []
+    assert "[BatchProcessor] Image img0 moves from openai to anthropic: blocked" in lines
+    assert "[BatchProcessor] Image img1 moves from openai to anthropic: HTTP 503" in lines
+
+
+def test_a_photo_the_last_provider_gives_up_on_is_logged_as_failed(tmp_path, caplog):
+    """With no provider left to try, the last one's verdict is logged as the photo's failure."""
+    first = ScriptedProvider(name="openai", script={"img0": [Transient("HTTP 503")] * 99})
+    second = ScriptedProvider(name="anthropic", script={"img0": [Transient("HTTP 502")] * 99})
+    options = EngineOptions(
+        heartbeat_interval=3600, cancel_poll_interval=600, fallback_after=10, max_retry_time=20
+    )
+
+    with caplog.at_level(logging.INFO, logger="kullbatch.admin"):
+        outcome, _, _ = run_virtual(run(tmp_path / "k.db", [first, second], images(1), options))
+
+    assert outcome.failed == 1
+    failures = [r.getMessage() for r in caplog.records if "failed permanently" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].endswith(": HTTP 502")

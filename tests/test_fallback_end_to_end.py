@@ -146,3 +146,22 @@ def test_fallback_names_resolve_like_provider_names(wanted):
     """P, P:MODEL and the spec's provider-model ids all name a provider and a model."""
     name, model = jobs._fallback(wanted)
     assert name in {"anthropic", "openai"} and model
+
+
+@pytest.mark.parametrize("primary", ["wrong key", "no key"])
+async def test_a_job_the_fallback_rated_whole_is_reported_as_the_fallbacks(
+    aiohttp_server, tmp_path, primary
+):
+    """The status (the summary's and --json's) names the provider that rated every photo."""
+    second, env = await anthropic(aiohttp_server)
+    if primary == "wrong key":
+        first = await FakeOpenAIBatches(api_key="sk-the-real-one").start(aiohttp_server)
+        env |= {"OPENAI_API_KEY": "sk-wrong", "OPENAI_BASE_URL": first.base_url}
+    settings = jobs.ProcessSettings(provider="openai", fallbacks=("anthropic",))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest(tmp_path), settings)
+        outcome = await service.run(job)
+        status = await service.status(job.id)
+        listed = await service.statuses()
+    assert outcome.rated == PHOTOS and second.per_photo_requests() == PHOTOS
+    assert status.providerId == "anthropic" and [s.providerId for s in listed] == ["anthropic"]

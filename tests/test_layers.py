@@ -42,6 +42,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
                 "kullbatch.runtime",
                 "kullbatch.engine",
                 "kullbatch.economy",
+                "kullbatch.batch_submit",
+                "kullbatch.batch_calls",
                 "kullbatch.fallback",
                 "kullbatch.events",
                 "kullbatch.heartbeat",

@@ -247,6 +247,26 @@ def test_a_job_with_photos_from_an_unpriced_model_has_no_cost_and_says_why():
     assert cost.note is not None and "'llava'" in cost.note and "(3 photos)" in cost.note
 
 
+OPENAI = RatedUsage("openai", "gpt-5-mini", "standard", 1, 1000, 100)
+ANTHROPIC = RatedUsage("anthropic", "claude-haiku-4-5", "standard", 3, 3000, 300)
+GROK = RatedUsage("grok", "grok-4", "standard", 1, 1000, 100)
+NOT_RATED = RatedUsage(None, None, "standard", 2, 0, 0)  # pending and failed photos
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        ([NOT_RATED], "openai"),  # nothing rated yet
+        ([OPENAI, ANTHROPIC, NOT_RATED], "openai"),  # its own provider rated some
+        ([ANTHROPIC, NOT_RATED], "anthropic"),  # the fallback rated every photo
+        ([GROK, ANTHROPIC], "anthropic"),  # two fallbacks: the one that rated the most
+    ],
+)
+def test_a_job_is_reported_under_its_provider_unless_another_rated_every_photo(groups, expected):
+    """A job handed whole to a fallback names the fallback; a shared one keeps its own name."""
+    assert pricing.rated_by(groups, "openai") == expected
+
+
 def status(cost: float | None, note: str | None = None) -> JobStatus:
     return JobStatus(
         jobId="j", shootId="s", providerId="anthropic", mode="fast", status=JobState.COMPLETED,

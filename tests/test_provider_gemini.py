@@ -59,6 +59,7 @@ from kullbatch.providers.gemini import (
     parse_error,
     retry_hint,
 )
+from kullbatch.retry import RetryPolicy
 
 PROMPT = Prompt(text="Rate this wedding photo.", system="You are a strict photo editor.")
 
@@ -440,6 +441,27 @@ async def test_error_answers_map_onto_the_taxonomy(fake, session, reply, expecte
     assert getattr(raised.value, "retry_after", None) == expected.retry_after
     assert raised.value.limits is None
     assert GEMINI_KEY not in raised.value.message
+
+
+ZERO_HINTS = [
+    case(429, quota_exceeded("0s", retry_in="0s"), Expected(RateLimited, ""), name="retryDelay-0s"),
+    case(503, OVERLOADED, Expected(Transient, ""), headers={"retry-after": "0"}, name="503-zero"),
+]
+
+
+@pytest.mark.parametrize(("reply", "expected"), ZERO_HINTS)
+async def test_a_retry_delay_of_0s_still_waits_the_schedules_first_step(
+    fake, session, reply, expected
+):
+    """retryDelay "0s" (or retry-after 0 on a 503) never turns the backoff off: 1 s or 2 s."""
+    fake.replies.append(reply)
+    with pytest.raises(ProviderError) as raised:
+        await provider_for(fake, session).rate(local_image(), PROMPT)
+    error = raised.value
+    assert type(error) is expected.error and getattr(error, "retry_after", None) == 0.0
+    policy = RetryPolicy()
+    wait = policy.next_wait(error, 1, started_at=0.0, now=0.0)
+    assert wait is not None and wait >= policy.schedule_for(error).initial
 
 
 async def test_a_wrong_key_stops_the_job(fake, session):

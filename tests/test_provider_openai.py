@@ -32,8 +32,10 @@ from kullbatch.providers.base import (
     ProviderError,
     RateLimited,
     Transient,
+    parse_rating,
 )
 from kullbatch.providers.openai import OpenAIProvider, create
+from kullbatch.retry import RetryPolicy
 
 KEY = "sk-proj-Kq8TESTKEYxYz0123456789abcdef"
 MODEL = "gpt-5.4-mini"
@@ -169,6 +171,14 @@ UNUSABLE = [
         "openai answer is not a valid rating: starRating",
     ),
     (
+        ANSWERS.completion(json.dumps(RATING | {"starRating": True})),
+        "openai answer is not a valid rating: starRating",
+    ),
+    (
+        ANSWERS.completion(json.dumps(RATING | {"starRating": "4"})),
+        "openai answer is not a valid rating: starRating",
+    ),
+    (
         ANSWERS.completion(json.dumps(RATING | {"mood": "happy"})),
         "openai answer is not a valid rating: mood",
     ),
@@ -209,6 +219,14 @@ async def test_an_unusable_answer_is_transient_and_says_what_was_wrong(
     assert type(error) is (Refused if withheld else Transient)
     assert error.message.startswith(expected), error.message
     assert error.limits == LIMITS
+
+
+@pytest.mark.parametrize("stars", [True, "4", "1"])
+def test_a_boolean_or_a_numeric_string_is_not_a_star_rating(stars: Any) -> None:
+    """`starRating: true` is not one star, nor "4" four: the answer is retried like bad JSON."""
+    with pytest.raises(Transient, match="openai answer is not a valid rating: starRating"):
+        parse_rating(json.dumps(RATING | {"starRating": stars}), source="openai")
+    assert parse_rating(json.dumps(RATING | {"starRating": 4}), source="openai").starRating == 4
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -289,6 +307,42 @@ async def test_retry_hints_and_limits_travel_with_the_error(
     assert isinstance(error, RateLimited | Transient)
     assert error.retry_after == retry_after
     assert error.limits == limits
+
+
+# fmt: off
+NOW_OR_EARLIER = [  # hints that would retry at once
+    {"retry-after": "0"},
+    {"retry-after-ms": "0"},
+    {"retry-after": "-5"},
+    {"retry-after-ms": "-250"},
+    {"retry-after": "Thu, 01 Jan 1970 00:00:00 GMT"},
+]
+ANSWERS_WITH_A_HINT = [
+    (429, openai_error("Slow down", "requests", "rate_limit_exceeded")),
+    (500, openai_error("The server had an error", "server_error")),
+    (503, openai_error("The engine is currently overloaded", "server_error")),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("headers", NOW_OR_EARLIER)
+@pytest.mark.parametrize(("status", "body"), ANSWERS_WITH_A_HINT)
+async def test_a_hint_of_now_or_earlier_still_waits_the_schedules_first_step(
+    session: aiohttp.ClientSession,
+    fake: FakeChatServer,
+    headers: dict[str, str],
+    status: int,
+    body: Any,
+) -> None:
+    """retry-after 0, -5 or a past date never turns the backoff off: 1 s for 429, 2 s for 5xx."""
+    fake.queue(status, body, headers)
+
+    error = await raised(session, fake)
+
+    policy = RetryPolicy()
+    for retry_number in (1, 2, 5):
+        wait = policy.next_wait(error, retry_number, started_at=0.0, now=0.0)
+        assert wait is not None and wait >= policy.schedule_for(error).initial
 
 
 # fmt: off

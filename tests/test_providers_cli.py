@@ -35,7 +35,8 @@ IMAGE_IDS = [image["id"] for image in json.loads(SHOOT.read_text())["images"]]
 KEY = "sk-test-key-for-the-fake-0001"
 WRONG_KEY = "sk-wrong-key-0000"
 LEAK = "sk-LEAKCHECK-0123456789abcdef"
-QUICK_RETRY = {"retry-after-ms": "50"}  # a server hint, so retries in these tests take 50 ms
+# a server hint: these retries wait no longer than the schedules' first steps (1 s, 2 s)
+QUICK_RETRY = {"retry-after-ms": "50"}
 RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags", "issues")
 runner = CliRunner()
 
@@ -494,6 +495,27 @@ def test_a_fatal_first_answer_stops_the_job_after_one_request(serve, case):
     assert status["error"].startswith(f"{case.provider} HTTP ")
     assert case.says in status["error"]
     assert WRONG_KEY not in status["error"]
+
+
+BASE_URL_VARS = [(spec.name, var) for spec in PROVIDERS.values() for var in spec.base_url_vars]
+UNUSABLE_URLS = ["127.0.0.1:9/v1", "user:hunter2@localhost:11434/v1", "ftp://files.test/v1"]
+
+
+@pytest.mark.parametrize(("provider", "var"), BASE_URL_VARS)
+@pytest.mark.parametrize("url", UNUSABLE_URLS)
+def test_a_base_url_that_cannot_work_stops_the_job_at_once_naming_the_variable(
+    db, monkeypatch, provider, var, url
+):
+    """No http(s) scheme or no host: exit 3 before any request, the password left out."""
+    monkeypatch.setenv(PROVIDERS[provider].key_vars[0], KEY)
+    monkeypatch.setenv(var, url)
+
+    code, status = process("--provider", provider)
+
+    assert code == 3, status
+    assert status["status"] == "failed" and status["processedImages"] == 0
+    assert var in status["error"] and "hunter2" not in status["error"]
+    assert url.split("@")[-1] in status["error"]
 
 
 # --- the API key never leaks -----------------------------------------------------------------

@@ -215,3 +215,75 @@ def test_stray_429s_among_many_good_answers_do_not_slow_the_job():
         return gate.rate
 
     assert run_virtual(main()) is None
+
+
+def test_an_announced_limit_below_twelve_a_minute_is_kept_however_low():
+    """x-ratelimit-limit-requests 3 (a minute): sends go about 21 s apart, never 3 in 20 s."""
+
+    async def main():
+        gate = Gate(asyncio.get_running_loop().time)
+        gate.answered(RateLimits(requests_limit=3))
+        return gate.rate, await release_times(gate, 5)
+
+    rate, times = run_virtual(main())
+    assert rate == pytest.approx(3 / 60 * HEADROOM)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) == pytest.approx(60 / (3 * HEADROOM), rel=0.01)
+
+
+def test_a_caller_whose_deadline_comes_before_the_hold_ends_is_turned_away_at_once():
+    """Held for 60 s, a retry whose window ends in 5 s is told no now, instead of going at 60 s."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = Gate(loop.time)
+        gate.hold(60)
+        start = loop.time()
+        refused = await gate.wait(until=start + 5)
+        waited = loop.time() - start
+        went = await gate.wait(until=start + 60)  # its window ends as the hold does: it goes
+        return refused, waited, went, loop.time() - start
+
+    refused, waited, went, passed_at = run_virtual(main())
+    assert (refused, waited) == (False, 0)
+    assert went and passed_at == pytest.approx(60)
+
+
+def test_a_hold_set_while_a_caller_waits_turns_it_away_before_its_deadline():
+    """A caller waiting out a 2 s hold is turned away when a 60 s hold outlasts its 10 s window."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = Gate(loop.time)
+        start = loop.time()
+        gate.hold(2)
+        waiting = asyncio.create_task(gate.wait(until=start + 10))
+        await asyncio.sleep(1)
+        gate.hold(60)
+        went = await waiting
+        return went, loop.time() - start
+
+    went, answered_at = run_virtual(main())
+    assert went is False and answered_at <= 10
+
+
+def test_a_caller_queued_behind_the_pace_is_turned_away_by_its_deadline():
+    """At 6 a minute, the third caller of a queue cannot go by 15 s: it is told so by then."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        gate = Gate(loop.time, rpm=6)
+        start = loop.time()
+        answers: list[tuple[bool, float]] = []
+
+        async def one() -> None:
+            went = await gate.wait(until=start + 15)
+            answers.append((went, loop.time() - start))
+
+        await asyncio.gather(one(), one(), one())
+        await gate.close()
+        return answers
+
+    answers = run_virtual(main())
+    assert [went for went, _ in answers] == [True, True, False]
+    assert answers[1][1] == pytest.approx(10) and answers[2][1] <= 15

@@ -46,7 +46,7 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
-from kullbatch.providers.registry import key_hint
+from kullbatch.providers.registry import PROVIDERS, key_hint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -342,5 +342,5 @@ def create(
     api_key = env.get("ANTHROPIC_API_KEY", "").strip()
     if not api_key:
         raise FatalJobError(f"{NAME}: set ANTHROPIC_API_KEY in the environment")
-    base_url = env.get("ANTHROPIC_BASE_URL", "").strip() or DEFAULT_BASE_URL
+    base_url = PROVIDERS[NAME].base_url(env, DEFAULT_BASE_URL)
     return AnthropicProvider(model=model, session=session, api_key=api_key, base_url=base_url)

@@ -7,13 +7,15 @@ requests and 256 MB of that JSON). A poll reports `in_progress`, `canceling` or 
 `completed` (expired requests are counted, not a state). Results are JSONL at `results_url`, in
 any order, keyed by custom_id: `succeeded` (a Message, given as a 200 answer), `errored` (the
 error envelope, kept with a status so `classify_line` tells a bad image from a bad request),
-`canceled`, `expired`.
+`canceled`, `expired`. `find_made` reads the workspace's newest batches (newest first) for
+one a create may have made although its answer never came back.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -54,6 +56,7 @@ __all__ = [
     "classify_line",
     "create",
     "encode_request",
+    "find_made",
     "get",
     "results",
     "split_requests",
@@ -67,6 +70,8 @@ MAX_REQUESTS = 100_000
 MAX_BYTES = 256 * 1024 * 1024
 # a 256 MB create request takes a while to send: no total limit, only stalls time out
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
+LIST_PAGE_SIZE = 100  # the list endpoint gives up to 1,000 a page; 100 keeps answers small
+LIST_PAGES = 10  # the newest 1,000 batches are searched for one a lost create made
 _ENVELOPE = compact_json({"requests": []})
 M = TypeVar("M", bound=BaseModel)
 
@@ -125,6 +130,13 @@ class _Batch(BaseModel):
     request_counts: _Counts = _Counts()
     results_url: str | None = None
     cancel_initiated_at: str | None = None
+    created_at: datetime | None = None
+
+
+class _BatchList(BaseModel):
+    data: list[_Batch] = []
+    has_more: bool = False
+    last_id: str | None = None
 
 
 class _ErrorDetail(BaseModel):
@@ -193,6 +205,40 @@ async def get(
     return _info(_checked(answer, headers))
 
 
+async def find_made(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    headers: Mapping[str, str],
+    requests: int,
+    since: datetime,
+) -> list[BatchInfo]:
+    """Batches of exactly `requests` requests made at or after `since`, newest first, except
+    those whose cancel was asked: GET /v1/messages/batches, newest first, `after_id` paging.
+
+    A create whose answer was lost, or whose process died before committing the id, may have
+    made its batch. A Message Batch carries no metadata and no input file, so its request
+    count and its creation time are all that can tell it; the caller decides what one, none
+    or several candidates mean. The search stops at the first batch older than `since`, or
+    after the newest `LIST_PAGES` pages.
+    """
+    found: list[BatchInfo] = []
+    after: str | None = None
+    for _ in range(LIST_PAGES):
+        query = f"?limit={LIST_PAGE_SIZE}" + (f"&after_id={after}" if after else "")
+        answer = await request(session, "GET", _url(base_url) + query, headers=headers)
+        page = _parse(_checked(answer, headers), _BatchList)
+        for batch in page.data:
+            if batch.created_at is not None and batch.created_at < since:
+                return found
+            info = _batch_info(batch)
+            if info.counts.total == requests and batch.cancel_initiated_at is None:
+                found.append(info)
+        if not page.has_more or page.last_id is None:
+            return found
+        after = page.last_id
+    return found
+
+
 async def cancel(
     session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], batch_id: str
 ) -> BatchInfo:
@@ -259,7 +305,10 @@ def _parse(answer: HTTPAnswer, model: type[M]) -> M:
 
 
 def _info(answer: HTTPAnswer) -> BatchInfo:
-    batch = _parse(answer, _Batch)
+    return _batch_info(_parse(answer, _Batch))
+
+
+def _batch_info(batch: _Batch) -> BatchInfo:
     counts = batch.request_counts
     return BatchInfo(
         id=batch.id,

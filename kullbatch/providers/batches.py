@@ -18,6 +18,7 @@ from kullbatch.providers.openai import batch_url
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
+    from datetime import datetime
     from pathlib import Path
 
     import aiohttp
@@ -61,6 +62,15 @@ class BatchClient(Protocol):
     async def batch_for_file(self, file_id: str) -> BatchInfo:
         """The batch of an uploaded file: the one the provider already made from it, else a
         new one (a create's answer can be lost, or the process die before it is committed)."""
+        ...
+
+    async def find_for_file(self, file_id: str) -> BatchInfo | None:
+        """The batch the provider already made from an uploaded file, or None; makes none."""
+        ...
+
+    async def find_made(self, requests: int, since: datetime) -> list[BatchInfo]:
+        """Batches a create sent at `since` may have made though its answer never came back
+        (`requests` requests, made since then, not being cancelled), newest first."""
         ...
 
     async def get(self, batch_id: str) -> BatchInfo: ...
@@ -153,10 +163,19 @@ class OpenAIBatches:
         return await self._create(file_id)
 
     async def batch_for_file(self, file_id: str) -> BatchInfo:
-        found = await batch_openai.find_from_file(
+        found = await self.find_for_file(file_id)
+        return found if found is not None else await self._create(file_id)
+
+    async def find_for_file(self, file_id: str) -> BatchInfo | None:
+        return await batch_openai.find_from_file(
             self._session, self._base_url, self._headers, file_id
         )
-        return found if found is not None else await self._create(file_id)
+
+    async def find_made(self, requests: int, since: datetime) -> list[BatchInfo]:
+        """None: a batch is made only from a file whose id was committed first, and
+        `find_for_file` finds it; a file whose upload answer was lost is simply not used."""
+        del requests, since
+        return []
 
     async def _create(self, file_id: str) -> BatchInfo:
         return await batch_openai.create(
@@ -208,6 +227,14 @@ class AnthropicBatches:
 
     async def batch_for_file(self, file_id: str) -> BatchInfo:
         raise FatalJobError(f"anthropic batches have no input file ({file_id})")
+
+    async def find_for_file(self, file_id: str) -> BatchInfo | None:
+        raise FatalJobError(f"anthropic batches have no input file ({file_id})")
+
+    async def find_made(self, requests: int, since: datetime) -> list[BatchInfo]:
+        return await batch_anthropic.find_made(
+            self._session, self._base_url, self._headers, requests, since
+        )
 
     async def get(self, batch_id: str) -> BatchInfo:
         return await batch_anthropic.get(self._session, self._base_url, self._headers, batch_id)

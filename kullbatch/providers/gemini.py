@@ -55,7 +55,7 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
-from kullbatch.providers.registry import key_hint
+from kullbatch.providers.registry import PROVIDERS, key_hint
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -73,7 +73,6 @@ MAX_OUTPUT_TOKENS = 8192
 MAX_IMAGE_BYTES = 14 * 1024 * 1024
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"})
 KEY_VARS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # python-genai: GOOGLE_API_KEY wins
-BASE_URL_VARS = ("GOOGLE_GEMINI_BASE_URL", "GEMINI_BASE_URL")
 
 _STATUS_CREDIT = 402
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -385,7 +384,5 @@ def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
     api_key = next((key for var in KEY_VARS if (key := env.get(var, "").strip())), "")
     if not api_key:
         raise FatalJobError(f"{NAME}: set {' or '.join(KEY_VARS)} in the environment")
-    base_url = next((url for var in BASE_URL_VARS if (url := env.get(var, "").strip())), "")
-    return GeminiProvider(
-        model=model, session=session, api_key=api_key, base_url=base_url or DEFAULT_BASE_URL
-    )
+    base_url = PROVIDERS[NAME].base_url(env, DEFAULT_BASE_URL)
+    return GeminiProvider(model=model, session=session, api_key=api_key, base_url=base_url)

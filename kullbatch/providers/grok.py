@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from kullbatch.errors import FatalJobError, ProviderError
 from kullbatch.images import fit_image
 from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo, bearer
+from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,6 +56,6 @@ def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
     api_key = env.get("XAI_API_KEY")
     if not api_key:
         raise FatalJobError("grok: set XAI_API_KEY in the environment")
-    base_url = (env.get("XAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    base_url = PROVIDERS["grok"].base_url(env, DEFAULT_BASE_URL)
     endpoint = ChatEndpoint("grok", base_url, bearer(api_key), api_key, grok_error_rule)
     return GrokProvider(model=model, session=session, endpoint=endpoint)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from kullbatch.errors import FatalJobError, ProviderError, Transient
 from kullbatch.images import fit_image
 from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo, bearer
+from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -75,7 +76,7 @@ def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
     api_key = env.get("GROQ_API_KEY")
     if not api_key:
         raise FatalJobError("groq: set GROQ_API_KEY in the environment")
-    base_url = (env.get("GROQ_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    base_url = PROVIDERS["groq"].base_url(env, DEFAULT_BASE_URL)
     endpoint = ChatEndpoint(
         "groq",
         base_url,

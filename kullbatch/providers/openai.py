@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 from kullbatch.errors import FatalJobError
 from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, bearer
 from kullbatch.providers.base import Capabilities
+from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,6 +51,6 @@ def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
         auth["OpenAI-Organization"] = organization
     if project := env.get("OPENAI_PROJECT_ID"):
         auth["OpenAI-Project"] = project
-    base_url = (env.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    base_url = PROVIDERS["openai"].base_url(env, DEFAULT_BASE_URL)
     endpoint = ChatEndpoint("openai", base_url, auth, api_key)
     return OpenAIProvider(model=model, session=session, endpoint=endpoint)

@@ -28,6 +28,7 @@ from kullbatch.providers._chat import (
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import HTTPAnswer, scrub
+from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -104,7 +105,7 @@ def create(
     *, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
 ) -> OpenAICompatibleProvider:
     """Build the adapter; without a base URL there is nowhere to send, so the job stops."""
-    base_url = (env.get(BASE_URL_VAR) or "").strip().rstrip("/")
+    base_url = PROVIDERS["openai-compatible"].base_url(env)
     if not base_url:
         raise FatalJobError(
             f"openai-compatible: set {BASE_URL_VAR} in the environment "

@@ -6,8 +6,12 @@ variable to set) while the package's `create_provider` loads adapters lazily by 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from kullbatch.errors import FatalJobError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -30,6 +34,22 @@ class ProviderSpec:
 
     def key_is_set(self, env: Mapping[str, str]) -> bool:
         return any(env.get(var) for var in self.key_vars)
+
+    def base_url(self, env: Mapping[str, str], default: str = "") -> str:
+        """The first base URL variable that is set (trimmed, no trailing slash), else `default`.
+
+        A value that is not an http(s) URL with a host is a FatalJobError naming the variable:
+        every request would fail the same way, so the job stops before the first one.
+        """
+        for var in self.base_url_vars:
+            if value := env.get(var, "").strip():
+                if not usable_url(value):
+                    raise FatalJobError(
+                        f"{self.name}: {var} is not a usable URL: {without_credentials(value)!r}"
+                        " (it needs http:// or https:// and a host, e.g. https://host/v1)"
+                    )
+                return value.rstrip("/")
+        return default
 
     @property
     def key_hint(self) -> str:
@@ -90,6 +110,24 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ),
     )
 }
+
+
+def usable_url(value: str) -> bool:
+    """An http or https URL with a host (and a port that is a port, if any)."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # ValueError for a port out of range or not a number
+    except ValueError:
+        return False
+    return parts.scheme.lower() in {"http", "https"} and bool(parts.hostname)
+
+
+_CREDENTIALS = re.compile(r"^([a-z][a-z0-9+.-]*://)?.*@", re.IGNORECASE | re.DOTALL)
+
+
+def without_credentials(url: str) -> str:
+    """`https://user:secret@host/v1` -> `https://***@host/v1`: a URL fit for a message."""
+    return _CREDENTIALS.sub(r"\1***@", url)
 
 
 def key_hint(provider_name: str) -> str:
