@@ -1,6 +1,5 @@
 """kullbatch: rate a whole photo shoot with vision models, all at once, through rate limits."""
 
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
@@ -23,6 +22,7 @@ from kullbatch.models import (
     Usage,
 )
 from kullbatch.providers import PROVIDERS, Provider
+from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
 
 __all__ = [
     "PROVIDERS",

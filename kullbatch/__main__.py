@@ -1,3 +1,3 @@
-from kullbatch.cli import main
+from kullbatch.cli.app import main
 
 main()

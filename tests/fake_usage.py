@@ -1,6 +1,6 @@
 """Usage the way the real APIs count it, for fakes that answer with honest token counts.
 
-Written from the providers' vision guides, apart from kullbatch.pricing, so that a test comparing
+Written from the providers' vision guides, apart from kullbatch.pricing.prices, so that a test comparing
 the dry run's estimate with what a run records compares two separate workings:
 
 - Anthropic shrinks a photo whose long edge is over 1568 px or whose area is over ~1.2 MP

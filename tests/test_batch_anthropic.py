@@ -12,10 +12,10 @@ from aioresponses import aioresponses
 from fake_batch_anthropic import KEY, FakeAnthropicBatches
 from fake_batch_shared import LineError, errors_for, rating_for
 
-from kullbatch.providers import batch_anthropic as batch
 from kullbatch.providers.anthropic import parse_answer
 from kullbatch.providers.base import FatalJobError, PermanentImageError, Transient
-from kullbatch.providers.batch_common import (
+from kullbatch.providers.batch import anthropic as batch
+from kullbatch.providers.batch.common import (
     BatchInfo,
     BatchLine,
     LineFailure,

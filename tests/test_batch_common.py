@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from kullbatch.providers.batch_common import (
+from kullbatch.providers.batch.common import (
     BatchCounts,
     BatchInfo,
     Limits,

@@ -11,10 +11,10 @@ from aioresponses import aioresponses
 from fake_batch_openai import KEY, FakeOpenAIBatches
 from fake_batch_shared import LineError, errors_for, rating_for
 
-from kullbatch.providers import batch_openai as batch
 from kullbatch.providers._chat import bearer, parse_completion
 from kullbatch.providers.base import FatalJobError, PermanentImageError, RateLimited, Transient
-from kullbatch.providers.batch_common import (
+from kullbatch.providers.batch import openai as batch
+from kullbatch.providers.batch.common import (
     BatchInfo,
     BatchLine,
     LineFailure,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kullbatch.bursts import Burst, Frame, capture_time, group_frames, parse_exif_time
-from kullbatch.bursts import distance as distance_of
-from kullbatch.cli import app
+from kullbatch.cli.app import app
+from kullbatch.media.bursts import Burst, Frame, capture_time, group_frames, parse_exif_time
+from kullbatch.media.bursts import distance as distance_of
 from tests.burst_shoot import SHOOT, Shot, make_shoot, write
 
 runner = CliRunner()

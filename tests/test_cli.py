@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kullbatch.cli import app
+from kullbatch.cli.app import app
 from tests.dngfile import preview_jpeg, write_dng
 from tests.fakes import rating_for
 from tests.threaded_server import chat_server, url_manifest

@@ -20,11 +20,11 @@ from fake_openai_server import FakeChatServer
 from PIL import Image
 from typer.testing import CliRunner
 
-from kullbatch import dryrun, export, jobs
-from kullbatch.cli import app
+from kullbatch.cli.app import app
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import JobState
 from kullbatch.providers.base import DEFAULT_PROMPT
+from kullbatch.service import dryrun, export, jobs
 from tests.app_thread import AppThread
 
 OPENAI_KEY = "sk-test-key"

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch import jobs, server
-from kullbatch.hub import Hub
+from kullbatch.service import jobs
+from kullbatch.web import server
+from kullbatch.web.hub import Hub
 
 TOKEN = "dash"
 
@@ -63,7 +64,7 @@ def test_the_dashboards_script_parses_where_node_is_installed(tmp_path):
 
 def test_the_readme_documents_serve_serve_ws_the_api_and_the_message():
     """A section per command, the routes and the WebSocket message's fields."""
-    readme = (Path(server.__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(server.__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     for text in (
         "kullbatch serve",
         "--serve-ws",

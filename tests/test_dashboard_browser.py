@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from kullbatch import jobs, server
-from kullbatch.hub import Hub
+from kullbatch.service import jobs
+from kullbatch.web import server
+from kullbatch.web.hub import Hub
 from tests import cdp
 from tests.test_server import HeldProvider
 

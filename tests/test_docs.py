@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kullbatch.cli import app
+from kullbatch.cli.app import app
 from kullbatch.providers import PROVIDERS
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")

@@ -15,15 +15,17 @@ from fake_batch_openai import FakeOpenAIBatches
 from fake_batch_shared import LineError, errors_for, rating_for
 from PIL import Image
 
-from kullbatch import jobs, server
 from kullbatch.errors import Transient
-from kullbatch.hub import Hub
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import EventKind, ItemState, JobState, Rating
-from kullbatch.providers import batch_anthropic, batch_openai
-from kullbatch.providers.batch_common import Limits
-from kullbatch.providers.batches import OpenAIBatches
-from kullbatch.retry import RetryPolicy
+from kullbatch.providers.batch import anthropic as batch_anthropic
+from kullbatch.providers.batch import openai as batch_openai
+from kullbatch.providers.batch.clients import OpenAIBatches
+from kullbatch.providers.batch.common import Limits
+from kullbatch.run.retry import RetryPolicy
+from kullbatch.service import jobs
+from kullbatch.web import server
+from kullbatch.web.hub import Hub
 
 
 def photos(folder: Path, count: int) -> list[dict[str, str]]:

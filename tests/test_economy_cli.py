@@ -13,11 +13,11 @@ from fake_batch_openai import KEY as OPENAI_KEY
 from fake_batch_openai import FakeOpenAIBatches
 from typer.testing import CliRunner
 
-from kullbatch import jobs
-from kullbatch.cli import app
-from kullbatch.economy import Stoppable
+from kullbatch.cli.app import app
 from kullbatch.manifest import load_manifest
 from kullbatch.models import EventKind, JobState
+from kullbatch.run.economy import Stoppable
+from kullbatch.service import jobs
 from tests.app_thread import AppThread
 
 SHOOT = Path(__file__).parent.parent / "examples" / "shoot.json"

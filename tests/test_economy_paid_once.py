@@ -13,10 +13,11 @@ from fake_batch_openai import FakeOpenAIBatches
 from test_batch_anthropic import HEADERS, lines
 from test_economy import anthropic_env, economy_job, openai_env, stale
 
-from kullbatch import jobs
 from kullbatch.models import JobState
-from kullbatch.providers import batch_anthropic, batch_openai
-from kullbatch.retry import RetryPolicy
+from kullbatch.providers.batch import anthropic as batch_anthropic
+from kullbatch.providers.batch import openai as batch_openai
+from kullbatch.run.retry import RetryPolicy
+from kullbatch.service import jobs
 
 
 @pytest.fixture

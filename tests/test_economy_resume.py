@@ -14,9 +14,9 @@ from fake_batch_openai import FakeOpenAIBatches
 from test_economy import economy_job, openai_env
 from typer.testing import CliRunner
 
-from kullbatch import jobs
-from kullbatch.cli import app
+from kullbatch.cli.app import app
 from kullbatch.models import EventKind, ItemState, JobState
+from kullbatch.service import jobs
 
 
 async def cancelled_midway(service: jobs.Service, folder: Path, count: int) -> Any:

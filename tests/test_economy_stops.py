@@ -28,12 +28,12 @@ from fake_batch_openai import KEY as OPENAI_KEY
 from fake_batch_openai import FakeOpenAIBatches
 from test_economy import economy_job
 
-from kullbatch import jobs
-from kullbatch import store as store_module
 from kullbatch.models import JobState
-from kullbatch.providers import batch_openai
-from kullbatch.providers.batch_common import Limits
-from kullbatch.providers.batches import OpenAIBatches
+from kullbatch.providers.batch import openai as batch_openai
+from kullbatch.providers.batch.clients import OpenAIBatches
+from kullbatch.providers.batch.common import Limits
+from kullbatch.service import jobs
+from kullbatch.store import database as store_module
 from tests.app_thread import AppThread
 from tests.vtime import run_virtual
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.errors import FatalJobError, PermanentImageError, RateLimited, Transient
 from kullbatch.models import (
     EventKind,
@@ -21,10 +20,11 @@ from kullbatch.models import (
     Prompt,
     RateLimits,
 )
-from kullbatch.ratelimit import Gate
-from kullbatch.retry import quiet_stamina
-from kullbatch.rows import NewJob
-from kullbatch.store import Store
+from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.run.ratelimit import Gate
+from kullbatch.run.retry import quiet_stamina
+from kullbatch.store.database import Store
+from kullbatch.store.rows import NewJob
 from tests.fakes import DownloadingProvider, ScriptedProvider, rating_for
 from tests.vtime import run_virtual
 

@@ -125,7 +125,7 @@ def kullbatch_imports(path: Path) -> set[str]:
 def test_errors_is_the_bottom_layer_with_models():
     """errors.py imports only models; images.py imports errors, not the providers (no loop)."""
     assert kullbatch_imports(PACKAGE / "errors.py") <= {"kullbatch.models"}
-    images = kullbatch_imports(PACKAGE / "images.py")
+    images = kullbatch_imports(PACKAGE / "media" / "images.py")
     assert "kullbatch.errors" in images
     assert not any(module.startswith("kullbatch.providers") for module in images)
 

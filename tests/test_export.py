@@ -12,16 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch import export
-from kullbatch.export import (
-    CSV_HEADER,
-    results_document,
-    write_csv,
-    write_json,
-    write_jsonl,
-    write_xmp,
-    xmp_targets,
-)
 from kullbatch.models import (
     ImageInput,
     ItemRecord,
@@ -30,6 +20,16 @@ from kullbatch.models import (
     JobStatus,
     Rating,
     Usage,
+)
+from kullbatch.service import export
+from kullbatch.service.export import (
+    CSV_HEADER,
+    results_document,
+    write_csv,
+    write_json,
+    write_jsonl,
+    write_xmp,
+    xmp_targets,
 )
 
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch.engine import BatchProcessor, EngineOptions
 from kullbatch.errors import (
     ContentBlocked,
     FatalJobError,
@@ -20,10 +19,11 @@ from kullbatch.errors import (
     Transient,
 )
 from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Prompt
-from kullbatch.ratelimit import Gate
-from kullbatch.retry import quiet_stamina
-from kullbatch.rows import NewJob
-from kullbatch.store import Store
+from kullbatch.run.engine import BatchProcessor, EngineOptions
+from kullbatch.run.ratelimit import Gate
+from kullbatch.run.retry import quiet_stamina
+from kullbatch.store.database import Store
+from kullbatch.store.rows import NewJob
 from tests.fakes import ScriptedProvider, rating_for
 from tests.vtime import run_virtual
 

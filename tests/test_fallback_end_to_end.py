@@ -14,10 +14,10 @@ from fake_batch_openai import KEY as OPENAI_KEY
 from fake_batch_openai import FakeOpenAIBatches
 from typer.testing import CliRunner
 
-from kullbatch import jobs
-from kullbatch.cli import app
+from kullbatch.cli.app import app
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import ItemState, JobState
+from kullbatch.service import jobs
 from tests.fault_server import FaultConfig, FaultServer, completion, expected_rating, run_in_thread
 
 PHOTOS = 4

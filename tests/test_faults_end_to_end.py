@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from kullbatch.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, Prompt, Rating
 from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.retry import RetryPolicy, Schedule, quiet_stamina
-from kullbatch.rows import JobRow, NewJob
-from kullbatch.store import Store
+from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.run.retry import RetryPolicy, Schedule, quiet_stamina
+from kullbatch.store.database import Store
+from kullbatch.store.rows import JobRow, NewJob
 from tests.fault_server import (
     DROP_KINDS,
     GARBAGE_KINDS,

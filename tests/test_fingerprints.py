@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kullbatch import bursts
-from kullbatch.cli import app
-from kullbatch.culling import GroupingOptions, find_bursts
-from kullbatch.images import DEFAULT_MAX_EDGE, encode_file, fingerprint_file
+from kullbatch.cli.app import app
+from kullbatch.media import bursts
+from kullbatch.media.bursts import GroupingOptions
+from kullbatch.media.images import DEFAULT_MAX_EDGE, encode_file, fingerprint_file
 from kullbatch.models import ItemRecord
-from kullbatch.store import Store
+from kullbatch.service.culling import find_bursts
+from kullbatch.store.database import Store
 from tests.burst_shoot import SHOOT, make_shoot
 
 runner = CliRunner()

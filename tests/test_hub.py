@@ -13,14 +13,15 @@ import pytest
 from aiohttp import web
 from typer.testing import CliRunner
 
-from kullbatch import jobs, server
-from kullbatch.cli import app
-from kullbatch.engine import BatchProcessor, EngineOptions
-from kullbatch.hub import Hub, _Client, progress_message, token_matches
+from kullbatch.cli.app import app
 from kullbatch.manifest import load_manifest
 from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent, Prompt
-from kullbatch.rows import NewJob
-from kullbatch.store import Store
+from kullbatch.run.engine import BatchProcessor, EngineOptions
+from kullbatch.service import jobs
+from kullbatch.store.database import Store
+from kullbatch.store.rows import NewJob
+from kullbatch.web import server
+from kullbatch.web.hub import Hub, _Client, progress_message, token_matches
 from tests.fakes import ScriptedProvider
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

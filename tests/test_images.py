@@ -10,7 +10,14 @@ from aiohttp import web
 from PIL import Image
 
 from kullbatch.errors import PermanentImageError, Transient
-from kullbatch.images import encode_file, fit_image, fit_within, prepare, sniff_media_type, to_jpeg
+from kullbatch.media.images import (
+    encode_file,
+    fit_image,
+    fit_within,
+    prepare,
+    sniff_media_type,
+    to_jpeg,
+)
 from kullbatch.models import ImageInput, PreparedImage
 from kullbatch.providers.download import inline_url_image
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch import jobs
 from kullbatch.models import ImageInput, JobState
 from kullbatch.providers import PROVIDERS, FatalJobError, create_provider, resolve
-from kullbatch.rows import NewJob
-from kullbatch.store import Store
+from kullbatch.service import jobs, paths
+from kullbatch.store.database import Store
+from kullbatch.store.rows import NewJob
 from tests.vtime import run_virtual
 
 JOB = NewJob("batch_1_jobs00", "me", "shoot", "local", "local-v1", "fast", "rate", None, "x", {})
@@ -28,9 +28,9 @@ def test_job_ids_follow_the_spec():
 
 def test_the_database_defaults_to_the_environment_then_the_data_folder(tmp_path):
     """$KULLBATCH_DB wins; otherwise kullbatch.db in the user data folder."""
-    assert jobs.default_db_path({"KULLBATCH_DB": str(tmp_path / "x.db")}) == tmp_path / "x.db"
-    assert jobs.default_db_path({}).name == "kullbatch.db"
-    assert jobs.admin_log_path(Path("/a/kullbatch.db")) == Path("/a/kullbatch-admin.log")
+    assert paths.default_db_path({"KULLBATCH_DB": str(tmp_path / "x.db")}) == tmp_path / "x.db"
+    assert paths.default_db_path({}).name == "kullbatch.db"
+    assert paths.admin_log_path(Path("/a/kullbatch.db")) == Path("/a/kullbatch-admin.log")
 
 
 async def stored_job(db: Path, claim: bool):

@@ -17,76 +17,32 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kullbatch"
 ROOT = PACKAGE.parent
 MAX_LINES = 450
 
-# Highest first. A module may import from its own layer or any lower one, never from a higher.
+# The layers are folders, highest first. A module imports from its own folder or from a lower
+# layer, never from a higher one; folders of one layer do not import each other.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("package face", frozenset({"kullbatch", "kullbatch.__main__"})),
+    ("command line", frozenset({"kullbatch.cli"})),
+    ("web", frozenset({"kullbatch.web"})),
+    ("service", frozenset({"kullbatch.service"})),
+    ("run", frozenset({"kullbatch.run"})),
+    ("storage and providers", frozenset({"kullbatch.store", "kullbatch.providers"})),
     (
-        "front ends",
+        "inputs and tables",
         frozenset(
             {
-                "kullbatch",
-                "kullbatch.__main__",
-                "kullbatch.cli",
-                "kullbatch.terminal",
-                "kullbatch.options",
-                "kullbatch.server",
-                "kullbatch.api",
-                "kullbatch.hub",
-            }
-        ),
-    ),
-    (
-        "service",
-        frozenset(
-            {
-                "kullbatch.jobs",
-                "kullbatch.runtime",
-                "kullbatch.engine",
-                "kullbatch.economy",
-                "kullbatch.batch_submit",
-                "kullbatch.batch_calls",
-                "kullbatch.fallback",
-                "kullbatch.events",
-                "kullbatch.heartbeat",
-                "kullbatch.dryrun",
-                "kullbatch.culling",
-            }
-        ),
-    ),
-    (
-        "adapters and outputs",
-        frozenset(
-            {
-                "kullbatch.providers",  # the package, every module in it included (see layer_of)
-                "kullbatch.store",
-                "kullbatch.batch_store",
-                "kullbatch.rows",
-                "kullbatch.progress",
-                "kullbatch.tables",
-                "kullbatch.export",
-                "kullbatch.catalogue",  # the package, every module in it included
-            }
-        ),
-    ),
-    (
-        "inputs and policies",
-        frozenset(
-            {
-                "kullbatch.images",
-                "kullbatch.raw",
-                "kullbatch.manifest",  # the package, every module in it included
-                "kullbatch.ratelimit",
-                "kullbatch.retry",
-                "kullbatch.migrations",
-                "kullbatch.pricing",
-                "kullbatch.image_rules",
-                "kullbatch.bursts",
+                "kullbatch.media",
+                "kullbatch.manifest",
+                "kullbatch.catalogue",
                 "kullbatch.rubrics",
+                "kullbatch.pricing",
             }
         ),
     ),
-    ("vocabulary", frozenset({"kullbatch.errors", "kullbatch.models"})),
+    ("the error tree", frozenset({"kullbatch.errors"})),
+    ("the models", frozenset({"kullbatch.models"})),
 )
-PACKAGES_AS_ONE_LAYER = ("kullbatch.providers", "kullbatch.manifest", "kullbatch.catalogue")
+# Modules at the top of the package: the face and the shared vocabulary, no more than six.
+MAX_TOP_MODULES = 6
 # `kullbatch/__init__.py` only re-exports the public surface; nothing inside imports it.
 NOT_IN_CYCLE_CHECK = frozenset({"kullbatch"})
 
@@ -179,13 +135,17 @@ def import_graph() -> list[Import]:
     return [edge for name, path in modules.items() for edge in imports_of(name, path, modules)]
 
 
+def folder_of(module: str) -> str:
+    """The top-level folder (or module) of `kullbatch` that `module` lives in."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
 def layer_of(module: str) -> int | None:
-    """0 for the highest layer; a module of a package listed as one layer takes its layer."""
-    for package in PACKAGES_AS_ONE_LAYER:
-        if module.startswith(package + "."):
-            module = package
+    """0 for the highest layer; a module takes the layer of its top-level folder."""
+    folder = folder_of(module)
     for rank, (_, members) in enumerate(LAYERS):
-        if module in members:
+        if folder in members:
             return rank
     return None
 
@@ -229,22 +189,47 @@ def test_every_module_has_a_layer():
 def test_the_graph_sees_imports_under_type_checking_in_functions_and_import_module():
     """The parser finds the imports that matter, not only the ones at module level."""
     edges = {(edge.source, edge.target) for edge in import_graph()}
-    assert ("kullbatch.engine", "kullbatch.store") in edges  # under `if TYPE_CHECKING:`
+    assert (
+        "kullbatch.run.engine",
+        "kullbatch.store.database",
+    ) in edges  # under `if TYPE_CHECKING:`
     assert ("kullbatch.providers", "kullbatch.providers.openai") in edges  # import_module(f"…")
-    assert ("kullbatch.cli", "kullbatch.jobs") in edges  # `from kullbatch import jobs`
+    assert ("kullbatch.cli.app", "kullbatch.service.jobs") in edges  # `from kullbatch import jobs`
 
 
 def test_no_import_goes_from_a_lower_layer_to_a_higher_one():
-    """cli → jobs, runtime, engine → providers, store, progress, export → inputs → vocabulary."""
+    """cli → web → service → run → store, providers → media, manifest, … → models, errors."""
     upward = [
         f"{edge}: layer {LAYERS[layer_of(edge.source)][0]!r} imports from the higher layer "
-        f"{LAYERS[layer_of(edge.target)][0]!r}"
+        f"{LAYERS[layer_of(edge.target)][0]!r} (or a sibling folder)"
         for edge in import_graph()
         if layer_of(edge.source) is not None
         and layer_of(edge.target) is not None
-        and layer_of(edge.target) < layer_of(edge.source)
+        and (
+            layer_of(edge.target) < layer_of(edge.source)
+            or (
+                layer_of(edge.target) == layer_of(edge.source)
+                and folder_of(edge.target) != folder_of(edge.source)
+            )
+        )
     ]
     assert upward == [], "imports against the layering:\n" + "\n".join(upward)
+
+
+def test_the_top_of_the_package_holds_only_the_face_and_the_vocabulary():
+    """Every other module lives in the folder of its layer."""
+    top = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(top) <= MAX_TOP_MODULES, f"move these into a layer's folder: {top}"
+
+
+def test_no_module_is_packed_with_fmt_skip():
+    """A module stays short by being split, not by formatting turned off."""
+    packed = [
+        str(path.relative_to(ROOT))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "fmt: skip" in path.read_text(encoding="utf-8")
+    ]
+    assert packed == [], f"split these instead of packing them: {packed}"
 
 
 def test_the_import_graph_has_no_loop():

@@ -7,10 +7,10 @@ from importlib import resources
 
 import pytest
 
-from kullbatch import pricing
 from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, JobStatus, TokenUsage
 from kullbatch.models import Usage as U
-from kullbatch.pricing import PriceFileError, RatedUsage, load_prices
+from kullbatch.pricing import prices as pricing
+from kullbatch.pricing.prices import PriceFileError, RatedUsage, load_prices
 from kullbatch.providers import PROVIDERS
 
 TABLE = load_prices({"KULLBATCH_PRICES": "/nonexistent/prices.json"})
@@ -135,7 +135,7 @@ def test_an_unknown_model_has_no_price_and_the_note_says_where_to_add_one():
 
 def test_the_package_table_is_dated_and_names_every_provider():
     """The data file says when it was checked and covers the registry."""
-    data = json.loads(resources.files("kullbatch").joinpath("prices.json").read_text())
+    data = json.loads(resources.files("kullbatch.pricing").joinpath("prices.json").read_text())
     assert data["checked"] == TABLE.checked
     assert set(data["providers"]) == set(PROVIDERS)
     for name, spec in PROVIDERS.items():

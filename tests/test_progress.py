@@ -8,10 +8,11 @@ import re
 import pytest
 from rich.console import Console
 
-from kullbatch import progress
+from kullbatch.cli import progress
+from kullbatch.cli.progress import ProgressDisplay, format_duration
+from kullbatch.cli.tables import render_jobs
 from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent, TokenUsage
-from kullbatch.progress import ProgressDisplay, eta_seconds, format_duration
-from kullbatch.tables import render_jobs
+from kullbatch.run.events import eta_seconds
 
 JOB = "batch_1700000000000_abc123"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")

@@ -59,7 +59,7 @@ from kullbatch.providers.gemini import (
     parse_error,
     retry_hint,
 )
-from kullbatch.retry import RetryPolicy
+from kullbatch.run.retry import RetryPolicy
 
 PROMPT = Prompt(text="Rate this wedding photo.", system="You are a strict photo editor.")
 

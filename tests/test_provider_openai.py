@@ -35,7 +35,7 @@ from kullbatch.providers.base import (
     parse_rating,
 )
 from kullbatch.providers.openai import OpenAIProvider, create
-from kullbatch.retry import RetryPolicy
+from kullbatch.run.retry import RetryPolicy
 
 KEY = "sk-proj-Kq8TESTKEYxYz0123456789abcdef"
 MODEL = "gpt-5.4-mini"

@@ -21,11 +21,11 @@ import pytest
 from aiohttp import web
 from typer.testing import CliRunner
 
-from kullbatch.cli import app
-from kullbatch.jobs import admin_log_path
+from kullbatch.cli.app import app
 from kullbatch.providers import PROVIDERS
 from kullbatch.providers.groq import MAX_BASE64_REQUEST_BYTES
-from kullbatch.rubrics import load_rubric
+from kullbatch.rubrics.loader import load_rubric
+from kullbatch.service.paths import admin_log_path
 from tests import fake_anthropic_server, fake_gemini_server, fake_openai_server
 from tests.app_thread import AppThread
 from tests.fake_openai_server import XAI_INVALID, FakeChatServer, openai_error, xai_error

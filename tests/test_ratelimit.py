@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from kullbatch.models import RateLimits
-from kullbatch.ratelimit import HEADROOM, Gate, GateState
+from kullbatch.run.ratelimit import HEADROOM, Gate, GateState
 from tests.vtime import run_virtual
 
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from kullbatch.errors import PermanentImageError
-from kullbatch.images import encode_file, prepare
+from kullbatch.media.images import encode_file, prepare
+from kullbatch.media.raw import MIN_PREVIEW_EDGE, read_raw
 from kullbatch.models import ImageInput
-from kullbatch.raw import MIN_PREVIEW_EDGE, read_raw
 from tests.dngfile import preview_jpeg, write_dng
 
 GREEN = (20, 180, 40)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kullbatch import jobs
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import ISSUES
-from kullbatch.rubrics import RubricError, load_rubric, parse_rubric, rubric_names
+from kullbatch.rubrics.loader import RubricError, load_rubric, parse_rubric, rubric_names
+from kullbatch.service import jobs
 
 SHIPPED = ["event", "general", "landscape", "portrait", "product", "sports", "wedding"]
 SCALE = {"stars": {str(n): f"meaning of {n}" for n in range(1, 6)}}

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kullbatch import jobs
-from kullbatch.engine import BatchProcessor
 from kullbatch.manifest import Manifest
 from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Rating
 from kullbatch.providers import PROVIDERS
-from kullbatch.ratelimit import HEADROOM
-from kullbatch.runtime import Account, BatchGC, Runtime
-from kullbatch.store import Store
+from kullbatch.run.engine import BatchProcessor
+from kullbatch.run.ratelimit import HEADROOM
+from kullbatch.run.runtime import Account, BatchGC, Runtime
+from kullbatch.service import jobs
+from kullbatch.store.database import Store
 from tests.fault_server import RATE_LIMITED, FaultConfig, FaultServer, expected_rating
 
 OPENAI = jobs.ProcessSettings(provider="openai", model="gpt-5.4-mini")

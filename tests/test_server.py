@@ -15,10 +15,11 @@ from aiohttp import web
 from PIL import Image
 from typer.testing import CliRunner
 
-from kullbatch import jobs, server
-from kullbatch.cli import app
-from kullbatch.hub import Hub
+from kullbatch.cli.app import app
 from kullbatch.manifest import manifest_from_document
+from kullbatch.service import jobs
+from kullbatch.web import server
+from kullbatch.web.hub import Hub
 from tests.dngfile import preview_jpeg, write_dng
 from tests.fault_server import completion, expected_rating
 

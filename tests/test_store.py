@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kullbatch.migrations import MIGRATIONS
 from kullbatch.models import (
     Answer,
     EventKind,
@@ -20,8 +19,9 @@ from kullbatch.models import (
     ProgressEvent,
     Usage,
 )
-from kullbatch.rows import NewJob
-from kullbatch.store import Store
+from kullbatch.store.database import Store
+from kullbatch.store.migrations import MIGRATIONS
+from kullbatch.store.rows import NewJob
 from tests.fakes import rating_for
 from tests.vtime import run_virtual
 

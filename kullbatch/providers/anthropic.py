@@ -32,7 +32,7 @@ from kullbatch.errors import (
     Refused,
     Transient,
 )
-from kullbatch.images import fit_image
+from kullbatch.media.images import fit_image
 from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Usage
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
 from kullbatch.providers.download import inline_url_image

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from kullbatch.errors import PermanentImageError, Transient
-from kullbatch.images import sniff_media_type
+from kullbatch.media.images import sniff_media_type
 from kullbatch.providers.http import request
 
 if TYPE_CHECKING:

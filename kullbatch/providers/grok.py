@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kullbatch.errors import FatalJobError, ProviderError
-from kullbatch.images import fit_image
+from kullbatch.media.images import fit_image
 from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo, bearer
 from kullbatch.providers.registry import PROVIDERS
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from kullbatch.errors import FatalJobError, ProviderError, Transient
-from kullbatch.images import fit_image
+from kullbatch.media.images import fit_image
 from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo, bearer
 from kullbatch.providers.registry import PROVIDERS
 

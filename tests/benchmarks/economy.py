@@ -31,12 +31,12 @@ from fake_batch_openai import KEY, FakeOpenAIBatches  # noqa: E402
 from fake_batch_shared import rating_for  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from kullbatch import jobs  # noqa: E402
 from kullbatch.manifest import manifest_from_document  # noqa: E402
 from kullbatch.models import Rating  # noqa: E402
-from kullbatch.providers import batch_openai  # noqa: E402
-from kullbatch.providers.batch_common import Limits  # noqa: E402
-from kullbatch.providers.batches import OpenAIBatches  # noqa: E402
+from kullbatch.providers.batch import openai as batch_openai  # noqa: E402
+from kullbatch.providers.batch.clients import OpenAIBatches  # noqa: E402
+from kullbatch.providers.batch.common import Limits  # noqa: E402
+from kullbatch.service import jobs  # noqa: E402
 
 
 def make_photos(folder: Path, count: int, edge: int) -> list[dict[str, str]]:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kullbatch.engine import BatchProcessor, EngineOptions
 from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage
 from kullbatch.providers.base import Capabilities
-from kullbatch.retry import quiet_stamina
-from kullbatch.rows import NewJob
-from kullbatch.store import Store
+from kullbatch.run.engine import BatchProcessor, EngineOptions
+from kullbatch.run.retry import quiet_stamina
+from kullbatch.store.database import Store
+from kullbatch.store.rows import NewJob
 
 RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", tags=["a"])
 

@@ -37,11 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from kullbatch import bursts, jobs  # noqa: E402
-from kullbatch.cli import app  # noqa: E402
-from kullbatch.culling import GroupingOptions, find_bursts  # noqa: E402
+from kullbatch.cli.app import app  # noqa: E402
+from kullbatch.media import bursts  # noqa: E402
+from kullbatch.media.bursts import GroupingOptions  # noqa: E402
 from kullbatch.models import ItemRecord  # noqa: E402
-from kullbatch.store import Store  # noqa: E402
+from kullbatch.service import jobs  # noqa: E402
+from kullbatch.service.culling import find_bursts  # noqa: E402
+from kullbatch.store.database import Store  # noqa: E402
 
 EXAMPLES = sorted((ROOT / "examples" / "photos").glob("*.jpg"))
 PHOTOS: list[Path] = []

@@ -23,10 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from kullbatch import engine, jobs, runtime
 from kullbatch.manifest import Manifest
 from kullbatch.models import ImageInput
-from kullbatch.store import Store
+from kullbatch.run import engine, runtime
+from kullbatch.service import jobs
+from kullbatch.store.database import Store
 from tests.fault_server import FaultConfig, FaultServer, run_in_thread
 
 

@@ -1,0 +1,1 @@
+"""The command line: parse, call the service, render (Typer, Rich)."""

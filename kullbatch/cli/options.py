@@ -1,0 +1,109 @@
+"""The `kullbatch` command's shared options and choices, so that `cli` keeps to its commands."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kullbatch.media.bursts import DEFAULT_DISTANCE, DEFAULT_GAP
+
+__all__ = ["DEFAULT_DISTANCE", "DEFAULT_GAP"]
+
+
+class ExportFormat(StrEnum):
+    JSON = "json"
+    JSONL = "jsonl"
+    CSV = "csv"
+    XMP = "xmp"
+
+
+class ResumeMode(StrEnum):
+    FAST = "fast"
+    ECONOMY = "economy"
+
+
+ResumeModeOption = Annotated[
+    ResumeMode | None,
+    typer.Option(
+        help="fast: an economy job's remaining photos go now, at the list price "
+        "[default: the job's own mode: an economy job gets new batches]",
+    ),
+]
+
+
+class SidecarStyleChoice(StrEnum):
+    ADOBE = "adobe"
+    DARKTABLE = "darktable"
+
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="SQLite database [default: $KULLBATCH_DB, else kullbatch.db in the user data folder]",
+        dir_okay=False,
+    ),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print the status object as JSON.")]
+
+RubricOption = Annotated[
+    str | None,
+    typer.Option(
+        help="How to rate: general, wedding, portrait, event, sports, landscape, product, "
+        "a rubric of yours in $KULLBATCH_RUBRICS, or a .toml/.json file "
+        "[default: --prompt, else the manifest's prompt, else general]",
+        show_default=False,
+    ),
+]
+
+NoGroupsFlag = Annotated[
+    bool, typer.Option("--no-groups", help="Do not look for bursts and near-duplicates.")
+]
+
+BurstGapOption = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds between two frames of one burst, at most (EXIF time)."),
+]
+
+BurstDistanceOption = Annotated[
+    int,
+    typer.Option(min=0, max=64, help="Bits of 64 two frames of one burst may differ in (pHash)."),
+]
+
+DryRunFlag = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Send nothing and create no job: print the photo count, the estimated tokens "
+        "and the price in fast and economy mode.",
+    ),
+]
+
+EmbedFlag = Annotated[
+    bool,
+    typer.Option(
+        "--embed",
+        help="xmp: write into JPEG, TIFF, PNG and DNG files themselves (Lightroom reads only "
+        "their embedded XMP); RAW files still get sidecars.",
+    ),
+]
+
+SidecarStyleOption = Annotated[
+    SidecarStyleChoice,
+    typer.Option(
+        "--sidecar-style",
+        help="xmp: adobe names sidecars IMG_0001.xmp (Lightroom, Capture One, Bridge); "
+        "darktable names them IMG_0001.CR3.xmp (darktable, digiKam).",
+    ),
+]
+
+RejectDuplicatesFlag = Annotated[
+    bool,
+    typer.Option(
+        "--reject-duplicates",
+        help="xmp: write the frames of a burst other than its best as rejected (-1).",
+    ),
+]

@@ -1,0 +1,1 @@
+"""Photos: bytes to send (orientation, size, RAW previews), fingerprints, bursts."""

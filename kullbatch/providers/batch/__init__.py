@@ -1,0 +1,1 @@
+"""One batch client per provider, for economy mode."""

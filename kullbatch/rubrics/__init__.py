@@ -1,0 +1,1 @@
+"""Rubrics: what matters in a shoot of each kind, and its star scale (TOML files)."""

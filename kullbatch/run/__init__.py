@@ -1,0 +1,1 @@
+"""Running jobs: the runtime, the fast engine, the economy runner, retries and gates."""

@@ -1,0 +1,365 @@
+"""One runtime per process, many jobs inside it.
+
+What is per process lives here once: the aiohttp session every provider request goes through,
+the store's batched writer (started once, flushing for every job), the open-file limit, the
+garbage-collector tuning (applied while any job runs, restored when the last one ends), and one
+rate-limit gate per provider account (provider, base URL, key), shared by every job that talks
+to it, so that two jobs on one key never send faster together than the key allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self, cast
+
+import aiohttp
+
+from kullbatch.errors import FatalJobError
+from kullbatch.media.bursts import GroupingOptions
+from kullbatch.models import JobState, Prompt
+from kullbatch.providers import create_provider, resolve
+from kullbatch.providers.batch.clients import create_batch_client
+from kullbatch.run.economy import EconomyOptions, EconomyRunner, Stoppable
+from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.run.ratelimit import Gate
+from kullbatch.run.retry import quiet_stamina
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Mapping, Sequence
+    from types import TracebackType
+
+    from kullbatch.models import ImageInput, ProgressEvent
+    from kullbatch.providers import Provider, ProviderSpec
+    from kullbatch.run.batch_submit import BatchAdapter
+    from kullbatch.store.database import Store
+    from kullbatch.store.rows import JobRow
+
+admin_log = logging.getLogger("kullbatch.admin")
+
+# What a job remembers of its settings, so that `resume` runs it the same way.
+STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm", "fallback_after")
+ECONOMY_POLL_VAR = "KULLBATCH_ECONOMY_POLL"  # seconds before the first poll (default 5)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """Who a request is charged to: one gate each. The key is kept only as a digest."""
+
+    provider: str
+    base_url: str
+    key_digest: str
+
+    @classmethod
+    def of(cls, spec: ProviderSpec, env: Mapping[str, str]) -> Account:
+        base_url = next((env[var] for var in spec.base_url_vars if env.get(var)), "")
+        key = next((env[var] for var in spec.key_vars if env.get(var)), "")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
+        return cls(spec.name, base_url.rstrip("/"), digest)
+
+
+def raise_open_file_limit() -> None:
+    """Each request in flight holds a socket: lift the soft limit (often 1024) to the hard one."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            admin_log.info("open-file limit raised from %d to %d", soft, wanted)
+    except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - platform dependent
+        admin_log.info("open-file limit left as it is: %s", exc)
+
+
+class BatchGC:
+    """10,000 live requests make a big heap; full collections would cost a third of the CPU.
+
+    While any job runs, objects alive at its start are frozen out of collection and collections
+    run less often; when the last job ends, Python's settings come back.
+    """
+
+    THRESHOLDS = (50_000, 50, 100)
+
+    def __init__(self) -> None:
+        self._jobs = 0
+        self._saved: tuple[int, int, int] | None = None
+
+    def enter(self) -> None:
+        if self._jobs == 0:
+            self._saved = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(*self.THRESHOLDS)
+        self._jobs += 1
+
+    def exit(self) -> None:
+        self._jobs -= 1
+        if self._jobs == 0 and self._saved is not None:
+            gc.set_threshold(*self._saved)
+            gc.unfreeze()
+            self._saved = None
+
+
+def _connector() -> aiohttp.TCPConnector:
+    """No silent cap at 100 connections: every in-flight request gets its own socket."""
+    return aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+
+
+class Runtime:
+    """The process's session, writer, gates and GC settings; `run_job` runs one job in it."""
+
+    def __init__(self, store: Store, env: Mapping[str, str]) -> None:
+        self.store = store
+        self.env = env
+        self._session: aiohttp.ClientSession | None = None
+        self._gates: dict[Account, Gate] = {}
+        self._gc = BatchGC()
+        self.running: dict[str, Stoppable] = {}
+
+    async def __aenter__(self) -> Self:
+        quiet_stamina()
+        raise_open_file_limit()
+        self._session = aiohttp.ClientSession(connector=_connector())
+        self.store.start_writer()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            await self.store.stop_writer()
+        finally:
+            for gate in self._gates.values():
+                await gate.close()
+            self._gates.clear()
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the runtime is not started: use `async with Runtime(...)`")
+        return self._session
+
+    def gate_for(self, account: Account) -> Gate:
+        """The one gate of this account, shared by every job that sends through it."""
+        gate = self._gates.get(account)
+        if gate is None:
+            gate = self._gates[account] = Gate(asyncio.get_running_loop().time)
+        return gate
+
+    async def run_job(
+        self,
+        job: JobRow,
+        *,
+        env: Mapping[str, str] | None = None,
+        subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
+        on_processor: Callable[[Stoppable], None] | None = None,
+        cancel: bool = False,
+    ) -> JobOutcome:
+        """Send every image of the job without a stored result; record how the job ended.
+
+        With `cancel`, an economy job nobody polls has its provider batches cancelled and
+        what they finished stored.
+        """
+        env = self.env if env is None else env
+        if not await self.store.claim(job):
+            raise JobTakenError(job.id)
+        spec, model = resolve(job.provider_id, job.model)
+        self._gc.enter()
+        try:
+            outcome = await self._run(
+                job, spec, model, env, subscribers, on_processor, cancel=cancel
+            )
+        finally:
+            self._gc.exit()
+        await self.store.finish_job(job.id, outcome.state, outcome.error)
+        return outcome
+
+    async def _run(
+        self,
+        job: JobRow,
+        spec: ProviderSpec,
+        model: str,
+        env: Mapping[str, str],
+        subscribers: Sequence[Callable[[ProgressEvent], None]],
+        on_processor: Callable[[Stoppable], None] | None,
+        *,
+        cancel: bool = False,
+    ) -> JobOutcome:
+        try:
+            provider = create_provider(spec, model, self.session, env)
+        except FatalJobError as exc:
+            if not job.options.get("fallbacks") or job.mode == "economy":
+                return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+            led = self._first_fallback(job, env, exc)
+            if led is None:
+                return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+            job, spec, provider = led
+        all_subscribers = [self.store.handle, *subscribers]
+        counts = await self.store.item_counts(job.id)
+        if job.mode == "economy":
+            try:
+                runner = self._economy(job, spec, provider, env, all_subscribers)
+            except FatalJobError as exc:
+                return JobOutcome(JobState.FAILED, counts.rated, counts.failed, exc.message)
+            if cancel:
+                runner.cancel()
+            return await self._running(
+                job.id,
+                runner,
+                on_processor,
+                runner.run(already_rated=counts.rated, already_failed=counts.failed),
+            )
+        processor = self._processor(job, spec, provider, env, all_subscribers)
+        return await self._running(
+            job.id,
+            processor,
+            on_processor,
+            processor.run(
+                self.store.iter_unfinished(job.id),
+                total=job.total_images,
+                already_rated=counts.rated,
+                already_failed=counts.failed,
+            ),
+        )
+
+    def _first_fallback(
+        self, job: JobRow, env: Mapping[str, str], exc: FatalJobError
+    ) -> tuple[JobRow, ProviderSpec, Provider] | None:
+        """The job's own provider cannot even be built (no key): the first fallback that can
+        be leads; None when none can."""
+        fallbacks = list(job.options["fallbacks"])
+        while fallbacks:
+            (name, model), *fallbacks = fallbacks
+            spec, chosen = resolve(name, model)
+            try:
+                provider = create_provider(spec, chosen, self.session, env)
+            except FatalJobError:
+                continue
+            admin_log.error(
+                "[BatchProcessor] Job %s: %s; the job goes to %s", job.id, exc.message, spec.name
+            )
+            options = {**job.options, "fallbacks": fallbacks}
+            return dataclasses.replace(job, options=options), spec, provider
+        return None
+
+    async def _running(
+        self,
+        job_id: str,
+        stoppable: Stoppable,
+        on_processor: Callable[[Stoppable], None] | None,
+        work: Coroutine[Any, Any, JobOutcome],
+    ) -> JobOutcome:
+        if on_processor is not None:
+            on_processor(stoppable)
+        self.running[job_id] = stoppable
+        try:
+            return await work
+        finally:
+            del self.running[job_id]
+
+    def _processor(
+        self,
+        job: JobRow,
+        spec: ProviderSpec,
+        provider: Provider,
+        env: Mapping[str, str],
+        subscribers: list[Callable[[ProgressEvent], None]],
+    ) -> BatchProcessor:
+        return BatchProcessor(
+            job_id=job.id,
+            shoot_id=job.shoot_id,
+            provider=provider,
+            prompt=Prompt(job.prompt, job.system_prompt),
+            store=self.store,
+            options=engine_options(job.options),
+            subscribers=subscribers,
+            gate=self.gate_for(Account.of(spec, env)),
+            fallbacks=self._fallbacks(job, env),
+        )
+
+    def _fallbacks(self, job: JobRow, env: Mapping[str, str]) -> list[tuple[Provider, Gate]]:
+        """The job's `--fallback` providers, each with its own account's gate.
+
+        One that cannot be built (its key is not set) is left out, and the admin log says so.
+        """
+        chain: list[tuple[Provider, Gate]] = []
+        for name, model in job.options.get("fallbacks") or []:
+            spec, chosen = resolve(name, model)
+            try:
+                provider = create_provider(spec, chosen, self.session, env)
+            except FatalJobError as exc:
+                admin_log.error(
+                    "[BatchProcessor] Job %s: fallback %s left out: %s", job.id, name, exc.message
+                )
+                continue
+            chain.append((provider, self.gate_for(Account.of(spec, env))))
+        return chain
+
+    def _economy(
+        self,
+        job: JobRow,
+        spec: ProviderSpec,
+        provider: Provider,
+        env: Mapping[str, str],
+        subscribers: list[Callable[[ProgressEvent], None]],
+    ) -> EconomyRunner:
+        """The economy runner; photos its batches did not finish go through fast mode."""
+        if not provider.capabilities.batch_api:
+            raise FatalJobError(f"{spec.name} has no batch API: economy mode is not possible")
+        adapter = cast("BatchAdapter", provider)
+        runner: EconomyRunner
+
+        async def fast(images: list[ImageInput], rated: int, failed: int) -> JobOutcome:
+            processor = self._processor(job, spec, provider, env, subscribers)
+            runner.fast_processor = processor
+            return await processor.run(
+                images, total=job.total_images, already_rated=rated, already_failed=failed
+            )
+
+        runner = EconomyRunner(
+            job_id=job.id,
+            shoot_id=job.shoot_id,
+            total=job.total_images,
+            adapter=adapter,
+            client=create_batch_client(spec, self.session, env),
+            prompt=Prompt(job.prompt, job.system_prompt),
+            store=self.store,
+            fast=fast,
+            options=economy_options(job.options, env),
+            subscribers=subscribers,
+        )
+        return runner
+
+
+class JobTakenError(RuntimeError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was just taken by another process; not running it twice")
+
+
+def engine_options(options: Mapping[str, Any]) -> EngineOptions:
+    """The options stored with the job; anything missing takes the engine's default."""
+    chosen = {key: options[key] for key in STORED_OPTIONS if options.get(key) is not None}
+    return EngineOptions(**chosen, fingerprint=GroupingOptions.of(options).enabled)
+
+
+def economy_options(options: Mapping[str, Any], env: Mapping[str, str]) -> EconomyOptions:
+    """The stored options that economy mode reads, and the poll interval's override."""
+    chosen: dict[str, Any] = {
+        key: options[key]
+        for key in ("economy_only", "max_edge", "max_retry_time")
+        if options.get(key) is not None
+    }
+    if poll := env.get(ECONOMY_POLL_VAR):
+        first = float(poll)
+        chosen |= {"poll_first": first, "poll_max": max(first, min(60.0, first * 12))}
+    return EconomyOptions(**chosen, fingerprint=GroupingOptions.of(options).enabled)

@@ -1,0 +1,1 @@
+"""What a command does: create, run, resume, cancel, report, cull, estimate."""

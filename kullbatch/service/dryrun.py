@@ -1,0 +1,85 @@
+"""`process --dry-run`: what a job would cost, worked out without sending or storing anything.
+
+Each local photo is prepared exactly as a run prepares it (rotated, downscaled, re-encoded), so
+its size is the one the provider would see; the provider's image rule turns that size into
+tokens, and the prompt, the system prompt and the rating schema are added to every photo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import TYPE_CHECKING
+
+from kullbatch.errors import PermanentImageError
+from kullbatch.media import images
+from kullbatch.pricing import prices as pricing
+from kullbatch.providers import PROVIDERS
+from kullbatch.providers.base import DEFAULT_PROMPT, RATING_SCHEMA
+from kullbatch.service.jobs import ProcessSettings, UsageError, choose_provider
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from kullbatch.manifest import Manifest
+    from kullbatch.models import ImageInput
+
+__all__ = ["estimate", "prompt_tokens"]
+
+
+def prompt_tokens(prompt: str, system: str | None) -> int:
+    """The text sent with every photo: the prompt, the system prompt and the rating schema."""
+    schema = json.dumps(RATING_SCHEMA)
+    return sum(pricing.text_tokens(text) for text in (prompt, system or "", schema))
+
+
+async def _size(
+    image: ImageInput, max_edge: int, gate: asyncio.Semaphore
+) -> tuple[int, int] | None:
+    """The prepared photo's size; None for a URL (nothing is downloaded)."""
+    if image.url is not None:
+        return None
+    async with gate:
+        prepared = await images.prepare(image, max_edge)
+    assert prepared.data is not None
+    return images.image_size(prepared.data)
+
+
+async def estimate(
+    manifest: Manifest, settings: ProcessSettings, env: Mapping[str, str]
+) -> pricing.Estimate:
+    """Tokens and price of the job `settings` describe, in fast and economy mode.
+
+    Nothing is sent and no job is created: the database is not even opened.
+    """
+    provider, model = choose_provider(settings, manifest, env)
+    try:
+        table = pricing.load_prices(env)
+    except pricing.PriceFileError as exc:
+        raise UsageError(str(exc)) from exc
+    gate = asyncio.Semaphore(os.cpu_count() or 4)
+    found = await asyncio.gather(
+        *(_size(image, settings.max_edge, gate) for image in manifest.images),
+        return_exceptions=True,
+    )
+    sizes: list[tuple[int, int] | None] = []
+    unreadable: list[str] = []
+    for result in found:
+        if isinstance(result, PermanentImageError):
+            unreadable.append(result.message)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            sizes.append(result)
+    prompt = settings.prompt or manifest.prompt or DEFAULT_PROMPT
+    system = settings.system_prompt or manifest.system_prompt
+    return pricing.estimate(
+        table,
+        provider,
+        model,
+        sizes,
+        prompt_tokens(prompt, system),
+        economy=PROVIDERS[provider].economy,
+        unreadable=unreadable,
+    )

@@ -1,0 +1,418 @@
+"""The service layer the CLI (and later the server) call: create, run, resume, cancel, report.
+
+`Service` is what a front end holds: it opens the store, and runs jobs in one `Runtime` (the
+process's HTTP session, writer and gates), started when the first job runs. Nothing above this
+module opens a store or talks to a provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getpass
+import logging
+import os
+import secrets
+import string
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from kullbatch.media import bursts
+from kullbatch.media.bursts import GroupingOptions
+from kullbatch.media.images import DEFAULT_MAX_EDGE
+from kullbatch.models import (
+    ItemRecord,
+    JobState,
+    JobStatus,
+    ProgressEvent,
+    ProviderBatch,
+    TokenUsage,
+)
+from kullbatch.pricing import prices as pricing
+from kullbatch.providers import PROVIDERS, resolve
+from kullbatch.rubrics.loader import DEFAULT_RUBRIC, RubricError, load_rubric
+from kullbatch.run.events import eta_seconds
+from kullbatch.run.fallback import DEFAULT_FALLBACK_AFTER
+from kullbatch.run.retry import DEFAULT_MAX_RETRY_TIME
+from kullbatch.run.runtime import STORED_OPTIONS, JobTakenError, Runtime
+from kullbatch.service import export
+from kullbatch.service.culling import group_job
+from kullbatch.store.database import Store
+from kullbatch.store.rows import JobRow, NewJob, parse_time
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+    from pathlib import Path
+
+    from kullbatch.catalogue import SidecarStyle
+    from kullbatch.manifest import Manifest
+    from kullbatch.run.economy import Stoppable
+    from kullbatch.run.engine import JobOutcome
+
+admin_log = logging.getLogger("kullbatch.admin")
+
+MODES = ("fast", "economy")
+
+
+class JobNotFoundError(LookupError):
+    def __init__(self, job_id: str, db: Path) -> None:
+        super().__init__(f"no job {job_id!r} in {db} (see `kullbatch jobs`)")
+
+
+class UsageError(ValueError):
+    """A request that cannot run as asked (exit 2), found before anything is written."""
+
+
+def new_job_id(now: float | None = None) -> str:
+    """`batch_<unix ms>_<6 random [a-z0-9]>`, the spec's job id."""
+    millis = int((time.time() if now is None else now) * 1000)
+    alphabet = string.ascii_lowercase + string.digits
+    return f"batch_{millis}_{''.join(secrets.choice(alphabet) for _ in range(6))}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    """What the user asked for on the command line; None means "from the manifest or default"."""
+
+    provider: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    system_prompt: str | None = None
+    mode: str | None = None
+    shoot_id: str | None = None
+    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
+    concurrency: int = 0
+    rpm: float | None = None
+    max_edge: int = DEFAULT_MAX_EDGE
+    economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
+    fallbacks: tuple[str, ...] = ()  # --fallback P[:MODEL], in order
+    fallback_after: float = DEFAULT_FALLBACK_AFTER
+    rubric: str | None = None  # --rubric NAME: the shoot type's instructions and star scale
+    groups: bool = True  # --no-groups: bursts are not looked for
+    burst_gap: float = bursts.DEFAULT_GAP
+    burst_distance: int = bursts.DEFAULT_DISTANCE
+
+
+def choose_provider(
+    settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]
+) -> tuple[str, str]:
+    wanted = settings.provider or manifest.provider_id or env.get("KULLBATCH_PROVIDER") or "local"
+    try:
+        spec, model = resolve(wanted, settings.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    return spec.name, model
+
+
+async def create_job(
+    store: Store, manifest: Manifest, settings: ProcessSettings, env: Mapping[str, str]
+) -> JobRow:
+    """Record the job and every image before the first request, in one transaction."""
+    provider, model = choose_provider(settings, manifest, env)
+    mode = settings.mode or manifest.mode or "fast"
+    if mode not in MODES:
+        raise UsageError(f"--mode must be fast or economy, not {mode!r}")
+    if mode == "economy" and not PROVIDERS[provider].economy:
+        with_batches = ", ".join(name for name, spec in PROVIDERS.items() if spec.economy)
+        raise UsageError(
+            f"{provider} has no batch API, so economy mode is not possible; "
+            f"economy mode works with: {with_batches} (or use --mode fast)"
+        )
+    if settings.economy_only and mode != "economy":
+        raise UsageError("--economy-only applies to --mode economy only")
+    options: dict[str, Any] = {key: getattr(settings, key) for key in STORED_OPTIONS}
+    options["economy_only"] = settings.economy_only
+    options["fallbacks"] = [list(_fallback(wanted)) for wanted in settings.fallbacks]
+    options["rubric"] = settings.rubric
+    grouping = GroupingOptions(settings.groups, settings.burst_gap, settings.burst_distance)
+    options["grouping"] = grouping.stored()
+    job = NewJob(
+        id=new_job_id(),
+        user_id=_user_name(),
+        shoot_id=settings.shoot_id or manifest.shoot_id,
+        provider_id=provider,
+        model=model,
+        mode=mode,
+        prompt=_prompt(settings, manifest, env),
+        system_prompt=settings.system_prompt or manifest.system_prompt,
+        source=str(manifest.source),
+        options=options,
+    )
+    await store.create_job(job, manifest.images)
+    row = await store.get_job(job.id)
+    assert row is not None
+    return row
+
+
+def _prompt(settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]) -> str:
+    """`--rubric` gives the instructions, a `--prompt` with it is added as the user's note;
+    without a rubric, the prompt asked for, else the manifest's, else the general rubric."""
+    try:
+        if settings.rubric is not None:
+            rubric = load_rubric(settings.rubric, env).prompt()
+            return rubric if not settings.prompt else f"{rubric}\n\n{settings.prompt}"
+        return settings.prompt or manifest.prompt or load_rubric(DEFAULT_RUBRIC, env).prompt()
+    except RubricError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _fallback(wanted: str) -> tuple[str, str]:
+    """`anthropic`, `anthropic:claude-sonnet-4-6` or `openai-gpt-5` -> (provider, model)."""
+    name, _, model = wanted.partition(":")
+    try:
+        spec, chosen = resolve(name, model or None)
+    except ValueError as exc:
+        raise UsageError(f"--fallback {wanted}: {exc}") from exc
+    return spec.name, chosen
+
+
+def _user_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in some containers
+        return "local"
+
+
+async def run_job(
+    store: Store,
+    job: JobRow,
+    env: Mapping[str, str],
+    *,
+    subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
+    on_processor: Callable[[Stoppable], None] | None = None,
+) -> JobOutcome:
+    """One job in a runtime of its own (the CLI's case: one job per process)."""
+    async with Runtime(store, env) as runtime:
+        try:
+            return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        except JobTakenError as exc:
+            raise UsageError(str(exc)) from exc
+
+
+async def get_job(store: Store, job_id: str) -> JobRow:
+    job = await store.get_job(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id, store.path)
+    return job
+
+
+async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> JobRow:
+    """A job that is not running again: its failed images get another chance.
+
+    An economy job stays in economy mode: photos its ended batches did not finish go into new
+    batches. `mode="fast"` sends the rest of it at the list price instead, once no provider
+    batch of it is still open (those photos would be paid for twice).
+    """
+    job = await get_job(store, job_id)
+    if job.is_live():
+        raise UsageError(f"job {job_id} is still running (pid {job.owner_pid}); not resuming it")
+    if job.status is JobState.COMPLETED and job.failed_images == 0:
+        raise UsageError(f"job {job_id} is already completed; every image is rated")
+    if mode not in {None, job.mode, "fast"}:
+        raise UsageError(f"job {job_id} ran in {job.mode} mode; it resumes in fast or {job.mode}")
+    if job.mode == "economy" and mode == "fast":
+        still_open = [r for r in await store.batches.of_job(job_id) if not r.fetched]
+        if still_open:
+            names = ", ".join(r.batch_id or r.file_id or "one being created" for r in still_open)
+            raise UsageError(
+                f"job {job_id} has provider batches still open ({names}): resume it without "
+                "--mode fast to collect them, or cancel it first; its photos would be paid twice"
+            )
+        await store.set_mode(job_id, "fast")
+        job = dataclasses.replace(job, mode="fast")
+    await store.reopen_failed(job_id)
+    if job.mode == "economy":
+        await store.batches.release_ended(job_id)
+    return job
+
+
+async def cancel_job(store: Store, job_id: str) -> str:
+    """Ask the owning process to stop; a job nobody runs is marked cancelled at once."""
+    job = await get_job(store, job_id)
+    if job.is_live():
+        await store.request_cancel(job_id)
+        return f"cancel requested: job {job_id} stops within 2 s"
+    if job.status in {JobState.PROCESSING, JobState.INTERRUPTED, JobState.SUBMITTED}:
+        await store.finish_job(job_id, JobState.CANCELLED, "cancelled by the user")
+        return f"job {job_id} cancelled"
+    return f"job {job_id} is already {job.status.value}; nothing to cancel"
+
+
+def status_of(job: JobRow, now: datetime | None = None) -> JobStatus:
+    """The status object; a processing job whose owner died reads as interrupted."""
+    now = now or datetime.now(UTC)
+    state = job.status
+    if state is JobState.PROCESSING and not job.is_live(now):
+        state = JobState.INTERRUPTED
+    done = job.processed_images + job.failed_images
+    total = job.total_images
+    return JobStatus(
+        jobId=job.id,
+        shootId=job.shoot_id,
+        providerId=job.provider_id,
+        mode=job.mode,
+        status=state,
+        totalImages=total,
+        processedImages=job.processed_images,
+        failedImages=job.failed_images,
+        progress=round(done / total, 4) if total else 1.0,
+        eta=_eta(job, done, now) if state is JobState.PROCESSING else None,
+        providerJobId=job.provider_job_id,
+        error=job.error
+        or (
+            "the process running this job stopped; `kullbatch resume` finishes it"
+            if state is JobState.INTERRUPTED and job.status is JobState.PROCESSING
+            else None
+        ),
+        createdAt=job.created_at,
+        startedAt=job.started_at,
+        completedAt=job.completed_at,
+    )
+
+
+def _eta(job: JobRow, done: int, now: datetime) -> int | None:
+    started = parse_time(job.started_at)
+    elapsed = None if started is None else (now - started).total_seconds()
+    return None if elapsed is None else eta_seconds(done, job.total_images, elapsed)
+
+
+def environment() -> Mapping[str, str]:
+    return os.environ
+
+
+class Service:
+    """What a front end (the CLI, the server) holds: one store, one runtime, every operation."""
+
+    def __init__(self, store: Store, env: Mapping[str, str]) -> None:
+        self.store = store
+        self.env = env
+        self._runtime: Runtime | None = None
+        self._prices: pricing.PriceTable | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, db: Path, env: Mapping[str, str] | None = None) -> AsyncIterator[Service]:
+        store = await Store.open(db)
+        service = cls(store, environment() if env is None else env)
+        try:
+            yield service
+        finally:
+            try:
+                await service._stack.aclose()
+            finally:
+                await store.close()
+
+    async def runtime(self) -> Runtime:
+        """Started on the first run: `status` and `results` need no HTTP session."""
+        if self._runtime is None:
+            self._runtime = await self._stack.enter_async_context(Runtime(self.store, self.env))
+        return self._runtime
+
+    async def create(self, manifest: Manifest, settings: ProcessSettings) -> JobRow:
+        return await create_job(self.store, manifest, settings, self.env)
+
+    async def run(
+        self,
+        job: JobRow,
+        *,
+        subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
+        on_processor: Callable[[Stoppable], None] | None = None,
+    ) -> JobOutcome:
+        runtime = await self.runtime()
+        try:
+            outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        except JobTakenError as exc:
+            raise UsageError(str(exc)) from exc
+        grouping = GroupingOptions.of(job.options)
+        if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
+            await group_job(self.store, job.id, grouping)
+        return outcome
+
+    async def burst_counts(self, job_id: str) -> tuple[int, int]:
+        """(moments, duplicates) of the job's last grouping."""
+        return await self.store.group_counts(job_id)
+
+    async def prepare_resume(self, job_id: str, mode: str | None = None) -> JobRow:
+        return await prepare_resume(self.store, job_id, mode)
+
+    async def is_live(self, job_id: str) -> bool:
+        """Whether a process is running (or polling) the job right now."""
+        return (await get_job(self.store, job_id)).is_live()
+
+    async def cancel(self, job_id: str) -> str:
+        """Stop a job; an economy job nobody polls has its provider batches cancelled here."""
+        job = await get_job(self.store, job_id)
+        open_states = {JobState.SUBMITTED, JobState.INTERRUPTED, JobState.PROCESSING}
+        waiting = [r.id for r in await self.store.batches.of_job(job_id) if not r.fetched]
+        if job.mode == "economy" and job.status in open_states and not job.is_live() and waiting:
+            outcome = await (await self.runtime()).run_job(job, cancel=True)
+            made = await self.store.batches.made(waiting)  # cancelled; none is created
+            return (
+                f"job {job_id} {outcome.state.value}: {made} provider batch(es) "
+                f"cancelled; {outcome.rated} photos rated (kept)"
+            )
+        return await cancel_job(self.store, job_id)
+
+    def prices(self) -> pricing.PriceTable:
+        """The price table, read once; a broken user price file is a usage error (exit 2)."""
+        if self._prices is None:
+            try:
+                self._prices = pricing.load_prices(self.env)
+            except pricing.PriceFileError as exc:
+                raise UsageError(str(exc)) from exc
+        return self._prices
+
+    async def _with_cost(self, job: JobRow) -> JobStatus:
+        """The status object with the tokens stored so far and what they cost."""
+        groups = await self.store.usage(job.id)
+        cost = pricing.job_cost(self.prices(), groups, job.provider_id, job.model)
+        usage = TokenUsage(
+            inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens
+        )
+        rater = pricing.rated_by(groups, job.provider_id)
+        return status_of(job).model_copy(
+            update={"usage": usage, "costUsd": cost.usd, "costNote": cost.note, "providerId": rater}
+        )
+
+    async def status(self, job_id: str) -> JobStatus:
+        job = await get_job(self.store, job_id)
+        status = await self._with_cost(job)
+        if job.mode != "economy":
+            return status
+        batches = [
+            ProviderBatch(id=r.batch_id, state=r.state, requests=r.requests, counts=r.counts)
+            for r in await self.store.batches.of_job(job_id)
+        ]
+        return status.model_copy(update={"providerBatches": batches})
+
+    async def statuses(self) -> list[JobStatus]:
+        return [await self._with_cost(job) for job in await self.store.list_jobs()]
+
+    async def results(self, job_id: str) -> tuple[JobStatus, list[ItemRecord]]:
+        """The status and every photo, each with its cost (by who rated it)."""
+        status = await self.status(job_id)
+        job = await get_job(self.store, job_id)
+        items = await self.store.items(job_id)
+        return status, pricing.priced(self.prices(), items, job.provider_id, job.model)
+
+    async def export(
+        self,
+        job_id: str,
+        fmt: str,
+        output: Path | None,
+        *,
+        embed: bool = False,
+        sidecar_style: SidecarStyle = "adobe",
+        reject_duplicates: bool = False,
+    ) -> export.Written:
+        """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout);
+        for XMP, `embed` writes into JPEG/TIFF/PNG/DNG files, `sidecar_style` names sidecars and
+        `reject_duplicates` writes the frames of a burst besides its best as rejected."""
+        status, items = await self.results(job_id)
+        xmp = export.XmpOptions(
+            embed=embed, style=sidecar_style, reject_duplicates=reject_duplicates
+        )
+        return export.write_results(fmt, status, items, output, xmp)

@@ -1,0 +1,391 @@
+"""SQLite storage of jobs and per-image results; the only module that writes SQL.
+
+Results reach disk through one writer task that commits every `FLUSH_INTERVAL` seconds in a
+single transaction, so 10,000 results cost a handful of fsyncs, and a result the progress bar
+counted is durable within a second. A rated image is never updated again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from kullbatch.models import (
+    EventKind,
+    ImageInput,
+    ItemRecord,
+    JobState,
+    ProgressEvent,
+)
+from kullbatch.pricing.prices import RatedUsage
+from kullbatch.store.batches import BatchRecords, images_in_pages
+from kullbatch.store.migrations import migrate
+from kullbatch.store.rows import (
+    ItemCounts,
+    JobRow,
+    NewJob,
+    item_record,
+    job_row,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+    from pathlib import Path
+
+admin_log = logging.getLogger("kullbatch.admin")
+
+FLUSH_INTERVAL = 0.25
+
+
+class Store:
+    """One open database; `handle` takes engine events, the writer task commits them."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        self._pending: list[tuple[str, ProgressEvent]] = []
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.batches = BatchRecords(db, utc_now)
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating it and its folder if needed) and migrate; a bad file is closed again."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, timeout=30)
+        try:
+            db.row_factory = aiosqlite.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db, path)
+            await migrate(db)
+        except BaseException:
+            await db.close()  # else aiosqlite's thread keeps the process alive
+            raise
+        return store
+
+    async def close(self) -> None:
+        try:
+            await self.stop_writer()
+        finally:
+            await self._db.close()
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def create_job(self, job: NewJob, images: Iterable[ImageInput]) -> int:
+        """The job and all its images in one transaction: either all exist, or nothing does."""
+        now = utc_now()
+        rows = [
+            (job.id, position, image.id, image.model_dump_json(), now)
+            for position, image in enumerate(images)
+        ]
+        await self._db.execute(
+            "INSERT INTO batch_jobs (id, user_id, shoot_id, provider_id, model, status,"
+            " total_images, mode, prompt, system_prompt, source, options, created_at,"
+            " heartbeat_at, owner_pid, owner_host)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.user_id,
+                job.shoot_id,
+                job.provider_id,
+                job.model,
+                JobState.PROCESSING.value,
+                len(rows),
+                job.mode,
+                job.prompt,
+                job.system_prompt,
+                job.source,
+                json.dumps(job.options),
+                now,
+                now,  # live from the start: `status` right after `--quiet` prints the id
+                os.getpid(),
+                socket.gethostname(),
+            ),
+        )
+        await self._db.executemany(
+            "INSERT INTO batch_items (job_id, position, image_id, image, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        await self._db.commit()
+        return len(rows)
+
+    async def get_job(self, job_id: str) -> JobRow | None:
+        async with self._db.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else job_row(row)
+
+    async def list_jobs(self, limit: int = 100) -> list[JobRow]:
+        async with self._db.execute(
+            "SELECT * FROM batch_jobs ORDER BY created_at DESC, id DESC LIMIT ?", (limit,)
+        ) as cur:
+            return [job_row(row) for row in await cur.fetchall()]
+
+    async def claim(self, seen: JobRow) -> bool:
+        """This process now runs the job, if nobody took it since `seen` was read.
+
+        A compare-and-swap on the owner and heartbeat: of two `resume`s racing for one job,
+        one wins and the other is told, so no image is paid for twice.
+        """
+        now = utc_now()
+        cursor = await self._db.execute(
+            "UPDATE batch_jobs SET status = ?, started_at = coalesce(started_at, ?),"
+            " heartbeat_at = ?, owner_pid = ?, owner_host = ?, cancel_requested = 0,"
+            " completed_at = NULL, error = NULL"
+            " WHERE id = ? AND owner_pid IS ? AND owner_host IS ? AND heartbeat_at IS ?",
+            (
+                JobState.PROCESSING.value,
+                now,
+                now,
+                os.getpid(),
+                socket.gethostname(),
+                seen.id,
+                seen.owner_pid,
+                seen.owner_host,
+                seen.heartbeat_at,
+            ),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def beat(self, job_id: str) -> bool:
+        """Refresh the heartbeat; returns whether someone asked to cancel the job."""
+        await self._db.execute(
+            "UPDATE batch_jobs SET heartbeat_at = ? WHERE id = ?", (utc_now(), job_id)
+        )
+        await self._db.commit()
+        return await self.cancel_requested(job_id)
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        async with self._db.execute(
+            "SELECT cancel_requested FROM batch_jobs WHERE id = ?", (job_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def request_cancel(self, job_id: str) -> None:
+        await self._db.execute("UPDATE batch_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        await self._db.commit()
+
+    async def finish_job(self, job_id: str, state: JobState, error: str | None = None) -> None:
+        """Record how the job ended, after every pending result is on disk."""
+        await self.flush()
+        waiting = state in {JobState.PROCESSING, JobState.SUBMITTED}
+        completed_at = None if waiting else utc_now()
+        await self._db.execute(
+            "UPDATE batch_jobs SET status = :state, error = :error, completed_at = :at,"
+            " heartbeat_at = NULL,"
+            " processed_images = (SELECT count(*) FROM batch_items"
+            "   WHERE job_id = :job AND status = 'rated'),"
+            " failed_images = (SELECT count(*) FROM batch_items"
+            "   WHERE job_id = :job AND status = 'failed')"
+            " WHERE id = :job",
+            {"state": state.value, "error": error, "at": completed_at, "job": job_id},
+        )
+        await self._db.commit()
+
+    # -- items --------------------------------------------------------------------------------
+
+    async def item_counts(self, job_id: str) -> ItemCounts:
+        """How many of the job's images are rated and failed, from the items themselves."""
+        async with self._db.execute(
+            "SELECT count(*) FILTER (WHERE status = 'rated'),"
+            " count(*) FILTER (WHERE status = 'failed') FROM batch_items WHERE job_id = ?",
+            (job_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return ItemCounts(rated=row[0] or 0, failed=row[1] or 0)
+
+    def iter_unfinished(self, job_id: str, page: int = 1000) -> AsyncIterator[ImageInput]:
+        """Images without a stored result, in manifest order, read a page at a time as the
+        engine releases them, so a 100,000-photo job never holds every photo at once."""
+        return images_in_pages(self._db, job_id, "unfinished", page)
+
+    async def reopen_failed(self, job_id: str) -> None:
+        """Failed images become pending again, for a resume that retries them; the job's
+        counts follow, so `status` never counts a photo as failed that is waiting again."""
+        await self._db.execute(
+            "UPDATE batch_items SET status = 'pending' WHERE job_id = ? AND status = 'failed'",
+            (job_id,),
+        )
+        await self._db.execute(
+            "UPDATE batch_jobs SET failed_images = 0 WHERE id = ?",
+            (job_id,),
+        )
+        await self._db.commit()
+
+    async def set_mode(self, job_id: str, mode: str) -> None:
+        """`resume --mode fast`: the rest of an economy job goes at the list price."""
+        await self._db.execute("UPDATE batch_jobs SET mode = ? WHERE id = ?", (mode, job_id))
+        await self._db.commit()
+
+    async def items(self, job_id: str) -> list[ItemRecord]:
+        async with self._db.execute(
+            "SELECT position, image, status, attempts, last_error, result, input_tokens,"
+            " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
+            " captured FROM batch_items WHERE job_id = ?"
+            " ORDER BY position",
+            (job_id,),
+        ) as cur:
+            return [item_record(row) for row in await cur.fetchall()]
+
+    async def usage(self, job_id: str) -> list[RatedUsage]:
+        """The job's stored tokens, summed by who rated the photos and at which pricing."""
+        async with self._db.execute(
+            "SELECT provider, model, pricing, count(*), sum(input_tokens), sum(output_tokens)"
+            " FROM batch_items WHERE job_id = ? GROUP BY provider, model, pricing",
+            (job_id,),
+        ) as cur:
+            return [RatedUsage(*row) for row in await cur.fetchall()]
+
+    async def set_groups(self, job_id: str, groups: Iterable[tuple[str, str, bool]]) -> None:
+        """The job's bursts, (image id, group, best) each, replacing any grouping before."""
+        await self._db.execute(
+            "UPDATE batch_items SET burst_group = NULL, best_in_group = 0 WHERE job_id = ?",
+            (job_id,),
+        )
+        await self._db.executemany(
+            "UPDATE batch_items SET burst_group = ?, best_in_group = ?"
+            " WHERE job_id = ? AND image_id = ?",
+            [(group, int(best), job_id, image_id) for image_id, group, best in groups],
+        )
+        await self._db.commit()
+
+    async def group_counts(self, job_id: str) -> tuple[int, int]:
+        """(moments, duplicates): how many bursts, and how many frames besides their best."""
+        async with self._db.execute(
+            "SELECT count(DISTINCT burst_group), count(burst_group) - sum(best_in_group)"
+            " FROM batch_items WHERE job_id = ?",
+            (job_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return row[0] or 0, row[1] or 0
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def handle(self, event: ProgressEvent) -> None:
+        """Engine subscriber: queue what must reach disk; the writer commits it soon."""
+        if event.kind in {EventKind.RATED, EventKind.FAILED, EventKind.RETRYING}:
+            self._pending.append((utc_now(), event))
+            self._counts[event.job_id] = (event.rated, event.failed)
+            self._wake.set()
+
+    def start_writer(self) -> None:
+        if self._writer is None:
+            self._closing = False
+            self._writer = asyncio.create_task(self._write_loop(), name="kullbatch-store-writer")
+
+    async def stop_writer(self) -> None:
+        if self._writer is not None:
+            self._closing = True
+            self._wake.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        await self.flush()
+
+    async def _write_loop(self) -> None:
+        """Sleep while idle; once something is queued, gather for a moment and commit it."""
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._closing:
+                await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+            except Exception:  # e.g. "database is locked": the batch stays queued, try again
+                admin_log.exception("kullbatch: could not write results; retrying")
+                self._wake.set()
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        """Commit everything queued so far in one transaction; on failure, keep it queued."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        counts, self._counts = self._counts, {}
+        try:
+            await self._write(batch, counts)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._db.rollback()
+            self._pending[:0] = batch
+            self._counts = {**counts, **self._counts}
+            raise
+
+    async def _write(
+        self, batch: list[tuple[str, ProgressEvent]], counts: dict[str, tuple[int, int]]
+    ) -> None:
+        rated, failed, retried = _split(batch)
+        await self._db.executemany(
+            "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"
+            " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
+            " phash = ?, captured = ?, last_error = NULL, updated_at = ?, completed_at = ?"
+            " WHERE job_id = ? AND image_id = ? AND status != 'rated'",
+            rated,
+        )
+        await self._db.executemany(
+            "UPDATE batch_items SET status = 'failed', last_error = ?, attempts = ?,"
+            " updated_at = ?, completed_at = ? WHERE job_id = ? AND image_id = ?"
+            " AND status != 'rated'",
+            failed,
+        )
+        await self._db.executemany(
+            "UPDATE batch_items SET last_error = ?, attempts = ?, updated_at = ?"
+            " WHERE job_id = ? AND image_id = ? AND status = 'pending'",
+            retried,
+        )
+        await self._db.executemany(
+            "UPDATE batch_jobs SET processed_images = ?, failed_images = ? WHERE id = ?",
+            [(r, f, job_id) for job_id, (r, f) in counts.items()],
+        )
+        await self._db.commit()
+
+
+def _split(
+    batch: list[tuple[str, ProgressEvent]],
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    rated: list[tuple[Any, ...]] = []
+    failed: list[tuple[Any, ...]] = []
+    retried: list[tuple[Any, ...]] = []
+    for at, event in batch:
+        if event.kind is EventKind.RATED:
+            answer = event.answer
+            assert answer is not None
+            taken = answer.fingerprint
+            rated.append(
+                (
+                    answer.rating.model_dump_json(),
+                    answer.usage.input_tokens,
+                    answer.usage.output_tokens,
+                    "batch" if event.batch_priced else "standard",
+                    event.provider or None,
+                    event.model or None,
+                    event.attempt,
+                    None if taken is None else f"{taken.phash:016x}",
+                    None if taken is None else taken.captured,
+                    at,
+                    at,
+                    event.job_id,
+                    event.image_id,
+                )
+            )
+        elif event.kind is EventKind.FAILED:
+            failed.append((event.error, event.attempt, at, at, event.job_id, event.image_id))
+        else:
+            retried.append((event.error, event.attempt, at, event.job_id, event.image_id))
+    return rated, failed, retried

@@ -1,0 +1,277 @@
+"""The spec's REST API under /api/batch/, on one `Service` for the server's life.
+
+    POST process              the spec's request body -> 202 {jobId, message, mode, totalImages}
+    GET  status/:jobId        the status object
+    GET  results/:jobId       the results object (?thumbnails=1 adds each photo's thumbnail URL)
+    POST cancel/:jobId        {jobId, message}
+    POST resume/:jobId        202, like process
+    GET  jobs                 a list of status objects, newest first
+    GET  thumbnail/:jobId/:imageId   a small JPEG of a local photo beneath --root
+
+Every route wants `Authorization: Bearer <token>`. Errors are JSON, `{"error", "field"}`:
+400 a bad body (the field named as in a manifest error), 401, 404 an unknown job, 409 a job
+that cannot do what is asked, 413 a body over the size limit. Local paths in a request must
+lie beneath `--root`; anything else is refused before a byte of it is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from kullbatch.errors import PermanentImageError
+from kullbatch.manifest import ManifestError, manifest_from_document
+from kullbatch.media import images
+from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
+from kullbatch.service import export, jobs
+from kullbatch.web.hub import token_matches
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from kullbatch.manifest import Manifest
+    from kullbatch.run.economy import Stoppable
+    from kullbatch.store.rows import JobRow
+    from kullbatch.web.hub import Hub
+
+    Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+admin_log = logging.getLogger("kullbatch.admin")
+
+PREFIX = "/api/batch"
+THUMBNAIL_EDGE = 320
+_CANCELLABLE = frozenset({JobState.PROCESSING, JobState.INTERRUPTED, JobState.SUBMITTED})
+
+
+def error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status)
+
+
+def api_middlewares(token: str) -> list[Any]:
+    """Bearer-token check on every API route, and JSON bodies for aiohttp's own errors."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(PREFIX + "/"):
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token_matches(given.strip(), token):
+            response = error(401, "missing or wrong token: send Authorization: Bearer <token>")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            return error(exc.status, exc.reason)
+
+    return [guard]
+
+
+class Api:
+    """The handlers, and the jobs this server runs (each a task on the shared runtime)."""
+
+    def __init__(self, service: jobs.Service, hub: Hub, *, root: Path | None) -> None:
+        self.service = service
+        self.hub = hub
+        self.root = root
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._processors: dict[str, Stoppable] = {}
+        self._paths: dict[str, dict[str, Path]] = {}
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post(f"{PREFIX}/process", self.process)
+        router.add_get(f"{PREFIX}/status/{{job_id}}", self.status)
+        router.add_get(f"{PREFIX}/results/{{job_id}}", self.results)
+        router.add_post(f"{PREFIX}/cancel/{{job_id}}", self.cancel)
+        router.add_post(f"{PREFIX}/resume/{{job_id}}", self.resume)
+        router.add_get(f"{PREFIX}/jobs", self.jobs)
+        router.add_get(f"{PREFIX}/thumbnail/{{job_id}}/{{image_id}}", self.thumbnail)
+
+    # -- running jobs -------------------------------------------------------------------------
+
+    def _start(self, job_id: str, job: JobRow) -> None:
+        task = asyncio.create_task(self._run(job), name=f"kullbatch-job-{job_id}")
+        self._tasks[job_id] = task
+
+    async def _run(self, job: JobRow) -> None:
+        """Run the job; its last message goes out once the database says how it ended."""
+
+        def keep(processor: Stoppable) -> None:
+            self._processors[job.id] = processor
+
+        def relay(event: ProgressEvent) -> None:
+            if event.kind is not EventKind.ENDED:
+                self.hub.handle(event)
+
+        try:
+            await self.service.run(job, subscribers=[relay], on_processor=keep)
+        except Exception:  # the job's own record says what happened; the server lives on
+            admin_log.exception("[server] job %s stopped with an error", job.id)
+        finally:
+            self._processors.pop(job.id, None)
+            self._tasks.pop(job.id, None)
+        self.hub.handle(_ended(await self.service.status(job.id)))
+
+    async def stop(self) -> None:
+        """The server is going away: running jobs stop as interrupted, so `resume` ends them."""
+        for processor in list(self._processors.values()):
+            processor.interrupt()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    # -- routes -------------------------------------------------------------------------------
+
+    async def process(self, request: web.Request) -> web.Response:
+        try:
+            document = json.loads(await request.read())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return error(400, f"request body: malformed JSON: {exc}")
+        try:
+            manifest = await asyncio.to_thread(self._manifest, document)
+            job = await self.service.create(manifest, jobs.ProcessSettings())
+        except ManifestError as exc:
+            return error(400, str(exc), exc.location)
+        except jobs.UsageError as exc:
+            return error(400, str(exc))
+        self._start(job.id, job)
+        return _accepted(job, "Batch processing started")
+
+    def _manifest(self, document: object) -> Manifest:
+        """Refuse local paths outside --root before the manifest reader opens any file."""
+        images = document.get("images") if isinstance(document, dict) else document
+        prefix = "images" if isinstance(document, dict) else ""
+        for index, item in enumerate(images if isinstance(images, list) else []):
+            path = item.get("path") if isinstance(item, dict) else None
+            if isinstance(path, str) and path:
+                self._check_path(path, f"{prefix}[{index}].path")
+        return manifest_from_document(document, base=self.root or Path.cwd())
+
+    def _check_path(self, text: str, field: str) -> None:
+        if self.root is None:
+            raise ManifestError(
+                "request body", field, "local paths need the server started with --root DIR"
+            )
+        try:
+            # exactly as the manifest reader will resolve it (`~` included)
+            resolved = (self.root / Path(text).expanduser()).resolve()
+        except (OSError, RuntimeError, ValueError):
+            resolved = None
+        if resolved is None or not resolved.is_relative_to(self.root):
+            raise ManifestError("request body", field, f"must lie beneath {self.root}")
+
+    async def status(self, request: web.Request) -> web.Response:
+        try:
+            status = await self.service.status(request.match_info["job_id"])
+        except jobs.JobNotFoundError as exc:
+            return error(404, str(exc))
+        return web.json_response(status.model_dump(mode="json"))
+
+    async def results(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        try:
+            status, items = await self.service.results(job_id)
+        except jobs.JobNotFoundError as exc:
+            return error(404, str(exc))
+        document = export.results_document(status, items)
+        if request.query.get("thumbnails"):
+            for entry, item in zip(document["results"], items, strict=True):
+                entry["thumbnail"] = item.image.url or (
+                    f"{PREFIX}/thumbnail/{job_id}/{item.image.id}"
+                    if self._local(item.image.path) is not None
+                    else None
+                )
+        return web.json_response(document)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        try:
+            status = await self.service.status(job_id)
+        except jobs.JobNotFoundError as exc:
+            return error(404, str(exc))
+        processor = self._processors.get(job_id)
+        if processor is not None:  # ours: stops now, not at the next poll
+            processor.cancel()
+            return web.json_response({"jobId": job_id, "message": "Job cancelled successfully"})
+        if status.status not in _CANCELLABLE:
+            return error(409, f"job {job_id} is already {status.status.value}; nothing to cancel")
+        return web.json_response({"jobId": job_id, "message": await self.service.cancel(job_id)})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        job_id = request.match_info["job_id"]
+        if job_id in self._tasks:
+            return error(409, f"job {job_id} is already running here")
+        try:
+            job = await self.service.prepare_resume(job_id)
+        except jobs.JobNotFoundError as exc:
+            return error(404, str(exc))
+        except jobs.UsageError as exc:
+            return error(409, str(exc))
+        self._start(job.id, job)
+        return _accepted(job, "Batch processing resumed")
+
+    async def jobs(self, _request: web.Request) -> web.Response:
+        statuses = await self.service.statuses()
+        return web.json_response([status.model_dump(mode="json") for status in statuses])
+
+    async def thumbnail(self, request: web.Request) -> web.Response:
+        job_id, image_id = request.match_info["job_id"], request.match_info["image_id"]
+        paths = self._paths.get(job_id)
+        if paths is None:
+            try:
+                _, items = await self.service.results(job_id)
+            except jobs.JobNotFoundError as exc:
+                return error(404, str(exc))
+            paths = {
+                item.image.id: local
+                for item in items
+                if (local := self._local(item.image.path)) is not None
+            }
+            self._paths[job_id] = paths
+        path = paths.get(image_id)
+        if path is None:
+            return error(404, f"no local photo {image_id!r} beneath --root in job {job_id}")
+        try:
+            data = await asyncio.to_thread(_thumbnail, path)
+        except PermanentImageError as exc:  # the message starts with the path: name only
+            return error(404, f"cannot read {path.name}: {exc.message.removeprefix(f'{path}: ')}")
+        return web.Response(
+            body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"}
+        )
+
+    def _local(self, path: Path | None) -> Path | None:
+        """A stored path the dashboard may show: only beneath --root."""
+        if path is None or self.root is None:
+            return None
+        resolved = path.resolve()
+        return resolved if resolved.is_relative_to(self.root) else None
+
+
+def _accepted(job: JobRow, message: str) -> web.Response:
+    body = {"jobId": job.id, "message": message, "mode": job.mode, "totalImages": job.total_images}
+    return web.json_response(body, status=202)
+
+
+def _ended(status: JobStatus) -> ProgressEvent:
+    """The end of a job as its record tells it (also when the engine never started)."""
+    return ProgressEvent(
+        kind=EventKind.ENDED,
+        job_id=status.jobId,
+        total=status.totalImages,
+        rated=status.processedImages,
+        failed=status.failedImages,
+        retrying=0,
+        status=status.status,
+        shoot_id=status.shootId,
+        provider=status.providerId,
+    )
+
+
+def _thumbnail(path: Path) -> bytes:
+    """A small upright JPEG of the photo, decoded at reduced size; a RAW file's from its
+    preview, as the photo was sent."""
+    upright, _ = images.upright_file(path, THUMBNAIL_EDGE, "RGB", timed=False)
+    return images.jpeg(images.within(upright, THUMBNAIL_EDGE), quality=80)
