@@ -2,6 +2,7 @@
 
 from kullbatch.errors import (
     FatalJobError,
+    KullbatchError,
     PermanentImageError,
     ProviderError,
     RateLimited,
@@ -34,6 +35,7 @@ __all__ = [
     "JobOutcome",
     "JobState",
     "JobStatus",
+    "KullbatchError",
     "Manifest",
     "ManifestError",
     "PermanentImageError",

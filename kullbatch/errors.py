@@ -1,13 +1,26 @@
-"""The error taxonomy every provider raises and the engine reads; the bottom layer with models.
+"""The one error tree of kullbatch; the bottom layer with models.
 
-    ProviderError
-    ├── Retryable                     worth another attempt, after a wait
-    │   ├── RateLimited               429, Anthropic 529  -> rate-limit schedule
-    │   └── Transient                 408, 409, 5xx, drops, timeouts, bad answers -> other schedule
-    │       └── Refused               the model declined the photo (refusal, content filter)
-    ├── PermanentImageError           this image cannot be rated (400/413/422 about the image)
-    │   └── ContentBlocked            the provider's policy blocked the photo itself
-    └── FatalJobError                 the whole job must stop (auth, model, credit, missing key)
+    KullbatchError                    the root: every error kullbatch raises on purpose
+    ├── UsageError                    a request that cannot run as asked: exit 2, HTTP 400
+    │                                 (ManifestError, RubricError, PriceFileError)
+    ├── NotFoundError                 no such job (JobNotFoundError): exit 2, HTTP 404
+    ├── ConflictError                 the job cannot do that now (running, done, JobTakenError):
+    │                                 exit 2, HTTP 409
+    ├── EmbedError, SidecarError      one photo's XMP cannot be written: that photo fails
+    └── ProviderError                 what a provider's answer (or its absence) means
+        ├── Retryable                 worth another attempt, after a wait
+        │   ├── RateLimited           429, Anthropic 529  -> rate-limit schedule
+        │   └── Transient             408, 409, 5xx, drops, timeouts, bad answers -> other schedule
+        │       └── Refused           the model declined the photo (refusal, content filter)
+        ├── PermanentImageError       this image cannot be rated (400/413/422 about the image)
+        │   └── ContentBlocked        the provider's policy blocked the photo itself
+        └── FatalJobError             the whole job must stop (auth, model, credit, missing key):
+                                      exit 3; `env_vars` names the variables to check
+
+The front ends map these by class, each in one place: the exit code in `kullbatch.cli.exits`,
+the HTTP status in `kullbatch.web.api`. The errors named in brackets, EmbedError and
+SidecarError live beside their code (manifest, rubrics, pricing, service, run, catalogue) and
+subclass one of these.
 
 `Refused` and `ContentBlocked` are this provider's verdict, which another model may not share:
 with `--fallback`, the photo goes to the next provider at once.
@@ -22,24 +35,44 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from kullbatch.models import RateLimits
 
 __all__ = [
+    "ConflictError",
     "ContentBlocked",
     "FatalJobError",
+    "KullbatchError",
+    "NotFoundError",
     "PermanentImageError",
     "ProviderError",
     "RateLimited",
     "Refused",
     "Retryable",
     "Transient",
+    "UsageError",
     "provider_specific",
 ]
 
 
-class ProviderError(Exception):
+class KullbatchError(Exception):
+    """The root of every error kullbatch raises on purpose; its text is what the user sees."""
+
+
+class UsageError(KullbatchError):
+    """A request that cannot run as asked (exit 2, HTTP 400), found before anything is sent."""
+
+
+class NotFoundError(KullbatchError):
+    """What the request names does not exist (exit 2, HTTP 404)."""
+
+
+class ConflictError(KullbatchError):
+    """The job cannot do what is asked in the state it is in (exit 2, HTTP 409)."""
+
+
+class ProviderError(KullbatchError):
     """Base of the taxonomy; `message` is what users and the admin log see.
 
     `status` and `headers` (lower-cased) are the HTTP answer's, when there was one;
@@ -118,4 +151,35 @@ def provider_specific(error: ProviderError) -> bool:
 
 
 class FatalJobError(ProviderError):
-    """Every image would fail the same way (bad key, unknown model, no credit): the job stops."""
+    """Every image would fail the same way (bad key, unknown model, no credit): the job stops.
+
+    `env_var` names the environment variable to check (a missing or refused key, an unusable
+    base URL), or its alternatives (`("GEMINI_API_KEY", "GOOGLE_API_KEY")`); it is kept as
+    `env_vars`, so that a front end says what to set without reading the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        env_var: str | Sequence[str] = (),
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry_after: float | None = None,
+        limits: RateLimits | None = None,
+    ) -> None:
+        super().__init__(
+            message, status=status, headers=headers, retry_after=retry_after, limits=limits
+        )
+        self.env_vars: tuple[str, ...] = (env_var,) if isinstance(env_var, str) else tuple(env_var)
+
+    def with_limits(self, limits: RateLimits | None) -> Self:
+        """A copy carrying `limits`, the variables to check kept."""
+        return type(self)(
+            self.message,
+            env_var=self.env_vars,
+            status=self.status,
+            headers=self.headers,
+            retry_after=self.retry_after,
+            limits=limits,
+        )

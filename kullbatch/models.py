@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+# The product's defaults for a job's settings (`JobOptions`), shared by the command line, the
+# engine and the photo encoder.
+DEFAULT_MAX_EDGE = 1568  # Anthropic's and OpenAI's sweet spot: larger is downscaled server-side
+DEFAULT_MAX_RETRY_TIME = 6 * 3600.0  # --max-retry-time: how long one photo is retried
+DEFAULT_FALLBACK_AFTER = 600.0  # --fallback-after: 10 minutes of retrying, then the next one
+DEFAULT_GAP = 2.0  # seconds between a frame and the previous frame of its burst, at most
+DEFAULT_DISTANCE = 12  # bits of the 64-bit pHash two frames of one moment may differ in
 
 ColorLabel = Literal["red", "yellow", "green", "blue", "purple", "none"]
 COLOR_LABELS: tuple[str, ...] = ("red", "yellow", "green", "blue", "purple", "none")
@@ -149,10 +157,81 @@ class JobState(enum.StrEnum):
     SUBMITTED = "submitted"
 
 
+# A process works on a job in these states (sending, or waiting on its provider batches);
+# whether that process still lives is its heartbeat's word (`JobRow.is_live`).
+ACTIVE_STATES: frozenset[JobState] = frozenset({JobState.PROCESSING, JobState.SUBMITTED})
+# Not ended yet: `cancel` ends a job in these states (one nobody runs, at once).
+CANCELLABLE_STATES: frozenset[JobState] = ACTIVE_STATES | {JobState.INTERRUPTED}
+# The error a cancelled job records, whoever stopped it (`cancel`, the API, the dashboard).
+CANCELLED_BY_USER = "cancelled by the user"
+
+
 class ItemState(enum.StrEnum):
     PENDING = "pending"
     RATED = "rated"
     FAILED = "failed"
+
+
+class Mode(enum.StrEnum):
+    """How a job's photos go out: fast (every photo at once, at the list price) or economy
+    (the provider's batch API, at half the price, results within 24 h)."""
+
+    FAST = "fast"
+    ECONOMY = "economy"
+
+
+class Fallback(BaseModel):
+    """A `--fallback` provider and the model asked of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str
+    model: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: object) -> object:
+        """Jobs stored before JobOptions keep each fallback as a [provider, model] pair."""
+        if isinstance(value, list | tuple) and len(value) == 2:  # noqa: PLR2004
+            return {"provider": value[0], "model": value[1]}
+        return value
+
+
+class GroupingOptions(BaseModel):
+    """`--no-groups`, `--burst-gap` and `--burst-distance`: whether and how bursts are found."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    gap: float = DEFAULT_GAP
+    max_distance: int = DEFAULT_DISTANCE
+
+
+class JobOptions(BaseModel):
+    """What a job remembers of its settings, so that `resume` runs it the same way.
+
+    Stored as JSON with the job. A setting a job stored by an older kullbatch lacks (or stored
+    as null) takes its default; keys this version does not know are ignored.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    concurrency: int = 0  # 0 = every photo at once; else requests in flight at most
+    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
+    max_edge: int = DEFAULT_MAX_EDGE
+    rpm: float | None = None  # a known requests-per-minute limit
+    fallback_after: float = DEFAULT_FALLBACK_AFTER
+    economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
+    fallbacks: tuple[Fallback, ...] = ()  # in order
+    rubric: str | None = None
+    grouping: GroupingOptions = Field(default_factory=GroupingOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_defaults(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {key: item for key, item in value.items() if item is not None}
+        return value
 
 
 class ProviderBatch(BaseModel):
@@ -183,7 +262,7 @@ class JobStatus(BaseModel):
     jobId: str  # noqa: N815
     shootId: str  # noqa: N815
     providerId: str  # noqa: N815
-    mode: str
+    mode: Mode
     status: JobState
     totalImages: int  # noqa: N815
     processedImages: int  # noqa: N815
@@ -234,7 +313,10 @@ class EventKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ProgressEvent:
-    """What the engine tells its subscribers (progress display, WebSocket hub, store)."""
+    """What the engine tells its subscribers (progress display, WebSocket hub): what they show.
+
+    Results do not ride on events: the engine hands them to the job's result sink (the store).
+    """
 
     kind: EventKind
     job_id: str
@@ -243,16 +325,13 @@ class ProgressEvent:
     failed: int
     retrying: int
     image_id: str | None = None
-    answer: Answer | None = None
-    error: str | None = None
-    attempt: int = 0
+    error: str | None = None  # FAILED, RETRYING: why
+    attempt: int = 0  # FAILED, RETRYING: the request that failed (1 = the first)
     wait: float = 0.0
     rate: float | None = None  # GATE: the pace new sends are held to, requests per minute
     status: JobState = JobState.PROCESSING
     # what a remote viewer (the WebSocket hub) shows without asking the store
     shoot_id: str = ""
-    provider: str = ""
+    provider: str = ""  # the job's provider; on RATED, the one that rated (maybe a fallback)
     eta: int | None = None  # seconds left at this run's pace; None until an image ended
     note: str | None = None  # BATCH: the provider's state and counts, in words
-    model: str = ""  # the model of `provider` that this event's answer came from
-    batch_priced: bool = False  # RATED through a provider batch API (half price)

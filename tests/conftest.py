@@ -3,10 +3,62 @@
 from __future__ import annotations
 
 import inspect
+import os
+import shutil
 from typing import Any
 
 import aiohttp
+import pytest
 from aioresponses import core as aioresponses_core
+
+# --- programs some tests run -----------------------------------------------------------------
+# A test that runs exiftool, Chromium or node says so with `@pytest.mark.needs("exiftool")` (or
+# calls `need_tool`). On a developer's machine without the program it is skipped, and `-rs`
+# prints why; under CI (`CI=true`, which `.ci/run` sets) it fails instead, so a CI machine that
+# lost a tool cannot pass by running fewer tests.
+
+# each program: the Debian package that installs it
+TOOLS = {"exiftool": "libimage-exiftool-perl", "chromium": "chromium", "node": "nodejs"}
+
+
+def under_ci() -> bool:
+    """CI=true (or any value but empty, 0, false, no): every test must run."""
+    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def find_tool(name: str) -> str | None:
+    """The program's executable, or None; Chromium is Debian's /usr/bin/chromium first."""
+    if name == "chromium":
+        from tests.cdp import find_chromium  # noqa: PLC0415  (the one definition of where)
+
+        return find_chromium()
+    return shutil.which(name)
+
+
+def need_tool(name: str) -> str:
+    """The program's path; without it the test skips with the reason, or fails under CI."""
+    found = find_tool(name)
+    if found is None:
+        reason = f"{name} is not installed (Debian package {TOOLS[name]})"
+        if under_ci():
+            pytest.fail(f"{reason}; CI=true runs every test: install it", pytrace=False)
+        pytest.skip(reason)
+    return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "needs(*programs): the test runs these programs (exiftool, chromium, node); without "
+        "one it skips, or fails under CI=true",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers("needs"):
+        for name in marker.args:
+            need_tool(name)
+
 
 # --- aioresponses compatibility shim ---------------------------------------------------------
 # aioresponses 0.7.9 builds mocked responses as `ClientResponse(method, url, writer=None, ...)`;

@@ -1,21 +1,22 @@
-"""The provider-neutral batch vocabulary: custom ids, splitting, batch info, line results."""
+"""The provider-neutral batch vocabulary: custom ids, batch files, batch info, line results."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from kullbatch.providers.batch.common import (
     BatchCounts,
+    BatchFile,
     BatchInfo,
+    Framing,
     Limits,
     LineFailure,
     LineSuccess,
     custom_id_for,
-    custom_id_map,
     jsonl_lines,
-    split_sized,
 )
 
 BOTH_PROVIDERS = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -48,10 +49,9 @@ def test_valid_image_ids_are_their_own_custom_ids():
 
 def test_awkward_image_ids_get_valid_unique_custom_ids():
     """Spaces, unicode, slashes, empty and 100-character ids all map to distinct valid ids."""
-    mapping = custom_id_map(AWKWARD)
-    assert len(mapping) == len(AWKWARD)
-    assert all(BOTH_PROVIDERS.match(custom_id) for custom_id in mapping)
-    assert sorted(mapping.values()) == sorted(AWKWARD)
+    custom_ids = {custom_id_for(image_id) for image_id in AWKWARD}
+    assert len(custom_ids) == len(AWKWARD)
+    assert all(BOTH_PROVIDERS.match(custom_id) for custom_id in custom_ids)
 
 
 def test_custom_ids_are_stable_and_keep_a_readable_part():
@@ -61,47 +61,55 @@ def test_custom_ids_are_stable_and_keep_a_readable_part():
     assert first.startswith("Hochzeit_Kuss_am_Altar_CR3-")
 
 
-def test_a_duplicate_image_id_is_refused_with_both_ids_named():
-    """Two photos under one id could not be told apart in the results, so the map refuses."""
-    with pytest.raises(ValueError, match=r"'a b' and 'a b' map to the same batch custom_id"):
-        custom_id_map(["a b", "c", "a b"])
+JSONL = Framing()
+ARRAY = Framing(b"[", b",", b"]")
 
 
-def test_splitting_respects_the_request_count():
-    """Items go in order into batches of at most max_requests."""
-    split = split_sized(((n, 1) for n in range(7)), Limits(max_requests=3, max_bytes=1000))
-    assert split.batches == [[0, 1, 2], [3, 4, 5], [6]]
-    assert split.too_large == []
+def filled(path: Path, limits: Limits, framing: Framing, sizes: list[int]) -> list[list[int]]:
+    """Requests of `sizes` bytes packed in order, a new batch whenever the next does not fit
+    (as economy mode packs them): the sizes of each batch's requests."""
+    pending = BatchFile(path, limits, framing)
+    batches: list[list[int]] = []
+    for size in sizes:
+        if not pending.fits(size):
+            batches.append(list(pending.finish()[1].values()))
+        pending.add(f"r{len(batches)}-{len(pending.ids)}", str(size), b"x" * size)
+    batches.append(list(pending.finish()[1].values()))
+    return [[int(size) for size in batch] for batch in batches]
 
 
-def test_splitting_respects_the_bytes_with_overhead_and_separators():
-    """A batch's size is overhead + items + separators, and never passes max_bytes."""
-    limits = Limits(max_requests=100, max_bytes=25, overhead=5, separator=1)
-    split = split_sized([("a", 10), ("b", 9), ("c", 10), ("d", 20)], limits)
-    # a+b = 5 + 10 + 1 + 9 = 25 fits exactly; c would make 36; d alone is 25
-    assert split.batches == [["a", "b"], ["c"], ["d"]]
+def test_a_batch_file_respects_the_request_count(tmp_path: Path):
+    """Requests go in order into batches of at most max_requests."""
+    batches = filled(tmp_path / "b", Limits(max_requests=3, max_bytes=1000), JSONL, [1] * 7)
+    assert batches == [[1, 1, 1], [1, 1, 1], [1]]
 
 
-def test_an_item_too_large_for_any_batch_is_reported_not_fatal():
-    """One photo over the byte limit fails alone; the items around it are still batched."""
-    split = split_sized([("a", 10), ("huge", 101), ("b", 10)], Limits(10, 100))
-    assert split.batches == [["a", "b"]]
-    [too_large] = split.too_large
-    assert (too_large.item, too_large.size, too_large.limit) == ("huge", 101, 100)
-    assert too_large.message == (
-        "the batch request for this photo is 101 bytes, over the provider's 100-byte batch limit"
-    )
+def test_a_batch_file_counts_its_framing_and_separators(tmp_path: Path):
+    """A batch's size is prefix + requests + a separator between two + suffix, never more
+    than max_bytes; what `finish` reports is what the file holds."""
+    limits = Limits(max_requests=100, max_bytes=24)
+    # 10 + 1 + 9 + the two brackets = 22 fits; 10 more would make 33
+    assert filled(tmp_path / "b", limits, ARRAY, [10, 9, 10, 20]) == [[10, 9], [10], [20]]
+    pending = BatchFile(tmp_path / "c", limits, ARRAY)
+    pending.add("a", "a", b"1" * 10)
+    pending.add("b", "b", b"2" * 9)
+    path, ids, size = pending.finish()
+    assert path.read_bytes() == b"[" + b"1" * 10 + b"," + b"2" * 9 + b"]"
+    assert size == path.stat().st_size == 22 and ids == {"a": "a", "b": "b"}
 
 
-def test_an_empty_shoot_makes_no_batches():
-    """Nothing to send means no provider batch at all, not an empty one."""
-    assert split_sized([], Limits(10, 100)).batches == []
+def test_a_request_too_large_for_any_batch_is_told_apart(tmp_path: Path):
+    """One photo over the byte limit alone fails alone; a first request is always taken."""
+    pending = BatchFile(tmp_path / "b", Limits(10, 100), ARRAY)
+    assert pending.holds(98) and not pending.holds(99)
+    assert pending.fits(1000)  # an empty batch takes anything that `holds`
 
 
-def test_a_limit_of_zero_requests_is_a_programming_error():
-    """A batch that can hold nothing would loop forever; it is refused at once."""
-    with pytest.raises(ValueError, match="at least 1"):
-        split_sized([("a", 1)], Limits(0, 100))
+def test_an_empty_batch_file_writes_nothing(tmp_path: Path):
+    """Nothing added means no file and no provider batch, not an empty one."""
+    pending = BatchFile(tmp_path / "b", Limits(10, 100), JSONL)
+    pending.close()
+    assert pending.ids == {} and not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -188,7 +187,7 @@ def sidecars(tmp_path: Path, job: str, *extra: str) -> Path:
     return folder
 
 
-@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+@pytest.mark.needs("exiftool")
 def test_rejected_duplicates_read_back_with_exiftool(tmp_path: Path) -> None:
     """--reject-duplicates: the other frames are -1, the best keeps its stars, all carry the burst."""
     job, results = run_shoot(tmp_path)

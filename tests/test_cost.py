@@ -21,10 +21,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
+from kullbatch.errors import UsageError
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import JobState
-from kullbatch.providers.base import DEFAULT_PROMPT
-from kullbatch.service import dryrun, export, jobs
+from kullbatch.service import dryrun, export, jobs, prompt
 from tests.app_thread import AppThread
 
 OPENAI_KEY = "sk-test-key"
@@ -187,9 +187,9 @@ async def test_a_broken_price_file_is_a_usage_error(tmp_path):
         tmp_path / "k.db", {"KULLBATCH_PRICES": str(tmp_path / "p.json")}
     ) as service:
         job = await service.create(manifest, jobs.ProcessSettings(provider="local"))
-        with pytest.raises(jobs.UsageError, match=r"p\.json"):
+        with pytest.raises(UsageError, match=r"p\.json"):
             await service.status(job.id)
-    with pytest.raises(jobs.UsageError, match=r"p\.json"):
+    with pytest.raises(UsageError, match=r"p\.json"):
         await dryrun.estimate(
             manifest, jobs.ProcessSettings(), {"KULLBATCH_PRICES": str(tmp_path / "p.json")}
         )
@@ -263,10 +263,12 @@ async def test_a_dry_run_for_a_provider_without_a_batch_api_has_no_economy_price
         base=tmp_path,
     )
     (tmp_path / "IMG_0000.jpg").unlink()  # moved away after the manifest was read
-    estimate = await dryrun.estimate(manifest, jobs.ProcessSettings(provider="gemini"), {})
+    settings = jobs.ProcessSettings(provider="gemini")
+    estimate = await dryrun.estimate(manifest, settings, {})
     assert estimate.images == 2
     assert estimate.fast_usd is not None and estimate.economy_usd is None
-    assert estimate.input_tokens == 6 * 258 + dryrun.prompt_tokens(DEFAULT_PROMPT, None)
+    sent = prompt.compose(settings, manifest, {})  # the general rubric, as a run sends it
+    assert estimate.input_tokens == 6 * 258 + dryrun.prompt_tokens(sent.text, sent.system)
     notes = " ".join(estimate.notes)
     assert "1 photos are URLs of unknown size" in notes and "IMG_0000.jpg" in notes
     assert "economy mode: no batch API" in "\n".join(estimate.lines())
@@ -281,3 +283,37 @@ async def test_a_dry_run_with_an_unknown_model_says_it_has_no_price(tmp_path):
     assert estimate.fast_usd is None and estimate.economy_usd is None
     assert any("no price for openai model 'gpt-9-imaginary'" in note for note in estimate.notes)
     assert "economy mode: no price" in "\n".join(estimate.lines())
+
+
+async def test_a_dry_run_prices_the_prompt_a_run_of_the_same_settings_stores(tmp_path):
+    """--rubric changes the estimate, by exactly the tokens of the prompt the run would store."""
+    manifest = shoot(tmp_path)
+    asked = {"provider": "anthropic", "system_prompt": "You cull shoots."}
+    plain = jobs.ProcessSettings(**asked)
+    wedding = jobs.ProcessSettings(**asked, rubric="wedding", prompt="The couple first.")
+    without = await dryrun.estimate(manifest, plain, {})
+    with_rubric = await dryrun.estimate(manifest, wedding, {})
+    async with jobs.Service.open(tmp_path / "k.db", {}) as service:
+        plain_job = await service.create(manifest, plain)
+        wedding_job = await service.create(manifest, wedding)
+    assert "The couple first." in wedding_job.prompt
+    count = len(manifest.images)
+    stored = [
+        dryrun.prompt_tokens(job.prompt, job.system_prompt) for job in (plain_job, wedding_job)
+    ]
+    assert with_rubric.input_tokens != without.input_tokens
+    assert with_rubric.input_tokens - without.input_tokens == count * (stored[1] - stored[0])
+
+
+def test_a_dry_run_of_the_example_with_a_rubric_costs_what_the_rubric_sends(tmp_path):
+    """The example manifest has a prompt of its own; --rubric wedding replaces it in the
+    estimate as in the run, and an unknown rubric is refused (exit 2) before any estimate."""
+    example = Path(__file__).parent.parent / "examples" / "shoot.json"
+    base = ["process", str(example), "--provider", "anthropic", "--dry-run", "--json"]
+    plain = runner.invoke(app, base)
+    wedding = runner.invoke(app, [*base, "--rubric", "wedding"])
+    assert plain.exit_code == wedding.exit_code == 0, plain.output + wedding.output
+    tokens = [json.loads(r.stdout)["estimate"]["inputTokens"] for r in (plain, wedding)]
+    assert tokens[1] > tokens[0]
+    unknown = runner.invoke(app, [*base, "--rubric", "nope"])
+    assert unknown.exit_code == 2 and "unknown rubric" in unknown.stderr

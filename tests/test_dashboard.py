@@ -51,11 +51,10 @@ async def test_the_dashboard_lists_jobs_with_its_token_and_follows_the_websocket
         await client.close()
 
 
+@pytest.mark.needs("node")
 def test_the_dashboards_script_parses_where_node_is_installed(tmp_path):
     """A syntax error in the inline script would leave the page blank; node --check finds it."""
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
     page = (Path(server.__file__).parent / "dashboard.html").read_text(encoding="utf-8")
     script = tmp_path / "dashboard.js"
     script.write_text(re.search(r"<script>(.*)</script>", page, re.DOTALL).group(1))

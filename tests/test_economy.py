@@ -15,13 +15,15 @@ from fake_batch_openai import FakeOpenAIBatches
 from fake_batch_shared import LineError, errors_for, rating_for
 from PIL import Image
 
-from kullbatch.errors import Transient
+from kullbatch.errors import Transient, UsageError
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import EventKind, ItemState, JobState, Rating
-from kullbatch.providers.batch import anthropic as batch_anthropic
 from kullbatch.providers.batch import openai as batch_openai
-from kullbatch.providers.batch.clients import OpenAIBatches
+from kullbatch.providers.batch.anthropic import AnthropicBatchClient
 from kullbatch.providers.batch.common import Limits
+from kullbatch.providers.batch.openai import OpenAIBatchClient
+from kullbatch.run.economy import EconomyRunner
+from kullbatch.run.engine import BatchProcessor
 from kullbatch.run.retry import RetryPolicy
 from kullbatch.service import jobs
 from kullbatch.web import server
@@ -108,7 +110,7 @@ async def test_a_shoot_over_the_request_limit_is_split_into_several_batches(
     aiohttp_server, tmp_path, monkeypatch
 ):
     """Ten photos under a three-request limit make four batches of one job."""
-    monkeypatch.setattr(OpenAIBatches, "limits", Limits(3, batch_openai.MAX_BYTES))
+    monkeypatch.setattr(OpenAIBatchClient, "limits", Limits(3, batch_openai.MAX_BYTES))
     fake = await FakeOpenAIBatches().start(aiohttp_server)
     async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
         job = await economy_job(service, tmp_path, 10)
@@ -125,7 +127,7 @@ async def test_a_shoot_over_the_byte_limit_is_split_by_bytes(aiohttp_server, tmp
     async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
         job = await economy_job(service, tmp_path, 6)
         line_size = max(len(line) for line in _lines_of(tmp_path, 6))
-        monkeypatch.setattr(OpenAIBatches, "limits", Limits(50_000, line_size * 2 + 10))
+        monkeypatch.setattr(OpenAIBatchClient, "limits", Limits(50_000, line_size * 2 + 10))
         outcome = await service.run(job)
     assert outcome.rated == 6 and fake.batch_creates == 3
     assert all(upload.size <= line_size * 2 + 10 for upload in fake.uploads)
@@ -185,6 +187,33 @@ async def test_a_batch_failed_at_validation_finishes_in_fast_mode(aiohttp_server
     assert fake.per_photo_requests() == 4
 
 
+async def test_the_photos_a_batch_left_run_in_fast_mode_where_ctrl_c_reaches_them(
+    aiohttp_server, tmp_path
+):
+    """The runner hands back what its batch did not finish; the runtime runs it through the
+    fast engine, which it registers as the job's stoppable: Ctrl-C then stops that run."""
+    fake = await FakeOpenAIBatches(expire_after=4).start(aiohttp_server)
+    async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
+        job = await economy_job(service, tmp_path, 8)
+        stoppables: list[Any] = []
+        ended: list[JobState] = []
+
+        def interrupt_the_fast_run(event: Any) -> None:
+            if event.kind is EventKind.ENDED:
+                ended.append(event.status)
+            elif event.kind is EventKind.RATED and isinstance(stoppables[-1], BatchProcessor):
+                stoppables[-1].interrupt()
+
+        outcome = await service.run(
+            job, subscribers=[interrupt_the_fast_run], on_processor=stoppables.append
+        )
+        status = await service.status(job.id)
+    assert [type(each) for each in stoppables] == [EconomyRunner, BatchProcessor]
+    assert outcome.state is JobState.INTERRUPTED and status.status is JobState.INTERRUPTED
+    assert 4 < outcome.rated < 8 and fake.per_photo_requests() < 4
+    assert ended == [JobState.INTERRUPTED]  # one end: the fast run's
+
+
 async def test_a_wrong_key_fails_the_economy_job_with_the_variable_to_set(aiohttp_server, tmp_path):
     """The provider refusing the upload outright stops the job, like fast mode's fatal errors."""
     fake = await FakeOpenAIBatches(api_key="sk-other").start(aiohttp_server)
@@ -227,7 +256,7 @@ async def test_a_crash_between_upload_and_create_resumes_without_uploading_again
 ):
     """The uploaded file's id was committed first: resume makes its batch from that file."""
     fake = await FakeOpenAIBatches().start(aiohttp_server)
-    real_create = batch_openai.create
+    real_create = OpenAIBatchClient.create
     calls = {"n": 0}
 
     async def crashing_create(*args: Any, **kwargs: Any) -> Any:
@@ -236,7 +265,7 @@ async def test_a_crash_between_upload_and_create_resumes_without_uploading_again
             raise KeyboardInterrupt  # the process dies right after the upload
         return await real_create(*args, **kwargs)
 
-    monkeypatch.setattr(batch_openai, "create", crashing_create)
+    monkeypatch.setattr(OpenAIBatchClient, "create", crashing_create)
     async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
         job = await economy_job(service, tmp_path, 4)
         with pytest.raises(KeyboardInterrupt):
@@ -258,7 +287,7 @@ async def test_a_batch_created_but_never_recorded_is_found_not_made_again(
     right then (resume), or the create's answer was lost (the retry). Either way the batch is
     found by its file among the account's batches: one create, every photo rated once."""
     fake = await FakeOpenAIBatches(earlier_batches=150).start(aiohttp_server)
-    real_create = batch_openai.create
+    real_create = OpenAIBatchClient.create
     calls = {"n": 0}
 
     async def create_then_lose(*args: Any, **kwargs: Any) -> Any:
@@ -270,7 +299,7 @@ async def test_a_batch_created_but_never_recorded_is_found_not_made_again(
             raise Transient("openai: connection reset by peer")  # the answer never came
         return made
 
-    monkeypatch.setattr(batch_openai, "create", create_then_lose)
+    monkeypatch.setattr(OpenAIBatchClient, "create", create_then_lose)
     # the wait before the retry is the policy's business, tested on its own: none here
     monkeypatch.setattr(RetryPolicy, "next_wait", lambda *_: 0.0)
     async with jobs.Service.open(tmp_path / "k.db", openai_env(fake)) as service:
@@ -292,17 +321,17 @@ async def test_a_crash_after_submission_resumes_without_submitting_again(
 ):
     """The batch id was committed the moment it existed: resume only polls it."""
     fake = await FakeAnthropicBatches(polls_per_state=2).start(aiohttp_server)
-    real_get = batch_anthropic.get
+    real_get = AnthropicBatchClient.get
 
     async def crash(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt  # the process dies at its first poll
 
     async with jobs.Service.open(tmp_path / "k.db", anthropic_env(fake)) as service:
         job = await economy_job(service, tmp_path, 6, provider="anthropic")
-        monkeypatch.setattr(batch_anthropic, "get", crash)
+        monkeypatch.setattr(AnthropicBatchClient, "get", crash)
         with pytest.raises(KeyboardInterrupt):
             await service.run(job)
-        monkeypatch.setattr(batch_anthropic, "get", real_get)
+        monkeypatch.setattr(AnthropicBatchClient, "get", real_get)
         await stale(service, job.id)
         again = await service.prepare_resume(job.id)
         finished = await service.run(again)
@@ -340,9 +369,9 @@ async def test_economy_mode_is_refused_for_a_provider_without_a_batch_api(tmp_pa
     """Gemini, Grok and the others refuse economy mode before anything is written or sent."""
     async with jobs.Service.open(tmp_path / "k.db", {}) as service:
         manifest = manifest_from_document({"images": photos(tmp_path, 1)}, base=tmp_path)
-        with pytest.raises(jobs.UsageError, match="openai, anthropic"):
+        with pytest.raises(UsageError, match="openai, anthropic"):
             await service.create(manifest, jobs.ProcessSettings(provider="grok", mode="economy"))
-        with pytest.raises(jobs.UsageError, match="--economy-only"):
+        with pytest.raises(UsageError, match="--economy-only"):
             await service.create(manifest, jobs.ProcessSettings(economy_only=True))
         assert await service.statuses() == []
 

@@ -10,12 +10,12 @@ import aiohttp
 import pytest
 from fake_batch_anthropic import FakeAnthropicBatches
 from fake_batch_openai import FakeOpenAIBatches
-from test_batch_anthropic import HEADERS, lines
+from test_batch_anthropic import create, lines
 from test_economy import anthropic_env, economy_job, openai_env, stale
 
 from kullbatch.models import JobState
-from kullbatch.providers.batch import anthropic as batch_anthropic
-from kullbatch.providers.batch import openai as batch_openai
+from kullbatch.providers.batch.anthropic import AnthropicBatchClient
+from kullbatch.providers.batch.openai import OpenAIBatchClient
 from kullbatch.run.retry import RetryPolicy
 from kullbatch.service import jobs
 
@@ -26,10 +26,10 @@ def no_retry_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(RetryPolicy, "next_wait", lambda *_: 0.0)
 
 
-def killed(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, *, sent: bool = True) -> None:
-    """The process dies at its first call of `name`: right after the provider answered it
-    (`sent`), or just before it was sent."""
-    real = getattr(module, name)
+def killed(monkeypatch: pytest.MonkeyPatch, client: type, name: str, *, sent: bool = True) -> None:
+    """The process dies at its first call of the batch client's method `name`: right after
+    the provider answered it (`sent`), or just before it was sent."""
+    real = getattr(client, name)
     calls = {"n": 0}
 
     async def then_die(*args: Any, **kwargs: Any) -> Any:
@@ -40,7 +40,7 @@ def killed(monkeypatch: pytest.MonkeyPatch, module: Any, name: str, *, sent: boo
             await real(*args, **kwargs)
         raise KeyboardInterrupt  # kill -9: nothing after this point happens
 
-    monkeypatch.setattr(module, name, then_die)
+    monkeypatch.setattr(client, name, then_die)
 
 
 @pytest.mark.parametrize("lost", ["answer", "process"])
@@ -52,7 +52,7 @@ async def test_an_anthropic_batch_made_but_never_recorded_is_found_not_made_agai
         aiohttp_server
     )
     if lost == "process":
-        killed(monkeypatch, batch_anthropic, "create_from_file")
+        killed(monkeypatch, AnthropicBatchClient, "create")
     async with jobs.Service.open(tmp_path / "k.db", anthropic_env(fake)) as service:
         job = await economy_job(service, tmp_path, 4, provider="anthropic")
         if lost == "process":
@@ -89,7 +89,7 @@ async def test_when_two_batches_could_be_the_lost_one_the_job_stops_naming_them(
     """Two batches could be the lost one: the job stops naming both instead of paying twice."""
     fake = await FakeAnthropicBatches(lost_creates=0).start(aiohttp_server)
     async with aiohttp.ClientSession() as session:
-        other = await batch_anthropic.create(session, fake.base_url, HEADERS, lines(4))
+        other = await create(session, fake, lines(4), tmp_path)
     fake.lost_creates = 1
     async with jobs.Service.open(tmp_path / "k.db", anthropic_env(fake)) as service:
         job = await economy_job(service, tmp_path, 4, provider="anthropic")
@@ -118,7 +118,7 @@ async def test_a_create_refused_outright_leaves_no_batch_waiting(aiohttp_server,
     [
         pytest.param("openai", "create", 0, id="openai, killed between upload and create"),
         pytest.param("openai", "create", 1, id="openai, killed right after the create"),
-        pytest.param("anthropic", "create_from_file", 1, id="anthropic, killed after the create"),
+        pytest.param("anthropic", "create", 1, id="anthropic, killed after the create"),
     ],
 )
 async def test_cancel_of_a_job_killed_before_recording_its_batch_sends_nothing_new(
@@ -127,11 +127,11 @@ async def test_cancel_of_a_job_killed_before_recording_its_batch_sends_nothing_n
     """cancel after a kill mid-submit cancels a batch the provider made, and creates none."""
     if provider == "openai":
         fake: Any = await FakeOpenAIBatches(polls_per_state=5).start(aiohttp_server)
-        env, module = openai_env(fake), batch_openai
+        env, client = openai_env(fake), OpenAIBatchClient
     else:
         fake = await FakeAnthropicBatches(polls_per_state=5).start(aiohttp_server)
-        env, module = anthropic_env(fake), batch_anthropic
-    killed(monkeypatch, module, call, sent=made == 1)
+        env, client = anthropic_env(fake), AnthropicBatchClient
+    killed(monkeypatch, client, call, sent=made == 1)
     async with jobs.Service.open(tmp_path / "k.db", env) as service:
         job = await economy_job(service, tmp_path, 4, provider=provider)
         with pytest.raises(KeyboardInterrupt):

@@ -15,6 +15,7 @@ from test_economy import economy_job, openai_env
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
+from kullbatch.errors import ConflictError, UsageError
 from kullbatch.models import EventKind, ItemState, JobState
 from kullbatch.service import jobs
 
@@ -82,9 +83,9 @@ async def test_resume_mode_fast_is_refused_while_a_provider_batch_is_open(aiohtt
                 runners[0].interrupt()
 
         await service.run(job, subscribers=[leave], on_processor=runners.append)
-        with pytest.raises(jobs.UsageError, match=r"batch_\w+.*--mode fast"):
+        with pytest.raises(ConflictError, match=r"batch_\w+.*--mode fast"):
             await service.prepare_resume(job.id, "fast")
-        with pytest.raises(jobs.UsageError, match="resumes in fast or economy"):
+        with pytest.raises(UsageError, match="resumes in fast or economy"):
             await service.prepare_resume(job.id, "flex")
     assert fake.per_photo_requests() == 0
 

@@ -30,8 +30,8 @@ from test_economy import economy_job
 
 from kullbatch.models import JobState
 from kullbatch.providers.batch import openai as batch_openai
-from kullbatch.providers.batch.clients import OpenAIBatches
 from kullbatch.providers.batch.common import Limits
+from kullbatch.providers.batch.openai import OpenAIBatchClient
 from kullbatch.service import jobs
 from kullbatch.store import database as store_module
 from tests.app_thread import AppThread
@@ -140,7 +140,7 @@ def test_a_cancel_during_a_slow_upload_sends_no_further_batch_and_cancels_those_
     tmp_path, virtual_wall_clock, monkeypatch
 ):
     """Cancel while the 2nd of 3 batches uploads: the 1st is cancelled, no more are made."""
-    monkeypatch.setattr(OpenAIBatches, "limits", Limits(3, batch_openai.MAX_BYTES))
+    monkeypatch.setattr(OpenAIBatchClient, "limits", Limits(3, batch_openai.MAX_BYTES))
 
     async def main() -> tuple[Any, FakeOpenAIBatches]:
         fake = FakeOpenAIBatches(upload_delays=[0.0, 45.0], polls_per_state=3)

@@ -15,7 +15,9 @@ from kullbatch.models import (
     EventKind,
     ImageInput,
     ItemState,
+    JobOptions,
     JobState,
+    Mode,
     ProgressEvent,
     Prompt,
     RateLimits,
@@ -46,20 +48,32 @@ async def run_job(
     events: list[ProgressEvent] | None = None,
     before_run=None,
     gate: Gate | None = None,
+    sink=None,
 ) -> tuple[JobOutcome, Store]:
     store = await Store.open(db)
-    job = NewJob("batch_1_aaaaaa", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {})
+    job = NewJob(
+        "batch_1_aaaaaa",
+        "me",
+        "shoot",
+        "fake",
+        "fake-1",
+        Mode.FAST,
+        "rate",
+        None,
+        "x",
+        JobOptions(),
+    )
     await store.create_job(job, inputs)
     assert await store.claim(await store.get_job(job.id))
     store.start_writer()
-    subscribers = [store.handle] + ([events.append] if events is not None else [])
     processor = BatchProcessor(
         job_id=job.id,
         provider=provider,
         prompt=Prompt("rate"),
         store=store,
+        sink=sink or store,
         options=options or EngineOptions(heartbeat_interval=3600, cancel_poll_interval=600),
-        subscribers=subscribers,
+        subscribers=[] if events is None else [events.append],
         rng=random.Random(7),
         gate=gate,
     )
@@ -261,7 +275,7 @@ def test_cancel_from_the_store_stops_the_job(tmp_path):
 
 
 def test_events_report_retries_and_the_gate(tmp_path):
-    """Subscribers see RETRYING with the wait, a GATE hold, and RATED with the answer."""
+    """Subscribers see RETRYING with the wait, a GATE hold, and the counts at the end."""
     events: list[ProgressEvent] = []
     provider = ScriptedProvider(script={"img0": [RateLimited(retry_after=4)]})
     run_virtual(run_job(tmp_path / "k.db", provider, images(2), events=events))
@@ -271,6 +285,33 @@ def test_events_report_retries_and_the_gate(tmp_path):
     assert retry.image_id == "img0" and retry.attempt == 1 and 4 <= retry.wait <= 4.4
     assert any(e.kind is EventKind.GATE and e.wait == 4 for e in events)
     assert events[-1].rated == 2
+
+
+class BrokenSink:
+    """A result sink that takes nothing (a bug, a full disk)."""
+
+    def rated(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("no room")
+
+    failed = retried = rated
+
+
+def test_results_go_to_the_sink_and_a_broken_one_stops_nothing(tmp_path, caplog):
+    """Results reach the store only through the sink, never through the events; a sink that
+    fails is logged per result, and the job and its counts go on."""
+    events: list[ProgressEvent] = []
+    provider = ScriptedProvider(
+        script={"img0": [Transient("HTTP 503")], "img1": [PermanentImageError("HTTP 400: bad")]}
+    )
+    with caplog.at_level(logging.ERROR, logger="kullbatch.admin"):
+        outcome, finished = run_virtual(
+            run_job(tmp_path / "k.db", provider, images(3), events=events, sink=BrokenSink())
+        )
+    assert (outcome.state, outcome.rated, outcome.failed) == (JobState.COMPLETED, 2, 1)
+    lost = [r.getMessage() for r in caplog.records if "result sink" in r.getMessage()]
+    assert len(lost) == 4  # img0's retry and rating, img1's failure, img2's rating
+    assert (events[-1].rated, events[-1].failed) == (2, 1)
+    assert all(item.state is ItemState.PENDING for item in finished.items)
 
 
 def test_every_failed_attempt_is_logged_in_the_spec_format(tmp_path, caplog):

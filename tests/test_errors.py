@@ -1,25 +1,38 @@
-"""The error taxonomy: built whole, never changed, one retryable base, the bottom layer."""
+"""The error tree: one root, built whole, never changed, one retryable base, the bottom layer."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
 
+import kullbatch.errors
+import kullbatch.providers.base
+from kullbatch.catalogue import EmbedError, SidecarError
 from kullbatch.errors import (
+    ConflictError,
     FatalJobError,
+    KullbatchError,
+    NotFoundError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Retryable,
     Transient,
+    UsageError,
 )
+from kullbatch.manifest import ManifestError
 from kullbatch.models import RateLimits
+from kullbatch.pricing.prices import PriceFileError
+from kullbatch.rubrics.loader import RubricError
+from kullbatch.run.runtime import JobTakenError
+from kullbatch.service.jobs import JobNotFoundError
 
 PACKAGE = Path(__file__).parent.parent / "kullbatch"
 LIMITS = RateLimits(requests_limit=500, requests_remaining=0, requests_reset=1.5)
-ERROR_FIELDS = {"message", "status", "headers", "retry_after", "limits", "args"}
+ERROR_FIELDS = {"message", "status", "headers", "retry_after", "limits", "args", "env_vars"}
 
 
 def test_an_error_carries_everything_it_was_built_with():
@@ -68,6 +81,54 @@ def test_with_limits_builds_a_copy_and_leaves_the_original_alone(kind):
         3.0,
     )
     assert (copy.limits, original.limits) == (LIMITS, None)
+
+
+def test_a_fatal_error_carries_the_variables_to_check_and_its_copies_keep_them():
+    """`env_var` is data (one name or its alternatives), not words to read back from the text."""
+    one = FatalJobError("openai: set OPENAI_API_KEY in the environment", env_var="OPENAI_API_KEY")
+    both = FatalJobError("gemini HTTP 400", env_var=("GEMINI_API_KEY", "GOOGLE_API_KEY"))
+    assert one.env_vars == ("OPENAI_API_KEY",)
+    assert both.with_limits(LIMITS).env_vars == ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    assert FatalJobError("openai HTTP 404: no such model").env_vars == ()
+
+
+@pytest.mark.parametrize(
+    ("error", "branch"),
+    [
+        (ManifestError, UsageError),
+        (RubricError, UsageError),
+        (PriceFileError, UsageError),
+        (JobNotFoundError, NotFoundError),
+        (JobTakenError, ConflictError),
+        (FatalJobError, ProviderError),
+        (EmbedError, KullbatchError),
+        (SidecarError, KullbatchError),
+    ],
+)
+def test_every_error_kullbatch_raises_has_one_root(error, branch):
+    """Usage, not found, conflict and provider errors descend from KullbatchError, by branch."""
+    assert issubclass(error, branch) and issubclass(branch, KullbatchError)
+
+
+# Signals that never leave the module that raises them: not errors a user or a caller meets.
+CONTROL_FLOW = {"GaveUp", "Stopped"}
+
+
+def test_no_exception_class_of_the_package_stands_outside_the_tree():
+    """Every exception class defined under kullbatch/ is a KullbatchError (control flow aside)."""
+    outside = []
+    for path, tree in sources():
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and node.name not in CONTROL_FLOW:
+                found = getattr(importlib.import_module(module), node.name, None)
+                if (
+                    isinstance(found, type)
+                    and issubclass(found, BaseException)
+                    and not issubclass(found, KullbatchError)
+                ):
+                    outside.append(f"{module}.{node.name}")
+    assert outside == []
 
 
 def test_rate_limits_and_transient_failures_share_one_retryable_base():
@@ -130,17 +191,20 @@ def test_errors_is_the_bottom_layer_with_models():
     assert not any(module.startswith("kullbatch.providers") for module in images)
 
 
-def test_kullbatch_code_imports_the_taxonomy_from_errors():
-    """Re-exports keep old imports working, but the package itself uses kullbatch.errors."""
-    taxonomy = {"ProviderError", "RateLimited", "Transient", "PermanentImageError", "FatalJobError"}
+def test_kullbatch_code_and_tests_import_the_tree_from_errors():
+    """providers/base.py re-exports none of it; code and tests import it from kullbatch.errors
+    (the packages' `__init__.py` face aside)."""
+    taxonomy = set(kullbatch.errors.__all__)
+    assert not taxonomy & set(kullbatch.providers.base.__all__)
     offenders = []
-    for path, tree in sources():
-        if path.name in {"__init__.py", "base.py"}:
-            continue  # the re-exporting modules
+    tests = [(path, ast.parse(path.read_text())) for path in Path(__file__).parent.rglob("*.py")]
+    for path, tree in [*sources(), *tests]:
+        if path.name == "__init__.py":
+            continue  # the package's public face
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.ImportFrom)
-                and node.module != "kullbatch.errors"
+                and node.module not in {"kullbatch.errors", "kullbatch"}
                 and taxonomy & {alias.name for alias in node.names}
             ):
                 offenders.append(f"{path.name}: from {node.module}")

@@ -22,6 +22,7 @@ def test_the_public_surface_is_stable():
         "JobOutcome",
         "JobState",
         "JobStatus",
+        "KullbatchError",
         "Manifest",
         "ManifestError",
         "PermanentImageError",
@@ -40,18 +41,33 @@ def test_the_public_surface_is_stable():
     }
 
 
+# The provider errors of `kullbatch.errors`: the root's other branches (usage, not found,
+# conflict) are no provider's.
+PROVIDER_TAXONOMY = {
+    name
+    for name in kullbatch.errors.__all__
+    if name == "provider_specific"
+    or issubclass(getattr(kullbatch.errors, name), kullbatch.errors.ProviderError)
+}
+
+
 def test_the_providers_package_exports_the_taxonomy_and_the_registry():
-    """`kullbatch.providers` re-exports the errors of `kullbatch.errors`, the same classes."""
+    """`kullbatch.providers` re-exports the provider errors of `kullbatch.errors`, the same
+    classes."""
     assert all(hasattr(kullbatch.providers, name) for name in kullbatch.providers.__all__)
-    for name in kullbatch.errors.__all__:
+    for name in PROVIDER_TAXONOMY:
         assert getattr(kullbatch.providers, name) is getattr(kullbatch.errors, name)
     assert set(kullbatch.providers.__all__) == {
-        *kullbatch.errors.__all__,
+        *PROVIDER_TAXONOMY,
         "PROVIDERS",
+        "BatchAdapter",
+        "BatchClient",
         "Capabilities",
+        "Credentials",
         "Provider",
         "ProviderSpec",
         "WireRequest",
+        "create_batch_client",
         "create_provider",
         "key_hint",
         "resolve",

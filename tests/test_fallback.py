@@ -18,7 +18,16 @@ from kullbatch.errors import (
     Refused,
     Transient,
 )
-from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Prompt
+from kullbatch.models import (
+    EventKind,
+    ImageInput,
+    ItemState,
+    JobOptions,
+    JobState,
+    Mode,
+    ProgressEvent,
+    Prompt,
+)
 from kullbatch.run.engine import BatchProcessor, EngineOptions
 from kullbatch.run.ratelimit import Gate
 from kullbatch.run.retry import quiet_stamina
@@ -41,7 +50,18 @@ def images(n: int) -> list[ImageInput]:
 async def run(db: Path, chain: list[ScriptedProvider], inputs, options=OPTIONS, shared=None):
     """One job through `chain` (the first is the job's own provider); what the store holds."""
     store = await Store.open(db)
-    job = NewJob("batch_1_aaaaaa", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {})
+    job = NewJob(
+        "batch_1_aaaaaa",
+        "me",
+        "shoot",
+        "fake",
+        "fake-1",
+        Mode.FAST,
+        "rate",
+        None,
+        "x",
+        JobOptions(),
+    )
     await store.create_job(job, inputs)
     assert await store.claim(await store.get_job(job.id))
     store.start_writer()
@@ -52,8 +72,9 @@ async def run(db: Path, chain: list[ScriptedProvider], inputs, options=OPTIONS, 
         provider=chain[0],
         prompt=Prompt("rate"),
         store=store,
+        sink=store,
         options=options,
-        subscribers=[store.handle, events.append],
+        subscribers=[events.append],
         rng=random.Random(3),
         gate=gates[0],
         fallbacks=list(zip(chain[1:], gates[1:], strict=True)),

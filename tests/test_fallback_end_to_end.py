@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
 from kullbatch.manifest import manifest_from_document
-from kullbatch.models import ItemState, JobState
+from kullbatch.models import Fallback, ItemState, JobState
 from kullbatch.service import jobs
 from tests.fault_server import FaultConfig, FaultServer, completion, expected_rating, run_in_thread
 
@@ -59,7 +59,7 @@ async def test_a_provider_answering_503_to_everything_hands_its_photos_on(aiohtt
     assert {(item.provider, item.model) for item in items} == {("anthropic", "claude-haiku-4-5")}
     assert second.per_photo_requests() == PHOTOS
     assert down.stats.outcomes["503"] >= PHOTOS * 2  # each photo was retried before it moved
-    assert stored.options["fallbacks"] == [["anthropic", "claude-haiku-4-5"]]
+    assert stored.options.fallbacks == (Fallback(provider="anthropic", model="claude-haiku-4-5"),)
 
 
 async def test_a_wrong_key_moves_the_rest_of_the_job_to_the_fallback_at_once(
@@ -144,8 +144,8 @@ def test_an_unknown_fallback_provider_is_a_usage_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize("wanted", ["anthropic", "anthropic:claude-sonnet-4-6", "openai-gpt-5"])
 def test_fallback_names_resolve_like_provider_names(wanted):
     """P, P:MODEL and the spec's provider-model ids all name a provider and a model."""
-    name, model = jobs._fallback(wanted)
-    assert name in {"anthropic", "openai"} and model
+    fallback = jobs._fallback(wanted)
+    assert fallback.provider in {"anthropic", "openai"} and fallback.model
 
 
 @pytest.mark.parametrize("primary", ["wrong key", "no key"])

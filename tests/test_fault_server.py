@@ -16,8 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from kullbatch.errors import RateLimited, Transient
 from kullbatch.models import PreparedImage, Prompt, Rating
-from kullbatch.providers import PROVIDERS, RateLimited, Transient, create_provider
+from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.providers._chat import build_body, json_schema_format
 from kullbatch.providers.http import parse_go_duration, retry_after_hint
 from tests import fault_server
@@ -91,7 +92,9 @@ def content_of(body: bytes) -> str:
 
 def openai(session: aiohttp.ClientSession, base_url: str):
     env = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": base_url}
-    return create_provider(PROVIDERS["openai"], "gpt-5.4-mini", session, env)
+    return create_provider(
+        PROVIDERS["openai"], "gpt-5.4-mini", session, PROVIDERS["openai"].credentials(env)
+    )
 
 
 def url_image(image_id: str) -> PreparedImage:

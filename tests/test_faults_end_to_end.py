@@ -16,7 +16,16 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
-from kullbatch.models import ImageInput, ItemRecord, ItemState, JobState, Prompt, Rating
+from kullbatch.models import (
+    ImageInput,
+    ItemRecord,
+    ItemState,
+    JobOptions,
+    JobState,
+    Mode,
+    Prompt,
+    Rating,
+)
 from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.run.retry import RetryPolicy, Schedule, quiet_stamina
@@ -64,21 +73,24 @@ async def run_shoot(
     inputs = shoot(count)
     store = await Store.open(tmp_path / "kullbatch.db")
     try:
+        options = JobOptions()
         job = NewJob(
-            JOB_ID, "me", "faults", "openai", "gpt-5.4-mini", "fast", "rate", None, "x", {}
+            JOB_ID, "me", "faults", "openai", "gpt-5.4-mini", Mode.FAST, "rate", None, "x", options
         )
         await store.create_job(job, inputs)
         assert await store.claim(await store.get_job(JOB_ID))
         store.start_writer()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            provider = create_provider(PROVIDERS["openai"], "gpt-5.4-mini", session, env)
+            provider = create_provider(
+                PROVIDERS["openai"], "gpt-5.4-mini", session, PROVIDERS["openai"].credentials(env)
+            )
             processor = BatchProcessor(
                 job_id=JOB_ID,
                 provider=provider,
                 prompt=Prompt("rate"),
                 store=store,
+                sink=store,
                 options=EngineOptions(),
-                subscribers=[store.handle],
                 rng=random.Random(11),
                 policy=policy,
             )

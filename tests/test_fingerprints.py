@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
 from kullbatch.media import bursts
-from kullbatch.media.bursts import GroupingOptions
-from kullbatch.media.images import DEFAULT_MAX_EDGE, encode_file, fingerprint_file
-from kullbatch.models import ItemRecord
+from kullbatch.media.images import encode_file, fingerprint_file
+from kullbatch.models import DEFAULT_DISTANCE, DEFAULT_MAX_EDGE, GroupingOptions, ItemRecord
 from kullbatch.service.culling import find_bursts
 from kullbatch.store.database import Store
 from tests.burst_shoot import SHOOT, make_shoot
@@ -84,7 +83,7 @@ def test_photos_rated_without_a_fingerprint_are_hashed_from_their_files(tmp_path
         assert item.image.path is not None and item.fingerprint is not None
         again = fingerprint_file(item.image.path)
         assert again.captured == item.fingerprint.captured
-        assert bursts.distance(again.phash, item.fingerprint.phash) < bursts.DEFAULT_DISTANCE
+        assert bursts.distance(again.phash, item.fingerprint.phash) < DEFAULT_DISTANCE
 
 
 def test_a_photo_gone_before_grouping_without_a_fingerprint_is_left_out(tmp_path: Path) -> None:

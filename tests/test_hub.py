@@ -15,7 +15,15 @@ from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
 from kullbatch.manifest import load_manifest
-from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent, Prompt
+from kullbatch.models import (
+    EventKind,
+    ImageInput,
+    JobOptions,
+    JobState,
+    Mode,
+    ProgressEvent,
+    Prompt,
+)
 from kullbatch.run.engine import BatchProcessor, EngineOptions
 from kullbatch.service import jobs
 from kullbatch.store.database import Store
@@ -156,7 +164,18 @@ async def test_a_client_that_never_reads_does_not_hold_up_a_job_of_2000_photos(t
         ImageInput(id=f"i{n}", filename=f"{n}.jpg", url=f"https://e.test/{n}.jpg")
         for n in range(2000)
     ]
-    job = NewJob("batch_1_bbbbbb", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {})
+    job = NewJob(
+        "batch_1_bbbbbb",
+        "me",
+        "shoot",
+        "fake",
+        "fake-1",
+        Mode.FAST,
+        "rate",
+        None,
+        "x",
+        JobOptions(),
+    )
     await store.create_job(job, images)
     store.start_writer()
     application = web.Application()
@@ -176,8 +195,9 @@ async def test_a_client_that_never_reads_does_not_hold_up_a_job_of_2000_photos(t
             provider=ScriptedProvider(),
             prompt=Prompt("rate"),
             store=store,
+            sink=store,
             options=EngineOptions(heartbeat_interval=3600, cancel_poll_interval=600),
-            subscribers=[store.handle, hub.handle],
+            subscribers=[hub.handle],
             rng=random.Random(1),
         )
         outcome = await processor.run(images, total=len(images))

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from kullbatch.models import ImageInput, JobState
-from kullbatch.providers import PROVIDERS, FatalJobError, create_provider, resolve
+from kullbatch.errors import ConflictError, FatalJobError
+from kullbatch.models import ImageInput, JobOptions, JobState, Mode
+from kullbatch.providers import PROVIDERS, resolve
 from kullbatch.service import jobs, paths
 from kullbatch.store.database import Store
 from kullbatch.store.rows import NewJob
 from tests.vtime import run_virtual
 
-JOB = NewJob("batch_1_jobs00", "me", "shoot", "local", "local-v1", "fast", "rate", None, "x", {})
+JOB = NewJob(
+    "batch_1_jobs00", "me", "shoot", "local", "local-v1", Mode.FAST, "rate", None, "x", JobOptions()
+)
 
 
 def test_job_ids_follow_the_spec():
@@ -85,7 +88,7 @@ def test_a_running_job_cannot_be_resumed_twice(tmp_path):
     async def main():
         store, _ = await stored_job(tmp_path / "k.db", claim=True)
         try:
-            with pytest.raises(jobs.UsageError, match="still running"):
+            with pytest.raises(ConflictError, match="still running"):
                 await jobs.prepare_resume(store, JOB.id)
         finally:
             await store.close()
@@ -117,9 +120,13 @@ def test_an_unknown_provider_lists_the_known_ones():
 
 
 def test_a_missing_key_is_fatal_before_any_request():
-    """create_provider names the variable to set."""
-    with pytest.raises(FatalJobError, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
-        create_provider(PROVIDERS["gemini"], "gemini-2.5-flash", None, {})  # type: ignore[arg-type]
+    """The credentials name the variables to set, in the order they are read."""
+    with pytest.raises(FatalJobError, match="GOOGLE_API_KEY or GEMINI_API_KEY") as caught:
+        PROVIDERS["gemini"].credentials({})
+    assert caught.value.env_vars == ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # as data too
+    with pytest.raises(FatalJobError) as unusable:
+        PROVIDERS["openai"].credentials({"OPENAI_API_KEY": "sk", "OPENAI_BASE_URL": "host/v1"})
+    assert unusable.value.env_vars == ("OPENAI_BASE_URL",)
 
 
 def test_of_two_processes_racing_to_run_a_job_only_one_wins(tmp_path):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageFilter
 
+from kullbatch.errors import PermanentImageError
 from kullbatch.models import PreparedImage, Prompt, Rating, Usage
-from kullbatch.providers import PROVIDERS, PermanentImageError, create_provider
+from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.providers.local import LocalRater, Measurements, create, rating_for
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -32,9 +33,8 @@ def sharp_photo() -> Image.Image:
 
 
 async def rate(data: bytes, filename: str = "frame.jpg") -> Rating:
-    answer = await create(model="local-v1", session=None, env={}).rate(
-        PreparedImage(image_id="img", filename=filename, data=data), PROMPT
-    )
+    rater = create(model="local-v1", session=None, credentials=PROVIDERS["local"].credentials({}))
+    answer = await rater.rate(PreparedImage(image_id="img", filename=filename, data=data), PROMPT)
     assert answer.usage == Usage(0, 0)
     return answer.rating
 
@@ -159,7 +159,8 @@ def test_the_example_manifests_list_every_generated_photo():
 
 async def test_the_registry_builds_the_local_rater_without_a_key_or_session():
     """`--provider local` needs no environment and no HTTP session."""
-    provider = create_provider(PROVIDERS["local"], "local-v1", None, {})  # type: ignore[arg-type]
+    credentials = PROVIDERS["local"].credentials({})
+    provider = create_provider(PROVIDERS["local"], "local-v1", None, credentials)  # type: ignore[arg-type]
 
     assert (provider.name, provider.model) == ("local", "local-v1")
     answer = await provider.rate(

@@ -24,6 +24,13 @@ from fake_anthropic_server import (
 )
 from PIL import Image
 
+from kullbatch.errors import (
+    FatalJobError,
+    PermanentImageError,
+    ProviderError,
+    RateLimited,
+    Transient,
+)
 from kullbatch.models import PreparedImage, Prompt, RateLimits
 from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.providers.anthropic import (
@@ -33,14 +40,7 @@ from kullbatch.providers.anthropic import (
     create,
     parse_limits,
 )
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
-    FatalJobError,
-    PermanentImageError,
-    ProviderError,
-    RateLimited,
-    Transient,
-)
+from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.providers.http import HTTPAnswer
 
 MODEL = "claude-haiku-4-5"
@@ -80,7 +80,7 @@ async def session() -> Any:
 @pytest.fixture
 def provider(fake: FakeAnthropic, session: aiohttp.ClientSession) -> AnthropicProvider:
     env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake.base_url}
-    return create(model=MODEL, session=session, env=env)
+    return create(model=MODEL, session=session, credentials=PROVIDERS["anthropic"].credentials(env))
 
 
 # --- requests -------------------------------------------------------------------------------
@@ -295,7 +295,9 @@ async def test_the_fake_rejects_a_wrong_key_like_the_real_api(
     wrong = create(
         model=MODEL,
         session=session,
-        env={"ANTHROPIC_API_KEY": "sk-ant-wrong-key", "ANTHROPIC_BASE_URL": fake.base_url},
+        credentials=PROVIDERS["anthropic"].credentials(
+            {"ANTHROPIC_API_KEY": "sk-ant-wrong-key", "ANTHROPIC_BASE_URL": fake.base_url}
+        ),
     )
     with pytest.raises(FatalJobError, match="invalid x-api-key"):
         await wrong.rate(local_image(), PROMPT)
@@ -306,7 +308,9 @@ async def test_the_fake_answers_an_unknown_model_with_404_which_is_fatal(
 ) -> None:
     """A typo in --model fails the job, not every image one by one."""
     env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake.base_url}
-    typo = create(model="cluade-haiku", session=session, env=env)
+    typo = create(
+        model="cluade-haiku", session=session, credentials=PROVIDERS["anthropic"].credentials(env)
+    )
     with pytest.raises(FatalJobError, match="HTTP 404 not_found_error: model: cluade-haiku"):
         await typo.rate(local_image(), PROMPT)
 
@@ -329,7 +333,9 @@ async def test_the_fake_rejects_a_body_with_an_unknown_parameter(
 async def test_a_connection_failure_is_transient(session: aiohttp.ClientSession) -> None:
     """Nothing listening is an outage to wait out, never a fatal error."""
     env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": "http://127.0.0.1:9"}
-    unreachable = create(model=MODEL, session=session, env=env)
+    unreachable = create(
+        model=MODEL, session=session, credentials=PROVIDERS["anthropic"].credentials(env)
+    )
     with pytest.raises(Transient):
         await unreachable.rate(local_image(), PROMPT)
 
@@ -538,7 +544,11 @@ async def test_a_url_image_anthropic_cannot_process_is_not_downloaded(
 
 def test_the_base_url_defaults_to_the_api_host(session: aiohttp.ClientSession) -> None:
     """Without ANTHROPIC_BASE_URL the adapter talks to api.anthropic.com/v1/messages."""
-    provider = create(model=MODEL, session=session, env={"ANTHROPIC_API_KEY": KEY})
+    provider = create(
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["anthropic"].credentials({"ANTHROPIC_API_KEY": KEY}),
+    )
 
     assert provider._url == f"{DEFAULT_BASE_URL}/v1/messages"
     assert (provider.name, provider.model) == ("anthropic", MODEL)
@@ -549,7 +559,9 @@ def test_the_base_url_override_is_a_host_and_a_trailing_slash_is_ignored(
 ) -> None:
     """ANTHROPIC_BASE_URL is host-only, like the anthropic SDK's."""
     env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": "http://proxy.local:8080/"}
-    provider = create(model=MODEL, session=session, env=env)
+    provider = create(
+        model=MODEL, session=session, credentials=PROVIDERS["anthropic"].credentials(env)
+    )
 
     assert provider._url == "http://proxy.local:8080/v1/messages"
 
@@ -559,7 +571,11 @@ def test_create_without_a_key_is_fatal_and_names_the_variable(
 ) -> None:
     """A missing key stops the job before any request, saying which variable to set."""
     with pytest.raises(FatalJobError, match="ANTHROPIC_API_KEY"):
-        create(model=MODEL, session=session, env={"ANTHROPIC_API_KEY": " "})
+        create(
+            model=MODEL,
+            session=session,
+            credentials=PROVIDERS["anthropic"].credentials({"ANTHROPIC_API_KEY": " "}),
+        )
 
 
 async def test_the_registry_builds_this_adapter_and_it_rates_an_image(
@@ -567,7 +583,12 @@ async def test_the_registry_builds_this_adapter_and_it_rates_an_image(
 ) -> None:
     """`--provider anthropic` reaches this module through create_provider."""
     env = {"ANTHROPIC_API_KEY": KEY, "ANTHROPIC_BASE_URL": fake.base_url}
-    provider = create_provider(PROVIDERS["anthropic"], "claude-sonnet-4-6", session, env)
+    provider = create_provider(
+        PROVIDERS["anthropic"],
+        "claude-sonnet-4-6",
+        session,
+        PROVIDERS["anthropic"].credentials(env),
+    )
     answer = await provider.rate(local_image(), PROMPT)
 
     assert isinstance(provider, AnthropicProvider)

@@ -42,16 +42,16 @@ from fake_gemini_server import (
 )
 from PIL import Image
 
-from kullbatch.errors import ContentBlocked
-from kullbatch.models import PreparedImage, Prompt
-from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.providers.base import (
+from kullbatch.errors import (
+    ContentBlocked,
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Transient,
 )
+from kullbatch.models import PreparedImage, Prompt
+from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.providers.gemini import (
     DEFAULT_BASE_URL,
     GeminiProvider,
@@ -80,7 +80,9 @@ async def fake(aiohttp_server: Any) -> FakeGemini:
 
 def provider_for(fake: FakeGemini, session: aiohttp.ClientSession, **env: str) -> GeminiProvider:
     settings = {"GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_GEMINI_BASE_URL": fake.base_url, **env}
-    return create(model=MODEL, session=session, env=settings)
+    return create(
+        model=MODEL, session=session, credentials=PROVIDERS["gemini"].credentials(settings)
+    )
 
 
 def local_image() -> PreparedImage:
@@ -130,7 +132,11 @@ async def test_the_key_travels_in_the_header_and_never_in_the_url(fake, session)
 async def test_a_model_given_as_a_resource_name_is_not_prefixed_twice(fake, session):
     """`models/gemini-2.5-flash` reaches the same path as `gemini-2.5-flash`."""
     settings = {"GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_GEMINI_BASE_URL": fake.base_url}
-    provider = create(model=f"models/{MODEL}", session=session, env=settings)
+    provider = create(
+        model=f"models/{MODEL}",
+        session=session,
+        credentials=PROVIDERS["gemini"].credentials(settings),
+    )
     await provider.rate(local_image(), PROMPT)
     assert fake.problems == []
 
@@ -214,8 +220,9 @@ async def test_an_image_over_the_inline_limit_is_shrunk_to_fit(fake, session):
     provider = GeminiProvider(
         model=MODEL,
         session=session,
-        api_key=GEMINI_KEY,
-        base_url=fake.base_url,
+        credentials=PROVIDERS["gemini"].credentials(
+            {"GEMINI_API_KEY": GEMINI_KEY, "GEMINI_BASE_URL": fake.base_url}
+        ),
         max_image_bytes=limit,
     )
     await provider.rate(PreparedImage("img6", "big.jpg", data=big), PROMPT)
@@ -227,7 +234,12 @@ async def test_an_image_over_the_inline_limit_is_shrunk_to_fit(fake, session):
 async def test_an_image_that_cannot_be_shrunk_enough_fails_with_the_limit_named(fake, session):
     """When even a small thumbnail is too big, the image fails and says why."""
     provider = GeminiProvider(
-        model=MODEL, session=session, api_key=GEMINI_KEY, base_url=fake.base_url, max_image_bytes=50
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["gemini"].credentials(
+            {"GEMINI_API_KEY": GEMINI_KEY, "GEMINI_BASE_URL": fake.base_url}
+        ),
+        max_image_bytes=50,
     )
     with pytest.raises(PermanentImageError, match="under 20 MB"):
         await provider.rate(PreparedImage("img7", "big.jpg", data=noisy_jpeg(300)), PROMPT)
@@ -468,7 +480,7 @@ async def test_a_wrong_key_stops_the_job(fake, session):
     """The fake answers a key it does not know with API_KEY_INVALID: FatalJobError."""
     provider = provider_for(fake, session, GEMINI_API_KEY="AIzaSy-not-the-right-key")
     with pytest.raises(
-        FatalJobError, match=r"API key not valid.*\[check GEMINI_API_KEY or GOOGLE_API_KEY\]$"
+        FatalJobError, match=r"API key not valid.*\[check GOOGLE_API_KEY or GEMINI_API_KEY\]$"
     ):
         await provider.rate(local_image(), PROMPT)
 
@@ -476,7 +488,11 @@ async def test_a_wrong_key_stops_the_job(fake, session):
 async def test_an_unknown_model_stops_the_job(fake, session):
     """The fake answers another model with 404 NOT_FOUND: FatalJobError naming the model."""
     settings = {"GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_GEMINI_BASE_URL": fake.base_url}
-    provider = create(model="gemini-9-ultra", session=session, env=settings)
+    provider = create(
+        model="gemini-9-ultra",
+        session=session,
+        credentials=PROVIDERS["gemini"].credentials(settings),
+    )
     with pytest.raises(FatalJobError, match="models/gemini-9-ultra is not found"):
         await provider.rate(local_image(), PROMPT)
 
@@ -494,7 +510,9 @@ async def test_the_api_key_never_appears_in_an_error_message(fake, session):
 async def test_a_dropped_connection_is_transient(session):
     """Nothing listening on the base URL is a transport error: retried, never fatal."""
     settings = {"GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_GEMINI_BASE_URL": "http://127.0.0.1:9"}
-    provider = create(model=MODEL, session=session, env=settings)
+    provider = create(
+        model=MODEL, session=session, credentials=PROVIDERS["gemini"].credentials(settings)
+    )
     with pytest.raises(Transient) as raised:
         await provider.rate(local_image(), PROMPT)
     assert GEMINI_KEY not in raised.value.message
@@ -539,7 +557,11 @@ def test_error_bodies_in_a_one_element_list_are_unwrapped():
 def test_google_api_key_wins_when_both_keys_are_set(session):
     """Like python-genai, GOOGLE_API_KEY is used when GEMINI_API_KEY is set too."""
     provider = create(
-        model=MODEL, session=session, env={"GOOGLE_API_KEY": "google", "GEMINI_API_KEY": "gemini"}
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["gemini"].credentials(
+            {"GOOGLE_API_KEY": "google", "GEMINI_API_KEY": "gemini"}
+        ),
     )
     assert provider._api_key == "google"
 
@@ -547,7 +569,11 @@ def test_google_api_key_wins_when_both_keys_are_set(session):
 def test_gemini_api_key_is_used_when_google_api_key_is_empty(session):
     """An empty GOOGLE_API_KEY does not hide GEMINI_API_KEY."""
     provider = create(
-        model=MODEL, session=session, env={"GOOGLE_API_KEY": " ", "GEMINI_API_KEY": "gemini"}
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["gemini"].credentials(
+            {"GOOGLE_API_KEY": " ", "GEMINI_API_KEY": "gemini"}
+        ),
     )
     assert provider._api_key == "gemini"
 
@@ -555,7 +581,7 @@ def test_gemini_api_key_is_used_when_google_api_key_is_empty(session):
 def test_a_missing_key_is_fatal_and_names_both_variables(session):
     """Without a key the job cannot start; the message says which variables to set."""
     with pytest.raises(FatalJobError, match="GOOGLE_API_KEY or GEMINI_API_KEY"):
-        create(model=MODEL, session=session, env={})
+        create(model=MODEL, session=session, credentials=PROVIDERS["gemini"].credentials({}))
 
 
 @pytest.mark.parametrize(
@@ -572,14 +598,20 @@ def test_a_missing_key_is_fatal_and_names_both_variables(session):
 )
 def test_the_base_url_comes_from_the_environment(session, env, base):
     """GOOGLE_GEMINI_BASE_URL, else GEMINI_BASE_URL, else Google's host; /v1beta is appended."""
-    provider = create(model=MODEL, session=session, env={"GEMINI_API_KEY": "k", **env})
+    provider = create(
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["gemini"].credentials({"GEMINI_API_KEY": "k", **env}),
+    )
     assert provider.url == f"{base}/v1beta/models/{MODEL}:generateContent"
 
 
 async def test_the_registry_builds_the_gemini_adapter(fake, session):
     """create_provider finds this module and passes the env mapping through."""
     env = {"GOOGLE_API_KEY": GEMINI_KEY, "GEMINI_BASE_URL": fake.base_url}
-    provider = create_provider(PROVIDERS["gemini"], MODEL, session, env)
+    provider = create_provider(
+        PROVIDERS["gemini"], MODEL, session, PROVIDERS["gemini"].credentials(env)
+    )
     assert isinstance(provider, GeminiProvider)
     assert provider.name == "gemini"
     answer = await provider.rate(local_image(), PROMPT)

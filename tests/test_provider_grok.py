@@ -18,16 +18,16 @@ from fake_openai_server import (
     xai_error,
 )
 
-from kullbatch.models import PreparedImage, Prompt, Rating, Usage
-from kullbatch.providers import PROVIDERS, create_provider, resolve
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Transient,
 )
+from kullbatch.models import PreparedImage, Prompt, Rating, Usage
+from kullbatch.providers import PROVIDERS, create_provider, resolve
+from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.providers.grok import GrokProvider, create
 
 KEY = "xai-TESTKEYq9w8e7r6t5y4u3i2o1p0"
@@ -51,7 +51,7 @@ async def fake(aiohttp_server: Any) -> FakeChatServer:
 
 def adapter(session: aiohttp.ClientSession, fake: FakeChatServer) -> GrokProvider:
     env = {"XAI_API_KEY": KEY, "XAI_BASE_URL": f"{fake.base_url}/v1"}
-    return create(model=MODEL, session=session, env=env)
+    return create(model=MODEL, session=session, credentials=PROVIDERS["grok"].credentials(env))
 
 
 def sent_image(fake: FakeChatServer) -> dict[str, str]:
@@ -256,7 +256,9 @@ async def test_a_wrong_key_answered_with_400_stops_the_job(
     env = {"XAI_API_KEY": "xai-wrong-000000", "XAI_BASE_URL": f"{fake.base_url}/v1"}
 
     with pytest.raises(FatalJobError, match="Incorrect API key"):
-        await create(model=MODEL, session=session, env=env).rate(LOCAL, PROMPT)
+        await create(
+            model=MODEL, session=session, credentials=PROVIDERS["grok"].credentials(env)
+        ).rate(LOCAL, PROMPT)
 
 
 async def test_the_api_key_never_appears_in_an_error_message(
@@ -276,7 +278,11 @@ async def test_without_a_base_url_the_adapter_calls_api_x_ai(
     session: aiohttp.ClientSession,
 ) -> None:
     """The documented default endpoint is https://api.x.ai/v1/chat/completions."""
-    provider = create(model=MODEL, session=session, env={"XAI_API_KEY": KEY})
+    provider = create(
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["grok"].credentials({"XAI_API_KEY": KEY}),
+    )
     body = FakeChatServer(flavour="xai").completion()
     with aioresponses() as mocked:
         mocked.post("https://api.x.ai/v1/chat/completions", payload=body)
@@ -288,7 +294,11 @@ async def test_without_a_base_url_the_adapter_calls_api_x_ai(
 def test_a_missing_key_is_fatal_and_names_the_variable() -> None:
     """create() refuses to build an adapter without XAI_API_KEY."""
     with pytest.raises(FatalJobError, match="XAI_API_KEY"):
-        create(model=MODEL, session=None, env={"XAI_BASE_URL": "http://127.0.0.1:1/v1"})  # type: ignore[arg-type]
+        create(
+            model=MODEL,
+            session=None,
+            credentials=PROVIDERS["grok"].credentials({"XAI_BASE_URL": "http://127.0.0.1:1/v1"}),
+        )  # type: ignore[arg-type]
 
 
 async def test_the_registry_builds_the_grok_adapter_under_its_alias(
@@ -297,7 +307,7 @@ async def test_the_registry_builds_the_grok_adapter_under_its_alias(
     """`--provider xai` resolves to this module with the registry's default model."""
     spec, model = resolve("xai", None)
     env = {"XAI_API_KEY": KEY, "XAI_BASE_URL": f"{fake.base_url}/v1"}
-    provider = create_provider(spec, model, session, env)
+    provider = create_provider(spec, model, session, spec.credentials(env))
 
     assert spec is PROVIDERS["grok"]
     assert isinstance(provider, GrokProvider)

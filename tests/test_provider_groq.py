@@ -24,16 +24,16 @@ from fake_openai_server import (
 )
 from PIL import Image
 
-from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
-from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Transient,
 )
+from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
+from kullbatch.providers import PROVIDERS, create_provider
+from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.providers.groq import (
     MAX_BASE64_REQUEST_BYTES,
     GroqProvider,
@@ -79,7 +79,7 @@ async def fake(aiohttp_server: Any) -> FakeChatServer:
 
 def adapter(session: aiohttp.ClientSession, fake: FakeChatServer) -> GroqProvider:
     env = {"GROQ_API_KEY": KEY, "GROQ_BASE_URL": fake.base_url}
-    return create(model=MODEL, session=session, env=env)
+    return create(model=MODEL, session=session, credentials=PROVIDERS["groq"].credentials(env))
 
 
 def sent_image(fake: FakeChatServer) -> dict[str, str]:
@@ -302,14 +302,20 @@ async def test_a_wrong_key_stops_the_job(
     env = {"GROQ_API_KEY": "gsk_wrong_0000", "GROQ_BASE_URL": fake.base_url}
 
     with pytest.raises(FatalJobError, match="groq HTTP 401"):
-        await create(model=MODEL, session=session, env=env).rate(LOCAL, PROMPT)
+        await create(
+            model=MODEL, session=session, credentials=PROVIDERS["groq"].credentials(env)
+        ).rate(LOCAL, PROMPT)
 
 
 async def test_without_a_base_url_the_adapter_calls_api_groq_com(
     session: aiohttp.ClientSession,
 ) -> None:
     """The documented default is https://api.groq.com plus /openai/v1/chat/completions."""
-    provider = create(model=MODEL, session=session, env={"GROQ_API_KEY": KEY})
+    provider = create(
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["groq"].credentials({"GROQ_API_KEY": KEY}),
+    )
     body = FakeChatServer(flavour="groq").completion()
     with aioresponses() as mocked:
         mocked.post(
@@ -325,7 +331,7 @@ async def test_without_a_base_url_the_adapter_calls_api_groq_com(
 def test_a_missing_key_is_fatal_and_names_the_variable() -> None:
     """create() refuses to build an adapter without GROQ_API_KEY."""
     with pytest.raises(FatalJobError, match="GROQ_API_KEY"):
-        create(model=MODEL, session=None, env={})  # type: ignore[arg-type]
+        create(model=MODEL, session=None, credentials=PROVIDERS["groq"].credentials({}))  # type: ignore[arg-type]
 
 
 async def test_the_registry_builds_the_groq_adapter(
@@ -333,7 +339,9 @@ async def test_the_registry_builds_the_groq_adapter(
 ) -> None:
     """create_provider imports this module and passes the env mapping through."""
     env = {"GROQ_API_KEY": KEY, "GROQ_BASE_URL": fake.base_url + "/"}
-    provider = create_provider(PROVIDERS["groq"], MODEL, session, env)
+    provider = create_provider(
+        PROVIDERS["groq"], MODEL, session, PROVIDERS["groq"].credentials(env)
+    )
 
     assert isinstance(provider, GroqProvider)
     assert (await provider.rate(LOCAL, PROMPT)).rating.starRating == 4

@@ -21,19 +21,18 @@ from fake_openai_server import (
 )
 
 from kullbatch import models
-from kullbatch.errors import Refused
-from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
-from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.providers._chat import DEFAULT_MAX_TOKENS, ChatEndpoint, bearer, parse_rate_limits
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
+    Refused,
     Transient,
-    parse_rating,
 )
+from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
+from kullbatch.providers import PROVIDERS, create_provider
+from kullbatch.providers._chat import DEFAULT_MAX_TOKENS, ChatEndpoint, parse_rate_limits
+from kullbatch.providers.base import RATING_SCHEMA, parse_rating
 from kullbatch.providers.openai import OpenAIProvider, create
 from kullbatch.run.retry import RetryPolicy
 
@@ -71,7 +70,9 @@ def env_for(fake: FakeChatServer) -> dict[str, str]:
 
 
 def adapter(session: aiohttp.ClientSession, fake: FakeChatServer) -> OpenAIProvider:
-    return create(model=MODEL, session=session, env=env_for(fake))
+    return create(
+        model=MODEL, session=session, credentials=PROVIDERS["openai"].credentials(env_for(fake))
+    )
 
 
 async def raised(session: aiohttp.ClientSession, fake: FakeChatServer) -> ProviderError:
@@ -386,7 +387,9 @@ async def test_a_wrong_key_stops_the_job(
     env = env_for(fake) | {"OPENAI_API_KEY": "sk-wrong-key-000000"}
 
     with pytest.raises(FatalJobError, match="openai HTTP 401 invalid_api_key"):
-        await create(model=MODEL, session=session, env=env).rate(LOCAL, PROMPT)
+        await create(
+            model=MODEL, session=session, credentials=PROVIDERS["openai"].credentials(env)
+        ).rate(LOCAL, PROMPT)
 
 
 async def test_a_base_url_without_v1_is_fatal(
@@ -396,20 +399,24 @@ async def test_a_base_url_without_v1_is_fatal(
     env = env_for(fake) | {"OPENAI_BASE_URL": fake.base_url}
 
     with pytest.raises(FatalJobError, match="openai HTTP 404"):
-        await create(model=MODEL, session=session, env=env).rate(LOCAL, PROMPT)
+        await create(
+            model=MODEL, session=session, credentials=PROVIDERS["openai"].credentials(env)
+        ).rate(LOCAL, PROMPT)
 
 
 def test_a_missing_key_is_fatal_and_names_the_variable() -> None:
     """create() refuses to build an adapter that could only fail."""
     with pytest.raises(FatalJobError, match="OPENAI_API_KEY"):
-        create(model=MODEL, session=None, env={})  # type: ignore[arg-type]
+        create(model=MODEL, session=None, credentials=PROVIDERS["openai"].credentials({}))  # type: ignore[arg-type]
 
 
 async def test_the_registry_builds_the_openai_adapter(
     session: aiohttp.ClientSession, fake: FakeChatServer
 ) -> None:
     """create_provider imports this module and passes the env mapping through."""
-    provider = create_provider(PROVIDERS["openai"], MODEL, session, env_for(fake))
+    provider = create_provider(
+        PROVIDERS["openai"], MODEL, session, PROVIDERS["openai"].credentials(env_for(fake))
+    )
 
     assert isinstance(provider, OpenAIProvider)
     assert (provider.name, provider.model) == ("openai", MODEL)
@@ -423,7 +430,11 @@ async def test_without_a_base_url_the_adapter_calls_api_openai_com(
     session: aiohttp.ClientSession,
 ) -> None:
     """The default endpoint, no org headers unless set (aioresponses, via the conftest shim)."""
-    provider = create(model=MODEL, session=session, env={"OPENAI_API_KEY": KEY})
+    provider = create(
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["openai"].credentials({"OPENAI_API_KEY": KEY}),
+    )
     with aioresponses() as mocked:
         mocked.post(DEFAULT_URL, payload=ANSWERS.completion(), headers=OPENAI_LIMIT_HEADERS)
         answer = await provider.rate(LOCAL, PROMPT)
@@ -451,7 +462,11 @@ async def test_connection_failures_and_timeouts_are_transient(
     session: aiohttp.ClientSession, exception: Exception, expected: str
 ) -> None:
     """A dropped connection or a timeout is retried, never fatal."""
-    provider = create(model=MODEL, session=session, env={"OPENAI_API_KEY": KEY})
+    provider = create(
+        model=MODEL,
+        session=session,
+        credentials=PROVIDERS["openai"].credentials({"OPENAI_API_KEY": KEY}),
+    )
     with aioresponses() as mocked:
         mocked.post(DEFAULT_URL, exception=exception)
         with pytest.raises(Transient, match=expected):
@@ -460,7 +475,8 @@ async def test_connection_failures_and_timeouts_are_transient(
 
 def test_an_endpoint_never_shows_its_key_in_a_repr() -> None:
     """Printing or logging a ChatEndpoint cannot leak the API key."""
-    endpoint = ChatEndpoint("openai", "https://x.test/v1", bearer("sk-secret-123"), "sk-secret-123")
+    auth = {"Authorization": "Bearer sk-secret-123"}
+    endpoint = ChatEndpoint("openai", "https://x.test/v1", auth, "sk-secret-123")
     assert "sk-secret-123" not in repr(endpoint)
 
 

@@ -19,17 +19,17 @@ from fake_openai_server import (
     xai_error,
 )
 
-from kullbatch.models import PreparedImage, Prompt, Rating, Usage
-from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.providers._chat import ErrorInfo, error_info
-from kullbatch.providers.base import (
-    RATING_SCHEMA,
+from kullbatch.errors import (
     FatalJobError,
     PermanentImageError,
     ProviderError,
     RateLimited,
     Transient,
 )
+from kullbatch.models import PreparedImage, Prompt, Rating, Usage
+from kullbatch.providers import PROVIDERS, create_provider
+from kullbatch.providers._chat import ErrorInfo, error_info
+from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.providers.http import HTTPAnswer
 from kullbatch.providers.openai_compatible import (
     BASE_URL_VAR,
@@ -69,7 +69,9 @@ def adapter(
     env = {BASE_URL_VAR: f"{fake.base_url}/v1"}
     if key is not None:
         env["OPENAI_COMPATIBLE_API_KEY"] = key
-    return create(model=MODEL, session=session, env=env)
+    return create(
+        model=MODEL, session=session, credentials=PROVIDERS["openai-compatible"].credentials(env)
+    )
 
 
 def response_formats(fake: FakeChatServer) -> list[str]:
@@ -82,13 +84,23 @@ def response_formats(fake: FakeChatServer) -> list[str]:
 def test_a_missing_base_url_is_fatal_and_names_the_variable() -> None:
     """There is no default host for a local server, even when a key is set."""
     with pytest.raises(FatalJobError, match=BASE_URL_VAR):
-        create(model=MODEL, session=None, env={"OPENAI_COMPATIBLE_API_KEY": KEY})  # type: ignore[arg-type]
+        create(
+            model=MODEL,
+            session=None,
+            credentials=PROVIDERS["openai-compatible"].credentials(
+                {"OPENAI_COMPATIBLE_API_KEY": KEY}
+            ),
+        )  # type: ignore[arg-type]
 
 
 def test_a_blank_base_url_is_as_missing_as_an_absent_one() -> None:
     """`export OPENAI_COMPATIBLE_BASE_URL=` must not produce requests to '/chat/completions'."""
     with pytest.raises(FatalJobError, match=BASE_URL_VAR):
-        create(model=MODEL, session=None, env={BASE_URL_VAR: "  "})  # type: ignore[arg-type]
+        create(
+            model=MODEL,
+            session=None,
+            credentials=PROVIDERS["openai-compatible"].credentials({BASE_URL_VAR: "  "}),
+        )  # type: ignore[arg-type]
 
 
 async def test_without_a_key_no_authorization_header_is_sent(
@@ -121,7 +133,10 @@ async def test_the_registry_builds_the_adapter_although_the_key_is_optional(
 ) -> None:
     """The registry lets a keyless env through; the adapter needs only the base URL."""
     provider = create_provider(
-        PROVIDERS["openai-compatible"], MODEL, session, {BASE_URL_VAR: f"{fake.base_url}/v1/"}
+        PROVIDERS["openai-compatible"],
+        MODEL,
+        session,
+        PROVIDERS["openai-compatible"].credentials({BASE_URL_VAR: f"{fake.base_url}/v1/"}),
     )
 
     assert isinstance(provider, OpenAICompatibleProvider)

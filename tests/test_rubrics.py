@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from kullbatch.errors import UsageError
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import ISSUES
 from kullbatch.rubrics.loader import RubricError, load_rubric, parse_rubric, rubric_names
@@ -119,7 +120,7 @@ async def test_a_job_stores_the_rubric_prompt_so_resume_reuses_it(tmp_path: Path
         again = await service.store.get_job(job.id)
     portrait = load_rubric("portrait", {}).prompt()
     assert again is not None and again.prompt == f"{portrait}\n\nClient wants smiles."
-    assert again.options["rubric"] == "portrait"
+    assert again.options.rubric == "portrait"
 
 
 async def test_without_a_rubric_or_prompt_the_general_rubric_is_sent(tmp_path: Path) -> None:
@@ -136,6 +137,6 @@ async def test_an_unknown_rubric_is_a_usage_error_before_anything_is_written(
 ) -> None:
     """Exit 2 material: no job is created."""
     async with jobs.Service.open(tmp_path / "k.db", {}) as service:
-        with pytest.raises(jobs.UsageError, match="unknown rubric"):
+        with pytest.raises(UsageError, match="unknown rubric"):
             await service.create(manifest(tmp_path), jobs.ProcessSettings(rubric="nope"))
         assert await service.statuses() == []

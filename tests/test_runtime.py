@@ -16,12 +16,13 @@ import pytest
 
 from kullbatch.manifest import Manifest
 from kullbatch.models import EventKind, ImageInput, ItemState, JobState, ProgressEvent, Rating
-from kullbatch.providers import PROVIDERS
+from kullbatch.providers import PROVIDERS, create_batch_client
 from kullbatch.run.engine import BatchProcessor
 from kullbatch.run.ratelimit import HEADROOM
 from kullbatch.run.runtime import Account, BatchGC, Runtime
 from kullbatch.service import jobs
 from kullbatch.store.database import Store
+from tests.fake_gemini_server import FakeGemini, jpeg_bytes
 from tests.fault_server import RATE_LIMITED, FaultConfig, FaultServer, expected_rating
 
 OPENAI = jobs.ProcessSettings(provider="openai", model="gpt-5.4-mini")
@@ -108,8 +109,8 @@ async def test_two_jobs_at_once_in_one_runtime_keep_their_own_gates_and_results(
                     job_b, env=env_b, subscribers=[watch_b], on_processor=watch_b.processors.append
                 ),
             )
-            gate_a = runtime.gate_for(Account.of(PROVIDERS["openai"], env_a))
-            gate_b = runtime.gate_for(Account.of(PROVIDERS["openai"], env_b))
+            gate_a = runtime.gate_for(Account.of(PROVIDERS["openai"].credentials(env_a)))
+            gate_b = runtime.gate_for(Account.of(PROVIDERS["openai"].credentials(env_b)))
             assert (gc.get_threshold(), gc.get_freeze_count()) == gc_before
         items_a, items_b = await store.items(job_a.id), await store.items(job_b.id)
         row_a, row_b = await store.get_job(job_a.id), await store.get_job(job_b.id)
@@ -171,8 +172,8 @@ async def test_two_jobs_on_one_account_share_one_gate(aiohttp_server, tmp_path):
                 runtime.run_job(first, env=env, on_processor=processors.append),
                 runtime.run_job(second, env=dict(env), on_processor=processors.append),
             )
-            shared = runtime.gate_for(Account.of(PROVIDERS["openai"], env))
-            separate = runtime.gate_for(Account.of(PROVIDERS["openai"], other_key))
+            shared = runtime.gate_for(Account.of(PROVIDERS["openai"].credentials(env)))
+            separate = runtime.gate_for(Account.of(PROVIDERS["openai"].credentials(other_key)))
     finally:
         await store.close()
 
@@ -185,6 +186,48 @@ async def test_two_jobs_on_one_account_share_one_gate(aiohttp_server, tmp_path):
         *(f"a{i}" for i in range(4)),
         *(f"b{i}" for i in range(4)),
     }
+
+
+async def test_with_both_gemini_keys_set_the_key_sent_is_the_account_the_gate_paces(
+    aiohttp_server, tmp_path
+):
+    """GOOGLE_API_KEY wins over GEMINI_API_KEY (python-genai's order), read once for the
+    adapter, the batch client (gemini has none) and the gate's account alike: the account
+    paced is the account charged. The fake refuses any key but GOOGLE_API_KEY's."""
+    fake = FakeGemini(key="google-key")
+    server = await aiohttp_server(fake.app(), host="127.0.0.1")
+    env = {
+        "GOOGLE_API_KEY": "google-key",
+        "GEMINI_API_KEY": "gemini-key",
+        "GEMINI_BASE_URL": str(server.make_url("")).rstrip("/"),
+    }
+    credentials = PROVIDERS["gemini"].credentials(env)
+    assert (credentials.key, credentials.key_var) == ("google-key", "GOOGLE_API_KEY")
+    photos = []
+    for n in range(3):
+        path = tmp_path / f"g{n}.jpg"
+        path.write_bytes(jpeg_bytes())
+        photos.append(ImageInput(id=f"g{n}", filename=path.name, path=path))
+    gemini = jobs.ProcessSettings(provider="gemini")
+    store = await Store.open(tmp_path / "kullbatch.db")
+    try:
+        job = await jobs.create_job(store, Manifest(tmp_path, "shoot-g", photos), gemini, env)
+        processors: list[BatchProcessor] = []
+        async with Runtime(store, env) as runtime:
+            outcome = await runtime.run_job(job, on_processor=processors.append)
+            paced = runtime.gate_for(Account.of(credentials))
+            batches = create_batch_client(
+                PROVIDERS["gemini"], job.model, runtime.session, credentials
+            )
+    finally:
+        await store.close()
+
+    assert outcome.state is JobState.COMPLETED and outcome.rated == 3
+    assert fake.problems == [] and len(fake.requests) == 3  # every request with google-key
+    assert [processor.gate for processor in processors] == [paced]
+    only_gemini = {key: value for key, value in env.items() if key != "GOOGLE_API_KEY"}
+    assert Account.of(credentials) != Account.of(PROVIDERS["gemini"].credentials(only_gemini))
+    assert batches is None
 
 
 def test_batch_gc_restores_the_settings_only_when_the_last_of_two_overlapping_jobs_exits():

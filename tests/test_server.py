@@ -16,8 +16,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
-from kullbatch.manifest import manifest_from_document
+from kullbatch.errors import ConflictError, FatalJobError, NotFoundError, UsageError
+from kullbatch.manifest import ManifestError, manifest_from_document
+from kullbatch.rubrics.loader import RubricError
+from kullbatch.run.runtime import JobTakenError
 from kullbatch.service import jobs
+from kullbatch.web import api as api_module
 from kullbatch.web import server
 from kullbatch.web.hub import Hub
 from tests.dngfile import preview_jpeg, write_dng
@@ -44,6 +48,8 @@ class HeldProvider:
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.asked = asyncio.Event()
+        self.requests = 0  # received so far, each held until `release`
+        self._counted = asyncio.Condition()
 
     async def start(self, aiohttp_server) -> HeldProvider:
         """Serve /v1/chat/completions on 127.0.0.1; `server` is the running test server."""
@@ -55,9 +61,17 @@ class HeldProvider:
     async def chat(self, request: web.Request) -> web.Response:
         await request.read()
         self.asked.set()
+        async with self._counted:
+            self.requests += 1
+            self._counted.notify_all()
         await self.release.wait()
         rating = json.dumps(expected_rating("x"))
         return web.json_response(completion(rating, "qwen3-vl:8b"))
+
+    async def until_asked(self, n: int) -> None:
+        """Wait until `n` requests in all have come (and are held)."""
+        async with self._counted:
+            await self._counted.wait_for(lambda: self.requests >= n)
 
 
 class Api:
@@ -255,6 +269,23 @@ async def test_malformed_json_an_unknown_provider_and_a_huge_body_are_refused(ap
     assert status == 400 and "nobody" in answer["error"]
     status, answer = await api.post("process", body(1, padding="x" * 70_000))
     assert status == 413 and answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (UsageError("--mode must be fast or economy"), 400),
+        (ManifestError("request body", "images[0].url", "must be an http(s) URL"), 400),
+        (RubricError("--rubric nope: unknown rubric"), 400),
+        (NotFoundError("no job 'batch_0_nope00'"), 404),
+        (ConflictError("job batch_1_x is still running"), 409),
+        (JobTakenError("batch_1_x"), 409),
+        (FatalJobError("openai: set OPENAI_API_KEY"), None),
+    ],
+)
+def test_the_http_status_of_an_error_is_decided_by_its_class(error, status):
+    """400 usage, 404 not found, 409 conflict; an error no request causes is the server's."""
+    assert api_module.http_status(error) == status
 
 
 async def test_a_running_job_is_cancelled_at_once_and_resumed_to_the_end(api, held):

@@ -12,11 +12,11 @@ import pytest
 
 from kullbatch.models import (
     Answer,
-    EventKind,
     ImageInput,
     ItemState,
+    JobOptions,
     JobState,
-    ProgressEvent,
+    Mode,
     Usage,
 )
 from kullbatch.store.database import Store
@@ -25,7 +25,10 @@ from kullbatch.store.rows import NewJob
 from tests.fakes import rating_for
 from tests.vtime import run_virtual
 
-JOB = NewJob("batch_1_store0", "me", "shoot", "fake", "fake-1", "fast", "rate", None, "x", {"a": 1})
+OPTIONS = JobOptions(concurrency=4, rubric="portrait")
+JOB = NewJob(
+    "batch_1_store0", "me", "shoot", "fake", "fake-1", Mode.FAST, "rate", None, "x", OPTIONS
+)
 
 
 def images(n: int) -> list[ImageInput]:
@@ -35,10 +38,12 @@ def images(n: int) -> list[ImageInput]:
     ]
 
 
-def event(
-    kind: EventKind, image_id: str, rated: int = 0, failed: int = 0, **fields
-) -> ProgressEvent:
-    return ProgressEvent(kind, JOB.id, 3, rated, failed, 0, image_id=image_id, **fields)
+def rate(store: Store, image_id: str, usage: Usage | None = None, attempt: int = 1) -> None:
+    """Hand the store a rated photo, as the engine does (its first, so counts are (1, 0))."""
+    answer = Answer(rating_for(image_id), usage or Usage())
+    store.rated(
+        JOB.id, image_id, answer, attempt=attempt, provider="fake", model="fake-1", counts=(1, 0)
+    )
 
 
 async def fresh(db) -> Store:
@@ -74,29 +79,21 @@ def test_a_job_and_its_images_are_stored_in_manifest_order(tmp_path):
         return job, items
 
     job, items = run_virtual(main())
-    assert job.total_images == 3 and job.status is JobState.PROCESSING and job.options == {"a": 1}
+    assert job.total_images == 3 and job.status is JobState.PROCESSING and job.options == OPTIONS
     assert [i.image.id for i in items] == ["img0", "img1", "img2"]
     assert all(i.state is ItemState.PENDING for i in items)
 
 
-def test_a_stored_result_is_never_overwritten_by_a_later_event(tmp_path):
-    """A late failure or retry event for a rated image leaves its rating alone."""
+def test_a_stored_result_is_never_overwritten_by_a_later_result(tmp_path):
+    """A late failure or retry for a rated image leaves its rating alone."""
 
     async def main():
         store = await fresh(tmp_path / "k.db")
-        store.handle(
-            event(
-                EventKind.RATED,
-                "img0",
-                rated=1,
-                answer=Answer(rating_for("img0"), Usage(7, 3)),
-                attempt=2,
-            )
-        )
+        rate(store, "img0", Usage(7, 3), attempt=2)
         await store.flush()
-        store.handle(event(EventKind.FAILED, "img0", error="late failure", attempt=3))
-        store.handle(event(EventKind.RETRYING, "img0", error="late retry", attempt=4))
-        store.handle(event(EventKind.RETRYING, "img1", error="HTTP 503", attempt=1))
+        store.failed(JOB.id, "img0", "late failure", attempt=3, counts=(1, 1))
+        store.retried(JOB.id, "img0", "late retry", attempt=4)
+        store.retried(JOB.id, "img1", "HTTP 503", attempt=1)
         await store.flush()
         items = await store.items(JOB.id)
         await store.close()
@@ -120,9 +117,7 @@ def test_the_writer_commits_without_being_asked(tmp_path):
     async def main():
         store = await fresh(tmp_path / "k.db")
         store.start_writer()
-        store.handle(
-            event(EventKind.RATED, "img1", rated=1, answer=Answer(rating_for("img1")), attempt=1)
-        )
+        rate(store, "img1")
         seen = on_disk()
         for _ in range(200):  # real time, read by another connection: at most 10 s on a busy box
             if seen == ("rated", 1):
@@ -140,10 +135,8 @@ def test_finish_counts_results_and_resume_reopens_failures(tmp_path):
 
     async def main():
         store = await fresh(tmp_path / "k.db")
-        store.handle(
-            event(EventKind.RATED, "img0", rated=1, answer=Answer(rating_for("img0")), attempt=1)
-        )
-        store.handle(event(EventKind.FAILED, "img2", rated=1, failed=1, error="bad", attempt=1))
+        rate(store, "img0")
+        store.failed(JOB.id, "img2", "bad", attempt=1, counts=(1, 1))
         await store.finish_job(JOB.id, JobState.COMPLETED)
         finished = await store.get_job(JOB.id)
         await store.reopen_failed(JOB.id)
@@ -199,9 +192,7 @@ def test_a_failed_commit_keeps_the_results_queued(tmp_path):
 
     async def main():
         store = await fresh(tmp_path / "k.db")
-        store.handle(
-            event(EventKind.RATED, "img0", rated=1, answer=Answer(rating_for("img0")), attempt=1)
-        )
+        rate(store, "img0")
         real_write = store._write
 
         async def locked(*args):

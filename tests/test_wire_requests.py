@@ -71,7 +71,10 @@ async def chat_wire(aiohttp_server: Any, session: aiohttp.ClientSession, name: s
     fake = await FakeChatServer(prefix=prefix, api_key=key, flavour=flavour).start(aiohttp_server)
     base = fake.base_url + (prefix if with_prefix else "")
     provider = create_provider(
-        PROVIDERS[name], "test-model", session, {key_var: key, base_var: base}
+        PROVIDERS[name],
+        "test-model",
+        session,
+        PROVIDERS[name].credentials({key_var: key, base_var: base}),
     )
     return Wire(
         provider,
@@ -86,7 +89,9 @@ async def anthropic_wire(aiohttp_server: Any, session: aiohttp.ClientSession) ->
     fake = FakeAnthropic()
     server = await aiohttp_server(fake.app())
     env = {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, "ANTHROPIC_BASE_URL": str(server.make_url(""))}
-    provider = create_provider(PROVIDERS["anthropic"], "claude-haiku-4-5", session, env)
+    provider = create_provider(
+        PROVIDERS["anthropic"], "claude-haiku-4-5", session, PROVIDERS["anthropic"].credentials(env)
+    )
     reply = rating_reply()
     rating = json.loads(json.loads(reply.body)["content"][0]["text"])
     return Wire(
@@ -102,7 +107,9 @@ async def gemini_wire(aiohttp_server: Any, session: aiohttp.ClientSession) -> Wi
     fake = FakeGemini()
     server = await aiohttp_server(fake.app())
     env = {"GEMINI_API_KEY": GEMINI_KEY, "GOOGLE_GEMINI_BASE_URL": str(server.make_url(""))}
-    provider = create_provider(PROVIDERS["gemini"], "gemini-2.5-flash", session, env)
+    provider = create_provider(
+        PROVIDERS["gemini"], "gemini-2.5-flash", session, PROVIDERS["gemini"].credentials(env)
+    )
     return Wire(
         provider,
         GEMINI_KEY,
@@ -162,11 +169,12 @@ def test_each_provider_builds_at_its_documented_path():
     """Paths are relative to the adapter's base URL, as its SDK's base-URL variable reads."""
     env = {var: "key" for spec in PROVIDERS.values() for var in spec.key_vars}
     env["OPENAI_COMPATIBLE_BASE_URL"] = "http://localhost:11434/v1"
+    specs = {name: PROVIDERS[name] for name in NETWORK}
     paths = {
-        name: create_provider(PROVIDERS[name], PROVIDERS[name].default_model, None, env)  # type: ignore[arg-type]
+        name: create_provider(spec, spec.default_model, None, spec.credentials(env))  # type: ignore[arg-type]
         .build_request(IMAGE, PROMPT)
         .path
-        for name in NETWORK
+        for name, spec in specs.items()
     }
     assert paths == {
         "openai": "/chat/completions",
@@ -234,7 +242,7 @@ KEY_ERRORS = {  # provider -> (status, error body as it arrives, the variable na
         json.loads(error_reply(401, "authentication_error", "invalid x-api-key").body),
         "[check ANTHROPIC_API_KEY]",
     ),
-    "gemini": (400, API_KEY_INVALID, "[check GEMINI_API_KEY or GOOGLE_API_KEY]"),
+    "gemini": (400, API_KEY_INVALID, "[check GOOGLE_API_KEY or GEMINI_API_KEY]"),
 }
 
 
@@ -251,6 +259,7 @@ async def test_a_wrong_key_is_fatal_and_names_the_variable_to_set(name, wire):
     assert "\n" not in caught.value.message
     assert caught.value.status == status
     assert hint == PROVIDERS[name].key_hint
+    assert caught.value.env_vars == PROVIDERS[name].key_vars  # as data, not only in words
 
 
 @pytest.mark.parametrize("name", NETWORK)
@@ -259,20 +268,20 @@ async def test_a_wrong_key_stops_a_real_exchange_with_the_hint(name, wire):
     adapter = (await wire(name)).provider
     spec = PROVIDERS[name]
     env = {spec.key_vars[0]: "wrong-key-0000", spec.base_url_vars[0]: adapter.base_url}
-    other = create_provider(spec, adapter.model, adapter._session, env)
+    other = create_provider(spec, adapter.model, adapter._session, spec.credentials(env))
 
     with pytest.raises(FatalJobError, match=rf"\[check {spec.key_vars[0]}( or [A-Z_]+)?\]$"):
         await other.rate(IMAGE, PROMPT)
 
 
 def test_capabilities_are_declared_on_each_provider_type():
-    """Economy-capable providers declare a batch API, URL downloaders say so; nothing by getattr."""
+    """URL downloaders say so on their type; economy-capable providers name a batch client."""
     env = {var: "key" for spec in PROVIDERS.values() for var in spec.key_vars}
     env["OPENAI_COMPATIBLE_BASE_URL"] = "http://localhost:11434/v1"
     for name, spec in PROVIDERS.items():
-        provider = create_provider(spec, spec.default_model, None, env)  # type: ignore[arg-type]
+        provider = create_provider(spec, spec.default_model, None, spec.credentials(env))  # type: ignore[arg-type]
         assert isinstance(type(provider).capabilities, Capabilities)
-        assert type(provider).capabilities.batch_api == spec.economy, name
+        assert spec.economy == (name in {"openai", "anthropic"}), name
         downloads = name in {"gemini", "openai-compatible"}
         assert type(provider).capabilities.inlines_url_images == downloads, name
 
@@ -287,6 +296,7 @@ async def test_a_bare_401_from_a_proxy_names_the_variable_too(name, wire):
         w.provider.parse_answer(HTTPAnswer(401, {"Content-Type": "text/html"}, page))
 
     assert caught.value.message.endswith(f" {PROVIDERS[name].key_hint}")
+    assert caught.value.env_vars == PROVIDERS[name].key_vars
 
 
 @pytest.mark.parametrize("name", NETWORK)
@@ -298,3 +308,4 @@ async def test_a_fatal_error_not_about_the_key_names_no_variable(name, wire):
         w.provider.parse_answer(HTTPAnswer(404, {}, b"Not Found"))
 
     assert "[check" not in caught.value.message
+    assert caught.value.env_vars == ()

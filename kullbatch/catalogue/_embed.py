@@ -18,6 +18,7 @@ import exiv2
 
 from kullbatch.catalogue._packet import packet_text
 from kullbatch.catalogue._sidecars import temporary_beside
+from kullbatch.errors import KullbatchError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,8 +30,10 @@ EMBEDDABLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".tif", ".tiff", ".png", ".dng
 exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)  # exiv2's warnings are not the user's business
 
 
-class EmbedError(OSError):
-    """A photo whose XMP could not be written: read-only, vanished, or not readable by exiv2."""
+class EmbedError(KullbatchError, OSError):
+    """A photo whose XMP could not be written: read-only, vanished, or not readable by exiv2.
+
+    That photo fails with this message; an OSError still, as the write that failed is one."""
 
 
 def embeddable(photo: Path) -> bool:

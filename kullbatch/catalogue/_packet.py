@@ -15,6 +15,8 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
+from kullbatch.errors import KullbatchError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -38,7 +40,7 @@ _XPACKET_END = '\n<?xpacket end="w"?>\n'
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
-class SidecarError(ValueError):
+class SidecarError(KullbatchError, ValueError):
     """An existing XMP packet (a sidecar's or a photo's) is not XMP; it is left untouched."""
 
 

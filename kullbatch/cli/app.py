@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 from pathlib import Path  # noqa: TC003  (typer reads the annotations at run time)
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from kullbatch.cli.exits import QuietPipeGroup, fail, failed, run
 from kullbatch.cli.options import (
     DEFAULT_DISTANCE,
     DEFAULT_GAP,
@@ -33,21 +33,18 @@ from kullbatch.cli.terminal import (
     EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_USAGE,
     print_json,
     run_and_report,
 )
-from kullbatch.manifest import ManifestError, load_manifest
-from kullbatch.media.images import DEFAULT_MAX_EDGE
-from kullbatch.models import JobState, JobStatus
+from kullbatch.errors import KullbatchError
+from kullbatch.manifest import load_manifest
+from kullbatch.models import DEFAULT_MAX_EDGE, JobState, JobStatus
 from kullbatch.providers import PROVIDERS
 from kullbatch.run.retry import parse_duration
 from kullbatch.service import dryrun, jobs, paths
 from kullbatch.web import server
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-
     from kullbatch.manifest import Manifest
     from kullbatch.service.export import Written
 
@@ -60,28 +57,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=QuietPipeGroup,  # `| head` ends any command quietly
 )
-
-T = TypeVar("T")
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"kullbatch: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; the job-level errors every command shares become clear exits."""
-    try:
-        return asyncio.run(work())
-    except jobs.JobNotFoundError as exc:
-        fail(str(exc))
-    except jobs.UsageError as exc:
-        fail(str(exc))
-    except (sqlite3.Error, OSError) as exc:  # a --db that is not a database, or not writable
-        fail(f"database: {exc}")
-    except KeyboardInterrupt:
-        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def db_path(db: Path | None) -> Path:
@@ -192,8 +169,8 @@ def process(
         fail(f"--fallback-after: {exc}")
     try:
         manifest = load_manifest(source)
-    except ManifestError as exc:
-        fail(str(exc))
+    except KullbatchError as exc:
+        failed(exc)
     try:
         ws_address = None if serve_ws is None else server.parse_address(serve_ws)
     except ValueError as exc:
@@ -342,20 +319,22 @@ def results(
 
     async def work() -> Written:
         async with jobs.Service.open(db_path(db)) as service:
-            return await service.export(
-                job_id,
-                output_format.value,
-                output,
-                embed=embed,
-                sidecar_style=sidecar_style.value,
-                reject_duplicates=reject_duplicates,
-            )
+            try:
+                return await service.export(
+                    job_id,
+                    output_format.value,
+                    output,
+                    embed=embed,
+                    sidecar_style=sidecar_style.value,
+                    reject_duplicates=reject_duplicates,
+                )
+            except BrokenPipeError:
+                raise
+            except OSError as exc:  # the file or folder asked for (not the database)
+                what = "XMP" if output_format is ExportFormat.XMP else output_format.value.upper()
+                fail(f"{what}: {exc}")
 
-    try:
-        written = run(work)
-    except OSError as exc:
-        what = "XMP" if output_format is ExportFormat.XMP else output_format.value.upper()
-        fail(f"{what}: {exc}")
+    written = run(work)
     if output_format is ExportFormat.XMP:
         for line in xmp_report(written):  # a line per photo that failed, then the summary
             typer.echo(line, err=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kullbatch.media.bursts import DEFAULT_DISTANCE, DEFAULT_GAP
+from kullbatch.models import DEFAULT_DISTANCE, DEFAULT_GAP, Mode
 
 __all__ = ["DEFAULT_DISTANCE", "DEFAULT_GAP"]
 
@@ -20,13 +20,8 @@ class ExportFormat(StrEnum):
     XMP = "xmp"
 
 
-class ResumeMode(StrEnum):
-    FAST = "fast"
-    ECONOMY = "economy"
-
-
 ResumeModeOption = Annotated[
-    ResumeMode | None,
+    Mode | None,
     typer.Option(
         help="fast: an economy job's remaining photos go now, at the list price "
         "[default: the job's own mode: an economy job gets new batches]",

@@ -16,7 +16,6 @@ Rates and ETA count only this run's images: a resumed job starts with images alr
 from __future__ import annotations
 
 import math
-import re
 import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Self
@@ -321,9 +320,14 @@ class ProgressDisplay:
         return ", ".join(parts)
 
     def summary(
-        self, status: JobStatus, elapsed: float, bursts: tuple[int, int] | None = None
+        self,
+        status: JobStatus,
+        elapsed: float,
+        bursts: tuple[int, int] | None = None,
+        env_vars: Sequence[str] = (),
     ) -> Table:
-        """The end-of-job table: counts, time, speed, bursts, and the commands to run next."""
+        """The end-of-job table: counts, time, speed, bursts, and the commands to run next;
+        `env_vars` are the variables the fatal error that stopped the job names."""
         table = Table(title=f"kullbatch {status.jobId}", show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
@@ -353,15 +357,20 @@ class ProgressDisplay:
         for index, (image_id, error) in enumerate(self._failures):
             label = "Failures" if index == 0 else ""
             table.add_row(label, Text(f"{image_id}: {error}", style="red"))
-        for label, step in _next_steps(status, bursts=bool(bursts and bursts[0])):
+        has_bursts = bool(bursts and bursts[0])
+        for label, step in _next_steps(status, bursts=has_bursts, env_vars=env_vars):
             table.add_row(label, Text(step, style="yellow" if label == "Fix" else "cyan"))
         return table
 
     def print_summary(
-        self, status: JobStatus, elapsed: float, bursts: tuple[int, int] | None = None
+        self,
+        status: JobStatus,
+        elapsed: float,
+        bursts: tuple[int, int] | None = None,
+        env_vars: Sequence[str] = (),
     ) -> None:
         """Print `summary` on the display's console."""
-        self.console.print(self.summary(status, elapsed, bursts))
+        self.console.print(self.summary(status, elapsed, bursts, env_vars))
 
 
 def _failed_text(failed: int) -> Text:
@@ -373,24 +382,14 @@ def styled_state(state: JobState) -> Text:
     return Text(state.value, style=styles.get(state, "yellow"))
 
 
-# A fatal error that names what to set: `[check OPENAI_API_KEY]` (an answer about the key) or
-# `set GEMINI_API_KEY or GOOGLE_API_KEY in the environment` (no key at all).
-_ENV_HINT = re.compile(
-    r"(?:\[check |\bset )([A-Z][A-Z0-9_]*(?: or [A-Z][A-Z0-9_]*)*)(?:\]| in the environment\b)"
-)
-
-
-def _env_to_set(error: str | None) -> str | None:
-    """`OPENAI_API_KEY` (or `GEMINI_API_KEY or GOOGLE_API_KEY`) when the error names it."""
-    match = _ENV_HINT.search(error or "")
-    return None if match is None else match.group(1)
-
-
-def _next_steps(status: JobStatus, bursts: bool = False) -> list[tuple[str, str]]:
+def _next_steps(
+    status: JobStatus, bursts: bool = False, env_vars: Sequence[str] = ()
+) -> list[tuple[str, str]]:
     """What to type next: the results if there are any, and how to finish what is left.
 
     A job a fatal error stopped before rating anything has no results to offer: the next steps
-    are fixing the cause (the variable to set, when the error names one) and `resume`.
+    are fixing the cause (the variables to check, `env_vars`, when the error had any) and
+    `resume`.
     """
     job = status.jobId
     steps: list[tuple[str, str]] = []
@@ -401,7 +400,7 @@ def _next_steps(status: JobStatus, bursts: bool = False) -> list[tuple[str, str]
         if bursts:
             steps.append(("Cull", f"kullbatch results {job} --format xmp --reject-duplicates"))
     if status.status is JobState.FAILED:
-        names = _env_to_set(status.error)
+        names = " or ".join(env_vars)
         fix = f"set {names} in the environment" if names else "the problem that stopped the job"
         steps.append(("Fix", fix))
         steps.append(("Resume", f"kullbatch resume {job}"))
@@ -415,6 +414,15 @@ def _next_steps(status: JobStatus, bursts: bool = False) -> list[tuple[str, str]
     return steps
 
 
+class _Console(Console):
+    """A console whose closed pipe (`| head`) ends the command like any other write to it
+    (`kullbatch.cli.exits`), not with Rich's own exit status."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def make_console(*, stdout: bool = False) -> Console:
     """Progress and logs go to stderr; tables a user asked for go to stdout."""
-    return Console(stderr=not stdout, highlight=False)
+    return _Console(stderr=not stdout, highlight=False)

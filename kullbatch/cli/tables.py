@@ -2,8 +2,8 @@
 
 `render_jobs` fits the jobs table to the console (80 columns in a pipe): job id, status and
 counts are never cut; optional columns are dropped or shortened first. `render_providers` lists
-every provider and whether its key is set, never the key itself. The live display and the
-end-of-job summary stay in `kullbatch.cli.progress`.
+every provider, a block each, and whether its key is set, never the key itself. The live
+display and the end-of-job summary stay in `kullbatch.cli.progress`.
 """
 
 from __future__ import annotations
@@ -118,26 +118,44 @@ def _jobs_table(
 def render_providers(
     specs: Sequence[ProviderSpec], env: Mapping[str, str], console: Console
 ) -> None:
-    """Which providers exist and whether each key is set; never the key itself."""
-    table = Table("provider", "default model", "API key", "base URL variable", "economy")
-    for spec in specs:
-        if not spec.key_vars:
-            key = "not needed"
-        elif spec.key_is_set(env):
-            key = "[green]set[/] (" + " / ".join(v for v in spec.key_vars if env.get(v)) + ")"
-        else:
-            key = ("optional: " if spec.key_optional else "[red]missing[/]: ") + " or ".join(
-                spec.key_vars
-            )
-        aliases = f" ({', '.join(spec.aliases)})" if spec.aliases else ""
-        table.add_row(
-            spec.name + aliases,
-            spec.default_model,
-            key,
-            " / ".join(spec.base_url_vars) or "-",
-            "batch API" if spec.economy else "-",
-        )
-    console.print(table)
+    """Which providers exist and whether each key is set; never the key itself.
+
+    One block per provider, a line per fact, so that nothing is cut at 80 columns (a table's
+    five columns cut every variable name): narrower still, the terminal wraps a long line.
+    """
+    for index, spec in enumerate(specs):
+        if index:
+            console.print()
+        head = Text(spec.name, style="bold")
+        if spec.aliases:
+            head.append(f" (alias {', '.join(spec.aliases)})")
+        console.print(head, soft_wrap=True)
+        for label, value in _provider_facts(spec, env):
+            line = Text(f"  {label:<{_FACT_WIDTH}}  ")
+            line.append_text(value)
+            console.print(line, soft_wrap=True)
+
+
+_FACT_WIDTH = len("default model")
+
+
+def _provider_facts(spec: ProviderSpec, env: Mapping[str, str]) -> list[tuple[str, Text]]:
+    if not spec.key_vars:
+        key = Text("not needed")
+    elif spec.key_is_set(env):
+        key = Text("set", style="green")
+        key.append(f" ({' or '.join(v for v in spec.key_vars if env.get(v))})")
+    elif spec.key_optional:
+        key = Text(f"optional: {' or '.join(spec.key_vars)}")
+    else:
+        key = Text("missing", style="red")
+        key.append(f": {' or '.join(spec.key_vars)}")
+    return [
+        ("default model", Text(spec.default_model)),
+        ("API key", key),
+        ("base URL", Text(" or ".join(spec.base_url_vars) or "-")),
+        ("economy", Text("batch API" if spec.economy else "-")),
+    ]
 
 
 def status_lines(current: JobStatus) -> list[str]:

@@ -63,7 +63,8 @@ async def run_and_report(
     status = await service.status(job.id)
     if not quiet:
         bursts = await service.burst_counts(job.id)
-        display.print_summary(status, time.monotonic() - started, bursts=bursts)
+        elapsed = time.monotonic() - started
+        display.print_summary(status, elapsed, bursts=bursts, env_vars=outcome.env_vars)
     if json_output:
         print_json(status.model_dump(mode="json"))
     return exit_code(outcome.state, outcome.failed)

@@ -11,13 +11,12 @@ The readers live in private modules, one per format: ``_base`` (the checks every
 shares), ``_json``, ``_csv``, ``_folder``, and ``_load`` (which picks one for a path).
 """
 
-from kullbatch.manifest._base import IMAGE_SUFFIXES, MODES, Manifest, ManifestError
+from kullbatch.manifest._base import IMAGE_SUFFIXES, Manifest, ManifestError
 from kullbatch.manifest._json import manifest_from_document
 from kullbatch.manifest._load import load_manifest
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "MODES",
     "Manifest",
     "ManifestError",
     "load_manifest",

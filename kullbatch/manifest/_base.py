@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from kullbatch.models import RAW_SUFFIXES, ImageInput
+from kullbatch.errors import UsageError
+from kullbatch.models import RAW_SUFFIXES, ImageInput, Mode
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = (
     frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"}) | RAW_SUFFIXES
 )
-MODES = ("fast", "economy")
 
 # Pillow cannot read HEIC/HEIF without a plugin, so those are recognised by their ISO-BMFF brand.
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"})
@@ -36,8 +36,9 @@ _JSON_TYPES = {
 _SHOW_MAX = 60
 
 
-class ManifestError(ValueError):
-    """A shoot that cannot be loaded; str() is one line: source, location, problem.
+class ManifestError(UsageError):
+    """A shoot that cannot be loaded (exit 2, HTTP 400); str() is one line: source, location,
+    problem.
 
     `file` is the manifest's path, or the name given to a document from memory
     (``request body``).
@@ -65,7 +66,7 @@ class Manifest:
     provider_id: str | None = None
     prompt: str | None = None
     system_prompt: str | None = None
-    mode: str | None = None
+    mode: Mode | None = None
 
 
 @dataclass(frozen=True, slots=True)

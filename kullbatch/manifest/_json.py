@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kullbatch.manifest._base import (
-    MODES,
     Fields,
     Loader,
     Manifest,
@@ -20,6 +19,7 @@ from kullbatch.manifest._base import (
     photos_not_bombs,
     show,
 )
+from kullbatch.models import Mode
 
 if TYPE_CHECKING:
     from kullbatch.models import ImageInput
@@ -61,9 +61,7 @@ def read_document(data: object, loader: Loader, *, source: Path, shoot_id: str) 
         loader.fail("images", "missing; the manifest object needs an 'images' list")
     if not isinstance(data["images"], list):
         loader.fail("images", f"must be a list, got {json_type(data['images'])}")
-    mode = _json_option(data, "mode", loader)
-    if mode is not None and mode not in MODES:
-        loader.fail("mode", f"must be 'fast' or 'economy', got {show(mode)}")
+    mode = _mode(_json_option(data, "mode", loader), loader)
     return Manifest(
         source=source,
         shoot_id=_shoot_id(data.get("shootId"), shoot_id, loader),
@@ -84,6 +82,16 @@ def _shoot_id(value: object, default: str, loader: Loader) -> str:
     if not isinstance(value, str) or not value.strip():
         loader.fail("shootId", f"must be a non-empty string, got {show(value)}")
     return value
+
+
+def _mode(value: str | None, loader: Loader) -> Mode | None:
+    if value is None:
+        return None
+    try:
+        return Mode(value)
+    except ValueError:
+        names = " or ".join(repr(mode.value) for mode in Mode)
+        loader.fail("mode", f"must be {names}, got {show(value)}")
 
 
 def _json_option(data: dict[str, Any], key: str, loader: Loader) -> str | None:

@@ -16,29 +16,27 @@ Pure functions, no I/O beyond reading a file's EXIF header:
 - the best frame of a group has the most stars, then the most detail (the offline focus
   measure), then comes first.
 
-Thresholds (both are `process` options): `DEFAULT_GAP` 2 s covers a burst at any frame rate
-and a photographer's pause to recompose; `DEFAULT_DISTANCE` 12 of 64 bits keeps a shifted,
-blurred or re-exposed frame of the same subject together (the tests' copies differ in 0 to 4
-bits) while different subjects (22 to 32 bits apart there) never meet. The same subject an hour
-later is beyond the gap.
+Thresholds (both are `process` options, their defaults in `models`): `DEFAULT_GAP` 2 s covers a
+burst at any frame rate and a photographer's pause to recompose; `DEFAULT_DISTANCE` 12 of 64 bits
+keeps a shifted, blurred or re-exposed frame of the same subject together (the tests' copies
+differ in 0 to 4 bits) while different subjects (22 to 32 bits apart there) never meet. The same
+subject an hour later is beyond the gap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from kullbatch.models import Fingerprint
+from kullbatch.models import DEFAULT_DISTANCE, DEFAULT_GAP, Fingerprint
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
-DEFAULT_GAP = 2.0  # seconds between a frame and the previous frame of its burst, at most
-DEFAULT_DISTANCE = 12  # bits of the 64-bit pHash two frames of one moment may differ in
 SAMPLE_EDGE = 128  # pixels on the short side a frame is first sampled down to (nearest)
 HASH_EDGE = 64  # then box-filtered to about this, from which imagehash takes its 32x32
 COMPARED = 4  # a frame is compared with the last few frames of a burst, so a long one stays cheap
@@ -197,20 +195,3 @@ def _burst(cluster: list[Frame]) -> Burst:
     best = best_of(cluster)
     group = cluster[0].key.replace("|", "-")  # the id of its first frame; `|` splits keywords
     return Burst(group=group, keys=tuple(f.key for f in cluster), best=best)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupingOptions:
-    """`--no-groups`, `--burst-gap` and `--burst-distance`, as stored with the job."""
-
-    enabled: bool = True
-    gap: float = DEFAULT_GAP
-    max_distance: int = DEFAULT_DISTANCE
-
-    @classmethod
-    def of(cls, options: Mapping[str, Any]) -> GroupingOptions:
-        stored = options.get("grouping") or {}
-        return cls(**{k: v for k, v in stored.items() if k in {"enabled", "gap", "max_distance"}})
-
-    def stored(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "gap": self.gap, "max_distance": self.max_distance}

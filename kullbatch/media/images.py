@@ -21,12 +21,17 @@ from pillow_heif import register_heif_opener
 from kullbatch.errors import PermanentImageError
 from kullbatch.media import bursts
 from kullbatch.media.raw import read_raw
-from kullbatch.models import RAW_SUFFIXES, Fingerprint, ImageInput, PreparedImage
+from kullbatch.models import (
+    DEFAULT_MAX_EDGE,
+    RAW_SUFFIXES,
+    Fingerprint,
+    ImageInput,
+    PreparedImage,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-DEFAULT_MAX_EDGE = 1568  # Anthropic's and OpenAI's sweet spot: larger is downscaled server-side
 JPEG_QUALITY = 85
 
 register_heif_opener()  # iPhone shoots are HEIC: Pillow reads them through pillow-heif

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kullbatch.errors import UsageError
 from kullbatch.models import ItemRecord, JobStatus, Usage
 from kullbatch.pricing.image_tokens import ImageRule
 
@@ -58,8 +59,8 @@ BATCH = "batch"
 _DATED = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2})$")  # claude-haiku-4-5-20251001 is claude-haiku-4-5
 
 
-class PriceFileError(ValueError):
-    """A price file that cannot be read or does not have the table's shape."""
+class PriceFileError(UsageError):
+    """A price file that cannot be read or does not have the table's shape (a usage error)."""
 
 
 class _ModelEntry(BaseModel):

@@ -1,4 +1,5 @@
-"""The providers: the registry (from `registry`), the taxonomy, and adapters imported lazily."""
+"""The providers: the registry (from `registry`), the taxonomy, and adapters and batch clients
+imported lazily, by the module names the registry gives."""
 
 from __future__ import annotations
 
@@ -16,18 +17,26 @@ from kullbatch.errors import (
     Transient,
     provider_specific,
 )
-from kullbatch.providers.base import Capabilities, Provider, WireRequest
+from kullbatch.providers.base import (
+    BatchAdapter,
+    BatchClient,
+    Capabilities,
+    Credentials,
+    Provider,
+    WireRequest,
+)
 from kullbatch.providers.registry import PROVIDERS, ProviderSpec, key_hint, resolve
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import aiohttp
 
 __all__ = [
     "PROVIDERS",
+    "BatchAdapter",
+    "BatchClient",
     "Capabilities",
     "ContentBlocked",
+    "Credentials",
     "FatalJobError",
     "PermanentImageError",
     "Provider",
@@ -38,6 +47,7 @@ __all__ = [
     "Retryable",
     "Transient",
     "WireRequest",
+    "create_batch_client",
     "create_provider",
     "key_hint",
     "provider_specific",
@@ -49,12 +59,27 @@ def create_provider(
     spec: ProviderSpec,
     model: str,
     session: aiohttp.ClientSession,
-    env: Mapping[str, str],
+    credentials: Credentials,
 ) -> Provider:
-    """Build the adapter; a missing key is a FatalJobError before any request is sent."""
-    if spec.key_vars and not spec.key_optional and not spec.key_is_set(env):
-        names = " or ".join(spec.key_vars)
-        raise FatalJobError(f"{spec.name}: set {names} in the environment")
+    """Build the adapter with the job's credentials (`spec.credentials(env)`, which refuses a
+    missing key before any request is sent)."""
     module = importlib.import_module(f"kullbatch.providers.{spec.module}")
-    provider: Provider = module.create(model=model, session=session, env=env)
+    provider: Provider = module.create(model=model, session=session, credentials=credentials)
     return provider
+
+
+def create_batch_client(
+    spec: ProviderSpec,
+    model: str,
+    session: aiohttp.ClientSession,
+    credentials: Credentials,
+) -> BatchClient | None:
+    """The provider's batch client, with the adapter whose requests it batches (`adapter`),
+    built with the job's credentials; None for a provider without a batch API."""
+    if spec.batch is None:
+        return None
+    module = importlib.import_module(f"kullbatch.providers.{spec.batch}")
+    client: BatchClient = module.create_client(
+        model=model, session=session, credentials=credentials
+    )
+    return client

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -49,12 +49,13 @@ from kullbatch.providers.http import (
     send,
     status_kind,
 )
-from kullbatch.providers.registry import key_hint
+from kullbatch.providers.registry import PROVIDERS, key_hint
 
 if TYPE_CHECKING:
     import aiohttp
 
     from kullbatch.models import PreparedImage
+    from kullbatch.providers.base import Credentials
 
 # Room for the rating (~200 tokens) plus the hidden reasoning of reasoning models (gpt-5.x,
 # grok reasoning variants), which `max_completion_tokens` also counts; only used tokens are billed.
@@ -87,6 +88,7 @@ class ChatEndpoint:
 
     `base_url` + `path` is the URL; `auth` holds the headers that carry the key (and the
     account's organisation and project), added only when sending, never to a `WireRequest`.
+    An adapter's endpoint comes from the job's credentials (`of`).
     """
 
     provider: str
@@ -98,13 +100,15 @@ class ChatEndpoint:
     requests_per_day: bool = False
     path: str = "/chat/completions"
 
+    @classmethod
+    def of(cls, credentials: Credentials, rule: ErrorRule | None = None, **knobs: Any) -> Self:
+        """The endpoint of the job's credentials (`requests_per_day`, `path` among `knobs`)."""
+        auth, key = credentials.headers, credentials.key
+        return cls(credentials.provider, credentials.base_url, auth, key, rule, **knobs)
+
     @property
     def url(self) -> str:
         return self.base_url + self.path
-
-
-def bearer(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def json_schema_format(*, strict: bool) -> dict[str, Any]:
@@ -367,7 +371,8 @@ def error_for(endpoint: ChatEndpoint, answer: HTTPAnswer) -> ProviderError:
     kind = kind or shared_rule(answer.status, info) or status_kind(answer.status)
     label = f" {info.label}" if info.label else ""
     text = f"{endpoint.provider} HTTP {answer.status}{label}: {info.message or 'no message'}"
-    if kind is FatalJobError and about_the_key(answer.status, f"{info.label} {info.message}"):
+    refused = kind is FatalJobError and about_the_key(answer.status, f"{info.label} {info.message}")
+    if refused:
         text = f"{text} {key_hint(endpoint.provider)}"
     return answer_error(
         kind,
@@ -375,6 +380,7 @@ def error_for(endpoint: ChatEndpoint, answer: HTTPAnswer) -> ProviderError:
         answer,
         retry_after=retry_after_hint(answer.headers),
         limits=parse_rate_limits(answer.headers, endpoint.requests_per_day),
+        env_var=PROVIDERS[endpoint.provider].key_vars if refused else (),
     )
 
 

@@ -54,8 +54,10 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from kullbatch.providers.base import Credentials
+
 NAME = "anthropic"
-DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_BASE_URL = PROVIDERS[NAME].default_base_url
 API_VERSION = "2023-06-01"
 PATH = "/v1/messages"  # relative to the host, as ANTHROPIC_BASE_URL is
 # A rating is a few hundred tokens; 1024 leaves room for a long description without paying for
@@ -201,12 +203,21 @@ def classify_error(
     label = f"{NAME} HTTP {answer.status}" + (f" {error_type}" if error_type else "")
     message = f"{label}: {detail}{where}" if detail else label
     kind, message = _by_type(answer.status, error_type, detail, message)
+    refused = kind is FatalJobError and _about_the_key(answer.status, error_type, detail)
     return answer_error(
         kind,
         scrub(message, api_key),
         answer,
         retry_after=retry_after_hint(answer.headers, now),
         limits=parse_limits(answer.headers, now),
+        env_var=PROVIDERS[NAME].key_vars if refused else (),
+    )
+
+
+def _about_the_key(status: int, error_type: str | None, detail: str) -> bool:
+    """An answer about the key (a 401, an authentication error, words about the key)."""
+    return error_type == "authentication_error" or (
+        error_type in _KEY_TYPES | {None} and about_the_key(status, detail)
     )
 
 
@@ -216,9 +227,7 @@ def _by_type(
     """The kind of error, and the message with what the user should do about it."""
     if status == _STATUS_OVERLOADED:
         return RateLimited, message
-    if error_type == "authentication_error" or (
-        error_type in _KEY_TYPES | {None} and about_the_key(status, detail)
-    ):
+    if _about_the_key(status, error_type, detail):
         return FatalJobError, f"{message} {key_hint(NAME)}"
     if error_type == "invalid_request_error":
         return _invalid_request(detail, message)
@@ -277,22 +286,22 @@ class AnthropicProvider:
     """Rates one image per Messages API call."""
 
     name = NAME
-    capabilities: ClassVar[Capabilities] = Capabilities(batch_api=True)
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
         self,
         *,
         model: str,
         session: aiohttp.ClientSession,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
+        credentials: Credentials,
         max_image_bytes: int = MAX_IMAGE_BYTES,
     ) -> None:
         self.model = model
         self.max_image_bytes = max_image_bytes
-        self.base_url = base_url.rstrip("/")
+        self.base_url = credentials.base_url.rstrip("/")
         self._session = session
-        self._api_key = api_key
+        self._api_key = credentials.key
+        self._auth = credentials.headers  # x-api-key
 
     @property
     def _url(self) -> str:
@@ -330,17 +339,13 @@ class AnthropicProvider:
         )
 
     async def _exchange(self, image: PreparedImage, prompt: Prompt) -> Answer:
-        auth = {"x-api-key": self._api_key}
-        answer = await send(self._session, self.base_url, self.build_request(image, prompt), auth)
+        request = self.build_request(image, prompt)
+        answer = await send(self._session, self.base_url, request, self._auth)
         return self.parse_answer(answer)
 
 
 def create(
-    *, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
+    *, model: str, session: aiohttp.ClientSession, credentials: Credentials
 ) -> AnthropicProvider:
-    """Build the adapter from the environment the registry passes (never os.environ here)."""
-    api_key = env.get("ANTHROPIC_API_KEY", "").strip()
-    if not api_key:
-        raise FatalJobError(f"{NAME}: set ANTHROPIC_API_KEY in the environment")
-    base_url = PROVIDERS[NAME].base_url(env, DEFAULT_BASE_URL)
-    return AnthropicProvider(model=model, session=session, api_key=api_key, base_url=base_url)
+    """Build the adapter from the job's credentials (`PROVIDERS[NAME].credentials(env)`)."""
+    return AnthropicProvider(model=model, session=session, credentials=credentials)

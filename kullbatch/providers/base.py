@@ -1,42 +1,45 @@
-"""The provider Protocol, what adapters build and declare, and the shared rating schema.
+"""The Provider and BatchClient protocols, a provider's credentials, and the rating schema.
 
-The error taxonomy lives in `kullbatch.errors`; it is re-exported here so that older imports
-keep working, but kullbatch's own code imports it from `kullbatch.errors`.
+The error taxonomy lives in `kullbatch.errors`, and is imported from there.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 
-from kullbatch.errors import (
-    FatalJobError,
-    PermanentImageError,
-    ProviderError,
-    RateLimited,
-    Retryable,
-    Transient,
-)
+from kullbatch.errors import Transient
 from kullbatch.models import COLOR_LABELS, ISSUES, Answer, PreparedImage, Prompt, Rating
+from kullbatch.providers.http import WireRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+    from datetime import datetime
+    from pathlib import Path
+
+    from kullbatch.errors import ProviderError
+    from kullbatch.providers.batch.common import (
+        BatchInfo,
+        BatchLine,
+        Framing,
+        Limits,
+        LineFailure,
+        LineResult,
+    )
+    from kullbatch.providers.http import HTTPAnswer
 
 __all__ = [
     "DEFAULT_PROMPT",
     "RATING_SCHEMA",
     "RATING_SCHEMA_NAME",
+    "BatchAdapter",
+    "BatchClient",
     "Capabilities",
-    "FatalJobError",
-    "PermanentImageError",
+    "Credentials",
     "Provider",
-    "ProviderError",
-    "RateLimited",
-    "Retryable",
-    "Transient",
     "WireRequest",
     "parse_rating",
 ]
@@ -49,28 +52,24 @@ class Capabilities:
     # URL photos are downloaded by the adapter (Gemini, Ollama): the engine bounds how many
     # are held in memory at once, as for local photos
     inlines_url_images: bool = False
-    # the provider has a batch API economy mode can submit `WireRequest.body`s to
-    batch_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class WireRequest:
-    """One request exactly as fast mode sends it, without the key: what economy mode batches.
+class Credentials:
+    """One provider account as the environment names it, read once per job
+    (`ProviderSpec.credentials`) and handed to the adapter, the batch client and the
+    rate-limit gate's account alike, so all three speak for the same key.
 
-    `path` is relative to the adapter's `base_url`, which is its base-URL variable's value (or
-    the default) as the provider's own SDK reads it:
-    - openai, grok, openai-compatible: the base includes `/v1` (https://api.openai.com/v1), so
-      `path` is `/chat/completions`; OpenAI's batch line `url` is `openai.batch_url(request)`;
-    - groq: the base is the host (https://api.groq.com), `path` `/openai/v1/chat/completions`;
-    - anthropic: the host, `path` `/v1/messages`;
-    - gemini: the host, `path` `/v1beta/models/<model>:generateContent`.
-    `headers` are what the request needs besides the key (a version, `accept`); `body` is the
-    JSON document.
+    `headers` carry the key (and OpenAI's organisation and project): they are added only when
+    sending, never to a `WireRequest`. `key` is kept to scrub it from messages; `key_var` is
+    the variable it came from (None without a key: local, a keyless openai-compatible server).
     """
 
-    path: str
-    headers: Mapping[str, str]
-    body: dict[str, Any]
+    provider: str
+    base_url: str
+    key: str | None = field(default=None, repr=False)  # never in a repr or log
+    key_var: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 class Provider(Protocol):
@@ -81,6 +80,66 @@ class Provider(Protocol):
     capabilities: ClassVar[Capabilities]
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer: ...
+
+
+class BatchAdapter(Provider, Protocol):
+    """A provider whose requests economy mode batches: it builds and parses without sending."""
+
+    async def ready(self, image: PreparedImage) -> PreparedImage:
+        """The image as the provider takes it (converted, shrunk); URLs pass as URLs."""
+        ...
+
+    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest: ...
+
+    def parse_answer(self, answer: HTTPAnswer) -> Answer: ...
+
+
+class BatchClient(Protocol):
+    """What economy mode needs of a provider's batch API: one class per provider, in
+    `providers/batch/`, named by the provider's `ProviderSpec.batch`.
+
+    Requests are encoded one at a time and written to a file with the client's `framing`, so
+    a batch of hundreds of megabytes is streamed from disk, never held in memory. `adapter` is
+    the provider whose requests it batches (and whose answers it parses): the photos a batch
+    does not finish go through it in fast mode.
+    """
+
+    name: str
+    limits: Limits
+    framing: Framing
+
+    @property
+    def adapter(self) -> BatchAdapter: ...
+
+    def line(self, custom_id: str, request: WireRequest) -> BatchLine: ...
+
+    def encode(self, line: BatchLine) -> bytes: ...
+
+    async def submit_file(
+        self, path: Path, on_file: Callable[[str], Awaitable[None]]
+    ) -> BatchInfo: ...
+
+    async def batch_for_file(self, file_id: str) -> BatchInfo:
+        """The batch of an uploaded file: the one the provider already made from it, else a
+        new one (a create's answer can be lost, or the process die before it is committed)."""
+        ...
+
+    async def find_for_file(self, file_id: str) -> BatchInfo | None:
+        """The batch the provider already made from an uploaded file, or None; makes none."""
+        ...
+
+    async def find_made(self, requests: int, since: datetime) -> list[BatchInfo]:
+        """Batches a create sent at `since` may have made though its answer never came back
+        (`requests` requests, made since then, not being cancelled), newest first."""
+        ...
+
+    async def get(self, batch_id: str) -> BatchInfo: ...
+
+    async def cancel(self, batch_id: str) -> BatchInfo: ...
+
+    async def results(self, info: BatchInfo) -> dict[str, LineResult]: ...
+
+    def classify(self, failure: LineFailure) -> ProviderError: ...
 
 
 DEFAULT_PROMPT = (

@@ -10,7 +10,7 @@ downloaded and sent inline, shrunk so the request stays under 20 MB. Answers are
 Classification (body first, then status):
 - 400 INVALID_ARGUMENT + ErrorInfo API_KEY_INVALID, 400 FAILED_PRECONDITION (billing, region),
   401, 402 (prepaid credit gone), 403, 404 (unknown model) -> FatalJobError; a key problem
-  (API_KEY_INVALID, 401, 403) names GEMINI_API_KEY or GOOGLE_API_KEY.
+  (API_KEY_INVALID, 401, 403) names GOOGLE_API_KEY or GEMINI_API_KEY.
 - 400 INVALID_ARGUMENT about what every request carries (unknown field, a generationConfig or a
   feature the model rejects) -> FatalJobError; any other 400 INVALID_ARGUMENT (an image Gemini
   cannot process, payload too large) and 413 -> PermanentImageError.
@@ -62,8 +62,10 @@ if TYPE_CHECKING:
 
     import aiohttp
 
+    from kullbatch.providers.base import Credentials
+
 NAME = "gemini"
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+DEFAULT_BASE_URL = PROVIDERS[NAME].default_base_url
 API_VERSION = "v1beta"
 # Thinking tokens count against maxOutputTokens on 2.5 and 3.x models: with 1024, a model that
 # thinks for a while returns MAX_TOKENS and no text. Only the tokens used are billed.
@@ -72,7 +74,6 @@ MAX_OUTPUT_TOKENS = 8192
 # about 18.7 MiB of JSON, leaving room for the prompt and the schema.
 MAX_IMAGE_BYTES = 14 * 1024 * 1024
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"})
-KEY_VARS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")  # python-genai: GOOGLE_API_KEY wins
 
 _STATUS_CREDIT = 402
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -225,18 +226,33 @@ def classify_error(answer: HTTPAnswer, api_key: str | None = None) -> ProviderEr
     label = f"{NAME} HTTP {answer.status}" + (f" {code}" if code else "")
     message = f"{label}: {detail}" if detail else label
     verdict = _by_status(answer.status, status, message) if status is not None else None
+    if verdict is not None:
+        refused = status is not None and _status_about_the_key(answer.status, status)
+    else:
+        refused = _fatal_about_the_key(answer.status, message)
     kind, message = verdict or _by_http_status(answer.status, message)
     hint = retry_hint(status, answer.headers)
-    return answer_error(kind, scrub(message, api_key), answer, retry_after=hint)
+    key_vars = PROVIDERS[NAME].key_vars if refused else ()
+    return answer_error(kind, scrub(message, api_key), answer, retry_after=hint, env_var=key_vars)
 
 
 Verdict = tuple[type[ProviderError], str]
 
 
+def _status_about_the_key(http_status: int, status: _Status) -> bool:
+    """Google's API_KEY_INVALID, a 401, or words about the key."""
+    reasons = {detail.reason for detail in status.details if detail.reason}
+    return "API_KEY_INVALID" in reasons or about_the_key(http_status, status.message)
+
+
+def _fatal_about_the_key(http_status: int, message: str) -> bool:
+    """A fatal status whose answer is about the key (a body that is not Google's shape)."""
+    return status_kind(http_status) is FatalJobError and about_the_key(http_status, message)
+
+
 def _by_status(http_status: int, status: _Status, message: str) -> Verdict | None:
     """The traps of providers.md section 0, read from Google's status and details."""
-    reasons = {detail.reason for detail in status.details if detail.reason}
-    if "API_KEY_INVALID" in reasons or about_the_key(http_status, status.message):
+    if _status_about_the_key(http_status, status):
         return FatalJobError, f"{message} {key_hint(NAME)}"
     if status.status in _FATAL_STATUSES or http_status == _STATUS_CREDIT:
         return FatalJobError, message
@@ -274,7 +290,7 @@ def _invalid_argument(detail: str, message: str) -> Verdict:
 def _by_http_status(http_status: int, message: str) -> Verdict:
     """The status-only verdict, for bodies that are not Google's error shape."""
     kind = status_kind(http_status)
-    if kind is FatalJobError and about_the_key(http_status, message):
+    if _fatal_about_the_key(http_status, message):
         return kind, f"{message} {key_hint(NAME)}"
     return kind, message
 
@@ -338,16 +354,16 @@ class GeminiProvider:
         *,
         model: str,
         session: aiohttp.ClientSession,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
+        credentials: Credentials,
         max_image_bytes: int = MAX_IMAGE_BYTES,
     ) -> None:
         self.model = model
         self.max_image_bytes = max_image_bytes
-        self.base_url = base_url.rstrip("/")
+        self.base_url = credentials.base_url.rstrip("/")
         self.path = f"/{API_VERSION}/{model_path(model)}:generateContent"
         self._session = session
-        self._api_key = api_key
+        self._api_key = credentials.key
+        self._auth = credentials.headers  # x-goog-api-key, never ?key= (URLs get logged)
 
     @property
     def url(self) -> str:
@@ -374,15 +390,14 @@ class GeminiProvider:
             media_types=MEDIA_TYPES,
             why=f"{NAME} inline requests must stay under 20 MB",
         )
-        auth = {"x-goog-api-key": self._api_key}
-        answer = await send(self._session, self.base_url, self.build_request(ready, prompt), auth)
+        request = self.build_request(ready, prompt)
+        answer = await send(self._session, self.base_url, request, self._auth)
         return self.parse_answer(answer)
 
 
-def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]) -> GeminiProvider:
-    """Build the adapter from the environment the registry passes (never os.environ here)."""
-    api_key = next((key for var in KEY_VARS if (key := env.get(var, "").strip())), "")
-    if not api_key:
-        raise FatalJobError(f"{NAME}: set {' or '.join(KEY_VARS)} in the environment")
-    base_url = PROVIDERS[NAME].base_url(env, DEFAULT_BASE_URL)
-    return GeminiProvider(model=model, session=session, api_key=api_key, base_url=base_url)
+def create(
+    *, model: str, session: aiohttp.ClientSession, credentials: Credentials
+) -> GeminiProvider:
+    """Build the adapter from the job's credentials (`PROVIDERS[NAME].credentials(env)`):
+    GOOGLE_API_KEY, else GEMINI_API_KEY, as python-genai reads them."""
+    return GeminiProvider(model=model, session=session, credentials=credentials)

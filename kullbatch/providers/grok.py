@@ -12,17 +12,16 @@ from typing import TYPE_CHECKING
 
 from kullbatch.errors import FatalJobError, ProviderError
 from kullbatch.media.images import fit_image
-from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo, bearer
+from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import aiohttp
 
     from kullbatch.models import Answer, PreparedImage, Prompt
+    from kullbatch.providers.base import Credentials
 
-DEFAULT_BASE_URL = "https://api.x.ai/v1"
+DEFAULT_BASE_URL = PROVIDERS["grok"].default_base_url
 ACCEPTED_MEDIA_TYPES = frozenset({"image/jpeg", "image/png"})
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # xAI's documented limit per image
 
@@ -51,11 +50,7 @@ def grok_error_rule(status: int, info: ErrorInfo) -> type[ProviderError] | None:
     return None
 
 
-def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]) -> GrokProvider:
-    """Build the adapter from the environment (a Mapping, so tests pass a dict)."""
-    api_key = env.get("XAI_API_KEY")
-    if not api_key:
-        raise FatalJobError("grok: set XAI_API_KEY in the environment")
-    base_url = PROVIDERS["grok"].base_url(env, DEFAULT_BASE_URL)
-    endpoint = ChatEndpoint("grok", base_url, bearer(api_key), api_key, grok_error_rule)
+def create(*, model: str, session: aiohttp.ClientSession, credentials: Credentials) -> GrokProvider:
+    """Build the adapter from the job's credentials (`PROVIDERS["grok"].credentials(env)`)."""
+    endpoint = ChatEndpoint.of(credentials, grok_error_rule)
     return GrokProvider(model=model, session=session, endpoint=endpoint)

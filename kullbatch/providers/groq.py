@@ -13,9 +13,9 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from kullbatch.errors import FatalJobError, ProviderError, Transient
+from kullbatch.errors import ProviderError, Transient
 from kullbatch.media.images import fit_image
-from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo, bearer
+from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     import aiohttp
 
     from kullbatch.models import Answer, PreparedImage, Prompt
+    from kullbatch.providers.base import Credentials
 
-DEFAULT_BASE_URL = "https://api.groq.com"
+DEFAULT_BASE_URL = PROVIDERS["groq"].default_base_url
 PATH = "/openai/v1/chat/completions"  # relative to the host, as the groq SDK appends it
 # Groq's documented cap for a request with a base64 image is "4MB"; the decimal reading is the
 # safer one and leaves room for the headers.
@@ -71,19 +72,7 @@ def groq_error_rule(status: int, info: ErrorInfo) -> type[ProviderError] | None:
     return None
 
 
-def create(*, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]) -> GroqProvider:
-    """Build the adapter from the environment (a Mapping, so tests pass a dict)."""
-    api_key = env.get("GROQ_API_KEY")
-    if not api_key:
-        raise FatalJobError("groq: set GROQ_API_KEY in the environment")
-    base_url = PROVIDERS["groq"].base_url(env, DEFAULT_BASE_URL)
-    endpoint = ChatEndpoint(
-        "groq",
-        base_url,
-        bearer(api_key),
-        api_key,
-        groq_error_rule,
-        requests_per_day=True,
-        path=PATH,
-    )
+def create(*, model: str, session: aiohttp.ClientSession, credentials: Credentials) -> GroqProvider:
+    """Build the adapter from the job's credentials (`PROVIDERS["groq"].credentials(env)`)."""
+    endpoint = ChatEndpoint.of(credentials, groq_error_rule, requests_per_day=True, path=PATH)
     return GroqProvider(model=model, session=session, endpoint=endpoint)

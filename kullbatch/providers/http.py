@@ -26,13 +26,32 @@ from kullbatch.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from kullbatch.models import RateLimits
-    from kullbatch.providers.base import WireRequest
 
 # Long enough for a slow vision model on a big image, short enough that a hung socket is retried.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=30)
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """One request exactly as fast mode sends it, without the key: what economy mode batches.
+
+    `path` is relative to the adapter's base URL (`Credentials.base_url`: its base-URL
+    variable's value, or the default, as the provider's own SDK reads it):
+    - openai, grok, openai-compatible: the base includes `/v1` (https://api.openai.com/v1), so
+      `path` is `/chat/completions`; OpenAI's batch line `url` is `openai.batch_url(request)`;
+    - groq: the base is the host (https://api.groq.com), `path` `/openai/v1/chat/completions`;
+    - anthropic: the host, `path` `/v1/messages`;
+    - gemini: the host, `path` `/v1beta/models/<model>:generateContent`.
+    `headers` are what the request needs besides the key (a version, `accept`); `body` is the
+    JSON document.
+    """
+
+    path: str
+    headers: Mapping[str, str]
+    body: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,11 +171,17 @@ def answer_error(
     *,
     retry_after: float | None = None,
     limits: RateLimits | None = None,
+    env_var: Sequence[str] = (),
 ) -> ProviderError:
     """An error of `kind` carrying the answer's status and headers, built whole.
 
     The retry hint is kept only on the kinds that are retried: on the others it means nothing.
+    `env_var` (the variables holding a key the answer refused) is kept on a FatalJobError.
     """
+    if issubclass(kind, FatalJobError):
+        return kind(
+            message, env_var=env_var, status=answer.status, headers=answer.headers, limits=limits
+        )
     return kind(
         message,
         status=answer.status,

@@ -34,7 +34,7 @@ from kullbatch.models import Answer, ColorLabel, Issue, PreparedImage, Prompt, R
 from kullbatch.providers.base import Capabilities
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from kullbatch.providers.base import Credentials
 
 Focus = Literal["crisp", "sharp", "soft", "blurry"]
 Exposure = Literal["well-exposed", "dark", "bright", "underexposed", "overexposed"]
@@ -297,7 +297,7 @@ class LocalRater:
         return Answer(rating=rating, usage=Usage(0, 0))
 
 
-def create(*, model: str, session: object, env: Mapping[str, str]) -> LocalRater:
+def create(*, model: str, session: object, credentials: Credentials) -> LocalRater:
     """The registry's entry point; the local rater needs no HTTP session and no key."""
-    del session, env
+    del session, credentials
     return LocalRater(model=model)

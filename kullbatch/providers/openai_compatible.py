@@ -21,7 +21,6 @@ from kullbatch.providers._chat import (
     JSON_OBJECT_FORMAT,
     ChatAdapter,
     ChatEndpoint,
-    bearer,
     error_info,
     json_schema_format,
 )
@@ -31,17 +30,14 @@ from kullbatch.providers.http import HTTPAnswer, scrub
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     import aiohttp
 
     from kullbatch.models import Answer, PreparedImage, Prompt
-    from kullbatch.providers.base import WireRequest
+    from kullbatch.providers.base import Credentials, WireRequest
 
 log = logging.getLogger("kullbatch.admin")  # the fallback is worth a line in the admin log
 
-BASE_URL_VAR = "OPENAI_COMPATIBLE_BASE_URL"
-KEY_VAR = "OPENAI_COMPATIBLE_API_KEY"
+BASE_URL_VAR = PROVIDERS["openai-compatible"].base_url_vars[0]
 _SCHEMA_REJECTED = re.compile(
     r"response_format|response format|json_schema|json schema", re.IGNORECASE
 )
@@ -102,15 +98,17 @@ def rejects_json_schema(answer: HTTPAnswer) -> bool:
 
 
 def create(
-    *, model: str, session: aiohttp.ClientSession, env: Mapping[str, str]
+    *, model: str, session: aiohttp.ClientSession, credentials: Credentials
 ) -> OpenAICompatibleProvider:
-    """Build the adapter; without a base URL there is nowhere to send, so the job stops."""
-    base_url = PROVIDERS["openai-compatible"].base_url(env)
-    if not base_url:
+    """Build the adapter; without a base URL there is nowhere to send, so the job stops.
+
+    The bearer key is sent only when OPENAI_COMPATIBLE_API_KEY is set (`credentials.headers`).
+    """
+    if not credentials.base_url:
         raise FatalJobError(
             f"openai-compatible: set {BASE_URL_VAR} in the environment "
-            "(including /v1, e.g. http://localhost:11434/v1 for Ollama)"
+            "(including /v1, e.g. http://localhost:11434/v1 for Ollama)",
+            env_var=BASE_URL_VAR,
         )
-    api_key = env.get(KEY_VAR) or None
-    endpoint = ChatEndpoint("openai-compatible", base_url, bearer(api_key), api_key)
+    endpoint = ChatEndpoint.of(credentials)
     return OpenAICompatibleProvider(model=model, session=session, endpoint=endpoint)

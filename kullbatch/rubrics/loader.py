@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
+from kullbatch.errors import UsageError
 from kullbatch.models import ISSUES
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ RUBRICS_VAR = "KULLBATCH_RUBRICS"
 SUFFIXES = (".toml", ".json")
 
 
-class RubricError(ValueError):
+class RubricError(UsageError):
     """A rubric that does not exist or whose file is not a rubric (a usage error)."""
 
 

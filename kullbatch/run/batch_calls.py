@@ -1,8 +1,11 @@
 """Economy mode's calls to a provider's batch API: retried, and stoppable at any moment.
 
 A batch call (an upload, a create, a poll, a results download, a cancel) is retried through
-rate limits and outages like a fast-mode request, for the job's retry window. Each attempt,
-and each wait before the next, is raced against Ctrl-C and `kullbatch cancel`:
+rate limits and outages like a fast-mode request: the same loop (`retry.retrying`), the same
+schedules and window (`retry.Sending`), and the same gate, the provider account's: each
+attempt waits for it, and tells it how the call went (a 429 paces, and its hint holds, every
+sender on the account, fast-mode jobs included). Each attempt, and each wait before the
+next, is raced against Ctrl-C and `kullbatch cancel`:
 
 - Ctrl-C abandons whatever is under way at once (the provider's batches keep running, for
   `resume`);
@@ -20,12 +23,14 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, TypeVar
 
-from kullbatch.errors import FatalJobError, Retryable
-from kullbatch.run.retry import RetryPolicy
+from kullbatch.errors import FatalJobError, ProviderError, Retryable
+from kullbatch.run.retry import RetryPolicy, Sending, retrying
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Awaitable, Callable
+
+    from kullbatch.run.ratelimit import Gate
 
 admin_log = logging.getLogger("kullbatch.admin")
 
@@ -100,12 +105,14 @@ class Stops:
 
 
 class BatchCalls:
-    """Makes one job's batch calls: each retried through passing errors, each stoppable."""
+    """Makes one job's batch calls: each retried through passing errors, each stoppable,
+    each through the provider account's gate."""
 
     def __init__(
         self,
         job_id: str,
         stops: Stops,
+        gate: Gate,
         *,
         max_retry_time: float,
         clock: Callable[[], float],
@@ -113,6 +120,7 @@ class BatchCalls:
     ) -> None:
         self._job_id = job_id
         self._stops = stops
+        self._gate = gate
         self._policy = RetryPolicy(max_retry_time=max_retry_time)
         self._clock = clock
         self._rng = rng
@@ -120,25 +128,44 @@ class BatchCalls:
     async def __call__(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, retried like a fast-mode request until the job's window ends."""
         watched = self._stops.watched()
-        retries = 0
-        started = self._clock()
-        while True:
-            if watched.is_set():
-                raise Stopped
-            try:
-                return await self._stops.race(call(), watched)
-            except Retryable as exc:
-                retries += 1
-                wait = self._policy.next_wait(exc, retries, started, self._clock(), self._rng)
-                if wait is None:
-                    raise FatalJobError(f"{exc.message} (gave up after {retries} tries)") from exc
+        if watched.is_set():
+            raise Stopped
+        sending = Sending(self._policy)
+
+        def backoff(exc: Exception) -> float | None:
+            if not isinstance(exc, Retryable):
+                return None
+            wait = sending.next_wait(exc, self._clock(), self._rng)
+            if wait is not None:
+                self._gate.retrying(exc, wait)
                 admin_log.warning(
                     "[BatchProcessor] Job %s batch call failed: %s. Retrying in %.0f ms",
                     self._job_id,
                     exc.message,
                     wait * 1000,
                 )
-                await self._stops.sleep(wait, watched)
+            return wait
+
+        async def attempt(_: int) -> T:
+            await sending.through(self._gate)
+            if sending.first_sent is None:  # the window opens at the first send
+                sending.first_sent = self._clock()
+            try:
+                result = await call()
+            except FatalJobError:
+                raise  # the job stops: nothing to teach the gate
+            except ProviderError as exc:
+                self._gate.failed(exc)
+                raise
+            self._gate.answered(None)
+            return result
+
+        try:
+            result, _ = await self._stops.race(retrying(attempt, backoff), watched)
+        except Retryable as exc:
+            tries = sending.retries + 1
+            raise FatalJobError(f"{exc.message} (gave up after {tries} tries)") from exc
+        return result
 
     async def pause(self, seconds: float) -> None:
         """The wait between two polls; `Stopped` on Ctrl-C, or on a cancel not yet acted on."""

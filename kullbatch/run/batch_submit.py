@@ -24,39 +24,22 @@ import tempfile
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from kullbatch.errors import FatalJobError, PermanentImageError
 from kullbatch.media.images import prepare
-from kullbatch.providers.batch.clients import BatchFile
-from kullbatch.providers.batch.common import custom_id_for
+from kullbatch.providers.batch.common import BatchFile, custom_id_for
 from kullbatch.run.batch_calls import Stopped
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from kullbatch.models import Answer, Fingerprint, ImageInput, PreparedImage, Prompt
-    from kullbatch.providers.base import WireRequest
-    from kullbatch.providers.batch.clients import BatchClient
+    from kullbatch.models import Fingerprint, ImageInput, Prompt
+    from kullbatch.providers.base import BatchClient
     from kullbatch.providers.batch.common import BatchInfo, BatchLine
-    from kullbatch.providers.http import HTTPAnswer
     from kullbatch.run.batch_calls import BatchCalls, Stops
     from kullbatch.store.batches import BatchRecord
     from kullbatch.store.database import Store
-
-
-class BatchAdapter(Protocol):
-    """What economy mode needs of a provider adapter: build and parse, no sending."""
-
-    name: str
-    model: str
-
-    async def ready(self, image: PreparedImage) -> PreparedImage: ...
-
-    def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest: ...
-
-    def parse_answer(self, answer: HTTPAnswer) -> Answer: ...
-
 
 CREATING = "creating"
 # how much earlier than kullbatch's clock the provider's may stamp a batch it made
@@ -71,7 +54,6 @@ class Submitter:
         *,
         job_id: str,
         client: BatchClient,
-        adapter: BatchAdapter,
         prompt: Prompt,
         store: Store,
         calls: BatchCalls,
@@ -83,7 +65,7 @@ class Submitter:
     ) -> None:
         self.job_id = job_id
         self._client = client
-        self._adapter = adapter
+        self._adapter = client.adapter
         self._prompt = prompt
         self._store = store
         self._calls = calls
@@ -142,7 +124,8 @@ class Submitter:
         streamed to the provider. Ctrl-C or a cancel stops it between two photos (`Stopped`).
         """
         with tempfile.TemporaryDirectory(prefix="kullbatch-") as folder:
-            pending = BatchFile(Path(folder) / "batch", self._client)
+            path = Path(folder) / "batch"
+            pending = BatchFile(path, self._client.limits, self._client.framing)
             try:
                 async for image in self._store.batches.unbatched(self.job_id):
                     if self._stops.stopping:
@@ -158,9 +141,8 @@ class Submitter:
         if line is None:
             return
         encoded = self._client.encode(line)
-        limits = self._client.limits
-        if limits.overhead + len(encoded) > limits.max_bytes:
-            self._failed(image.id, _too_large(len(encoded), limits.max_bytes))
+        if not pending.holds(len(encoded)):
+            self._failed(image.id, _too_large(len(encoded), self._client.limits.max_bytes))
             return
         if not pending.fits(len(encoded)):
             await self._submit(pending)

@@ -3,21 +3,23 @@
 Each photo's request is the very body fast mode would send (`build_request`), under a
 `custom_id`; photos are packed into provider batches under the provider's count and byte
 limits, one batch at a time so that memory holds one batch, not the shoot. The provider's ids
-are committed the moment they exist (`batch_store.py`), the batches are polled (after 5 s, then
+are committed the moment they exist (`store.batches`), the batches are polled (after 5 s, then
 at growing intervals up to 60 s), and answers are matched by `custom_id` and parsed with the
 adapter's own `parse_answer`, like fast-mode answers.
 
 Photos a batch did not finish (expired, errored for a reason that may pass, or missing) are
-sent again in fast mode by default, so the job still ends with a result for every photo;
-`--economy-only` leaves them failed. A photo the provider rejects (a bad image) fails alone.
+sent again in fast mode by default, so the job still ends with a result for every photo: the
+runner hands them back (`EconomyResult.leftovers`) and the runtime runs them through the fast
+engine. `--economy-only` leaves them failed. A photo the provider rejects (a bad image) fails
+alone. Every batch call waits for, and teaches, the provider account's rate-limit gate.
 
-The job's heartbeat beats, and the cancel flag is read, in a task of its own for the job's
-whole life, whatever the runner is doing. Ctrl-C abandons whatever is under way (an upload, a
-retried call, the wait between polls) and leaves the provider's batches running (the job stays
-`submitted`; `resume` polls them). `cancel` abandons what is under way too, submits nothing
-more, cancels every batch the provider made (found first when its id was never recorded) and
-keeps what finished anyway. Submitting lives in `batch_submit.py`, the calls in
-`batch_calls.py`.
+The job's heartbeat beats, and the cancel flag is read, in a task of its own for as long as
+the runner runs, whatever it is doing (the fast run of the leftovers watches its own).
+Ctrl-C abandons whatever is under way (an upload, a retried call, the wait between polls)
+and leaves the provider's batches running (the job stays `submitted`; `resume` polls them).
+`cancel` abandons what is under way too, submits nothing more, cancels every batch the
+provider made (found first when its id was never recorded) and keeps what finished anyway.
+Submitting lives in `batch_submit.py`, the calls in `batch_calls.py`.
 """
 
 from __future__ import annotations
@@ -26,27 +28,34 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError
-from kullbatch.media.images import DEFAULT_MAX_EDGE
-from kullbatch.models import EventKind, ImageInput, JobState, ProgressEvent
+from kullbatch.models import (
+    CANCELLED_BY_USER,
+    DEFAULT_MAX_EDGE,
+    EventKind,
+    ImageInput,
+    JobState,
+    ProgressEvent,
+)
 from kullbatch.providers.batch.common import BatchInfo, LineSuccess
 from kullbatch.run.batch_calls import BatchCalls, Stopped, Stops
-from kullbatch.run.batch_submit import BatchAdapter, Submitter
+from kullbatch.run.batch_submit import Submitter
 from kullbatch.run.engine import JobOutcome
 from kullbatch.run.events import Reporter
 from kullbatch.run.heartbeat import Heartbeat
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from kullbatch.models import Fingerprint, Prompt
-    from kullbatch.providers.batch.clients import BatchClient
+    from kullbatch.providers.base import BatchClient
     from kullbatch.providers.batch.common import LineResult
+    from kullbatch.run.events import ResultSink
+    from kullbatch.run.ratelimit import Gate
     from kullbatch.store.batches import BatchRecord
     from kullbatch.store.database import Store
 
@@ -84,8 +93,14 @@ class _Flags:
     leftover_errors: dict[str, str] = field(default_factory=dict)
 
 
-# Runs the photos a batch did not finish in fast mode; returns how that run ended.
-FastRunner = Callable[[list[ImageInput], int, int], Awaitable[JobOutcome]]
+@dataclass(frozen=True, slots=True)
+class EconomyResult:
+    """How the economy part of a job ended, and the photos its batches did not finish: the
+    runtime sends those in fast mode (there are none under `--economy-only`, a stop or a
+    failure). With leftovers, `outcome` is the job so far (`processing`), not its end."""
+
+    outcome: JobOutcome
+    leftovers: list[ImageInput] = field(default_factory=list)
 
 
 class EconomyRunner:
@@ -97,28 +112,28 @@ class EconomyRunner:
         job_id: str,
         shoot_id: str,
         total: int,
-        adapter: BatchAdapter,
         client: BatchClient,
+        gate: Gate,
         prompt: Prompt,
         store: Store,
-        fast: FastRunner,
+        sink: ResultSink,
         options: EconomyOptions | None = None,
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         rng: random.Random | None = None,
     ) -> None:
         self.job_id = job_id
         self.shoot_id = shoot_id
-        self._adapter = adapter
+        self._adapter = client.adapter
         self._client = client
         self._prompt = prompt
         self._store = store
-        self._fast = fast
         self._options = options or EconomyOptions()
         self._report = Reporter(
             job_id=job_id,
             shoot_id=shoot_id,
             provider=client.name,
-            model=adapter.model,
+            model=client.adapter.model,
+            sink=sink,
             subscribers=subscribers,
             clock=asyncio.get_running_loop().time,
         )
@@ -132,6 +147,7 @@ class EconomyRunner:
         self._calls = BatchCalls(
             job_id,
             self._stops,
+            gate,
             max_retry_time=self._options.max_retry_time,
             clock=clock,
             rng=rng or random.Random(),  # noqa: S311 - jitter, not crypto
@@ -139,7 +155,6 @@ class EconomyRunner:
         self._submitter = Submitter(
             job_id=job_id,
             client=client,
-            adapter=adapter,
             prompt=prompt,
             store=store,
             calls=self._calls,
@@ -152,7 +167,6 @@ class EconomyRunner:
         self._heartbeat = Heartbeat(
             store, job_id, clock, interval=self._options.heartbeat_interval, on_cancel=self.cancel
         )
-        self.fast_processor: Stoppable | None = None  # while leftovers go in fast mode
 
     # -- public -------------------------------------------------------------------------------
 
@@ -160,30 +174,32 @@ class EconomyRunner:
         """Ctrl-C: abandon what is under way; the provider's batches keep running for
         `resume`."""
         self._stops.interrupt()
-        if self.fast_processor is not None:
-            self.fast_processor.interrupt()
 
     def cancel(self) -> None:
         """Cancel the provider's batches, keep what finished anyway, send nothing more."""
         self._stops.cancel()
-        if self.fast_processor is not None:
-            self.fast_processor.cancel()
 
-    async def run(self, *, already_rated: int, already_failed: int) -> JobOutcome:
+    async def run(self, *, already_rated: int, already_failed: int) -> EconomyResult:
+        """The job's batches to their end; the photos they did not finish come back as
+        `leftovers` (the job's end is then published by the fast run that takes them)."""
         self._report.start(self._total, already_rated, already_failed)
         watcher = asyncio.create_task(
             self._heartbeat.run(self._options.cancel_poll_interval, beat_after_cancel=True),
             name="kullbatch-economy-watch",
         )
         try:
-            outcome = await self._run()
+            result = await self._run()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-        self._report.publish(EventKind.ENDED, status=outcome.state, error=outcome.error)
-        return outcome
+        if result.leftovers and (stopped := await self._stopped()) is not None:
+            result = EconomyResult(stopped)  # a stop came while handing the leftovers over
+        if not result.leftovers:
+            outcome = result.outcome
+            self._report.publish(EventKind.ENDED, status=outcome.state, error=outcome.error)
+        return result
 
-    async def _run(self) -> JobOutcome:
+    async def _run(self) -> EconomyResult:
         try:
             try:
                 await self._work()
@@ -194,7 +210,7 @@ class EconomyRunner:
             return await self._finish()
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
-            return self._outcome(JobState.FAILED, exc.message)
+            return EconomyResult(self._outcome(JobState.FAILED, exc.message, exc.env_vars))
 
     async def _work(self) -> None:
         """Settle what a crash or a stop left half-sent, submit the rest (not under a
@@ -269,43 +285,46 @@ class EconomyRunner:
         except ProviderError as exc:  # expired, cancelled, a passing error: not this photo's
             self._flags.leftover_errors[image_id] = exc.message
         else:
-            self._report.counters.rated += 1
-            self._report.publish(
-                EventKind.RATED, image_id=image_id, answer=answer, attempt=1, batch_priced=True
-            )
+            self._report.rated(image_id, answer, attempt=1, batch_priced=True)
 
-    async def _finish(self) -> JobOutcome:
-        if self._stops.interrupted:
-            state = JobState.SUBMITTED if await self._open_batches() else JobState.INTERRUPTED
-            return self._outcome(state, "interrupted (Ctrl-C); resume to finish")
-        if self._stops.cancelled:
-            return self._outcome(JobState.CANCELLED, "cancelled by the user")
+    async def _finish(self) -> EconomyResult:
+        if (stopped := await self._stopped()) is not None:
+            return EconomyResult(stopped)
         leftovers = await self._store.batches.leftovers(self.job_id)
         if not leftovers:
-            return self._outcome(JobState.COMPLETED, None)
+            return EconomyResult(self._outcome(JobState.COMPLETED, None))
         if self._options.economy_only:
             for image in leftovers:
                 self._failed(image.id, self._flags.leftover_errors.get(image.id, NOT_FINISHED))
             await self._store.flush()
-            return self._outcome(JobState.COMPLETED, None)
+            return EconomyResult(self._outcome(JobState.COMPLETED, None))
         self._note(f"{len(leftovers)} photos the batch did not finish are sent again in fast mode")
         await self._store.batches.set_state(self.job_id, JobState.PROCESSING)
-        return await self._fast(
-            leftovers, self._report.counters.rated, self._report.counters.failed
-        )
+        return EconomyResult(self._outcome(JobState.PROCESSING, None), leftovers)
+
+    async def _stopped(self) -> JobOutcome | None:
+        """How the job ends under Ctrl-C or a cancel; None when neither came."""
+        if self._stops.interrupted:
+            state = JobState.SUBMITTED if await self._open_batches() else JobState.INTERRUPTED
+            return self._outcome(state, "interrupted (Ctrl-C); resume to finish")
+        if self._stops.cancelled:
+            return self._outcome(JobState.CANCELLED, CANCELLED_BY_USER)
+        return None
 
     # -- small parts --------------------------------------------------------------------------
 
     def _failed(self, image_id: str, message: str) -> None:
-        self._report.counters.failed += 1
-        self._report.publish(EventKind.FAILED, image_id=image_id, error=message, attempt=1)
+        self._report.failed(image_id, message, attempt=1)
 
     def _note(self, text: str) -> None:
         admin_log.info("[BatchProcessor] Job %s: %s", self.job_id, text)
         self._report.publish(EventKind.BATCH, note=text)
 
-    def _outcome(self, state: JobState, error: str | None) -> JobOutcome:
-        return JobOutcome(state, self._report.counters.rated, self._report.counters.failed, error)
+    def _outcome(
+        self, state: JobState, error: str | None, env_vars: tuple[str, ...] = ()
+    ) -> JobOutcome:
+        counters = self._report.counters
+        return JobOutcome(state, counters.rated, counters.failed, error, env_vars)
 
 
 def _counts(info: BatchInfo) -> dict[str, int]:

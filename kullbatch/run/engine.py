@@ -5,8 +5,9 @@ costs one request; then a feeder releases the rest as fast as the rate-limit gat
 all at once when the provider allows it, at the learned pace otherwise. Only images that are
 about to leave (or are in flight, or waiting to retry) exist as tasks, so memory follows what
 is in flight, not the size of the shoot. Failures are classified by the provider; this module
-only decides, through `retry.RetryPolicy` and stamina, whether and when to try again.
-Subscribers (store writer, progress display, WebSocket hub) receive a `ProgressEvent` per step.
+only decides, through `retry.RetryPolicy` and `retry.retrying`, whether and when to try again.
+Each result goes to the job's `ResultSink` (the store); subscribers (progress display, WebSocket
+hub) receive a `ProgressEvent` per step.
 """
 
 from __future__ import annotations
@@ -18,22 +19,23 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-import stamina
-
-from kullbatch.errors import FatalJobError, ProviderError, RateLimited, provider_specific
-from kullbatch.media.images import DEFAULT_MAX_EDGE, prepare
-from kullbatch.models import Answer, EventKind, ImageInput, JobState, ProgressEvent, Prompt
-from kullbatch.run.events import Reporter
-from kullbatch.run.fallback import DEFAULT_FALLBACK_AFTER, Chain, Link
+from kullbatch import models
+from kullbatch.errors import FatalJobError, ProviderError, provider_specific
+from kullbatch.media.images import prepare
+from kullbatch.models import (
+    CANCELLED_BY_USER,
+    Answer,
+    EventKind,
+    ImageInput,
+    JobState,
+    ProgressEvent,
+    Prompt,
+)
+from kullbatch.run.events import Reporter, ResultSink
+from kullbatch.run.fallback import Chain, Link
 from kullbatch.run.heartbeat import Heartbeat
 from kullbatch.run.ratelimit import Gate, GateState, Slots
-from kullbatch.run.retry import (
-    DEFAULT_MAX_RETRY_TIME,
-    GaveUp,
-    RetryPolicy,
-    Sending,
-    format_wait_ms,
-)
+from kullbatch.run.retry import GaveUp, RetryPolicy, Sending, format_wait_ms, retrying
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
@@ -49,13 +51,13 @@ class EngineOptions:
     """Knobs of one run; the defaults are the product's."""
 
     concurrency: int = 0  # 0 = every image at once; else requests in flight at most
-    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
-    max_edge: int = DEFAULT_MAX_EDGE
+    max_retry_time: float = models.DEFAULT_MAX_RETRY_TIME
+    max_edge: int = models.DEFAULT_MAX_EDGE
     prepared_limit: int = 256  # photos held as bytes and in flight at once: bounds memory
     rpm: float | None = None  # a known requests-per-minute limit: the gate never exceeds it
     heartbeat_interval: float = 5.0
     cancel_poll_interval: float = 0.5
-    fallback_after: float = DEFAULT_FALLBACK_AFTER  # retrying before the next provider
+    fallback_after: float = models.DEFAULT_FALLBACK_AFTER  # retrying before the next provider
     fingerprint: bool = False  # hash local photos as they are prepared, for burst grouping
 
 
@@ -65,6 +67,7 @@ class JobOutcome:
     rated: int
     failed: int
     error: str | None = None
+    env_vars: tuple[str, ...] = ()  # a fatal error's variables to check (`FatalJobError`)
 
 
 @dataclass(slots=True)
@@ -72,10 +75,13 @@ class _Stop:
     event: asyncio.Event = field(default_factory=asyncio.Event)
     state: JobState | None = None
     error: str | None = None
+    env_vars: tuple[str, ...] = ()
 
-    def request(self, state: JobState, error: str | None = None) -> None:
+    def request(
+        self, state: JobState, error: str | None = None, env_vars: tuple[str, ...] = ()
+    ) -> None:
         if self.state is None:  # the first reason wins: a fatal error is not "cancelled"
-            self.state, self.error = state, error
+            self.state, self.error, self.env_vars = state, error, env_vars
         self.event.set()
 
 
@@ -89,6 +95,7 @@ class BatchProcessor:
         provider: Provider,
         prompt: Prompt,
         store: Store,
+        sink: ResultSink,
         options: EngineOptions | None = None,
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         clock: Callable[[], float] | None = None,
@@ -118,6 +125,7 @@ class BatchProcessor:
             shoot_id=shoot_id,
             provider=provider.name,
             model=provider.model,
+            sink=sink,
             subscribers=subscribers,
             clock=self._clock,
         )
@@ -142,7 +150,7 @@ class BatchProcessor:
     # -- public -------------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        self._stop.request(JobState.CANCELLED, "cancelled by the user")
+        self._stop.request(JobState.CANCELLED, CANCELLED_BY_USER)
 
     def interrupt(self) -> None:
         self._stop.request(JobState.INTERRUPTED, "interrupted (Ctrl-C); resume to finish")
@@ -190,7 +198,8 @@ class BatchProcessor:
                     await link.gate.close()
         state = self._stop.state or JobState.COMPLETED
         counters = self._report.counters
-        outcome = JobOutcome(state, counters.rated, counters.failed, self._stop.error)
+        stop = self._stop
+        outcome = JobOutcome(state, counters.rated, counters.failed, stop.error, stop.env_vars)
         self._report.publish(EventKind.ENDED, status=state, error=outcome.error)
         return outcome
 
@@ -253,7 +262,6 @@ class BatchProcessor:
                     waiter.cancel()
 
     async def _one(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
-        counters = self._report.counters
         try:
             if self._chain.single:  # no fallback: one provider, the whole window
                 link = self._chain.links[0]
@@ -264,22 +272,14 @@ class BatchProcessor:
                 answer, attempts, link = await self._rate(image, admitted)
         except FatalJobError as exc:
             admin_log.error("[BatchProcessor] Job %s stopped: %s", self.job_id, exc.message)
-            self._stop.request(JobState.FAILED, exc.message)
+            self._stop.request(JobState.FAILED, exc.message, exc.env_vars)
             return
         except GaveUp as gave_up:
-            counters.failed += 1
-            self._report.publish(
-                EventKind.FAILED, image_id=image.id, error=gave_up.message, attempt=gave_up.attempts
-            )
+            self._report.failed(image.id, gave_up.message, attempt=gave_up.attempts)
         else:
-            counters.rated += 1
-            self._report.publish(
-                EventKind.RATED,
-                image_id=image.id,
-                answer=answer,
-                attempt=attempts,
-                provider=link.provider.name,
-                model=link.provider.model,
+            rater = link.provider
+            self._report.rated(
+                image.id, answer, attempt=attempts, provider=rater.name, model=rater.model
             )
         finally:
             if probe:
@@ -336,28 +336,22 @@ class BatchProcessor:
     ) -> tuple[Answer, int]:
         sending = Sending(self._policy if last else self._fallback_policy)
 
-        def backoff(exc: Exception) -> bool | float:
+        def backoff(exc: Exception) -> float | None:
             if not isinstance(exc, ProviderError) or (not last and provider_specific(exc)):
-                return False
+                return None
             wait = sending.next_wait(exc, self._clock(), self._rng)
-            if wait is None:
-                return False
-            self._retry_scheduled(image, link, sending.retries, exc, wait)
+            if wait is not None:
+                self._retry_scheduled(image, link, sending.retries, exc, wait)
             return wait
 
+        async def attempt(number: int) -> Answer:
+            if number == 1:
+                return await self._attempt(image, link, sending, admitted=admitted)
+            self._report.counters.retrying -= 1
+            return await self._attempt(image, link, sending)
+
         try:
-            # Most images succeed at once: stamina's machinery is built only for the others.
-            try:
-                return await self._attempt(image, link, sending, admitted=admitted), 1
-            except Exception as exc:
-                wait = backoff(exc)
-                if wait is False:
-                    raise
-            await asyncio.sleep(wait)
-            async for attempt in stamina.retry_context(on=backoff, attempts=None, timeout=None):
-                with attempt:
-                    self._report.counters.retrying -= 1
-                    return await self._attempt(image, link, sending), attempt.num + 1
+            return await retrying(attempt, backoff)
         except FatalJobError:
             raise
         except ProviderError as exc:
@@ -367,7 +361,6 @@ class BatchProcessor:
             admin_log.exception("[BatchProcessor] Image %s: unexpected error", image.id)
             message = f"internal error: {type(exc).__name__}: {exc}"
             raise GaveUp(message, sending.retries + 1) from exc
-        raise AssertionError("unreachable: stamina either returns or raises")
 
     def _holds_bytes(self, image: ImageInput, link: Link) -> bool:
         return image.path is not None or link.provider.capabilities.inlines_url_images
@@ -411,10 +404,7 @@ class BatchProcessor:
         except FatalJobError:
             raise  # the probe's fatal answer stops the job; the rest are never released
         except Exception as exc:
-            if isinstance(exc, RateLimited):
-                gate.rate_limited(exc.limits)
-            else:
-                gate.answered(getattr(exc, "limits", None))
+            gate.failed(exc)
             self._probe_answered.set()
             raise
         usage = answer.usage
@@ -427,9 +417,8 @@ class BatchProcessor:
     def _retry_scheduled(
         self, image: ImageInput, link: Link, retries: int, exc: ProviderError, wait: float
     ) -> None:
-        self._report.counters.retrying += 1
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            link.gate.hold(min(exc.retry_after, wait))  # bounded by the window, as the wait is
+        self._report.counters.retrying += 1  # before the hold: its GATE event counts this one
+        link.gate.retrying(exc, wait)
         admin_log.warning(
             "[BatchProcessor] Image %s attempt %d failed: %s. Retrying in %s",
             image.id,
@@ -437,9 +426,7 @@ class BatchProcessor:
             exc.message.rstrip("."),
             format_wait_ms(wait),
         )
-        self._report.publish(
-            EventKind.RETRYING, image_id=image.id, error=exc.message, attempt=retries, wait=wait
-        )
+        self._report.retrying(image.id, exc.message, attempt=retries, wait=wait)
 
     # -- events -------------------------------------------------------------------------------
 

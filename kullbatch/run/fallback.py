@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from kullbatch.providers.base import Provider
     from kullbatch.run.ratelimit import Gate
 
-DEFAULT_FALLBACK_AFTER = 600.0  # --fallback-after: 10 minutes of retrying, then the next one
-
 
 @dataclass(slots=True, eq=False)
 class Link:

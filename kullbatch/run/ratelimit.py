@@ -26,9 +26,12 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kullbatch.errors import RateLimited
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from kullbatch.errors import ProviderError
     from kullbatch.models import RateLimits
 
 HEADROOM = 0.95  # pace under a stated limit: a server's window edges are never exact
@@ -117,6 +120,20 @@ class Gate:
             return
         if self._rate is not None and not self._from_headers:
             self._grow(now)
+
+    def failed(self, error: Exception) -> None:
+        """A request failed: a 429 teaches the pace; any other failure is an answer."""
+        if isinstance(error, RateLimited):
+            self.rate_limited(error.limits)
+        else:
+            self.answered(getattr(error, "limits", None))
+
+    def retrying(self, error: ProviderError, wait: float) -> None:
+        """A retry comes in `wait` seconds: a 429's hint holds every sender on the account,
+        as long as the hint says but no longer than the wait (bounded by the window, as it is).
+        """
+        if isinstance(error, RateLimited) and error.retry_after is not None:
+            self.hold(min(error.retry_after, wait))
 
     def rate_limited(self, limits: RateLimits | None) -> None:
         """A 429 arrived: headers say the pace; without them, halve it (once a second)."""

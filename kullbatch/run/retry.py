@@ -1,6 +1,7 @@
 """Which wait follows which failure: the spec's two schedules, hints, jitter and the window.
 
-stamina runs the attempts; this module decides, per failure, whether there is another attempt
+stamina runs the attempts (`retrying`, the one retry loop: fast mode's requests and economy
+mode's batch calls alike); this module decides, per failure, whether there is another attempt
 and how long to wait before it. Time is always passed in, so the six-hour window is tested with
 numbers, not with sleeping; `Sending` keeps one image's count on one provider, and passes it
 through the provider's gate only while its window lasts.
@@ -8,13 +9,14 @@ through the provider's gate only while its window lasts.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
 import random
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import stamina
 
@@ -25,13 +27,17 @@ from kullbatch.errors import (
     Retryable,
     provider_specific,
 )
+from kullbatch.models import DEFAULT_MAX_RETRY_TIME
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from kullbatch.run.ratelimit import Gate
+
+T = TypeVar("T")
 
 admin_log = logging.getLogger("kullbatch.admin")
 
-DEFAULT_MAX_RETRY_TIME = 6 * 3600.0
 JITTER = 0.1  # up to +10 % on a wait, so that 10,000 images do not retry in lock step
 
 
@@ -156,6 +162,32 @@ class Sending:
             self.retries -= 1
             self.closed = True
             raise self.failed
+
+
+async def retrying(
+    attempt: Callable[[int], Awaitable[T]], backoff: Callable[[Exception], float | None]
+) -> tuple[T, int]:
+    """`attempt(n)` (n = 1, 2, ...) until it succeeds: (its result, n). After a failure,
+    `backoff` gives the wait before the next attempt, or None: the failure is raised.
+
+    Most calls succeed at once: stamina's machinery is built only for the others.
+    """
+    try:
+        return await attempt(1), 1
+    except Exception as exc:
+        wait = backoff(exc)
+        if wait is None:
+            raise
+    await asyncio.sleep(wait)
+
+    def on(exc: Exception) -> bool | float:
+        wait = backoff(exc)
+        return False if wait is None else wait
+
+    async for each in stamina.retry_context(on=on, attempts=None, timeout=None):
+        with each:
+            return await attempt(each.num + 1), each.num + 1
+    raise AssertionError("unreachable: stamina either returns or raises")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)

@@ -15,15 +15,13 @@ import gc
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import aiohttp
 
-from kullbatch.errors import FatalJobError
-from kullbatch.media.bursts import GroupingOptions
-from kullbatch.models import JobState, Prompt
-from kullbatch.providers import create_provider, resolve
-from kullbatch.providers.batch.clients import create_batch_client
+from kullbatch.errors import ConflictError, FatalJobError
+from kullbatch.models import JobState, Mode, Prompt
+from kullbatch.providers import create_batch_client, create_provider, resolve
 from kullbatch.run.economy import EconomyOptions, EconomyRunner, Stoppable
 from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.run.ratelimit import Gate
@@ -33,33 +31,35 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping, Sequence
     from types import TracebackType
 
-    from kullbatch.models import ImageInput, ProgressEvent
-    from kullbatch.providers import Provider, ProviderSpec
-    from kullbatch.run.batch_submit import BatchAdapter
+    from kullbatch.models import JobOptions, ProgressEvent
+    from kullbatch.providers import Credentials, Provider, ProviderSpec
     from kullbatch.store.database import Store
     from kullbatch.store.rows import JobRow
 
 admin_log = logging.getLogger("kullbatch.admin")
 
-# What a job remembers of its settings, so that `resume` runs it the same way.
-STORED_OPTIONS = ("concurrency", "max_retry_time", "max_edge", "rpm", "fallback_after")
+T = TypeVar("T")
+
 ECONOMY_POLL_VAR = "KULLBATCH_ECONOMY_POLL"  # seconds before the first poll (default 5)
 
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """Who a request is charged to: one gate each. The key is kept only as a digest."""
+    """Who a request is charged to: one gate each. The key is kept only as a digest.
+
+    Made from the very credentials the adapter and the batch client send with, so the gate
+    paces the account the requests are charged to.
+    """
 
     provider: str
     base_url: str
     key_digest: str
 
     @classmethod
-    def of(cls, spec: ProviderSpec, env: Mapping[str, str]) -> Account:
-        base_url = next((env[var] for var in spec.base_url_vars if env.get(var)), "")
-        key = next((env[var] for var in spec.key_vars if env.get(var)), "")
+    def of(cls, credentials: Credentials) -> Account:
+        key = credentials.key or ""
         digest = hashlib.sha256(key.encode()).hexdigest()[:16] if key else ""
-        return cls(spec.name, base_url.rstrip("/"), digest)
+        return cls(credentials.provider, credentials.base_url.rstrip("/"), digest)
 
 
 def raise_open_file_limit() -> None:
@@ -195,31 +195,25 @@ class Runtime:
         *,
         cancel: bool = False,
     ) -> JobOutcome:
+        if job.mode is Mode.ECONOMY:
+            return await self._economy(
+                job, spec, model, env, subscribers, on_processor, cancel=cancel
+            )
         try:
-            provider = create_provider(spec, model, self.session, env)
+            provider, gate = self._build(spec, model, env)
         except FatalJobError as exc:
-            if not job.options.get("fallbacks") or job.mode == "economy":
-                return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
+            if not job.options.fallbacks:
+                return JobOutcome(
+                    JobState.FAILED, job.processed_images, 0, exc.message, exc.env_vars
+                )
             led = self._first_fallback(job, env, exc)
             if led is None:
-                return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message)
-            job, spec, provider = led
-        all_subscribers = [self.store.handle, *subscribers]
+                return JobOutcome(
+                    JobState.FAILED, job.processed_images, 0, exc.message, exc.env_vars
+                )
+            job, provider, gate = led
         counts = await self.store.item_counts(job.id)
-        if job.mode == "economy":
-            try:
-                runner = self._economy(job, spec, provider, env, all_subscribers)
-            except FatalJobError as exc:
-                return JobOutcome(JobState.FAILED, counts.rated, counts.failed, exc.message)
-            if cancel:
-                runner.cancel()
-            return await self._running(
-                job.id,
-                runner,
-                on_processor,
-                runner.run(already_rated=counts.rated, already_failed=counts.failed),
-            )
-        processor = self._processor(job, spec, provider, env, all_subscribers)
+        processor = self._processor(job, provider, gate, env, subscribers)
         return await self._running(
             job.id,
             processor,
@@ -234,35 +228,46 @@ class Runtime:
 
     def _first_fallback(
         self, job: JobRow, env: Mapping[str, str], exc: FatalJobError
-    ) -> tuple[JobRow, ProviderSpec, Provider] | None:
+    ) -> tuple[JobRow, Provider, Gate] | None:
         """The job's own provider cannot even be built (no key): the first fallback that can
         be leads; None when none can."""
-        fallbacks = list(job.options["fallbacks"])
+        fallbacks = list(job.options.fallbacks)
         while fallbacks:
-            (name, model), *fallbacks = fallbacks
-            spec, chosen = resolve(name, model)
+            first, *fallbacks = fallbacks
+            spec, chosen = resolve(first.provider, first.model)
             try:
-                provider = create_provider(spec, chosen, self.session, env)
+                provider, gate = self._build(spec, chosen, env)
             except FatalJobError:
                 continue
             admin_log.error(
                 "[BatchProcessor] Job %s: %s; the job goes to %s", job.id, exc.message, spec.name
             )
-            options = {**job.options, "fallbacks": fallbacks}
-            return dataclasses.replace(job, options=options), spec, provider
+            options = job.options.model_copy(update={"fallbacks": tuple(fallbacks)})
+            return dataclasses.replace(job, options=options), provider, gate
         return None
+
+    def _build(
+        self, spec: ProviderSpec, model: str, env: Mapping[str, str]
+    ) -> tuple[Provider, Gate]:
+        """The provider's adapter and its account's gate, from one reading of its credentials."""
+        credentials = spec.credentials(env)
+        provider = create_provider(spec, model, self.session, credentials)
+        return provider, self.gate_for(Account.of(credentials))
 
     async def _running(
         self,
         job_id: str,
         stoppable: Stoppable,
         on_processor: Callable[[Stoppable], None] | None,
-        work: Coroutine[Any, Any, JobOutcome],
-    ) -> JobOutcome:
+        work: Coroutine[Any, Any, T],
+    ) -> T:
+        """`work`, with `stoppable` as the job's: what Ctrl-C and a cancel reach meanwhile."""
         if on_processor is not None:
             on_processor(stoppable)
         self.running[job_id] = stoppable
         try:
+            if await self.store.cancel_requested(job_id):  # asked before the claim: stop now
+                stoppable.cancel()
             return await work
         finally:
             del self.running[job_id]
@@ -270,10 +275,10 @@ class Runtime:
     def _processor(
         self,
         job: JobRow,
-        spec: ProviderSpec,
         provider: Provider,
+        gate: Gate,
         env: Mapping[str, str],
-        subscribers: list[Callable[[ProgressEvent], None]],
+        subscribers: Sequence[Callable[[ProgressEvent], None]],
     ) -> BatchProcessor:
         return BatchProcessor(
             job_id=job.id,
@@ -281,9 +286,10 @@ class Runtime:
             provider=provider,
             prompt=Prompt(job.prompt, job.system_prompt),
             store=self.store,
+            sink=self.store,
             options=engine_options(job.options),
             subscribers=subscribers,
-            gate=self.gate_for(Account.of(spec, env)),
+            gate=gate,
             fallbacks=self._fallbacks(job, env),
         )
 
@@ -293,73 +299,102 @@ class Runtime:
         One that cannot be built (its key is not set) is left out, and the admin log says so.
         """
         chain: list[tuple[Provider, Gate]] = []
-        for name, model in job.options.get("fallbacks") or []:
-            spec, chosen = resolve(name, model)
+        for fallback in job.options.fallbacks:
+            spec, chosen = resolve(fallback.provider, fallback.model)
             try:
-                provider = create_provider(spec, chosen, self.session, env)
+                built = self._build(spec, chosen, env)
             except FatalJobError as exc:
                 admin_log.error(
-                    "[BatchProcessor] Job %s: fallback %s left out: %s", job.id, name, exc.message
+                    "[BatchProcessor] Job %s: fallback %s left out: %s",
+                    job.id,
+                    fallback.provider,
+                    exc.message,
                 )
                 continue
-            chain.append((provider, self.gate_for(Account.of(spec, env))))
+            chain.append(built)
         return chain
 
-    def _economy(
+    async def _economy(
         self,
         job: JobRow,
         spec: ProviderSpec,
-        provider: Provider,
+        model: str,
         env: Mapping[str, str],
-        subscribers: list[Callable[[ProgressEvent], None]],
-    ) -> EconomyRunner:
-        """The economy runner; photos its batches did not finish go through fast mode."""
-        if not provider.capabilities.batch_api:
-            raise FatalJobError(f"{spec.name} has no batch API: economy mode is not possible")
-        adapter = cast("BatchAdapter", provider)
-        runner: EconomyRunner
-
-        async def fast(images: list[ImageInput], rated: int, failed: int) -> JobOutcome:
-            processor = self._processor(job, spec, provider, env, subscribers)
-            runner.fast_processor = processor
-            return await processor.run(
-                images, total=job.total_images, already_rated=rated, already_failed=failed
-            )
-
+        subscribers: Sequence[Callable[[ProgressEvent], None]],
+        on_processor: Callable[[Stoppable], None] | None,
+        *,
+        cancel: bool,
+    ) -> JobOutcome:
+        """The job's provider batches first; the photos they did not finish then go through
+        the fast engine, with the batch client's adapter and the same account's gate."""
+        try:
+            credentials = spec.credentials(env)
+            client = create_batch_client(spec, model, self.session, credentials)
+        except FatalJobError as exc:
+            return JobOutcome(JobState.FAILED, job.processed_images, 0, exc.message, exc.env_vars)
+        counts = await self.store.item_counts(job.id)
+        if client is None:
+            error = f"{spec.name} has no batch API: economy mode is not possible"
+            return JobOutcome(JobState.FAILED, counts.rated, counts.failed, error)
+        gate = self.gate_for(Account.of(credentials))
         runner = EconomyRunner(
             job_id=job.id,
             shoot_id=job.shoot_id,
             total=job.total_images,
-            adapter=adapter,
-            client=create_batch_client(spec, self.session, env),
+            client=client,
+            gate=gate,
             prompt=Prompt(job.prompt, job.system_prompt),
             store=self.store,
-            fast=fast,
+            sink=self.store,
             options=economy_options(job.options, env),
             subscribers=subscribers,
         )
-        return runner
+        if cancel:
+            runner.cancel()
+        batches = runner.run(already_rated=counts.rated, already_failed=counts.failed)
+        ended = await self._running(job.id, runner, on_processor, batches)
+        if not ended.leftovers:
+            return ended.outcome
+        processor = self._processor(job, client.adapter, gate, env, subscribers)
+        leftovers = processor.run(
+            ended.leftovers,
+            total=job.total_images,
+            already_rated=ended.outcome.rated,
+            already_failed=ended.outcome.failed,
+        )
+        return await self._running(job.id, processor, on_processor, leftovers)
 
 
-class JobTakenError(RuntimeError):
+class JobTakenError(ConflictError):
+    """Another process claimed the job first: it is not run twice (exit 2, HTTP 409)."""
+
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} was just taken by another process; not running it twice")
 
 
-def engine_options(options: Mapping[str, Any]) -> EngineOptions:
-    """The options stored with the job; anything missing takes the engine's default."""
-    chosen = {key: options[key] for key in STORED_OPTIONS if options.get(key) is not None}
-    return EngineOptions(**chosen, fingerprint=GroupingOptions.of(options).enabled)
+def engine_options(options: JobOptions) -> EngineOptions:
+    """The fast engine's knobs, from the options stored with the job."""
+    return EngineOptions(
+        concurrency=options.concurrency,
+        max_retry_time=options.max_retry_time,
+        max_edge=options.max_edge,
+        rpm=options.rpm,
+        fallback_after=options.fallback_after,
+        fingerprint=options.grouping.enabled,
+    )
 
 
-def economy_options(options: Mapping[str, Any], env: Mapping[str, str]) -> EconomyOptions:
+def economy_options(options: JobOptions, env: Mapping[str, str]) -> EconomyOptions:
     """The stored options that economy mode reads, and the poll interval's override."""
-    chosen: dict[str, Any] = {
-        key: options[key]
-        for key in ("economy_only", "max_edge", "max_retry_time")
-        if options.get(key) is not None
-    }
+    economy = EconomyOptions(
+        economy_only=options.economy_only,
+        max_edge=options.max_edge,
+        max_retry_time=options.max_retry_time,
+        fingerprint=options.grouping.enabled,
+    )
     if poll := env.get(ECONOMY_POLL_VAR):
         first = float(poll)
-        chosen |= {"poll_first": first, "poll_max": max(first, min(60.0, first * 12))}
-    return EconomyOptions(**chosen, fingerprint=GroupingOptions.of(options).enabled)
+        return dataclasses.replace(
+            economy, poll_first=first, poll_max=max(first, min(60.0, first * 12))
+        )
+    return economy

@@ -29,8 +29,7 @@ from kullbatch.providers.local import detail
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from kullbatch.media.bursts import GroupingOptions
-    from kullbatch.models import ItemRecord
+    from kullbatch.models import GroupingOptions, ItemRecord
     from kullbatch.store.database import Store
 
 

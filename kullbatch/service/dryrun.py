@@ -16,8 +16,9 @@ from kullbatch.errors import PermanentImageError
 from kullbatch.media import images
 from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS
-from kullbatch.providers.base import DEFAULT_PROMPT, RATING_SCHEMA
-from kullbatch.service.jobs import ProcessSettings, UsageError, choose_provider
+from kullbatch.providers.base import RATING_SCHEMA
+from kullbatch.service import prompt
+from kullbatch.service.jobs import ProcessSettings, choose_provider
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -51,13 +52,12 @@ async def estimate(
 ) -> pricing.Estimate:
     """Tokens and price of the job `settings` describe, in fast and economy mode.
 
-    Nothing is sent and no job is created: the database is not even opened.
+    Nothing is sent and no job is created: the database is not even opened. The prompt is
+    the one a run of the same settings stores and sends (`prompt.compose`).
     """
     provider, model = choose_provider(settings, manifest, env)
-    try:
-        table = pricing.load_prices(env)
-    except pricing.PriceFileError as exc:
-        raise UsageError(str(exc)) from exc
+    composed = prompt.compose(settings, manifest, env)
+    table = pricing.load_prices(env)
     gate = asyncio.Semaphore(os.cpu_count() or 4)
     found = await asyncio.gather(
         *(_size(image, settings.max_edge, gate) for image in manifest.images),
@@ -72,14 +72,12 @@ async def estimate(
             raise result
         else:
             sizes.append(result)
-    prompt = settings.prompt or manifest.prompt or DEFAULT_PROMPT
-    system = settings.system_prompt or manifest.system_prompt
     return pricing.estimate(
         table,
         provider,
         model,
         sizes,
-        prompt_tokens(prompt, system),
+        prompt_tokens(composed.text, composed.system),
         economy=PROVIDERS[provider].economy,
         unreadable=unreadable,
     )

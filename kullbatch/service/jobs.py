@@ -17,27 +17,33 @@ import string
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from kullbatch.media import bursts
-from kullbatch.media.bursts import GroupingOptions
-from kullbatch.media.images import DEFAULT_MAX_EDGE
+from kullbatch.errors import ConflictError, NotFoundError, UsageError
 from kullbatch.models import (
+    CANCELLABLE_STATES,
+    CANCELLED_BY_USER,
+    DEFAULT_DISTANCE,
+    DEFAULT_FALLBACK_AFTER,
+    DEFAULT_GAP,
+    DEFAULT_MAX_EDGE,
+    DEFAULT_MAX_RETRY_TIME,
+    Fallback,
+    GroupingOptions,
     ItemRecord,
+    JobOptions,
     JobState,
     JobStatus,
+    Mode,
     ProgressEvent,
     ProviderBatch,
     TokenUsage,
 )
 from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS, resolve
-from kullbatch.rubrics.loader import DEFAULT_RUBRIC, RubricError, load_rubric
 from kullbatch.run.events import eta_seconds
-from kullbatch.run.fallback import DEFAULT_FALLBACK_AFTER
-from kullbatch.run.retry import DEFAULT_MAX_RETRY_TIME
-from kullbatch.run.runtime import STORED_OPTIONS, JobTakenError, Runtime
-from kullbatch.service import export
+from kullbatch.run.runtime import Runtime
+from kullbatch.service import export, prompt
 from kullbatch.service.culling import group_job
 from kullbatch.store.database import Store
 from kullbatch.store.rows import JobRow, NewJob, parse_time
@@ -53,16 +59,10 @@ if TYPE_CHECKING:
 
 admin_log = logging.getLogger("kullbatch.admin")
 
-MODES = ("fast", "economy")
 
-
-class JobNotFoundError(LookupError):
+class JobNotFoundError(NotFoundError):
     def __init__(self, job_id: str, db: Path) -> None:
         super().__init__(f"no job {job_id!r} in {db} (see `kullbatch jobs`)")
-
-
-class UsageError(ValueError):
-    """A request that cannot run as asked (exit 2), found before anything is written."""
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -91,8 +91,24 @@ class ProcessSettings:
     fallback_after: float = DEFAULT_FALLBACK_AFTER
     rubric: str | None = None  # --rubric NAME: the shoot type's instructions and star scale
     groups: bool = True  # --no-groups: bursts are not looked for
-    burst_gap: float = bursts.DEFAULT_GAP
-    burst_distance: int = bursts.DEFAULT_DISTANCE
+    burst_gap: float = DEFAULT_GAP
+    burst_distance: int = DEFAULT_DISTANCE
+
+    def job_options(self) -> JobOptions:
+        """What the job remembers of these settings, so that `resume` runs it the same way."""
+        return JobOptions(
+            concurrency=self.concurrency,
+            max_retry_time=self.max_retry_time,
+            max_edge=self.max_edge,
+            rpm=self.rpm,
+            fallback_after=self.fallback_after,
+            economy_only=self.economy_only,
+            fallbacks=tuple(_fallback(wanted) for wanted in self.fallbacks),
+            rubric=self.rubric,
+            grouping=GroupingOptions(
+                enabled=self.groups, gap=self.burst_gap, max_distance=self.burst_distance
+            ),
+        )
 
 
 def choose_provider(
@@ -111,23 +127,20 @@ async def create_job(
 ) -> JobRow:
     """Record the job and every image before the first request, in one transaction."""
     provider, model = choose_provider(settings, manifest, env)
-    mode = settings.mode or manifest.mode or "fast"
-    if mode not in MODES:
-        raise UsageError(f"--mode must be fast or economy, not {mode!r}")
-    if mode == "economy" and not PROVIDERS[provider].economy:
+    wanted = settings.mode or manifest.mode or Mode.FAST
+    try:
+        mode = Mode(wanted)
+    except ValueError:
+        raise UsageError(f"--mode must be {' or '.join(Mode)}, not {wanted!r}") from None
+    if mode is Mode.ECONOMY and not PROVIDERS[provider].economy:
         with_batches = ", ".join(name for name, spec in PROVIDERS.items() if spec.economy)
         raise UsageError(
             f"{provider} has no batch API, so economy mode is not possible; "
             f"economy mode works with: {with_batches} (or use --mode fast)"
         )
-    if settings.economy_only and mode != "economy":
+    if settings.economy_only and mode is not Mode.ECONOMY:
         raise UsageError("--economy-only applies to --mode economy only")
-    options: dict[str, Any] = {key: getattr(settings, key) for key in STORED_OPTIONS}
-    options["economy_only"] = settings.economy_only
-    options["fallbacks"] = [list(_fallback(wanted)) for wanted in settings.fallbacks]
-    options["rubric"] = settings.rubric
-    grouping = GroupingOptions(settings.groups, settings.burst_gap, settings.burst_distance)
-    options["grouping"] = grouping.stored()
+    composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
         user_id=_user_name(),
@@ -135,10 +148,10 @@ async def create_job(
         provider_id=provider,
         model=model,
         mode=mode,
-        prompt=_prompt(settings, manifest, env),
-        system_prompt=settings.system_prompt or manifest.system_prompt,
+        prompt=composed.text,
+        system_prompt=composed.system,
         source=str(manifest.source),
-        options=options,
+        options=settings.job_options(),
     )
     await store.create_job(job, manifest.images)
     row = await store.get_job(job.id)
@@ -146,26 +159,14 @@ async def create_job(
     return row
 
 
-def _prompt(settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]) -> str:
-    """`--rubric` gives the instructions, a `--prompt` with it is added as the user's note;
-    without a rubric, the prompt asked for, else the manifest's, else the general rubric."""
-    try:
-        if settings.rubric is not None:
-            rubric = load_rubric(settings.rubric, env).prompt()
-            return rubric if not settings.prompt else f"{rubric}\n\n{settings.prompt}"
-        return settings.prompt or manifest.prompt or load_rubric(DEFAULT_RUBRIC, env).prompt()
-    except RubricError as exc:
-        raise UsageError(str(exc)) from exc
-
-
-def _fallback(wanted: str) -> tuple[str, str]:
+def _fallback(wanted: str) -> Fallback:
     """`anthropic`, `anthropic:claude-sonnet-4-6` or `openai-gpt-5` -> (provider, model)."""
     name, _, model = wanted.partition(":")
     try:
         spec, chosen = resolve(name, model or None)
     except ValueError as exc:
         raise UsageError(f"--fallback {wanted}: {exc}") from exc
-    return spec.name, chosen
+    return Fallback(provider=spec.name, model=chosen)
 
 
 def _user_name() -> str:
@@ -185,10 +186,7 @@ async def run_job(
 ) -> JobOutcome:
     """One job in a runtime of its own (the CLI's case: one job per process)."""
     async with Runtime(store, env) as runtime:
-        try:
-            return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
-        except JobTakenError as exc:
-            raise UsageError(str(exc)) from exc
+        return await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
 
 
 async def get_job(store: Store, job_id: str) -> JobRow:
@@ -207,23 +205,23 @@ async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> 
     """
     job = await get_job(store, job_id)
     if job.is_live():
-        raise UsageError(f"job {job_id} is still running (pid {job.owner_pid}); not resuming it")
+        raise ConflictError(f"job {job_id} is still running (pid {job.owner_pid}); not resuming it")
     if job.status is JobState.COMPLETED and job.failed_images == 0:
-        raise UsageError(f"job {job_id} is already completed; every image is rated")
-    if mode not in {None, job.mode, "fast"}:
+        raise ConflictError(f"job {job_id} is already completed; every image is rated")
+    if mode not in {None, job.mode, Mode.FAST}:
         raise UsageError(f"job {job_id} ran in {job.mode} mode; it resumes in fast or {job.mode}")
-    if job.mode == "economy" and mode == "fast":
+    if job.mode is Mode.ECONOMY and mode == Mode.FAST:
         still_open = [r for r in await store.batches.of_job(job_id) if not r.fetched]
         if still_open:
             names = ", ".join(r.batch_id or r.file_id or "one being created" for r in still_open)
-            raise UsageError(
+            raise ConflictError(
                 f"job {job_id} has provider batches still open ({names}): resume it without "
                 "--mode fast to collect them, or cancel it first; its photos would be paid twice"
             )
-        await store.set_mode(job_id, "fast")
-        job = dataclasses.replace(job, mode="fast")
+        await store.set_mode(job_id, Mode.FAST)
+        job = dataclasses.replace(job, mode=Mode.FAST)
     await store.reopen_failed(job_id)
-    if job.mode == "economy":
+    if job.mode is Mode.ECONOMY:
         await store.batches.release_ended(job_id)
     return job
 
@@ -234,8 +232,8 @@ async def cancel_job(store: Store, job_id: str) -> str:
     if job.is_live():
         await store.request_cancel(job_id)
         return f"cancel requested: job {job_id} stops within 2 s"
-    if job.status in {JobState.PROCESSING, JobState.INTERRUPTED, JobState.SUBMITTED}:
-        await store.finish_job(job_id, JobState.CANCELLED, "cancelled by the user")
+    if job.status in CANCELLABLE_STATES:
+        await store.finish_job(job_id, JobState.CANCELLED, CANCELLED_BY_USER)
         return f"job {job_id} cancelled"
     return f"job {job_id} is already {job.status.value}; nothing to cancel"
 
@@ -322,11 +320,8 @@ class Service:
         on_processor: Callable[[Stoppable], None] | None = None,
     ) -> JobOutcome:
         runtime = await self.runtime()
-        try:
-            outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
-        except JobTakenError as exc:
-            raise UsageError(str(exc)) from exc
-        grouping = GroupingOptions.of(job.options)
+        outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        grouping = job.options.grouping
         if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
             await group_job(self.store, job.id, grouping)
         return outcome
@@ -345,9 +340,9 @@ class Service:
     async def cancel(self, job_id: str) -> str:
         """Stop a job; an economy job nobody polls has its provider batches cancelled here."""
         job = await get_job(self.store, job_id)
-        open_states = {JobState.SUBMITTED, JobState.INTERRUPTED, JobState.PROCESSING}
         waiting = [r.id for r in await self.store.batches.of_job(job_id) if not r.fetched]
-        if job.mode == "economy" and job.status in open_states and not job.is_live() and waiting:
+        open_job = job.status in CANCELLABLE_STATES and not job.is_live()
+        if job.mode is Mode.ECONOMY and open_job and waiting:
             outcome = await (await self.runtime()).run_job(job, cancel=True)
             made = await self.store.batches.made(waiting)  # cancelled; none is created
             return (
@@ -359,10 +354,7 @@ class Service:
     def prices(self) -> pricing.PriceTable:
         """The price table, read once; a broken user price file is a usage error (exit 2)."""
         if self._prices is None:
-            try:
-                self._prices = pricing.load_prices(self.env)
-            except pricing.PriceFileError as exc:
-                raise UsageError(str(exc)) from exc
+            self._prices = pricing.load_prices(self.env)
         return self._prices
 
     async def _with_cost(self, job: JobRow) -> JobStatus:
@@ -380,7 +372,7 @@ class Service:
     async def status(self, job_id: str) -> JobStatus:
         job = await get_job(self.store, job_id)
         status = await self._with_cost(job)
-        if job.mode != "economy":
+        if job.mode is not Mode.ECONOMY:
             return status
         batches = [
             ProviderBatch(id=r.batch_id, state=r.state, requests=r.requests, counts=r.counts)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from kullbatch.models import ImageInput, JobState
+from kullbatch.models import ImageInput, ItemState, JobState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -161,9 +161,8 @@ class BatchRecords:
     async def custom_ids(self, row_id: int) -> dict[str, str]:
         """custom_id -> image id of the photos in one batch that still have no result."""
         async with self._db.execute(
-            "SELECT custom_id, image_id FROM batch_items WHERE provider_batch = ?"
-            " AND status = 'pending'",
-            (row_id,),
+            "SELECT custom_id, image_id FROM batch_items WHERE provider_batch = ? AND status = ?",
+            (row_id, ItemState.PENDING),
         ) as cur:
             return {row[0]: row[1] for row in await cur.fetchall()}
 
@@ -175,8 +174,8 @@ class BatchRecords:
         """Photos without a result whose batch has ended and been read: fast mode's share."""
         async with self._db.execute(
             "SELECT i.image FROM batch_items i JOIN provider_batches b ON b.id = i.provider_batch"
-            " WHERE i.job_id = ? AND i.status = 'pending' AND b.fetched = 1 ORDER BY i.position",
-            (job_id,),
+            " WHERE i.job_id = ? AND i.status = ? AND b.fetched = 1 ORDER BY i.position",
+            (job_id, ItemState.PENDING),
         ) as cur:
             return [ImageInput.model_validate_json(row[0]) for row in await cur.fetchall()]
 
@@ -185,18 +184,16 @@ class BatchRecords:
         cancelled, errored) go into new batches; their last error stays until a new answer."""
         cursor = await self._db.execute(
             "UPDATE batch_items SET provider_batch = NULL, custom_id = NULL"
-            " WHERE job_id = ? AND status = 'pending' AND provider_batch IN"
+            " WHERE job_id = ? AND status = ? AND provider_batch IN"
             " (SELECT id FROM provider_batches WHERE job_id = ? AND fetched = 1)",
-            (job_id, job_id),
+            (job_id, ItemState.PENDING, job_id),
         )
         await self._db.commit()
         return cursor.rowcount
 
     async def set_state(self, job_id: str, state: JobState) -> None:
         """`submitted` while the provider works; `processing` while leftovers go fast."""
-        await self._db.execute(
-            "UPDATE batch_jobs SET status = ? WHERE id = ?", (state.value, job_id)
-        )
+        await self._db.execute("UPDATE batch_jobs SET status = ? WHERE id = ?", (state, job_id))
         await self._db.commit()
 
 
@@ -216,11 +213,15 @@ def _record(row: Any) -> BatchRecord:
     )
 
 
-# the photos `images_in_pages` can list, by name: whole queries, nothing built from input
+# the photos `images_in_pages` can list, by name: whole queries, nothing built from input, each
+# with the item state it binds
 _PAGE = "SELECT position, image FROM batch_items WHERE job_id = ? AND position > ? AND "
-PAGED = {
-    "unfinished": _PAGE + "status != 'rated' ORDER BY position LIMIT ?",
-    "unbatched": _PAGE + "status = 'pending' AND provider_batch IS NULL ORDER BY position LIMIT ?",
+PAGED: dict[str, tuple[str, ItemState]] = {
+    "unfinished": (_PAGE + "status != ? ORDER BY position LIMIT ?", ItemState.RATED),
+    "unbatched": (
+        _PAGE + "status = ? AND provider_batch IS NULL ORDER BY position LIMIT ?",
+        ItemState.PENDING,
+    ),
 }
 
 
@@ -230,12 +231,9 @@ async def images_in_pages(
     """A job's `which` images in manifest order, one page of rows at a time; rows that change
     meanwhile are still read once (the page starts after the last position read)."""
     after = -1
-    query = PAGED[which]
+    query, state = PAGED[which]
     while True:
-        async with db.execute(
-            query,
-            (job_id, after, page),
-        ) as cur:
+        async with db.execute(query, (job_id, after, state, page)) as cur:
             rows = list(await cur.fetchall())
         for row in rows:
             yield ImageInput.model_validate_json(row[1])

@@ -1,6 +1,7 @@
 """SQLite storage of jobs and per-image results; the only module that writes SQL.
 
-Results reach disk through one writer task that commits every `FLUSH_INTERVAL` seconds in a
+The store is the engine's result sink (`run.events.ResultSink`: `rated`, `failed`, `retried`);
+results reach disk through one writer task that commits every `FLUSH_INTERVAL` seconds in a
 single transaction, so 10,000 results cost a handful of fsyncs, and a result the progress bar
 counted is durable within a second. A rated image is never updated again.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from kullbatch.models import (
-    EventKind,
+    ACTIVE_STATES,
     ImageInput,
     ItemRecord,
+    ItemState,
     JobState,
-    ProgressEvent,
+    Mode,
 )
 from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
@@ -40,21 +41,27 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
     from pathlib import Path
 
+    from kullbatch.models import Answer
+
 admin_log = logging.getLogger("kullbatch.admin")
 
 FLUSH_INTERVAL = 0.25
 
 
 class Store:
-    """One open database; `handle` takes engine events, the writer task commits them."""
+    """One open database; results handed to it (`rated`, ...) are committed by its writer."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
-        self._pending: list[tuple[str, ProgressEvent]] = []
+        # results queued for the writer, as the rows of their UPDATEs
+        self._rated: list[tuple[Any, ...]] = []
+        self._failed: list[tuple[Any, ...]] = []
+        self._retried: list[tuple[Any, ...]] = []
         self._counts: dict[str, tuple[int, int]] = {}
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()  # the writer and `finish_job` never interleave a flush
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
 
@@ -107,7 +114,7 @@ class Store:
                 job.prompt,
                 job.system_prompt,
                 job.source,
-                json.dumps(job.options),
+                job.options.model_dump_json(),
                 now,
                 now,  # live from the start: `status` right after `--quiet` prints the id
                 os.getpid(),
@@ -137,12 +144,16 @@ class Store:
         """This process now runs the job, if nobody took it since `seen` was read.
 
         A compare-and-swap on the owner and heartbeat: of two `resume`s racing for one job,
-        one wins and the other is told, so no image is paid for twice.
+        one wins and the other is told, so no image is paid for twice. A cancel flag `seen`
+        already carried is an old one and is cleared; one raised since (a `cancel` of the job
+        between its creation, which makes it live, and this claim) is kept, for the job's
+        heartbeat to act on: clearing it would lose the cancel, and the job would run on.
         """
         now = utc_now()
         cursor = await self._db.execute(
             "UPDATE batch_jobs SET status = ?, started_at = coalesce(started_at, ?),"
-            " heartbeat_at = ?, owner_pid = ?, owner_host = ?, cancel_requested = 0,"
+            " heartbeat_at = ?, owner_pid = ?, owner_host = ?,"
+            " cancel_requested = CASE WHEN ? THEN 0 ELSE cancel_requested END,"
             " completed_at = NULL, error = NULL"
             " WHERE id = ? AND owner_pid IS ? AND owner_host IS ? AND heartbeat_at IS ?",
             (
@@ -151,6 +162,7 @@ class Store:
                 now,
                 os.getpid(),
                 socket.gethostname(),
+                seen.cancel_requested,
                 seen.id,
                 seen.owner_pid,
                 seen.owner_host,
@@ -182,17 +194,23 @@ class Store:
     async def finish_job(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record how the job ended, after every pending result is on disk."""
         await self.flush()
-        waiting = state in {JobState.PROCESSING, JobState.SUBMITTED}
-        completed_at = None if waiting else utc_now()
+        completed_at = None if state in ACTIVE_STATES else utc_now()
         await self._db.execute(
             "UPDATE batch_jobs SET status = :state, error = :error, completed_at = :at,"
             " heartbeat_at = NULL,"
             " processed_images = (SELECT count(*) FROM batch_items"
-            "   WHERE job_id = :job AND status = 'rated'),"
+            "   WHERE job_id = :job AND status = :rated),"
             " failed_images = (SELECT count(*) FROM batch_items"
-            "   WHERE job_id = :job AND status = 'failed')"
+            "   WHERE job_id = :job AND status = :failed)"
             " WHERE id = :job",
-            {"state": state.value, "error": error, "at": completed_at, "job": job_id},
+            {
+                "state": state,
+                "error": error,
+                "at": completed_at,
+                "job": job_id,
+                "rated": ItemState.RATED,
+                "failed": ItemState.FAILED,
+            },
         )
         await self._db.commit()
 
@@ -201,9 +219,9 @@ class Store:
     async def item_counts(self, job_id: str) -> ItemCounts:
         """How many of the job's images are rated and failed, from the items themselves."""
         async with self._db.execute(
-            "SELECT count(*) FILTER (WHERE status = 'rated'),"
-            " count(*) FILTER (WHERE status = 'failed') FROM batch_items WHERE job_id = ?",
-            (job_id,),
+            "SELECT count(*) FILTER (WHERE status = ?),"
+            " count(*) FILTER (WHERE status = ?) FROM batch_items WHERE job_id = ?",
+            (ItemState.RATED, ItemState.FAILED, job_id),
         ) as cur:
             row = await cur.fetchone()
         assert row is not None
@@ -218,8 +236,8 @@ class Store:
         """Failed images become pending again, for a resume that retries them; the job's
         counts follow, so `status` never counts a photo as failed that is waiting again."""
         await self._db.execute(
-            "UPDATE batch_items SET status = 'pending' WHERE job_id = ? AND status = 'failed'",
-            (job_id,),
+            "UPDATE batch_items SET status = ? WHERE job_id = ? AND status = ?",
+            (ItemState.PENDING, job_id, ItemState.FAILED),
         )
         await self._db.execute(
             "UPDATE batch_jobs SET failed_images = 0 WHERE id = ?",
@@ -227,7 +245,7 @@ class Store:
         )
         await self._db.commit()
 
-    async def set_mode(self, job_id: str, mode: str) -> None:
+    async def set_mode(self, job_id: str, mode: Mode) -> None:
         """`resume --mode fast`: the rest of an economy job goes at the list price."""
         await self._db.execute("UPDATE batch_jobs SET mode = ? WHERE id = ?", (mode, job_id))
         await self._db.commit()
@@ -275,14 +293,56 @@ class Store:
         assert row is not None
         return row[0] or 0, row[1] or 0
 
-    # -- the writer ---------------------------------------------------------------------------
+    # -- the result sink and its writer -------------------------------------------------------
 
-    def handle(self, event: ProgressEvent) -> None:
-        """Engine subscriber: queue what must reach disk; the writer commits it soon."""
-        if event.kind in {EventKind.RATED, EventKind.FAILED, EventKind.RETRYING}:
-            self._pending.append((utc_now(), event))
-            self._counts[event.job_id] = (event.rated, event.failed)
-            self._wake.set()
+    def rated(
+        self,
+        job_id: str,
+        image_id: str,
+        answer: Answer,
+        *,
+        attempt: int,
+        provider: str,
+        model: str,
+        batch_priced: bool = False,
+        counts: tuple[int, int],
+    ) -> None:
+        """Result sink: queue a rated photo; the writer commits it soon."""
+        at = utc_now()
+        taken = answer.fingerprint
+        self._rated.append(
+            (
+                answer.rating.model_dump_json(),
+                answer.usage.input_tokens,
+                answer.usage.output_tokens,
+                "batch" if batch_priced else "standard",
+                provider or None,
+                model or None,
+                attempt,
+                None if taken is None else f"{taken.phash:016x}",
+                None if taken is None else taken.captured,
+                at,
+                at,
+                job_id,
+                image_id,
+            )
+        )
+        self._counts[job_id] = counts
+        self._wake.set()
+
+    def failed(
+        self, job_id: str, image_id: str, error: str, *, attempt: int, counts: tuple[int, int]
+    ) -> None:
+        """Result sink: queue a photo that failed for good."""
+        at = utc_now()
+        self._failed.append((error, attempt, at, at, job_id, image_id))
+        self._counts[job_id] = counts
+        self._wake.set()
+
+    def retried(self, job_id: str, image_id: str, error: str, *, attempt: int) -> None:
+        """Result sink: queue the last error of a photo that will be sent again."""
+        self._retried.append((error, attempt, utc_now(), job_id, image_id))
+        self._wake.set()
 
     def start_writer(self) -> None:
         if self._writer is None:
@@ -313,79 +373,57 @@ class Store:
                 await asyncio.sleep(1.0)
 
     async def flush(self) -> None:
-        """Commit everything queued so far in one transaction; on failure, keep it queued."""
-        if not self._pending:
+        """Commit everything queued so far in one transaction; on failure, keep it queued.
+
+        One flush at a time: two on one connection would mix their statements and commits."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not (self._rated or self._failed or self._retried):
             return
-        batch, self._pending = self._pending, []
+        rated, failed, retried = self._rated, self._failed, self._retried
+        self._rated, self._failed, self._retried = [], [], []
         counts, self._counts = self._counts, {}
         try:
-            await self._write(batch, counts)
+            await self._write(rated, failed, retried, counts)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._db.rollback()
-            self._pending[:0] = batch
+            self._rated[:0] = rated
+            self._failed[:0] = failed
+            self._retried[:0] = retried
             self._counts = {**counts, **self._counts}
             raise
 
     async def _write(
-        self, batch: list[tuple[str, ProgressEvent]], counts: dict[str, tuple[int, int]]
+        self,
+        rated: list[tuple[Any, ...]],
+        failed: list[tuple[Any, ...]],
+        retried: list[tuple[Any, ...]],
+        counts: dict[str, tuple[int, int]],
     ) -> None:
-        rated, failed, retried = _split(batch)
+        done, gave_up, waiting = ItemState.RATED, ItemState.FAILED, ItemState.PENDING
         await self._db.executemany(
-            "UPDATE batch_items SET status = 'rated', result = ?, input_tokens = ?,"
+            "UPDATE batch_items SET status = ?, result = ?, input_tokens = ?,"
             " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
             " phash = ?, captured = ?, last_error = NULL, updated_at = ?, completed_at = ?"
-            " WHERE job_id = ? AND image_id = ? AND status != 'rated'",
-            rated,
+            " WHERE job_id = ? AND image_id = ? AND status != ?",
+            [(done, *row, done) for row in rated],
         )
         await self._db.executemany(
-            "UPDATE batch_items SET status = 'failed', last_error = ?, attempts = ?,"
+            "UPDATE batch_items SET status = ?, last_error = ?, attempts = ?,"
             " updated_at = ?, completed_at = ? WHERE job_id = ? AND image_id = ?"
-            " AND status != 'rated'",
-            failed,
+            " AND status != ?",
+            [(gave_up, *row, done) for row in failed],
         )
         await self._db.executemany(
             "UPDATE batch_items SET last_error = ?, attempts = ?, updated_at = ?"
-            " WHERE job_id = ? AND image_id = ? AND status = 'pending'",
-            retried,
+            " WHERE job_id = ? AND image_id = ? AND status = ?",
+            [(*row, waiting) for row in retried],
         )
         await self._db.executemany(
             "UPDATE batch_jobs SET processed_images = ?, failed_images = ? WHERE id = ?",
             [(r, f, job_id) for job_id, (r, f) in counts.items()],
         )
         await self._db.commit()
-
-
-def _split(
-    batch: list[tuple[str, ProgressEvent]],
-) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    rated: list[tuple[Any, ...]] = []
-    failed: list[tuple[Any, ...]] = []
-    retried: list[tuple[Any, ...]] = []
-    for at, event in batch:
-        if event.kind is EventKind.RATED:
-            answer = event.answer
-            assert answer is not None
-            taken = answer.fingerprint
-            rated.append(
-                (
-                    answer.rating.model_dump_json(),
-                    answer.usage.input_tokens,
-                    answer.usage.output_tokens,
-                    "batch" if event.batch_priced else "standard",
-                    event.provider or None,
-                    event.model or None,
-                    event.attempt,
-                    None if taken is None else f"{taken.phash:016x}",
-                    None if taken is None else taken.captured,
-                    at,
-                    at,
-                    event.job_id,
-                    event.image_id,
-                )
-            )
-        elif event.kind is EventKind.FAILED:
-            failed.append((event.error, event.attempt, at, at, event.job_id, event.image_id))
-        else:
-            retried.append((event.error, event.attempt, at, event.job_id, event.image_id))
-    return rated, failed, retried

@@ -6,7 +6,6 @@ holding a database connection.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass
@@ -14,11 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kullbatch.models import (
+    ACTIVE_STATES,
     Fingerprint,
     ImageInput,
     ItemRecord,
     ItemState,
+    JobOptions,
     JobState,
+    Mode,
     Rating,
     Usage,
 )
@@ -43,11 +45,11 @@ class NewJob:
     shoot_id: str
     provider_id: str
     model: str
-    mode: str
+    mode: Mode
     prompt: str
     system_prompt: str | None
     source: str
-    options: dict[str, Any]
+    options: JobOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +67,7 @@ class JobRow:
     shoot_id: str
     provider_id: str
     model: str
-    mode: str
+    mode: Mode
     status: JobState
     total_images: int
     processed_images: int
@@ -75,7 +77,7 @@ class JobRow:
     prompt: str
     system_prompt: str | None
     source: str
-    options: dict[str, Any]
+    options: JobOptions
     created_at: str
     started_at: str | None
     completed_at: str | None
@@ -87,7 +89,7 @@ class JobRow:
     def is_live(self, now: datetime | None = None) -> bool:
         """A processing (or polling) job whose owner still beats; a dead owner means it was
         interrupted."""
-        if self.status not in {JobState.PROCESSING, JobState.SUBMITTED}:
+        if self.status not in ACTIVE_STATES:
             return False
         beat = parse_time(self.heartbeat_at)
         if beat is None or ((now or datetime.now(UTC)) - beat).total_seconds() > (
@@ -116,7 +118,7 @@ def job_row(row: Any) -> JobRow:
         shoot_id=row["shoot_id"],
         provider_id=row["provider_id"],
         model=row["model"],
-        mode=row["mode"],
+        mode=Mode(row["mode"]),
         status=JobState(row["status"]),
         total_images=row["total_images"],
         processed_images=row["processed_images"],
@@ -126,7 +128,7 @@ def job_row(row: Any) -> JobRow:
         prompt=row["prompt"],
         system_prompt=row["system_prompt"],
         source=row["source"],
-        options=json.loads(row["options"]),
+        options=JobOptions.model_validate_json(row["options"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         completed_at=row["completed_at"],

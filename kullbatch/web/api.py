@@ -10,7 +10,8 @@
 
 Every route wants `Authorization: Bearer <token>`. Errors are JSON, `{"error", "field"}`:
 400 a bad body (the field named as in a manifest error), 401, 404 an unknown job, 409 a job
-that cannot do what is asked, 413 a body over the size limit. Local paths in a request must
+that cannot do what is asked, 413 a body over the size limit. The status of kullbatch's own
+errors is decided by their class, in one place (`http_status`). Local paths in a request must
 lie beneath `--root`; anything else is refused before a byte of it is read.
 """
 
@@ -24,10 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from kullbatch.errors import PermanentImageError
+from kullbatch.errors import (
+    ConflictError,
+    KullbatchError,
+    NotFoundError,
+    PermanentImageError,
+    UsageError,
+)
 from kullbatch.manifest import ManifestError, manifest_from_document
 from kullbatch.media import images
-from kullbatch.models import EventKind, JobState, JobStatus, ProgressEvent
+from kullbatch.models import CANCELLABLE_STATES, EventKind, JobStatus, ProgressEvent
 from kullbatch.service import export, jobs
 from kullbatch.web.hub import token_matches
 
@@ -45,15 +52,28 @@ admin_log = logging.getLogger("kullbatch.admin")
 
 PREFIX = "/api/batch"
 THUMBNAIL_EDGE = 320
-_CANCELLABLE = frozenset({JobState.PROCESSING, JobState.INTERRUPTED, JobState.SUBMITTED})
+
+
+# The HTTP status of each kind of error a request can meet: decided here, by class, only.
+_STATUSES: tuple[tuple[type[KullbatchError], int], ...] = (
+    (UsageError, 400),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+)
 
 
 def error(status: int, message: str, field: str | None = None) -> web.Response:
     return web.json_response({"error": message, "field": field}, status=status)
 
 
+def http_status(exc: KullbatchError) -> int | None:
+    """400 a usage error, 404 not found, 409 a conflict; None for an error no request causes."""
+    return next((status for kind, status in _STATUSES if isinstance(exc, kind)), None)
+
+
 def api_middlewares(token: str) -> list[Any]:
-    """Bearer-token check on every API route, and JSON bodies for aiohttp's own errors."""
+    """Bearer-token check on every API route, and JSON bodies for aiohttp's own errors and
+    kullbatch's (their status by `http_status`)."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -68,6 +88,12 @@ def api_middlewares(token: str) -> list[Any]:
             return await handler(request)
         except web.HTTPException as exc:
             return error(exc.status, exc.reason)
+        except KullbatchError as exc:
+            status = http_status(exc)
+            if status is None:
+                raise
+            field = exc.location if isinstance(exc, ManifestError) else None
+            return error(status, str(exc), field)
 
     return [guard]
 
@@ -129,14 +155,9 @@ class Api:
         try:
             document = json.loads(await request.read())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return error(400, f"request body: malformed JSON: {exc}")
-        try:
-            manifest = await asyncio.to_thread(self._manifest, document)
-            job = await self.service.create(manifest, jobs.ProcessSettings())
-        except ManifestError as exc:
-            return error(400, str(exc), exc.location)
-        except jobs.UsageError as exc:
-            return error(400, str(exc))
+            raise UsageError(f"request body: malformed JSON: {exc}") from None
+        manifest = await asyncio.to_thread(self._manifest, document)
+        job = await self.service.create(manifest, jobs.ProcessSettings())
         self._start(job.id, job)
         return _accepted(job, "Batch processing started")
 
@@ -164,18 +185,12 @@ class Api:
             raise ManifestError("request body", field, f"must lie beneath {self.root}")
 
     async def status(self, request: web.Request) -> web.Response:
-        try:
-            status = await self.service.status(request.match_info["job_id"])
-        except jobs.JobNotFoundError as exc:
-            return error(404, str(exc))
+        status = await self.service.status(request.match_info["job_id"])
         return web.json_response(status.model_dump(mode="json"))
 
     async def results(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        try:
-            status, items = await self.service.results(job_id)
-        except jobs.JobNotFoundError as exc:
-            return error(404, str(exc))
+        status, items = await self.service.results(job_id)
         document = export.results_document(status, items)
         if request.query.get("thumbnails"):
             for entry, item in zip(document["results"], items, strict=True):
@@ -188,28 +203,20 @@ class Api:
 
     async def cancel(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
-        try:
-            status = await self.service.status(job_id)
-        except jobs.JobNotFoundError as exc:
-            return error(404, str(exc))
+        status = await self.service.status(job_id)
         processor = self._processors.get(job_id)
         if processor is not None:  # ours: stops now, not at the next poll
             processor.cancel()
             return web.json_response({"jobId": job_id, "message": "Job cancelled successfully"})
-        if status.status not in _CANCELLABLE:
-            return error(409, f"job {job_id} is already {status.status.value}; nothing to cancel")
+        if status.status not in CANCELLABLE_STATES:
+            raise ConflictError(f"job {job_id} is already {status.status.value}; nothing to cancel")
         return web.json_response({"jobId": job_id, "message": await self.service.cancel(job_id)})
 
     async def resume(self, request: web.Request) -> web.Response:
         job_id = request.match_info["job_id"]
         if job_id in self._tasks:
-            return error(409, f"job {job_id} is already running here")
-        try:
-            job = await self.service.prepare_resume(job_id)
-        except jobs.JobNotFoundError as exc:
-            return error(404, str(exc))
-        except jobs.UsageError as exc:
-            return error(409, str(exc))
+            raise ConflictError(f"job {job_id} is already running here")
+        job = await self.service.prepare_resume(job_id)
         self._start(job.id, job)
         return _accepted(job, "Batch processing resumed")
 
@@ -221,10 +228,7 @@ class Api:
         job_id, image_id = request.match_info["job_id"], request.match_info["image_id"]
         paths = self._paths.get(job_id)
         if paths is None:
-            try:
-                _, items = await self.service.results(job_id)
-            except jobs.JobNotFoundError as exc:
-                return error(404, str(exc))
+            _, items = await self.service.results(job_id)
             paths = {
                 item.image.id: local
                 for item in items
@@ -233,11 +237,12 @@ class Api:
             self._paths[job_id] = paths
         path = paths.get(image_id)
         if path is None:
-            return error(404, f"no local photo {image_id!r} beneath --root in job {job_id}")
+            raise NotFoundError(f"no local photo {image_id!r} beneath --root in job {job_id}")
         try:
             data = await asyncio.to_thread(_thumbnail, path)
         except PermanentImageError as exc:  # the message starts with the path: name only
-            return error(404, f"cannot read {path.name}: {exc.message.removeprefix(f'{path}: ')}")
+            detail = exc.message.removeprefix(f"{path}: ")
+            raise NotFoundError(f"cannot read {path.name}: {detail}") from None
         return web.Response(
             body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"}
         )

@@ -1,21 +1,25 @@
 """Economy benchmark: a 1,000-photo economy job through the local fake of OpenAI's Batch API.
 
-The photos are real JPEG files (seeded noise, so they do not compress to nothing); kullbatch
-prepares each one as fast mode would, packs the request bodies into JSONL files under the
-provider's limits, uploads them, polls the batches and stores the answers. The fake
-(tests/fake_batch_openai.py) runs in the same process on 127.0.0.1 and records every request,
-so "no per-photo requests" is counted on the wire.
+The photos are real JPEG files (seeded noise, so they do not compress to nothing), made once
+and shared by every run; kullbatch prepares each one as fast mode would, packs the request
+bodies into JSONL files under the provider's limits, uploads them, polls the batches and stores
+the answers. The fake (tests/fake_batch_openai.py) runs in the job's process on 127.0.0.1 and
+records every request, so "no per-photo requests" is counted on the wire. Each run is a
+process of its own with a fresh fake and database, `--repeats` times (median and range). Not a
+comparison: one side. The GC is the job's (kullbatch's BatchGC), or Python's with `--gc default`.
 
-    python tests/benchmarks/economy.py [--images 1000] [--edge 640] [--file-mb 200]
+    python tests/benchmarks/economy.py [--photos 1000] [--repeats 3] [--edge 640]
+                                       [--file-mb 200] [--gc batch|default]
 
 `--file-mb` lowers the per-file limit (OpenAI's is 200 MB) to show the split by bytes.
-Checks: every photo rated with its own answer, zero per-photo requests.
+Checks: every photo rated with its own answer, zero per-photo requests, in every run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import resource
 import sys
@@ -23,23 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fair
 
-from aiohttp import web  # noqa: E402
-from fake_batch_openai import KEY, FakeOpenAIBatches  # noqa: E402
-from fake_batch_shared import rating_for  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from kullbatch.manifest import manifest_from_document  # noqa: E402
-from kullbatch.models import Rating  # noqa: E402
-from kullbatch.providers.batch import openai as batch_openai  # noqa: E402
-from kullbatch.providers.batch.clients import OpenAIBatches  # noqa: E402
-from kullbatch.providers.batch.common import Limits  # noqa: E402
-from kullbatch.service import jobs  # noqa: E402
+sys.path.insert(0, str(fair.ROOT / "tests"))
 
 
-def make_photos(folder: Path, count: int, edge: int) -> list[dict[str, str]]:
+def make_photos(folder: Path, count: int, edge: int) -> Path:
+    """The photos and a manifest document naming them; returns the document's path."""
+    from PIL import Image  # noqa: PLC0415
+
     rng = random.Random(7)
     tile = Image.frombytes("RGB", (edge, edge * 3 // 4), rng.randbytes(edge * edge * 3 // 4 * 3))
     entries = []
@@ -47,10 +44,23 @@ def make_photos(folder: Path, count: int, edge: int) -> list[dict[str, str]]:
         path = folder / f"IMG_{n:05d}.jpg"
         tile.rotate(n % 360).save(path, quality=90)
         entries.append({"id": f"img{n:05d}", "filename": path.name, "path": path.name})
-    return entries
+    document = folder / "shoot.json"
+    document.write_text(json.dumps({"shootId": "economy-bench", "images": entries}))
+    return document
 
 
-async def run(count: int, edge: int, file_mb: int) -> None:
+async def one_run(document: Path, file_mb: int, db: Path) -> dict[str, float]:
+    """One job in this process, the fake beside it (the child's side)."""
+    from aiohttp import web  # noqa: PLC0415 - the child's imports
+    from fake_batch_openai import KEY, FakeOpenAIBatches  # noqa: PLC0415
+    from fake_batch_shared import rating_for  # noqa: PLC0415
+
+    from kullbatch.manifest import manifest_from_document  # noqa: PLC0415
+    from kullbatch.models import Rating  # noqa: PLC0415
+    from kullbatch.providers.batch import openai as batch_openai  # noqa: PLC0415
+    from kullbatch.providers.batch.common import Limits  # noqa: PLC0415
+    from kullbatch.service import jobs  # noqa: PLC0415
+
     fake = FakeOpenAIBatches(seed=11)
     runner = web.AppRunner(fake.app())
     await runner.setup()
@@ -58,44 +68,87 @@ async def run(count: int, edge: int, file_mb: int) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     fake.base_url = f"http://127.0.0.1:{port}/v1"
-    OpenAIBatches.limits = Limits(batch_openai.MAX_REQUESTS, file_mb * 1024 * 1024)
+    batch_openai.OpenAIBatchClient.limits = Limits(batch_openai.MAX_REQUESTS, file_mb * 1024 * 1024)
     env = {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": fake.base_url, "KULLBATCH_ECONOMY_POLL": "0.2"}
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            document = {"shootId": "economy-bench", "images": make_photos(folder, count, edge)}
-            manifest = manifest_from_document(document, base=folder)
-            async with jobs.Service.open(folder / "bench.db", env) as service:
-                settings = jobs.ProcessSettings(provider="openai", mode="economy")
-                job = await service.create(manifest, settings)
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                outcome = await service.run(job)
-                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-                _, items = await service.results(job.id)
+        manifest = manifest_from_document(json.loads(document.read_text()), base=document.parent)
+        async with jobs.Service.open(db, env) as service:
+            settings = jobs.ProcessSettings(provider="openai", mode="economy")
+            job = await service.create(manifest, settings)
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            outcome = await service.run(job)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            _, items = await service.results(job.id)
     finally:
         await runner.cleanup()
     right = sum(item.rating == Rating(**rating_for(item.image.id)) for item in items if item.rating)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"{count} photos ({edge} px JPEG), economy mode, OpenAI Batch API fake, {file_mb} MB files"
-    )
-    print(f"job {outcome.state.value}: {outcome.rated} rated, {outcome.failed} failed; "
-          f"{right}/{count} answers are the photo's own")  # fmt: skip
-    print(f"provider batches: {fake.batch_creates}, files uploaded: {len(fake.uploads)} "
-          f"({fake.bytes_uploaded / 1e6:.1f} MB), per-photo requests: {fake.per_photo_requests()}")  # fmt: skip
-    print(f"wall {wall:.1f} s (polls every 0.2-2.4 s), CPU {cpu:.1f} s, peak RSS {rss:.0f} MB "
-          "(this process holds the fake's files too)")  # fmt: skip
-    if right != count or fake.per_photo_requests():
-        raise SystemExit("FAILED: a photo without its own answer, or a per-photo request")
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rated": outcome.rated,
+        "failed": outcome.failed,
+        "right": right,
+        "batches": fake.batch_creates,
+        "files": len(fake.uploads),
+        "uploaded_mb": fake.bytes_uploaded / 1e6,
+        "per_photo_requests": fake.per_photo_requests(),
+    }
+
+
+def run_child(args: argparse.Namespace, document: Path) -> fair.Figures:
+    command = [sys.executable, __file__, "--child", str(document), "--file-mb", str(args.file_mb)]
+    command += ["--gc", args.gc]
+    _, out = fair.run_process(command, capture=True)
+    return fair.child_report(out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=1000)
+    fair.add_arguments(parser, photos=1000, repeats=3)
     parser.add_argument("--edge", type=int, default=640)
     parser.add_argument("--file-mb", type=int, default=200)
+    parser.add_argument("--child", type=Path, metavar="SHOOT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(run(args.images, args.edge, args.file_mb))
+    if args.child:
+        fair.switch_gc(args.gc)
+        with tempfile.TemporaryDirectory() as folder:
+            db = Path(folder) / "bench.db"
+            fair.print_report(asyncio.run(one_run(args.child, args.file_mb, db)))
+        return
+    fair.check_repeats(parser, args.repeats, comparison=False)
+    with tempfile.TemporaryDirectory() as folder:
+        document = make_photos(Path(folder), args.photos, args.edge)
+        side = fair.Side("A", "economy job", lambda _: run_child(args, document))
+        runs = fair.repeat(side, args.repeats)
+    print(
+        f"{args.photos} photos ({args.edge} px JPEG), economy mode, OpenAI Batch API fake, "
+        f"{args.file_mb} MB files"
+    )
+    fair.how(
+        fair.describe_order(args.repeats, sides=1) + " (no comparison)",
+        "each run a process of its own, the fake in it; wall and CPU: the job's run "
+        "(polls every 0.2-2.4 s); peak RSS: the process's, the fake's files included",
+        "fake: " + fair.describe_fake("tests/fake_batch_openai.py (in the job's process)"),
+        "GC: " + fair.describe_gc(args.gc),
+    )
+    columns = [
+        fair.Column("wall", "wall s", ".1f"),
+        fair.Column("cpu", "CPU s", ".1f"),
+        fair.Column("rss_mb", "peak RSS MB", ".0f"),
+        fair.Column("batches", "batches", ".0f"),
+        fair.Column("files", "files", ".0f"),
+        fair.Column("uploaded_mb", "uploaded MB", ".1f"),
+        fair.Column("per_photo_requests", "per-photo requests", ".0f"),
+    ]
+    fair.table(columns, [("economy job", runs)])
+    wrong = [run for run in runs if run["right"] != args.photos or run["per_photo_requests"]]
+    worst = min(run["right"] for run in runs)
+    outcomes = ", ".join(f"{run['rated']:.0f}/{run['failed']:.0f}" for run in runs)
+    print(f"answers that are the photo's own: {worst:.0f}/{args.photos} in the worst run")
+    print(f"rated/failed per run: {outcomes}")
+    if wrong:
+        raise SystemExit("FAILED: a photo without its own answer, or a per-photo request")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """Engine benchmark: N images through the BatchProcessor and the real store, progress off.
 
 The provider is an in-process fake that answers after a fixed latency, so the figures are the
-engine's own cost (scheduling, retries bookkeeping, events, SQLite writes), not HTTP's.
+engine's own cost (scheduling, retries bookkeeping, events, SQLite writes), not HTTP's. Each
+run is a process of its own (a fresh fake, store and heap; peak RSS is that run's), repeated
+`--repeats` times; the figures are the median and the range. Not a comparison: one side.
+The GC is set as a job's runtime sets it (kullbatch's BatchGC from the claim to the end of
+the run), or left at Python's default with `--gc default`.
 
-    python tests/benchmarks/engine.py [--images 10000] [--latency 1.0]
+    python tests/benchmarks/engine.py [--photos 10000] [--repeats 5] [--latency 1.0]
+                                      [--gc batch|default]
 
 Targets (2 cores): wall under latency + 5 s, under 0.5 ms CPU per image, under 250 MB RSS.
 """
@@ -18,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fair
 
-from kullbatch.models import Answer, ImageInput, PreparedImage, Prompt, Rating, Usage
+from kullbatch.models import Answer, ImageInput, JobOptions, PreparedImage, Prompt, Rating, Usage
 from kullbatch.providers.base import Capabilities
 from kullbatch.run.engine import BatchProcessor, EngineOptions
 from kullbatch.run.retry import quiet_stamina
@@ -43,48 +49,87 @@ class LatencyProvider:
         return Answer(RATING, Usage(100, 20))
 
 
-async def main(count: int, latency: float, db: Path) -> None:
+async def one_run(count: int, latency: float, db: Path, gc_mode: str) -> dict[str, float]:
+    """One run in this process (the child's side)."""
     quiet_stamina()
     images = [
         ImageInput(id=f"img{i}", filename=f"{i}.jpg", url=f"https://example.test/{i}.jpg")
         for i in range(count)
     ]
     store = await Store.open(db)
-    job = NewJob("batch_0_bench0", "bench", "shoot", "bench", "bench-1", "fast", "p", None, "x", {})
+    job = NewJob(
+        "batch_0_bench0", "bench", "shoot", "bench", "bench-1", "fast", "p", None, "x", JobOptions()
+    )
     t0, c0 = time.perf_counter(), time.process_time()
     await store.create_job(job, images)
     assert await store.claim(await store.get_job(job.id))
     store.start_writer()
     t1, c1 = time.perf_counter(), time.process_time()
-    processor = BatchProcessor(
-        job_id=job.id,
-        provider=LatencyProvider(latency),
-        prompt=Prompt("rate"),
-        store=store,
-        options=EngineOptions(),
-        subscribers=[store.handle],
-    )
-    outcome = await processor.run(images, total=count)
+    with fair.batch_gc(gc_mode):  # where the runtime applies it: claimed, until the end
+        processor = BatchProcessor(
+            job_id=job.id,
+            provider=LatencyProvider(latency),
+            prompt=Prompt("rate"),
+            store=store,
+            sink=store,
+            options=EngineOptions(),
+        )
+        outcome = await processor.run(images, total=count)
     await store.finish_job(job.id, outcome.state, outcome.error)
     await store.close()
     t2, c2 = time.perf_counter(), time.process_time()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert outcome.rated == count, outcome
-    print(f"images               {count}")
-    print(f"latency              {latency:.2f} s (x2: the probe goes alone first)")
-    print(f"create job (SQLite)  {t1 - t0:.2f} s wall, {c1 - c0:.2f} s CPU")
+    return {
+        "create_wall": t1 - t0,
+        "create_cpu": c1 - c0,
+        "run_wall": t2 - t1,
+        "beyond": t2 - t1 - 2 * latency,
+        "run_cpu_ms": (c2 - c1) / count * 1000,
+        "total_cpu_ms": (c2 - c0) / count * 1000,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_child(args: argparse.Namespace) -> fair.Figures:
+    command = [sys.executable, __file__, "--child", "--photos", str(args.photos)]
+    command += ["--latency", str(args.latency), "--gc", args.gc]
+    _, out = fair.run_process(command, capture=True)
+    return fair.child_report(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    fair.add_arguments(parser, photos=10_000, repeats=5)
+    parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as folder:
+            db = Path(folder) / "bench.db"
+            fair.print_report(asyncio.run(one_run(args.photos, args.latency, db, args.gc)))
+        return
+    fair.check_repeats(parser, args.repeats, comparison=False)
+    runs = fair.repeat(fair.Side("A", "engine", lambda _: run_child(args)), args.repeats)
     print(
-        f"run                  {t2 - t1:.2f} s wall ({t2 - t1 - 2 * latency:.2f} s beyond 2x latency)"
+        f"{args.photos} images, in-process fake at {args.latency:.2f} s (x2: the probe goes first)"
     )
-    print(f"run CPU              {c2 - c1:.2f} s, {(c2 - c1) / count * 1000:.3f} ms per image")
-    print(f"total CPU            {c2 - c0:.2f} s, {(c2 - c0) / count * 1000:.3f} ms per image")
-    print(f"peak RSS             {rss_mb:.0f} MB")
+    fair.how(
+        fair.describe_order(args.repeats, sides=1) + " (the engine alone: no comparison)",
+        "each run a process of its own; times from inside it (perf_counter, process_time)",
+        "fake: an in-process provider answering after the latency, new in every run",
+        "GC: " + fair.describe_gc(args.gc),
+    )
+    columns = [
+        fair.Column("create_wall", "create job s"),
+        fair.Column("run_wall", "run wall s"),
+        fair.Column("beyond", "beyond 2x latency s"),
+        fair.Column("run_cpu_ms", "run CPU ms/img", ".3f"),
+        fair.Column("total_cpu_ms", "total CPU ms/img", ".3f"),
+        fair.Column("rss_mb", "peak RSS MB", ".0f"),
+    ]
+    fair.table(columns, [("engine + SQLite store", runs)])
+    print("targets: run wall < latency + 5 s, < 0.5 ms CPU per image, peak RSS < 250 MB")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--latency", type=float, default=1.0)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(main(args.images, args.latency, Path(folder) / "bench.db"))
+    main()

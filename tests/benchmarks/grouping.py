@@ -2,17 +2,19 @@
 
 N photos (the 19 example photos repeated, each entry its own id, their EXIF times removed so
 that the repeats do not make bursts of hundreds of identical frames: file order then pairs
-only the example's own three-frame burst) go through
-`kullbatch process --provider local` twice, once with `--no-groups` and once with grouping,
-each in a fresh database, alternating `--repeats` times (default 2) so that a change in the
-machine's load falls on both; the figures are the ratios of the fastest wall times and of the
-least CPU times (user + system of the child process). Then one run in this process counts the
-CPU of the two grouping steps as a share of the job's, the steadier figure. With grouping
-the engine hashes each photo while preparing it, and after the run groups the stored
-fingerprints; that after-run step is also timed alone, and so is the slow path it replaces
-(decoding every photo again, as for photos rated without a fingerprint).
+only the example's own three-frame burst) go through `kullbatch process --provider local` on
+two sides: A with grouping, B with `--no-groups`. Each run is a process of its own with a
+fresh database; the sides alternate (A B, B A, ...) `--repeats` times, so that a change in the
+machine's load falls on both; the figures are each side's median and range and the ratio A/B
+taken pair by pair. No fake: the local rater runs in the process. Both sides are kullbatch, so
+both run under the same GC (its BatchGC, or Python's with `--gc default`).
 
-    python tests/benchmarks/grouping.py [--images 10000] [--repeats 2]
+Then one run in this process counts the CPU of the two grouping steps as a share of the job's,
+the steadier figure. With grouping the engine hashes each photo while preparing it, and after
+the run groups the stored fingerprints; that after-run step is also timed alone, and so is the
+slow path it replaces (decoding every photo again, as for photos rated without a fingerprint).
+
+    python tests/benchmarks/grouping.py [--photos 1000] [--repeats 3] [--gc batch|default]
 
 Target: grouping adds no more than 10 % to the job.
 """
@@ -21,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
-import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,37 +34,36 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fair
+from PIL import Image
 
-from PIL import Image  # noqa: E402
+from kullbatch.cli.app import app
+from kullbatch.media import bursts
+from kullbatch.models import GroupingOptions, ItemRecord
+from kullbatch.service import jobs
+from kullbatch.service.culling import find_bursts
+from kullbatch.store.database import Store
 
-from kullbatch.cli.app import app  # noqa: E402
-from kullbatch.media import bursts  # noqa: E402
-from kullbatch.media.bursts import GroupingOptions  # noqa: E402
-from kullbatch.models import ItemRecord  # noqa: E402
-from kullbatch.service import jobs  # noqa: E402
-from kullbatch.service.culling import find_bursts  # noqa: E402
-from kullbatch.store.database import Store  # noqa: E402
-
-EXAMPLES = sorted((ROOT / "examples" / "photos").glob("*.jpg"))
-PHOTOS: list[Path] = []
+EXAMPLES = sorted((fair.ROOT / "examples" / "photos").glob("*.jpg"))
 
 
-def without_exif(folder: Path) -> None:
+def without_exif(folder: Path) -> list[Path]:
+    photos = []
     for source in EXAMPLES:
         target = folder / source.name
         with Image.open(source) as opened:
             opened.save(target, "JPEG", quality=85)
-        PHOTOS.append(target)
+        photos.append(target)
+    return photos
 
 
-def manifest(folder: Path, count: int) -> Path:
+def manifest(folder: Path, photos: list[Path], count: int) -> Path:
     images = [
         {
             "id": f"img{n:05d}",
-            "filename": PHOTOS[n % len(PHOTOS)].name,
-            "path": str(PHOTOS[n % len(PHOTOS)]),
+            "filename": photos[n % len(photos)].name,
+            "path": str(photos[n % len(photos)]),
         }
         for n in range(count)
     ]
@@ -71,19 +72,11 @@ def manifest(folder: Path, count: int) -> Path:
     return path
 
 
-def job_seconds(source: Path, db: Path, *extra: str) -> tuple[float, float]:
-    """Wall and CPU seconds (user + system) of one `process` run in a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "kullbatch", "process", str(source), "--provider", "local",
-         "--db", str(db), "--quiet", *extra],
-        check=True, capture_output=True, cwd=ROOT,
-    )  # fmt: skip
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return wall, cpu
+def job_run(source: Path, db: Path, gc_mode: str, *extra: str) -> fair.Figures:
+    """Wall, CPU (user + system) and peak RSS of one `process` run in a child process."""
+    command = [*fair.kullbatch_command(gc_mode), "process", str(source), "--provider", "local"]
+    figures, _ = fair.run_process([*command, "--db", str(db), "--quiet", *extra])
+    return figures
 
 
 def stored_items(db: Path) -> list[ItemRecord]:
@@ -125,8 +118,9 @@ def grouping_share(source: Path, db: Path) -> tuple[float, float, float]:
     jobs.group_job = counted_group_job  # type: ignore[assignment]
     started = time.process_time()
     try:
-        app(["process", str(source), "--provider", "local", "--quiet", "--db", str(db)],
-            standalone_mode=False)  # fmt: skip
+        command = ["process", str(source), "--provider", "local", "--quiet", "--db", str(db)]
+        with contextlib.redirect_stdout(io.StringIO()):  # the job's id: not a figure
+            app(command, standalone_mode=False)
     finally:
         bursts.fingerprint, jobs.group_job = real_fingerprint, real_group_job
     return time.process_time() - started, spent["fingerprint"] / 1e9, spent["after"] / 1e9
@@ -139,41 +133,63 @@ def grouping_seconds(items: list[ItemRecord]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=2)
-    arguments = parser.parse_args()
-    count = arguments.images
-    withouts: list[tuple[float, float]] = []
-    withs: list[tuple[float, float]] = []
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    fair.add_arguments(parser, photos=1000, repeats=3)
+    args = parser.parse_args()
+    fair.check_repeats(parser, args.repeats, comparison=True)
+    count = args.photos
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        without_exif(folder)
-        source = manifest(folder, count)
-        for run in range(arguments.repeats):
-            withouts.append(job_seconds(source, folder / f"a{run}.db", "--no-groups"))
-            withs.append(job_seconds(source, folder / f"b{run}.db"))
-            (wall_a, cpu_a), (wall_b, cpu_b) = withouts[-1], withs[-1]
-            print(f"run {run + 1}: {wall_a:.1f} s wall, {cpu_a:.1f} s CPU without grouping;"
-                  f" {wall_b:.1f} s wall, {cpu_b:.1f} s CPU with ({wall_b / wall_a - 1:+.1%} wall,"
-                  f" {cpu_b / cpu_a - 1:+.1%} CPU)")  # fmt: skip
-        items = stored_items(folder / "b0.db")
+        source = manifest(folder, without_exif(folder), count)
+        grouped = fair.Side(
+            "A", "with grouping", lambda n: job_run(source, folder / f"a{n}.db", args.gc)
+        )
+        plain = fair.Side(
+            "B",
+            "--no-groups",
+            lambda n: job_run(source, folder / f"b{n}.db", args.gc, "--no-groups"),
+        )
+        withs, withouts = fair.alternate(grouped, plain, args.repeats)
+        items = stored_items(folder / "a0.db")
         after_run = grouping_seconds(items)
         slow_path = grouping_seconds([replace(item, fingerprint=None) for item in items])
+        fair.switch_gc(args.gc)  # the in-process run below: the same GC as the runs above
         job_cpu, hashing, after = grouping_share(source, folder / "share.db")
-    without, with_groups = min(w for w, _ in withouts), min(w for w, _ in withs)
-    cpu_without, cpu_with = min(c for _, c in withouts), min(c for _, c in withs)
-    print(f"{count} photos, local rater, fastest of {arguments.repeats}: {without:.1f} s without"
-          f" grouping, {with_groups:.1f} s with")  # fmt: skip
-    print(f"grouping adds {with_groups / without - 1:+.1%} wall,"
-          f" {cpu_with / cpu_without - 1:+.1%} CPU (target at most +10 %)")  # fmt: skip
-    print(f"one run in-process: {job_cpu:.1f} s CPU; fingerprints {hashing:.1f} s"
-          f" ({hashing / job_cpu:.1%}, {hashing / count * 1000:.2f} ms per photo),"
-          f" after-run grouping {after:.2f} s ({after / job_cpu:.1%})")  # fmt: skip
-    print(f"after-run step on the stored fingerprints: {after_run:.2f} s"
-          f" ({after_run / count * 1000:.3f} ms per photo)")  # fmt: skip
-    print(f"the same, decoding every photo again: {slow_path:.1f} s"
-          f" ({slow_path / count * 1000:.2f} ms per photo)")  # fmt: skip
+    print(f"{count} photos (the 19 examples repeated, EXIF times removed), local rater")
+    fair.how(
+        fair.describe_order(args.repeats),
+        fair.describe_process() + "; a fresh database per run",
+        "fake: none (the local rater runs in the job's process)",
+        "GC: " + fair.describe_gc(args.gc),
+    )
+    columns = [
+        fair.Column("wall", "wall s", ".1f"),
+        fair.Column("cpu", "CPU s", ".1f"),
+        fair.Column("rss_mb", "peak RSS MB", ".0f"),
+    ]
+    ratios = fair.paired_ratios(withs, withouts, ["wall", "cpu", "rss_mb"])
+    rows = [("A with grouping", withs), ("B --no-groups", withouts)]
+    fair.table(columns, rows, ("A / B", ratios))
+    wall, cpu = fair.spread(ratios, "wall"), fair.spread(ratios, "cpu")
+    print(
+        f"grouping adds {wall.median - 1:+.1%} wall [{wall.low - 1:+.1%}{fair.DASH}"
+        f"{wall.high - 1:+.1%}], {cpu.median - 1:+.1%} CPU [{cpu.low - 1:+.1%}{fair.DASH}"
+        f"{cpu.high - 1:+.1%}] (target at most +10 %)"
+    )
+    print("then one run in this process, with grouping (how: after the comparison, once, same GC):")
+    print(
+        f"  {job_cpu:.1f} s CPU; fingerprints {hashing:.1f} s ({hashing / job_cpu:.1%}, "
+        f"{hashing / count * 1000:.2f} ms per photo), after-run grouping {after:.2f} s "
+        f"({after / job_cpu:.1%})"
+    )
+    print(
+        f"after-run step on the stored fingerprints (run A1's, timed once): {after_run:.2f} s "
+        f"({after_run / count * 1000:.3f} ms per photo)"
+    )
+    print(
+        f"the same, decoding every photo again (timed once): {slow_path:.1f} s "
+        f"({slow_path / count * 1000:.2f} ms per photo)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,23 @@
 """Throughput benchmark: 10,000 URL images through the real CLI, beside a bare aiohttp client.
 
-Both run as separate processes against the same fault-free fake (tests/fault_server.py, OpenAI
-chat completions, fixed latency), so wall time, CPU time and peak RSS are each process's own
-(from wait4). The bare client fires the same requests with asyncio.gather and keeps nothing:
-it is the floor for what the HTTP itself costs.
+A: `kullbatch process --provider openai`; B: a bare aiohttp client that fires the same requests
+(the very bodies kullbatch's OpenAI adapter sends) with asyncio.gather and keeps nothing, the
+floor for what the HTTP itself costs. Both are processes of their own, so wall, CPU and peak
+RSS are each process's own (wait4), start-up included. Every run gets a fresh fault-free fake
+(tests/fault_server.py, fixed latency, its own process); the sides alternate (A B, B A, ...);
+both run under the same GC settings (see fair.py): by default kullbatch's BatchGC, which the
+bare client applies the same way around its requests; with `--gc default`, Python's default
+on both. The bare client also lifts its open-file limit as kullbatch does.
 
-    python tests/benchmarks/throughput.py [--images 10000] [--latency 1.0]
-    python tests/benchmarks/throughput.py --images 100000 --rpm-limit 30000
+    python tests/benchmarks/throughput.py [--photos 10000] [--repeats 3] [--latency 1.0]
+                                          [--gc batch|default]
+    python tests/benchmarks/throughput.py --photos 100000 --rpm-limit 30000 [--repeats 3]
 
 With `--rpm-limit`, the fake enforces (and announces in `x-ratelimit-*`) that many requests per
-minute, so the job is paced: the floor is images / limit minutes, the bare client (which would
-only collect 429s) is skipped, and the figure that matters is peak RSS, which must follow what
-is in flight, not the shoot's size (target: 100,000 photos under 500 MB, wall near the floor).
+minute, so the job is paced: the floor is photos / limit minutes, the bare client (which would
+only collect 429s) is skipped, kullbatch alone runs `--repeats` times (a fresh fake each), and
+the figure that matters is peak RSS, which must follow what is in flight, not the shoot's size
+(target: 100,000 photos under 500 MB, wall near the floor).
 
 Targets (2 cores): kullbatch wall <= 1.25x the bare client's and under 12 s; CPU <= 1.3x the
 bare client's; peak RSS under 300 MB.
@@ -23,72 +29,24 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fair
+
+# --- the bare client (run as its own process: `throughput.py --bare PORT`) -------------------
 
 
-def start_fake(latency: float, rpm_limit: int | None = None) -> tuple[subprocess.Popen[str], int]:
-    limit = [] if rpm_limit is None else ["--rpm-limit", str(rpm_limit)]
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.fault_server",
-            "--port",
-            "0",
-            "--latency",
-            str(latency),
-            *limit,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert fake.stdout is not None
-    return fake, int(fake.stdout.readline())
-
-
-def measure(command: list[str], env: dict[str, str]) -> dict[str, float]:
-    """Run a process to the end; its own wall, CPU and peak RSS."""
-    started = time.perf_counter()
-    child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"{command[2:4]} exited {code}")
-    return {
-        "wall": wall,
-        "cpu": usage.ru_utime + usage.ru_stime,
-        "rss_mb": usage.ru_maxrss / 1024,
-    }
-
-
-def write_manifest(folder: Path, count: int) -> Path:
-    images = [
-        {"id": f"img{i}", "filename": f"img{i}.jpg", "url": f"https://photos.test/img{i}.jpg"}
-        for i in range(count)
-    ]
-    path = folder / "shoot.json"
-    path.write_text(json.dumps({"shootId": "bench", "images": images}))
-    return path
-
-
-# --- the bare client (run as its own process: `throughput.py --bare PORT N`) -------------------
-
-
-async def bare_client(port: int, count: int) -> None:
+async def bare_client(port: int, count: int, thresholds: tuple[int, ...] | None) -> None:
     import aiohttp  # noqa: PLC0415 - only the child process needs these
 
     from kullbatch.models import Prompt  # noqa: PLC0415
     from kullbatch.providers._chat import build_body, json_schema_format  # noqa: PLC0415
     from kullbatch.providers.base import DEFAULT_PROMPT  # noqa: PLC0415
 
+    fair.raise_open_file_limit()  # as kullbatch's runtime does: one socket per request in flight
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=600)
@@ -106,67 +64,116 @@ async def bare_client(port: int, count: int) -> None:
             headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
             payload = json.dumps(body).encode()
             async with session.post(url, data=payload, headers=headers) as response:
+                response.raise_for_status()
                 json.loads(await response.read())
 
-        await asyncio.gather(*(one(i) for i in range(count)))
+        # where kullbatch's runtime applies BatchGC: session open, around the job's requests
+        with fair.gc_while_running(thresholds):
+            await asyncio.gather(*(one(i) for i in range(count)))
+
+
+# --- one run of each side ---------------------------------------------------------------------
+
+
+def fake_flags(args: argparse.Namespace) -> list[str]:
+    limit = [] if args.rpm_limit is None else ["--rpm-limit", str(args.rpm_limit)]
+    return ["--latency", str(args.latency), *limit]
+
+
+def with_per_image(figures: fair.Figures, count: int) -> fair.Figures:
+    return {**figures, "cpu_ms": figures["cpu"] / count * 1000}
+
+
+def run_kullbatch(args: argparse.Namespace, manifest: Path, repeat: int) -> fair.Figures:
+    db = manifest.parent / f"bench{repeat}.db"
+    with fair.fresh_fake(*fake_flags(args)) as fake:
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": fake.base_url,
+            "KULLBATCH_DB": str(db),
+        }
+        command = [*fair.kullbatch_command(args.gc), "process", str(manifest)]
+        figures, _ = fair.run_process([*command, "--provider", "openai", "--quiet"], env)
+    for leftover in manifest.parent.glob(f"{db.name}*"):
+        leftover.unlink()
+    return with_per_image(figures, args.photos)
+
+
+def run_bare(args: argparse.Namespace) -> fair.Figures:
+    with fair.fresh_fake(*fake_flags(args)) as fake:
+        command = [sys.executable, __file__, "--bare", str(fake.port)]
+        command += ["--photos", str(args.photos), "--bare-gc", fair.bare_gc_argument(args.gc)]
+        figures, _ = fair.run_process(command)
+    return with_per_image(figures, args.photos)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=10_000)
+    fair.add_arguments(parser, photos=10_000, repeats=3)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--rpm-limit", type=int, default=None)
-    parser.add_argument("--bare", nargs=2, type=int, metavar=("PORT", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-gc", default="none", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        asyncio.run(bare_client(*args.bare))
+        asyncio.run(bare_client(args.bare, args.photos, fair.gc_from_argument(args.bare_gc)))
         return
-    fake, port = start_fake(args.latency, args.rpm_limit)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            manifest = write_manifest(Path(folder), args.images)
-            env = {
-                **os.environ,
-                "OPENAI_API_KEY": "sk-bench",
-                "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-                "KULLBATCH_DB": str(Path(folder) / "bench.db"),
-            }
-            bare = None
-            if args.rpm_limit is None:
-                bare_cmd = [sys.executable, __file__, "--bare", str(port), str(args.images)]
-                bare = measure(bare_cmd, env)
-            cli = [sys.executable, "-m", "kullbatch", "process", str(manifest)]
-            ours = measure([*cli, "--provider", "openai", "--quiet"], env)
-    finally:
-        fake.terminate()
-        fake.wait()
-    if bare is None:
-        assert args.rpm_limit is not None
-        report_paced(args.images, args.latency, args.rpm_limit, ours)
-    else:
-        report(args.images, args.latency, bare, ours)
+    paced = args.rpm_limit is not None
+    fair.check_repeats(parser, args.repeats, comparison=not paced)
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = fair.write_url_manifest(Path(folder), args.photos)
+        ours = fair.Side("A", "kullbatch process", lambda n: run_kullbatch(args, manifest, n))
+        if paced:
+            report_paced(args, fair.repeat(ours, args.repeats))
+            return
+        bare = fair.Side("B", "bare aiohttp gather", lambda _: run_bare(args))
+        report(args, *fair.alternate(ours, bare, args.repeats))
 
 
-def report_paced(count: int, latency: float, rpm: int, ours: dict[str, float]) -> None:
-    floor = count / rpm * 60
-    print(f"{count} URL images, fake latency {latency:.1f} s, limit {rpm} requests/min")
+def report_paced(args: argparse.Namespace, runs: list[fair.Figures]) -> None:
+    floor = args.photos / args.rpm_limit * 60
+    for run in runs:
+        run["x_floor"] = run["wall"] / floor
     print(
-        f"kullbatch process: wall {ours['wall']:.1f} s ({ours['wall'] / floor:.2f}x the "
-        f"{floor:.0f} s floor), CPU {ours['cpu']:.1f} s, peak RSS {ours['rss_mb']:.0f} MB "
-        "(target < 500 MB)"
+        f"{args.photos} URL images, fake latency {args.latency:.1f} s, limit {args.rpm_limit} "
+        f"requests/min (floor {floor:.0f} s)"
     )
+    fair.how(
+        fair.describe_order(args.repeats, sides=1) + " (kullbatch alone: no comparison)",
+        fair.describe_process(),
+        "fake: "
+        + fair.describe_fake("tests/fault_server.py process enforcing and announcing the limit"),
+        "GC: " + fair.describe_gc(args.gc),
+    )
+    columns = [
+        fair.Column("wall", "wall s", ".1f"),
+        fair.Column("x_floor", "x floor"),
+        fair.Column("cpu", "CPU s", ".1f"),
+        fair.Column("rss_mb", "peak RSS MB", ".0f"),
+    ]
+    fair.table(columns, [("kullbatch process", runs)])
+    print("target: peak RSS < 500 MB, wall near the floor")
 
 
-def report(count: int, latency: float, bare: dict[str, float], ours: dict[str, float]) -> None:
-    print(f"{count} URL images, fake latency {latency:.1f} s, no faults")
-    print(f"{'':22}{'wall s':>9}{'CPU s':>9}{'CPU ms/img':>12}{'peak RSS MB':>13}")
-    for name, row in (("bare aiohttp gather", bare), ("kullbatch process", ours)):
-        per_image = row["cpu"] / count * 1000
-        print(f"{name:22}{row['wall']:9.2f}{row['cpu']:9.2f}{per_image:12.3f}{row['rss_mb']:13.0f}")
-    print(
-        f"kullbatch / bare: wall {ours['wall'] / bare['wall']:.2f}x (target <= 1.25x, < 12 s), "
-        f"CPU {ours['cpu'] / bare['cpu']:.2f}x (target <= 1.3x), RSS target < 300 MB"
+def report(args: argparse.Namespace, ours: list[fair.Figures], bare: list[fair.Figures]) -> None:
+    print(f"{args.photos} URL images, fake latency {args.latency:.1f} s, no faults")
+    fair.how(
+        fair.describe_order(args.repeats),
+        fair.describe_process(),
+        "fake: " + fair.describe_fake("tests/fault_server.py process"),
+        "GC: " + fair.describe_gc(args.gc, bare_side=True),
     )
+    columns = [
+        fair.Column("wall", "wall s"),
+        fair.Column("cpu", "CPU s"),
+        fair.Column("cpu_ms", "CPU ms/img", ".3f"),
+        fair.Column("rss_mb", "peak RSS MB", ".0f"),
+    ]
+    ratios = fair.paired_ratios(ours, bare, ["wall", "cpu", "cpu_ms", "rss_mb"])
+    rows = [("A kullbatch process", ours), ("B bare aiohttp gather", bare)]
+    fair.table(columns, rows, ("A / B", ratios))
+    print("targets: wall A/B <= 1.25x and A < 12 s, CPU A/B <= 1.3x, A's peak RSS < 300 MB")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """WebSocket benchmark: 10,000 URL images through `process --serve-ws` with 50 clients watching.
 
-The same job runs twice against the fault-free fake (tests/fault_server.py): once with no
-WebSocket, once with `--serve-ws` and 50 clients connected before the first photo ends, 49
-reading every message and one that never reads a byte. Wall and CPU time are the CLI process's
-own (wait4).
+The same job runs on two sides against the fault-free fake (tests/fault_server.py): A with
+`--serve-ws` and 50 clients connected before the first photo ends, 49 reading every message and
+one that never reads a byte; B with no WebSocket. Each run is a CLI process of its own with a
+fresh fake process and a fresh database; the sides alternate (A B, B A, ...). Wall and CPU time
+are the CLI process's own (wait4); the clients run in this process, beside it, on A's runs only.
+Both sides are kullbatch, under the same GC (its BatchGC, or `--gc default` for Python's).
 
-    python tests/benchmarks/websocket.py [--images 10000] [--latency 1.0] [--clients 50]
+    python tests/benchmarks/websocket.py [--photos 10000] [--repeats 3] [--latency 1.0]
+                                         [--clients 50] [--gc batch|default]
 
 Target: with the clients, wall time no more than 10 % over the run without them.
 """
@@ -24,7 +27,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, start_fake, write_manifest
+import fair
 
 
 async def watch(url: str, clients: int) -> tuple[list[int], asyncio.StreamWriter]:
@@ -48,58 +51,99 @@ async def watch(url: str, clients: int) -> tuple[list[int], asyncio.StreamWriter
         return await asyncio.gather(*(one() for _ in range(clients - 1))), silent
 
 
-async def run(command: list[str], env: dict[str, str], clients: int) -> dict[str, float]:
+async def run(command: list[str], env: dict[str, str], clients: int) -> fair.Figures:
     started = time.perf_counter()
     child = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=fair.ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    assert child.stderr is not None
     seen: list[int] = []
+    first = ""
     if clients:
-        assert child.stderr is not None
-        line = await asyncio.to_thread(child.stderr.readline)
-        seen, silent = await watch(line.split("live progress: ")[1].strip(), clients)
+        first = await asyncio.to_thread(child.stderr.readline)
+    # the rest of stderr is read as it comes, on both sides alike
+    rest = asyncio.ensure_future(asyncio.to_thread(child.stderr.read))
+    if clients:
+        if "live progress: " not in first:
+            raise SystemExit(f"kullbatch printed no WebSocket address:\n{first}{await rest}")
+        seen, silent = await watch(first.split("live progress: ")[1].strip(), clients)
         silent.close()
     _, status, usage = await asyncio.to_thread(os.wait4, child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"kullbatch exited {os.waitstatus_to_exitcode(status)}")
+    child.returncode = os.waitstatus_to_exitcode(status)
+    printed = first + await rest
+    child.stderr.close()
+    if child.returncode != 0:
+        raise SystemExit(f"kullbatch exited {child.returncode}:\n{printed}")
     return {
         "wall": time.perf_counter() - started,
         "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
         "messages": min(seen) if seen else 0,
     }
 
 
+def run_side(args: argparse.Namespace, manifest: Path, name: str, clients: int) -> fair.Figures:
+    db = manifest.parent / f"{name}.db"
+    with fair.fresh_fake("--latency", str(args.latency)) as fake:
+        env = {
+            **os.environ,
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": fake.base_url,
+            "KULLBATCH_DB": str(db),
+        }
+        cli = [*fair.kullbatch_command(args.gc), "process", str(manifest)]
+        cli += ["--provider", "openai", "--quiet"]
+        if clients:
+            cli += ["--serve-ws", "127.0.0.1:0", "--ws-token", "bench"]
+        figures = asyncio.run(run(cli, env, clients))
+    for leftover in manifest.parent.glob(f"{db.name}*"):
+        leftover.unlink()
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=10_000)
+    fair.add_arguments(parser, photos=10_000, repeats=3)
     parser.add_argument("--latency", type=float, default=1.0)
     parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
-    fake, port = start_fake(args.latency)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            manifest = write_manifest(Path(folder), args.images)
-            env = {
-                **os.environ,
-                "OPENAI_API_KEY": "sk-bench",
-                "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-                "KULLBATCH_DB": str(Path(folder) / "bench.db"),
-            }
-            cli = [sys.executable, "-m", "kullbatch", "process", str(manifest)]
-            cli += ["--provider", "openai", "--quiet"]
-            alone = asyncio.run(run(cli, env, 0))
-            ws = ["--serve-ws", "127.0.0.1:0", "--ws-token", "bench"]
-            watched = asyncio.run(run([*cli, *ws], env, args.clients))
-    finally:
-        fake.terminate()
-        fake.wait()
-    print(f"{args.images} URL images, fake latency {args.latency:.1f} s")
-    print(f"{'':34}{'wall s':>9}{'CPU s':>9}")
-    print(f"{'no WebSocket':34}{alone['wall']:9.2f}{alone['cpu']:9.2f}")
-    name = f"{args.clients} clients (1 never reading)"
-    print(f"{name:34}{watched['wall']:9.2f}{watched['cpu']:9.2f}")
-    print(f"fewest messages a reading client got: {watched['messages']}")
-    print(f"with clients / without: wall {watched['wall'] / alone['wall']:.2f}x (target <= 1.10x)")
+    fair.check_repeats(parser, args.repeats, comparison=True)
+    with tempfile.TemporaryDirectory() as folder:
+        manifest = fair.write_url_manifest(Path(folder), args.photos)
+        watched = fair.Side(
+            "A",
+            f"{args.clients} clients",
+            lambda n: run_side(args, manifest, f"watched{n}", args.clients),
+        )
+        alone = fair.Side("B", "no WebSocket", lambda n: run_side(args, manifest, f"alone{n}", 0))
+        with_clients, without = fair.alternate(watched, alone, args.repeats)
+    print(f"{args.photos} URL images, fake latency {args.latency:.1f} s")
+    fair.how(
+        fair.describe_order(args.repeats),
+        "each run a CLI process of its own (wall, CPU, peak RSS: that process's); "
+        "A's clients run in the benchmark's process",
+        "fake: " + fair.describe_fake("tests/fault_server.py process"),
+        "GC: " + fair.describe_gc(args.gc),
+    )
+    columns = [
+        fair.Column("wall", "wall s"),
+        fair.Column("cpu", "CPU s"),
+        fair.Column("rss_mb", "peak RSS MB", ".0f"),
+    ]
+    rows = [
+        (f"A {args.clients} clients (1 never reading)", with_clients),
+        ("B no WebSocket", without),
+    ]
+    ratios = fair.paired_ratios(with_clients, without, ["wall", "cpu", "rss_mb"])
+    fair.table(columns, rows, ("A / B", ratios))
+    fewest = min(run["messages"] for run in with_clients)
+    print(f"fewest messages a reading client got in any run: {fewest:.0f}")
+    print("target: wall A/B <= 1.10x")
 
 
 if __name__ == "__main__":

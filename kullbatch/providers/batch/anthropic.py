@@ -1,14 +1,14 @@
-"""Anthropic Message Batches, wire level: create, poll, cancel, results.
+"""Anthropic Message Batches: the batch client (create, poll, cancel, results) and its wire.
 
 One POST carries the whole batch as JSON, `{"requests": [{"custom_id", "params"}]}`, where
-`params` is the very Messages body fast mode sends (`split_requests` keeps each under 100,000
-requests and 256 MB of that JSON). A poll reports `in_progress`, `canceling` or `ended`;
-`ended` becomes `cancelled` when the batch was cancelled and requests were dropped, else
-`completed` (expired requests are counted, not a state). Results are JSONL at `results_url`, in
-any order, keyed by custom_id: `succeeded` (a Message, given as a 200 answer), `errored` (the
-error envelope, kept with a status so `classify_line` tells a bad image from a bad request),
-`canceled`, `expired`. `find_made` reads the workspace's newest batches (newest first) for
-one a create may have made although its answer never came back.
+`params` is the very Messages body fast mode sends (economy mode keeps each under 100,000
+requests and 256 MB of that JSON: `limits`, `framing`). A poll reports `in_progress`,
+`canceling` or `ended`; `ended` becomes `cancelled` when the batch was cancelled and requests
+were dropped, else `completed` (expired requests are counted, not a state). Results are JSONL
+at `results_url`, in any order, keyed by custom_id: `succeeded` (a Message, given as a 200
+answer), `errored` (the error envelope, kept with a status so `classify` tells a bad image
+from a bad request), `canceled`, `expired`. `find_made` reads the workspace's newest batches
+(newest first) for one a create may have made although its answer never came back.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -24,43 +23,31 @@ import aiohttp
 from pydantic import BaseModel, Field, ValidationError
 
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
-from kullbatch.providers.anthropic import API_VERSION, classify_error
+from kullbatch.providers import anthropic
 from kullbatch.providers.batch.common import (
     BatchCounts,
     BatchInfo,
     BatchLine,
     BatchState,
+    Framing,
     Limits,
     LineFailure,
     LineResult,
     LineSuccess,
-    Split,
     compact_json,
     ended_or,
     jsonl_lines,
-    split_sized,
 )
-from kullbatch.providers.http import HTTPAnswer, post_json, request
+from kullbatch.providers.http import HTTPAnswer, request
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
+    from kullbatch.providers.base import Credentials, WireRequest
 
-__all__ = [
-    "MAX_BYTES",
-    "MAX_REQUESTS",
-    "BatchLine",
-    "batch_headers",
-    "cancel",
-    "classify_line",
-    "create",
-    "encode_request",
-    "find_made",
-    "get",
-    "results",
-    "split_requests",
-]
+
+__all__ = ["MAX_BYTES", "MAX_REQUESTS", "PATH", "AnthropicBatchClient", "create_client"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +59,6 @@ MAX_BYTES = 256 * 1024 * 1024
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=600)
 LIST_PAGE_SIZE = 100  # the list endpoint gives up to 1,000 a page; 100 keeps answers small
 LIST_PAGES = 10  # the newest 1,000 batches are searched for one a lost create made
-_ENVELOPE = compact_json({"requests": []})
 M = TypeVar("M", bound=BaseModel)
 
 # The status each error type comes with on the Messages API, so that an errored line can be
@@ -89,28 +75,6 @@ _STATUS_OF_TYPE = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
-
-
-def batch_headers(api_key: str) -> dict[str, str]:
-    """The headers every batch call needs (the caller may add `anthropic-beta` and others)."""
-    return {"x-api-key": api_key, "anthropic-version": API_VERSION, "accept": "application/json"}
-
-
-# --- the request ------------------------------------------------------------------------------
-
-
-def encode_request(line: BatchLine) -> bytes:
-    """One entry of `requests`, as the create call's JSON holds it."""
-    return compact_json({"custom_id": line.custom_id, "params": line.body})
-
-
-def split_requests(
-    lines: Iterable[BatchLine], *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES
-) -> Split[BatchLine]:
-    """Batches whose create request is under both limits, measured on its exact JSON."""
-    sized = ((line, len(encode_request(line))) for line in lines)
-    limits = Limits(max_requests, max_bytes, overhead=len(_ENVELOPE), separator=1)
-    return split_sized(sized, limits)
 
 
 # --- the wire format of answers ---------------------------------------------------------------
@@ -171,130 +135,159 @@ class _ResultLine(BaseModel):
     result: Annotated[_Succeeded | _Errored | _Canceled | _Expired, Field(discriminator="type")]
 
 
-# --- calls ------------------------------------------------------------------------------------
+# --- the client -------------------------------------------------------------------------------
 
 
-async def create(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    headers: Mapping[str, str],
-    lines: Iterable[BatchLine],
-) -> BatchInfo:
-    """POST /v1/messages/batches with every request of one batch."""
-    payload = {"requests": [{"custom_id": line.custom_id, "params": line.body} for line in lines]}
-    answer = await post_json(session, _url(base_url), headers=headers, payload=payload)
-    return _info(_checked(answer, headers))
+class AnthropicBatchClient:
+    """Message Batches: the requests go inline in one create call, streamed from the file.
 
+    Every call sends the job's credentials (`Credentials.headers`: x-api-key) to their base
+    URL, as fast mode does, with the API version.
+    """
 
-async def create_from_file(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], path: Path
-) -> BatchInfo:
-    """`create` with the request JSON already written to a file, streamed from disk."""
-    send = {**headers, "content-type": "application/json"}
-    with path.open("rb") as handle:
+    name = NAME
+    framing = Framing(b'{"requests":[', b",", b"]}")  # the create call's JSON, streamed
+    limits = Limits(MAX_REQUESTS, MAX_BYTES)
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        credentials: Credentials,
+        adapter: anthropic.AnthropicProvider,
+    ) -> None:
+        self.adapter = adapter
+        self._session = session
+        self._url = credentials.base_url.rstrip("/") + PATH
+        self._origin = _origin(credentials.base_url)
+        self._key = credentials.key
+        self._headers = {
+            **credentials.headers,
+            "anthropic-version": anthropic.API_VERSION,
+            "accept": "application/json",
+        }
+
+    # -- the request ------------------------------------------------------------------------------
+
+    def line(self, custom_id: str, request: WireRequest) -> BatchLine:
+        return BatchLine(custom_id, request.body)
+
+    def encode(self, line: BatchLine) -> bytes:
+        """One entry of `requests`, as the create call's JSON holds it."""
+        return compact_json({"custom_id": line.custom_id, "params": line.body})
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    async def submit_file(self, path: Path, on_file: Callable[[str], Awaitable[None]]) -> BatchInfo:
+        del on_file  # nothing is uploaded before the batch exists
+        return await self.create(path)
+
+    async def create(self, path: Path) -> BatchInfo:
+        """POST /v1/messages/batches with the request JSON already written to `path`,
+        streamed from disk."""
+        send = {**self._headers, "content-type": "application/json"}
+        with path.open("rb") as handle:
+            answer = await request(
+                self._session,
+                "POST",
+                self._url,
+                headers=send,
+                data=handle,
+                timeout=TRANSFER_TIMEOUT,
+            )
+        return _info(self._checked(answer))
+
+    async def batch_for_file(self, file_id: str) -> BatchInfo:
+        raise FatalJobError(f"anthropic batches have no input file ({file_id})")
+
+    async def find_for_file(self, file_id: str) -> BatchInfo | None:
+        raise FatalJobError(f"anthropic batches have no input file ({file_id})")
+
+    async def get(self, batch_id: str) -> BatchInfo:
         answer = await request(
-            session, "POST", _url(base_url), headers=send, data=handle, timeout=TRANSFER_TIMEOUT
+            self._session, "GET", f"{self._url}/{batch_id}", headers=self._headers
         )
-    return _info(_checked(answer, headers))
+        return _info(self._checked(answer))
 
+    async def find_made(self, requests: int, since: datetime) -> list[BatchInfo]:
+        """Batches of exactly `requests` requests made at or after `since`, newest first,
+        except those whose cancel was asked: GET /v1/messages/batches, newest first,
+        `after_id` paging.
 
-async def get(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], batch_id: str
-) -> BatchInfo:
-    answer = await request(session, "GET", f"{_url(base_url)}/{batch_id}", headers=headers)
-    return _info(_checked(answer, headers))
-
-
-async def find_made(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    headers: Mapping[str, str],
-    requests: int,
-    since: datetime,
-) -> list[BatchInfo]:
-    """Batches of exactly `requests` requests made at or after `since`, newest first, except
-    those whose cancel was asked: GET /v1/messages/batches, newest first, `after_id` paging.
-
-    A create whose answer was lost, or whose process died before committing the id, may have
-    made its batch. A Message Batch carries no metadata and no input file, so its request
-    count and its creation time are all that can tell it; the caller decides what one, none
-    or several candidates mean. The search stops at the first batch older than `since`, or
-    after the newest `LIST_PAGES` pages.
-    """
-    found: list[BatchInfo] = []
-    after: str | None = None
-    for _ in range(LIST_PAGES):
-        query = f"?limit={LIST_PAGE_SIZE}" + (f"&after_id={after}" if after else "")
-        answer = await request(session, "GET", _url(base_url) + query, headers=headers)
-        page = _parse(_checked(answer, headers), _BatchList)
-        for batch in page.data:
-            if batch.created_at is not None and batch.created_at < since:
+        A create whose answer was lost, or whose process died before committing the id, may
+        have made its batch. A Message Batch carries no metadata and no input file, so its
+        request count and its creation time are all that can tell it; the caller decides what
+        one, none or several candidates mean. The search stops at the first batch older than
+        `since`, or after the newest `LIST_PAGES` pages.
+        """
+        found: list[BatchInfo] = []
+        after: str | None = None
+        for _ in range(LIST_PAGES):
+            query = f"?limit={LIST_PAGE_SIZE}" + (f"&after_id={after}" if after else "")
+            answer = await request(self._session, "GET", self._url + query, headers=self._headers)
+            page = _parse(self._checked(answer), _BatchList)
+            for batch in page.data:
+                if batch.created_at is not None and batch.created_at < since:
+                    return found
+                info = _batch_info(batch)
+                if info.counts.total == requests and batch.cancel_initiated_at is None:
+                    found.append(info)
+            if not page.has_more or page.last_id is None:
                 return found
-            info = _batch_info(batch)
-            if info.counts.total == requests and batch.cancel_initiated_at is None:
-                found.append(info)
-        if not page.has_more or page.last_id is None:
-            return found
-        after = page.last_id
-    return found
+            after = page.last_id
+        return found
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        """Ask to stop: `canceling`, then `ended` with the finished results still there."""
+        url = f"{self._url}/{batch_id}/cancel"
+        answer = await request(self._session, "POST", url, headers=self._headers)
+        return await ended_or(
+            answer, lambda: self.get(batch_id), lambda refused: _info(self._checked(refused))
+        )
+
+    async def results(self, info: BatchInfo) -> dict[str, LineResult]:
+        """The results JSONL keyed by custom_id; empty until the batch has ended.
+
+        `results_url` is followed only on the API's own host: the key goes with the request.
+        """
+        if info.results_url is None:
+            return {}
+        url = info.results_url
+        if _origin(url) != self._origin:
+            url = f"{self._url}/{info.id}/results"
+        answer = await request(self._session, "GET", url, headers=self._headers)
+        return _lines(self._checked(answer).body, info.id)
+
+    def classify(self, failure: LineFailure) -> ProviderError:
+        """An errored line -> the taxonomy with fast mode's rules (a bad image is permanent)."""
+        answer = failure.answer()
+        if answer is None:
+            return Transient(f"{NAME} batch: {failure.message}")
+        return anthropic.classify_error(answer, self._key)
+
+    def _checked(self, answer: HTTPAnswer) -> HTTPAnswer:
+        if 200 <= answer.status < 300:  # noqa: PLR2004
+            return answer
+        error = anthropic.classify_error(answer, self._key)
+        if isinstance(error, PermanentImageError):  # a batch call is never about one photo
+            raise FatalJobError(f"{error.message} [the batch request itself was refused]")
+        raise error
 
 
-async def cancel(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], batch_id: str
-) -> BatchInfo:
-    """Ask to stop: `canceling`, then `ended` with the finished results still there."""
-    url = f"{_url(base_url)}/{batch_id}/cancel"
-    answer = await request(session, "POST", url, headers=headers)
-    return await ended_or(
-        answer,
-        partial(get, session, base_url, headers, batch_id),
-        lambda refused: _info(_checked(refused, headers)),
-    )
-
-
-async def results(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], info: BatchInfo
-) -> dict[str, LineResult]:
-    """The results JSONL keyed by custom_id; empty until the batch has ended.
-
-    `results_url` is followed only on the API's own host: the key goes with the request.
-    """
-    if info.results_url is None:
-        return {}
-    url = info.results_url
-    if _origin(url) != _origin(base_url):
-        url = f"{_url(base_url)}/{info.id}/results"
-    answer = await request(session, "GET", url, headers=headers)
-    return _lines(_checked(answer, headers).body, info.id)
-
-
-def classify_line(failure: LineFailure, api_key: str | None = None) -> ProviderError:
-    """An errored line -> the taxonomy with fast mode's rules (a bad image is permanent)."""
-    answer = failure.answer()
-    if answer is None:
-        return Transient(f"{NAME} batch: {failure.message}")
-    return classify_error(answer, api_key)
+def create_client(
+    *, model: str, session: aiohttp.ClientSession, credentials: Credentials
+) -> AnthropicBatchClient:
+    """The registry's entry point (`ProviderSpec.batch`): the batch client and the adapter
+    whose requests it batches, both with the job's credentials."""
+    adapter = anthropic.create(model=model, session=session, credentials=credentials)
+    return AnthropicBatchClient(session, credentials, adapter)
 
 
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _url(base_url: str) -> str:
-    return base_url.rstrip("/") + PATH
-
-
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     return parts.scheme, parts.netloc
-
-
-def _checked(answer: HTTPAnswer, headers: Mapping[str, str]) -> HTTPAnswer:
-    if 200 <= answer.status < 300:  # noqa: PLR2004
-        return answer
-    error = classify_error(answer, headers.get("x-api-key"))
-    if isinstance(error, PermanentImageError):  # a batch call is never about one photo
-        raise FatalJobError(f"{error.message} [the batch request itself was refused]")
-    raise error
 
 
 def _parse(answer: HTTPAnswer, model: type[M]) -> M:

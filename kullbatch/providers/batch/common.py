@@ -2,9 +2,8 @@
 
 - `custom_id_for`: one id per photo that both APIs accept (`^[a-zA-Z0-9_-]{1,64}$`), so a
   result is matched back by id, never by line order.
-- `split_sized`: a shoot cut into provider batches under a request count AND a byte limit
-  (photos travel inline as base64: a few hundred fill a file); a single request over the byte
-  limit is reported for that photo instead of failing the whole split.
+- `BatchFile`: the batch being filled on disk, framed for its provider, under its `Limits`: a
+  request count AND a byte limit (photos travel inline as base64: a few hundred fill a file).
 - `BatchInfo`, `LineSuccess` / `LineFailure`: what a poll and a results download say, in one
   vocabulary whatever the provider, so the engine never reads a provider's wire format.
 """
@@ -15,14 +14,13 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from kullbatch.providers.http import HTTPAnswer
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-
-T = TypeVar("T")
+    from collections.abc import Awaitable, Callable, Iterator, Mapping
+    from pathlib import Path
 
 BatchState = Literal[
     "validating",
@@ -49,28 +47,13 @@ _READABLE_CHARS = 64 - 1 - _DIGEST_CHARS
 def custom_id_for(image_id: str) -> str:
     """An id both batch APIs accept: the image id itself when valid, else readable part + hash.
 
-    Stable across runs (a resumed job finds the same ids); `custom_id_map` keeps the way back.
+    Stable across runs (a resumed job finds the same ids); the store keeps the way back.
     """
     if _VALID_ID.fullmatch(image_id):
         return image_id
     digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).hexdigest()
     readable = _OTHER_CHARACTERS.sub("_", image_id)[:_READABLE_CHARS]
     return f"{readable}-{digest[:_DIGEST_CHARS]}"
-
-
-def custom_id_map(image_ids: Iterable[str]) -> dict[str, str]:
-    """custom_id -> image id for a whole shoot; a duplicate image id is refused, not merged."""
-    mapping: dict[str, str] = {}
-    for image_id in image_ids:
-        custom_id = custom_id_for(image_id)
-        if custom_id in mapping:
-            other = mapping[custom_id]
-            raise ValueError(
-                f"image ids {other!r} and {image_id!r} map to the same batch custom_id "
-                f"{custom_id!r}: image ids must be unique within a job"
-            )
-        mapping[custom_id] = image_id
-    return mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,68 +69,84 @@ def compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
-# --- splitting ------------------------------------------------------------------------------
+# --- packing --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """One provider batch: at most `max_requests` items and `max_bytes` in all.
-
-    The total is `overhead` + every item's size + `separator` between two items, so a JSON
-    array (`{"requests":[...]}` and commas) is measured as exactly as a JSONL file.
-    """
+    """One provider batch: at most `max_requests` requests and `max_bytes` in all."""
 
     max_requests: int
     max_bytes: int
-    overhead: int = 0
-    separator: int = 0
 
 
 @dataclass(frozen=True, slots=True)
-class TooLarge(Generic[T]):
-    """An item that cannot fit in any batch on its own: that photo fails, the rest go on."""
+class Framing:
+    """How encoded requests are joined into what is sent: a JSONL file, or a JSON array.
 
-    item: T
-    size: int
-    limit: int
+    A batch's size is the prefix and suffix, every request, and a separator between two, so
+    a JSON array (`{"requests":[...]}` and commas) is measured as exactly as a JSONL file.
+    """
 
-    @property
-    def message(self) -> str:
+    prefix: bytes = b""
+    separator: bytes = b""
+    suffix: bytes = b""
+
+
+class BatchFile:
+    """The batch being filled: its requests on disk (framed for the provider), their ids.
+
+    Economy mode appends each photo's encoded request as it is built, so memory holds one
+    request, not a 200 MB batch; the finished file is streamed to the provider.
+    """
+
+    def __init__(self, path: Path, limits: Limits, framing: Framing) -> None:
+        self._path = path
+        self._limits = limits
+        self._framing = framing
+        self._handle: BinaryIO | None = None
+        self.ids: dict[str, str] = {}
+        self._size = 0
+
+    def holds(self, size: int) -> bool:
+        """A request of `size` bytes fits a batch of its own (else that photo fails alone)."""
+        framing = len(self._framing.prefix) + len(self._framing.suffix)
+        return framing + size <= self._limits.max_bytes
+
+    def fits(self, size: int) -> bool:
+        """A request of `size` bytes can join this batch without passing either limit."""
+        if not self.ids:
+            return True
+        extra = size + len(self._framing.separator)
         return (
-            f"the batch request for this photo is {self.size:,} bytes, over the provider's "
-            f"{self.limit:,}-byte batch limit"
+            len(self.ids) < self._limits.max_requests
+            and self._size + extra <= self._limits.max_bytes
         )
 
+    def add(self, custom_id: str, image_id: str, encoded: bytes) -> None:
+        if self._handle is None:
+            self._handle = self._path.open("wb")
+            self._handle.write(self._framing.prefix)
+            self._size = len(self._framing.prefix) + len(self._framing.suffix)
+        else:
+            self._handle.write(self._framing.separator)
+            self._size += len(self._framing.separator)
+        self._handle.write(encoded)
+        self._size += len(encoded)
+        self.ids[custom_id] = image_id
 
-@dataclass(frozen=True, slots=True)
-class Split(Generic[T]):
-    """Items cut into batches, in their order, plus the items no batch can hold."""
+    def finish(self) -> tuple[Path, dict[str, str], int]:
+        """Close the file; the next `add` starts a new batch."""
+        assert self._handle is not None
+        self._handle.write(self._framing.suffix)
+        self.close()
+        ids, self.ids = self.ids, {}
+        return self._path, ids, self._size
 
-    batches: list[list[T]]
-    too_large: list[TooLarge[T]]
-
-
-def split_sized(items: Iterable[tuple[T, int]], limits: Limits) -> Split[T]:
-    """Greedy, order-keeping packing of (item, encoded size) pairs under both limits."""
-    if limits.max_requests < 1:
-        raise ValueError("max_requests must be at least 1")
-    batches: list[list[T]] = []
-    too_large: list[TooLarge[T]] = []
-    current: list[T] = []
-    used = limits.overhead
-    for item, size in items:
-        if limits.overhead + size > limits.max_bytes:
-            too_large.append(TooLarge(item, limits.overhead + size, limits.max_bytes))
-            continue
-        extra = size + (limits.separator if current else 0)
-        if current and (len(current) >= limits.max_requests or used + extra > limits.max_bytes):
-            batches.append(current)
-            current, used, extra = [], limits.overhead, size
-        current.append(item)
-        used += extra
-    if current:
-        batches.append(current)
-    return Split(batches, too_large)
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
 
 # --- polls ----------------------------------------------------------------------------------

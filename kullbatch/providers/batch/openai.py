@@ -1,7 +1,8 @@
-"""The OpenAI Batch API, wire level: JSONL file, upload, create, poll, cancel, results.
+"""The OpenAI Batch API: the batch client (JSONL file, upload, create, poll, cancel,
+results) and its wire.
 
-A shoot goes as one JSONL file per batch (`split_lines` keeps each under 50,000 lines and
-200 MB), uploaded to `/files` with purpose `batch`, then run by `/batches` on
+A shoot goes as one JSONL file per batch (economy mode keeps each under 50,000 lines and
+200 MB: `limits`), uploaded to `/files` with purpose `batch`, then run by `/batches` on
 `/v1/chat/completions` in the 24h window. Results come back in two files in any order: the
 output file (answers, status 200 or not) and the error file (`error:{code,message}` lines,
 `batch_expired` for requests the window did not reach); both are read and keyed by custom_id.
@@ -13,14 +14,13 @@ batch call is never about one photo: what those rules call a bad image is fatal 
 from __future__ import annotations
 
 import logging
-import secrets
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from kullbatch.errors import FatalJobError, PermanentImageError, ProviderError, Transient
+from kullbatch.providers import openai
 from kullbatch.providers._chat import ChatEndpoint, error_for, error_info
 from kullbatch.providers.batch.common import (
     BatchCounts,
@@ -28,38 +28,25 @@ from kullbatch.providers.batch.common import (
     BatchLine,
     BatchState,
     FailureKind,
+    Framing,
     Limits,
     LineFailure,
     LineResult,
     LineSuccess,
-    Split,
     compact_json,
     ended_or,
     jsonl_lines,
-    split_sized,
 )
 from kullbatch.providers.http import HTTPAnswer, post_json, request
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Awaitable, Callable
+    from datetime import datetime
     from pathlib import Path
 
-__all__ = [
-    "ENDPOINT",
-    "MAX_BYTES",
-    "MAX_REQUESTS",
-    "BatchLine",
-    "cancel",
-    "classify_line",
-    "create",
-    "encode_line",
-    "find_from_file",
-    "get",
-    "jsonl",
-    "results",
-    "split_lines",
-    "upload",
-]
+    from kullbatch.providers.base import Credentials, WireRequest
+
+__all__ = ["ENDPOINT", "MAX_BYTES", "MAX_REQUESTS", "OpenAIBatchClient", "create_client"]
 
 log = logging.getLogger(__name__)
 
@@ -75,27 +62,6 @@ LIST_PAGE_SIZE = 100  # the most the list endpoint gives per page
 LIST_PAGES = 10  # so the newest 1,000 batches are searched for one made from a given file
 _CANCELLED_CODES = frozenset({"batch_cancelled", "batch_canceled"})
 M = TypeVar("M", bound=BaseModel)
-
-
-# --- the input file ---------------------------------------------------------------------------
-
-
-def encode_line(line: BatchLine) -> bytes:
-    """One JSONL line, newline included: what the file holds and what its size counts."""
-    record = {"custom_id": line.custom_id, "method": "POST", "url": ENDPOINT, "body": line.body}
-    return compact_json(record) + b"\n"
-
-
-def jsonl(lines: Iterable[BatchLine]) -> bytes:
-    return b"".join(encode_line(line) for line in lines)
-
-
-def split_lines(
-    lines: Iterable[BatchLine], *, max_requests: int = MAX_REQUESTS, max_bytes: int = MAX_BYTES
-) -> Split[BatchLine]:
-    """Files under both limits; a line over `max_bytes` alone is in `too_large`, not a crash."""
-    sized = ((line, len(encode_line(line))) for line in lines)
-    return split_sized(sized, Limits(max_requests, max_bytes))
 
 
 # --- the wire format of answers ---------------------------------------------------------------
@@ -152,167 +118,168 @@ class _OutputLine(BaseModel):
     error: _LineError | None = None
 
 
-# --- calls ------------------------------------------------------------------------------------
+# --- the client -------------------------------------------------------------------------------
 
 
-async def upload(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], jsonl: bytes
-) -> str:
-    """POST {base}/files (purpose batch, file batch.jsonl) -> the file id."""
-    boundary = f"kullbatch-{secrets.token_hex(16)}"
-    send = {**headers, "content-type": f"multipart/form-data; boundary={boundary}"}
-    answer = await request(
-        session,
-        "POST",
-        f"{_base(base_url)}/files",
-        headers=send,
-        data=_multipart(boundary, jsonl),
-        timeout=TRANSFER_TIMEOUT,
-    )
-    return _parse(_checked(answer, headers), _File, "file").id
+class OpenAIBatchClient:
+    """The Batch API: a JSONL file uploaded to /files, then a batch on /v1/chat/completions.
 
+    Every call sends the job's credentials (`Credentials.headers`: the bearer key and the
+    optional organisation and project) to their base URL, as fast mode does.
+    """
 
-async def upload_file(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], path: Path
-) -> str:
-    """`upload` from a JSONL file on disk, streamed: a 200 MB file is never held in memory."""
-    with path.open("rb") as handle:
-        form = aiohttp.FormData()
-        form.add_field("purpose", "batch")
-        form.add_field("file", handle, filename="batch.jsonl", content_type="application/jsonl")
-        answer = await request(
-            session,
-            "POST",
-            f"{_base(base_url)}/files",
-            headers=headers,
-            data=form,
-            timeout=TRANSFER_TIMEOUT,
+    name = NAME
+    limits = Limits(MAX_REQUESTS, MAX_BYTES)
+    framing = Framing()  # JSONL: each encoded line ends with its newline
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        credentials: Credentials,
+        adapter: openai.OpenAIProvider,
+    ) -> None:
+        self.adapter = adapter
+        self._session = session
+        self._base_url = credentials.base_url.rstrip("/")
+        self._headers = credentials.headers
+        # the key, to scrub it from messages, in the chat rules' terms
+        self._endpoint = ChatEndpoint(NAME, "", {}, credentials.key)
+
+    # -- the input file ---------------------------------------------------------------------------
+
+    def line(self, custom_id: str, request: WireRequest) -> BatchLine:
+        assert openai.batch_url(request) == ENDPOINT
+        return BatchLine(custom_id, request.body)
+
+    def encode(self, line: BatchLine) -> bytes:
+        """One JSONL line, newline included: what the file holds and what its size counts."""
+        record = {"custom_id": line.custom_id, "method": "POST", "url": ENDPOINT, "body": line.body}
+        return compact_json(record) + b"\n"
+
+    # -- calls ------------------------------------------------------------------------------------
+
+    async def submit_file(self, path: Path, on_file: Callable[[str], Awaitable[None]]) -> BatchInfo:
+        """Upload the JSONL file, report its id (to be committed), then create the batch."""
+        file_id = await self.upload(path)
+        await on_file(file_id)
+        return await self.create(file_id)
+
+    async def upload(self, path: Path) -> str:
+        """POST {base}/files (purpose batch) from the file on disk, streamed: a 200 MB file is
+        never held in memory. Returns the file id."""
+        with path.open("rb") as handle:
+            form = aiohttp.FormData()
+            form.add_field("purpose", "batch")
+            form.add_field("file", handle, filename="batch.jsonl", content_type="application/jsonl")
+            answer = await request(
+                self._session,
+                "POST",
+                f"{self._base_url}/files",
+                headers=self._headers,
+                data=form,
+                timeout=TRANSFER_TIMEOUT,
+            )
+        return _parse(self._checked(answer), _File, "file").id
+
+    async def create(self, file_id: str) -> BatchInfo:
+        """POST {base}/batches: run the uploaded file on chat completions in the 24h window."""
+        payload: dict[str, Any] = {
+            "input_file_id": file_id,
+            "endpoint": ENDPOINT,
+            "completion_window": COMPLETION_WINDOW,
+            "metadata": {"created_by": "kullbatch"},
+        }
+        url = f"{self._base_url}/batches"
+        answer = await post_json(self._session, url, headers=self._headers, payload=payload)
+        return _info(self._checked(answer))
+
+    async def batch_for_file(self, file_id: str) -> BatchInfo:
+        found = await self.find_for_file(file_id)
+        return found if found is not None else await self.create(file_id)
+
+    async def find_for_file(self, file_id: str) -> BatchInfo | None:
+        """The batch already made from `file_id`, or None: GET {base}/batches, newest first.
+
+        The provider may have created a batch whose id kullbatch never committed (the process
+        died in between, or the answer to the create was lost on the way): looking before
+        creating again keeps a shoot from being run, and paid for, twice. A file is uploaded
+        just before its batch is made, so the newest `LIST_PAGES` pages hold that batch if it
+        exists.
+        """
+        after: str | None = None
+        for _ in range(LIST_PAGES):
+            query = f"?limit={LIST_PAGE_SIZE}" + (f"&after={after}" if after else "")
+            url = f"{self._base_url}/batches{query}"
+            answer = await request(self._session, "GET", url, headers=self._headers)
+            page = _parse(self._checked(answer), _BatchList, "batch list")
+            for batch in page.data:
+                if batch.input_file_id == file_id:
+                    return _batch_info(batch)
+            if not page.has_more or not page.data:
+                return None
+            after = page.data[-1].id
+        return None
+
+    async def find_made(self, requests: int, since: datetime) -> list[BatchInfo]:
+        """None: a batch is made only from a file whose id was committed first, and
+        `find_for_file` finds it; a file whose upload answer was lost is simply not used."""
+        del requests, since
+        return []
+
+    async def get(self, batch_id: str) -> BatchInfo:
+        url = f"{self._base_url}/batches/{batch_id}"
+        answer = await request(self._session, "GET", url, headers=self._headers)
+        return _info(self._checked(answer))
+
+    async def cancel(self, batch_id: str) -> BatchInfo:
+        """Ask to stop; the batch goes `cancelling`, then `cancelled` with the finished answers."""
+        url = f"{self._base_url}/batches/{batch_id}/cancel"
+        answer = await request(self._session, "POST", url, headers=self._headers)
+        return await ended_or(
+            answer, lambda: self.get(batch_id), lambda refused: _info(self._checked(refused))
         )
-    return _parse(_checked(answer, headers), _File, "file").id
+
+    async def results(self, info: BatchInfo) -> dict[str, LineResult]:
+        """Both result files, keyed by custom_id; an answer in the output file wins over an
+        error. Empty while the batch has no files yet (in progress, or failed at validation).
+        """
+        found: dict[str, LineResult] = {}
+        for file_id in (info.error_file_id, info.output_file_id):
+            if file_id is not None:
+                url = f"{self._base_url}/files/{file_id}/content"
+                answer = await request(
+                    self._session, "GET", url, headers=self._headers, timeout=TRANSFER_TIMEOUT
+                )
+                found.update(_lines(self._checked(answer).body, file_id))
+        return found
+
+    def classify(self, failure: LineFailure) -> ProviderError:
+        """An errored line -> the taxonomy with fast mode's rules (a bad image is permanent)."""
+        answer = failure.answer()
+        if answer is None:
+            return Transient(f"{NAME} batch: {failure.message}")
+        return error_for(self._endpoint, answer)
+
+    def _checked(self, answer: HTTPAnswer) -> HTTPAnswer:
+        """Fast mode's rules, then what differs for a call about a whole batch."""
+        if answer.ok:
+            return answer
+        error = error_for(self._endpoint, answer)
+        if isinstance(error, PermanentImageError):  # a batch call is never about one photo
+            raise FatalJobError(f"{error.message} [the batch request itself was refused]")
+        raise error
 
 
-def _multipart(boundary: str, jsonl: bytes) -> bytes:
-    head = (
-        f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="purpose"\r\n\r\n'
-        "batch\r\n"
-        f"--{boundary}\r\n"
-        'Content-Disposition: form-data; name="file"; filename="batch.jsonl"\r\n'
-        "Content-Type: application/jsonl\r\n\r\n"
-    )
-    return head.encode() + jsonl + f"\r\n--{boundary}--\r\n".encode()
-
-
-async def create(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    headers: Mapping[str, str],
-    file_id: str,
-    metadata: Mapping[str, str] | None = None,
-) -> BatchInfo:
-    """POST {base}/batches: run the uploaded file on chat completions in the 24h window."""
-    payload: dict[str, Any] = {
-        "input_file_id": file_id,
-        "endpoint": ENDPOINT,
-        "completion_window": COMPLETION_WINDOW,
-    }
-    if metadata:
-        payload["metadata"] = dict(metadata)
-    answer = await post_json(
-        session, f"{_base(base_url)}/batches", headers=headers, payload=payload
-    )
-    return _info(_checked(answer, headers))
-
-
-async def find_from_file(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], file_id: str
-) -> BatchInfo | None:
-    """The batch already made from `file_id`, or None: GET {base}/batches, newest first.
-
-    The provider may have created a batch whose id kullbatch never committed (the process
-    died in between, or the answer to the create was lost on the way): looking before
-    creating again keeps a shoot from being run, and paid for, twice. A file is uploaded just
-    before its batch is made, so the newest `LIST_PAGES` pages hold that batch if it exists.
-    """
-    after: str | None = None
-    for _ in range(LIST_PAGES):
-        query = f"?limit={LIST_PAGE_SIZE}" + (f"&after={after}" if after else "")
-        answer = await request(session, "GET", f"{_base(base_url)}/batches{query}", headers=headers)
-        page = _parse(_checked(answer, headers), _BatchList, "batch list")
-        for batch in page.data:
-            if batch.input_file_id == file_id:
-                return _batch_info(batch)
-        if not page.has_more or not page.data:
-            return None
-        after = page.data[-1].id
-    return None
-
-
-async def get(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], batch_id: str
-) -> BatchInfo:
-    url = f"{_base(base_url)}/batches/{batch_id}"
-    answer = await request(session, "GET", url, headers=headers)
-    return _info(_checked(answer, headers))
-
-
-async def cancel(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], batch_id: str
-) -> BatchInfo:
-    """Ask to stop; the batch goes `cancelling`, then `cancelled` with the finished answers."""
-    url = f"{_base(base_url)}/batches/{batch_id}/cancel"
-    answer = await request(session, "POST", url, headers=headers)
-    return await ended_or(
-        answer,
-        partial(get, session, base_url, headers, batch_id),
-        lambda refused: _info(_checked(refused, headers)),
-    )
-
-
-async def results(
-    session: aiohttp.ClientSession, base_url: str, headers: Mapping[str, str], info: BatchInfo
-) -> dict[str, LineResult]:
-    """Both result files, keyed by custom_id; an answer in the output file wins over an error.
-
-    Empty while the batch has no files yet (in progress, or failed at validation).
-    """
-    found: dict[str, LineResult] = {}
-    for file_id in (info.error_file_id, info.output_file_id):
-        if file_id is not None:
-            url = f"{_base(base_url)}/files/{file_id}/content"
-            answer = await request(session, "GET", url, headers=headers, timeout=TRANSFER_TIMEOUT)
-            found.update(_lines(_checked(answer, headers).body, file_id))
-    return found
-
-
-def classify_line(failure: LineFailure, api_key: str | None = None) -> ProviderError:
-    """An errored line -> the taxonomy with fast mode's rules (a bad image is permanent)."""
-    answer = failure.answer()
-    if answer is None:
-        return Transient(f"{NAME} batch: {failure.message}")
-    return error_for(ChatEndpoint(NAME, "", {}, api_key), answer)
+def create_client(
+    *, model: str, session: aiohttp.ClientSession, credentials: Credentials
+) -> OpenAIBatchClient:
+    """The registry's entry point (`ProviderSpec.batch`): the batch client and the adapter
+    whose requests it batches, both with the job's credentials."""
+    adapter = openai.create(model=model, session=session, credentials=credentials)
+    return OpenAIBatchClient(session, credentials, adapter)
 
 
 # --- parsing ----------------------------------------------------------------------------------
-
-
-def _base(base_url: str) -> str:
-    return base_url.rstrip("/")
-
-
-def _checked(answer: HTTPAnswer, headers: Mapping[str, str]) -> HTTPAnswer:
-    if answer.ok:
-        return answer
-    raise _batch_error(answer, headers)
-
-
-def _batch_error(answer: HTTPAnswer, headers: Mapping[str, str]) -> ProviderError:
-    """Fast mode's rules, then what differs for a call about a whole batch."""
-    api_key = headers.get("Authorization", "").removeprefix("Bearer ").strip() or None
-    error = error_for(ChatEndpoint(NAME, "", {}, api_key), answer)
-    if isinstance(error, PermanentImageError):  # a batch call is never about one photo
-        return FatalJobError(f"{error.message} [the batch request itself was refused]")
-    return error
 
 
 def _parse(answer: HTTPAnswer, model: type[M], what: str) -> M:
