@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from kullbatch.models import ImageInput, ItemState, JobState
+from kullbatch.store.sql import run, run_many
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Collection, Mapping
@@ -61,14 +62,16 @@ class BatchRecords:
         """A batch the provider now knows (an uploaded file, or a created batch) and its
         photos (custom_id -> image id), in one transaction."""
         now = self._now()
-        cursor = await self._db.execute(
+        cursor = await run(
+            self._db,
             "INSERT INTO provider_batches (job_id, provider, file_id, batch_id, state, requests,"
             " bytes, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job_id, provider, file_id, batch_id, state, len(custom_ids), size, now, now),
         )
         row_id = cursor.lastrowid
         assert row_id is not None
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "UPDATE batch_items SET custom_id = ?, provider_batch = ?"
             " WHERE job_id = ? AND image_id = ?",
             [(custom, row_id, job_id, image) for custom, image in custom_ids.items()],
@@ -79,7 +82,8 @@ class BatchRecords:
 
     async def uploaded(self, row_id: int, file_id: str) -> None:
         """The batch's input file is at the provider: commit its id before making the batch."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE provider_batches SET file_id = ?, state = 'uploaded', updated_at = ?"
             " WHERE id = ?",
             (file_id, self._now(), row_id),
@@ -88,12 +92,13 @@ class BatchRecords:
 
     async def forget(self, row_id: int, job_id: str) -> None:
         """A batch the provider never made: its photos go back to be sent again."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE batch_items SET custom_id = NULL, provider_batch = NULL"
             " WHERE provider_batch = ?",
             (row_id,),
         )
-        await self._db.execute("DELETE FROM provider_batches WHERE id = ?", (row_id,))
+        await run(self._db, "DELETE FROM provider_batches WHERE id = ?", (row_id,))
         await self._set_provider_job_id(job_id)
         await self._db.commit()
 
@@ -118,7 +123,8 @@ class BatchRecords:
 
     async def created(self, row_id: int, job_id: str, batch_id: str, state: str) -> None:
         """The batch made from an uploaded file now exists: commit its id at once."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE provider_batches SET batch_id = ?, state = ?, updated_at = ? WHERE id = ?",
             (batch_id, state, self._now(), row_id),
         )
@@ -127,7 +133,8 @@ class BatchRecords:
 
     async def _set_provider_job_id(self, job_id: str) -> None:
         """`providerJobId` of the status object: the provider's batch ids, comma-separated."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE batch_jobs SET provider_job_id = (SELECT group_concat(batch_id, ',')"
             " FROM (SELECT batch_id FROM provider_batches WHERE job_id = ?"
             " AND batch_id IS NOT NULL ORDER BY id)) WHERE id = ?",
@@ -137,7 +144,8 @@ class BatchRecords:
     async def polled(
         self, row_id: int, state: str, counts: Mapping[str, int], error: str | None
     ) -> None:
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE provider_batches SET state = ?, counts = ?, error = ?, updated_at = ?"
             " WHERE id = ?",
             (state, json.dumps(dict(counts)), error, self._now(), row_id),
@@ -146,7 +154,8 @@ class BatchRecords:
 
     async def fetched(self, row_id: int) -> None:
         """Every answer of this batch is stored: it is never fetched again."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE provider_batches SET fetched = 1, updated_at = ? WHERE id = ?",
             (self._now(), row_id),
         )
@@ -182,7 +191,8 @@ class BatchRecords:
     async def release_ended(self, job_id: str) -> int:
         """A resumed economy job: photos without a result whose batch ended (expired,
         cancelled, errored) go into new batches; their last error stays until a new answer."""
-        cursor = await self._db.execute(
+        cursor = await run(
+            self._db,
             "UPDATE batch_items SET provider_batch = NULL, custom_id = NULL"
             " WHERE job_id = ? AND status = ? AND provider_batch IN"
             " (SELECT id FROM provider_batches WHERE job_id = ? AND fetched = 1)",
@@ -193,7 +203,7 @@ class BatchRecords:
 
     async def set_state(self, job_id: str, state: JobState) -> None:
         """`submitted` while the provider works; `processing` while leftovers go fast."""
-        await self._db.execute("UPDATE batch_jobs SET status = ? WHERE id = ?", (state, job_id))
+        await run(self._db, "UPDATE batch_jobs SET status = ? WHERE id = ?", (state, job_id))
         await self._db.commit()
 
 

@@ -36,6 +36,7 @@ from kullbatch.store.rows import (
     job_row,
     utc_now,
 )
+from kullbatch.store.sql import run, run_many
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -72,9 +73,9 @@ class Store:
         db = await aiosqlite.connect(path, timeout=30)
         try:
             db.row_factory = aiosqlite.Row
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA foreign_keys=ON")
+            await run(db, "PRAGMA journal_mode=WAL")
+            await run(db, "PRAGMA synchronous=FULL")
+            await run(db, "PRAGMA foreign_keys=ON")
             store = cls(db, path)
             await migrate(db)
         except BaseException:
@@ -97,7 +98,8 @@ class Store:
             (job.id, position, image.id, image.model_dump_json(), now)
             for position, image in enumerate(images)
         ]
-        await self._db.execute(
+        await run(
+            self._db,
             "INSERT INTO batch_jobs (id, user_id, shoot_id, provider_id, model, status,"
             " total_images, mode, prompt, system_prompt, source, options, created_at,"
             " heartbeat_at, owner_pid, owner_host)"
@@ -121,7 +123,8 @@ class Store:
                 socket.gethostname(),
             ),
         )
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "INSERT INTO batch_items (job_id, position, image_id, image, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
             rows,
@@ -150,7 +153,8 @@ class Store:
         heartbeat to act on: clearing it would lose the cancel, and the job would run on.
         """
         now = utc_now()
-        cursor = await self._db.execute(
+        cursor = await run(
+            self._db,
             "UPDATE batch_jobs SET status = ?, started_at = coalesce(started_at, ?),"
             " heartbeat_at = ?, owner_pid = ?, owner_host = ?,"
             " cancel_requested = CASE WHEN ? THEN 0 ELSE cancel_requested END,"
@@ -174,8 +178,8 @@ class Store:
 
     async def beat(self, job_id: str) -> bool:
         """Refresh the heartbeat; returns whether someone asked to cancel the job."""
-        await self._db.execute(
-            "UPDATE batch_jobs SET heartbeat_at = ? WHERE id = ?", (utc_now(), job_id)
+        await run(
+            self._db, "UPDATE batch_jobs SET heartbeat_at = ? WHERE id = ?", (utc_now(), job_id)
         )
         await self._db.commit()
         return await self.cancel_requested(job_id)
@@ -188,14 +192,15 @@ class Store:
         return bool(row and row[0])
 
     async def request_cancel(self, job_id: str) -> None:
-        await self._db.execute("UPDATE batch_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        await run(self._db, "UPDATE batch_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         await self._db.commit()
 
     async def finish_job(self, job_id: str, state: JobState, error: str | None = None) -> None:
         """Record how the job ended, after every pending result is on disk."""
         await self.flush()
         completed_at = None if state in ACTIVE_STATES else utc_now()
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE batch_jobs SET status = :state, error = :error, completed_at = :at,"
             " heartbeat_at = NULL,"
             " processed_images = (SELECT count(*) FROM batch_items"
@@ -235,11 +240,13 @@ class Store:
     async def reopen_failed(self, job_id: str) -> None:
         """Failed images become pending again, for a resume that retries them; the job's
         counts follow, so `status` never counts a photo as failed that is waiting again."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE batch_items SET status = ? WHERE job_id = ? AND status = ?",
             (ItemState.PENDING, job_id, ItemState.FAILED),
         )
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE batch_jobs SET failed_images = 0 WHERE id = ?",
             (job_id,),
         )
@@ -247,7 +254,7 @@ class Store:
 
     async def set_mode(self, job_id: str, mode: Mode) -> None:
         """`resume --mode fast`: the rest of an economy job goes at the list price."""
-        await self._db.execute("UPDATE batch_jobs SET mode = ? WHERE id = ?", (mode, job_id))
+        await run(self._db, "UPDATE batch_jobs SET mode = ? WHERE id = ?", (mode, job_id))
         await self._db.commit()
 
     async def items(self, job_id: str) -> list[ItemRecord]:
@@ -271,11 +278,13 @@ class Store:
 
     async def set_groups(self, job_id: str, groups: Iterable[tuple[str, str, bool]]) -> None:
         """The job's bursts, (image id, group, best) each, replacing any grouping before."""
-        await self._db.execute(
+        await run(
+            self._db,
             "UPDATE batch_items SET burst_group = NULL, best_in_group = 0 WHERE job_id = ?",
             (job_id,),
         )
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "UPDATE batch_items SET burst_group = ?, best_in_group = ?"
             " WHERE job_id = ? AND image_id = ?",
             [(group, int(best), job_id, image_id) for image_id, group, best in groups],
@@ -404,25 +413,29 @@ class Store:
         counts: dict[str, tuple[int, int]],
     ) -> None:
         done, gave_up, waiting = ItemState.RATED, ItemState.FAILED, ItemState.PENDING
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "UPDATE batch_items SET status = ?, result = ?, input_tokens = ?,"
             " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
             " phash = ?, captured = ?, last_error = NULL, updated_at = ?, completed_at = ?"
             " WHERE job_id = ? AND image_id = ? AND status != ?",
             [(done, *row, done) for row in rated],
         )
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "UPDATE batch_items SET status = ?, last_error = ?, attempts = ?,"
             " updated_at = ?, completed_at = ? WHERE job_id = ? AND image_id = ?"
             " AND status != ?",
             [(gave_up, *row, done) for row in failed],
         )
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "UPDATE batch_items SET last_error = ?, attempts = ?, updated_at = ?"
             " WHERE job_id = ? AND image_id = ? AND status = ?",
             [(*row, waiting) for row in retried],
         )
-        await self._db.executemany(
+        await run_many(
+            self._db,
             "UPDATE batch_jobs SET processed_images = ?, failed_images = ? WHERE id = ?",
             [(r, f, job_id) for job_id, (r, f) in counts.items()],
         )

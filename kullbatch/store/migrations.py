@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from kullbatch.store.sql import run, run_script
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -16,7 +18,8 @@ if TYPE_CHECKING:
 
 
 async def _create_v1(db: aiosqlite.Connection) -> None:
-    await db.executescript(
+    await run_script(
+        db,
         """
         CREATE TABLE batch_jobs (
             id TEXT PRIMARY KEY,
@@ -62,13 +65,14 @@ async def _create_v1(db: aiosqlite.Connection) -> None:
         );
         CREATE INDEX batch_items_by_position ON batch_items(job_id, position);
         CREATE INDEX batch_jobs_by_created ON batch_jobs(created_at);
-        """
+        """,
     )
 
 
 async def _provider_batches_v2(db: aiosqlite.Connection) -> None:
     """Economy mode: each provider batch of a job, and which batch each photo went in."""
-    await db.executescript(
+    await run_script(
+        db,
         """
         CREATE TABLE provider_batches (
             id INTEGER PRIMARY KEY,
@@ -90,38 +94,41 @@ async def _provider_batches_v2(db: aiosqlite.Connection) -> None:
         ALTER TABLE batch_items ADD COLUMN provider_batch INTEGER;
         ALTER TABLE batch_items ADD COLUMN pricing TEXT NOT NULL DEFAULT 'standard';
         CREATE INDEX batch_items_by_provider_batch ON batch_items(provider_batch);
-        """
+        """,
     )
 
 
 async def _rated_by_v3(db: aiosqlite.Connection) -> None:
     """Who rated each photo: with fallback, not always the job's own provider and model."""
-    await db.executescript(
+    await run_script(
+        db,
         """
         ALTER TABLE batch_items ADD COLUMN provider TEXT;
         ALTER TABLE batch_items ADD COLUMN model TEXT;
-        """
+        """,
     )
 
 
 async def _burst_groups(db: aiosqlite.Connection) -> None:
     """Bursts: the moment each photo belongs to (null alone) and whether it is the one picked."""
-    await db.executescript(
+    await run_script(
+        db,
         """
         ALTER TABLE batch_items ADD COLUMN burst_group TEXT;
         ALTER TABLE batch_items ADD COLUMN best_in_group INTEGER NOT NULL DEFAULT 0;
-        """
+        """,
     )
 
 
 async def _fingerprints(db: aiosqlite.Connection) -> None:
     """Each rated local photo's pHash (16 hex digits) and capture time, taken as it was
     prepared, so that grouping bursts reads no file again."""
-    await db.executescript(
+    await run_script(
+        db,
         """
         ALTER TABLE batch_items ADD COLUMN phash TEXT;
         ALTER TABLE batch_items ADD COLUMN captured REAL;
-        """
+        """,
     )
 
 
@@ -136,9 +143,10 @@ MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] 
 
 async def migrate(db: aiosqlite.Connection) -> None:
     """Run the migrations this database has not had yet, and commit."""
-    await db.execute(
+    await run(
+        db,
         "CREATE TABLE IF NOT EXISTS migrations "
-        "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        "(id INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
     )
     async with db.execute("SELECT max(id) FROM migrations") as cursor:
         row = await cursor.fetchone()
@@ -147,7 +155,8 @@ async def migrate(db: aiosqlite.Connection) -> None:
         if number > done:
             await step(db)
             applied_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-            await db.execute(
+            await run(
+                db,
                 "INSERT INTO migrations (id, name, applied_at) VALUES (?, ?, ?)",
                 (number, name, applied_at.replace("+00:00", "Z")),
             )
