@@ -4,7 +4,14 @@ Real HTTP on 127.0.0.1 with the real shapes (providers.md section 2): `x-api-key
 `authentication_error` otherwise) and `anthropic-version: 2023-06-01` on every call; a create
 is refused with the error envelope when a custom_id is invalid or repeated, `params` lacks
 model / max_tokens / messages, there are more than `max_requests` requests (400) or the JSON is
-over `max_bytes` (413). Counts other than `processing` stay 0 until the batch has ended; then
+over `max_bytes` (413), or the body is not JSON. Each request's `params` is then checked as the
+fast fake checks a Messages call (`fake_anthropic_server.body_problem`: model, the one user
+message of image and text, the rating's output_config, base64 that is the image its media_type
+names): one that fails ends `errored` with the API's error envelope (`invalid_request_error`,
+`not_found_error` for an unknown model). Answers are read from the photo itself
+(`fake_batch_shared.photo_key`), never from the custom_id; the fast-mode route `/v1/messages`
+(for photos a batch left over) is checked and answered the same way. Counts other than
+`processing` stay 0 until the batch has ended; then
 `results_url` serves one line per request, in a random order: `succeeded`, `errored`,
 `canceled` or `expired`. `GET /v1/messages/batches` lists the workspace's batches newest first,
 `limit` (1 to 1000, default 20) a page, paged by `after_id` / `before_id`, with `first_id`,
@@ -31,10 +38,11 @@ from fake_batch_shared import (
     Seen,
     default_answer,
     new_id,
-    rating_for,
     recording_middleware,
     shuffled,
 )
+
+from tests.fake_anthropic_server import MAX_IMAGE_BYTES, body_problem
 
 KEY = "sk-ant-api03-BATCHfakeKEY0123456789-abcdefAA"
 VERSION = "2023-06-01"
@@ -141,10 +149,18 @@ class FakeAnthropicBatches:
         """One Messages call, as fast mode sends it."""
         if (refused := self._refusal(request)) is not None:
             return refused
-        body = await request.json()
-        source = body["messages"][0]["content"][0]["source"]
-        text = json.dumps(rating_for(f"fast-{len(source.get('data', ''))}"))
-        return web.json_response(message(text, body.get("model", "")))
+        if not request.content_type.startswith("application/json"):
+            return anthropic_error(400, "invalid_request_error", "content-type must be JSON")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        refusal = _refusal(body)
+        if refusal is not None:
+            return anthropic_error(refusal.status, refusal.type, refusal.message)
+        outcome = default_answer("", body)
+        assert isinstance(outcome, str)
+        return web.json_response(message(outcome, body["model"]))
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         if request.headers.get("x-api-key") != self.api_key:
@@ -163,7 +179,10 @@ class FakeAnthropicBatches:
             return anthropic_error(
                 413, "request_too_large", "Request exceeds the maximum allowed number of bytes."
             )
-        requests = json.loads(raw).get("requests")
+        document = _json_object(request, raw)
+        if isinstance(document, str):
+            return anthropic_error(400, "invalid_request_error", document)
+        requests = document.get("requests")
         problem = self._problem(requests)
         if problem is not None:
             return anthropic_error(400, "invalid_request_error", problem)
@@ -177,6 +196,11 @@ class FakeAnthropicBatches:
             phase="in_progress",
             finalizing=False,
         )
+        batch.rejected = {
+            custom_id: refusal
+            for custom_id, params in pairs
+            if (refusal := _refusal(params)) is not None
+        }
         self.batches[batch.id] = batch
         self.created_times[batch.id] = datetime.now(UTC)
         self.created_bytes.append(len(raw))
@@ -225,7 +249,7 @@ class FakeAnthropicBatches:
             return f"requests: at most {self.max_requests} requests per batch"
         seen: set[str] = set()
         for index, entry in enumerate(requests):
-            custom_id = entry.get("custom_id")
+            custom_id = entry.get("custom_id") if isinstance(entry, dict) else None
             if not isinstance(custom_id, str) or not CUSTOM_ID.fullmatch(custom_id):
                 return f"requests.{index}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
             if custom_id in seen:
@@ -332,3 +356,27 @@ def _params_problem(index: int, params: Any) -> str | None:
     if not isinstance(params["max_tokens"], int) or params["max_tokens"] < 1:
         return f"requests.{index}.params.max_tokens: Input should be greater than or equal to 1"
     return None
+
+
+def _refusal(params: Any) -> LineError | None:
+    """What the Messages API answers this body with, in a batch or fast mode; None if valid."""
+    problem = body_problem(params, MAX_IMAGE_BYTES, {})
+    if problem is None:
+        return None
+    if problem.startswith("model: "):
+        return LineError(404, "not_found_error", None, problem)
+    return LineError(400, "invalid_request_error", None, problem)
+
+
+def _json_object(request: web.Request, raw: bytes) -> dict[str, Any] | str:
+    """The create call's JSON object, or why the API cannot read it (not sent as JSON, or not
+    a JSON object)."""
+    if not request.content_type.startswith("application/json"):
+        return "content-type must be JSON"
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return "There was an error parsing the body of your request"
+    return document

@@ -2,10 +2,15 @@
 
 Real HTTP on 127.0.0.1 with the real shapes (providers.md section 1): the bearer key is
 checked on every call (401 `invalid_api_key` otherwise); `POST /v1/files` takes a multipart
-upload (purpose `batch`, a `.jsonl` name, at most `max_file_bytes`); the batch validates every
-line (custom_id, method, url, body; unique ids; one model; at most `max_requests` lines) and
-ends `failed` with `errors.data` when one is wrong. Results come as an output file (answers)
-and an error file (error answers, `batch_expired` lines), in a random order.
+upload (purpose `batch`, a `.jsonl` name, at most `max_file_bytes`) and `POST /v1/batches`
+JSON; the batch validates every line's envelope (custom_id, method, url, body; unique ids; one
+model; at most `max_requests` lines) and ends `failed` with `errors.data` when one is wrong.
+Each line's `body` is then checked as the fast fake checks a chat request (OpenAI's schema, the
+image part and `response_format`, base64 of the image type it names, a model OpenAI lists): a
+line that fails gets the API's per-line answer, `response.status_code` 400 (404
+`model_not_found`) with an error body, in the error file. Answers are read from the photo
+itself (`fake_batch_shared.photo_key`), never from the custom_id. Results come as an output
+file (answers) and an error file (error answers, `batch_expired` lines), in a random order.
 
 Knobs: `answer` (per request: the model's text or a `LineError`), `polls_per_state`,
 `expire_after` (the window ends with that many requests finished), `fail_validation` (a
@@ -31,10 +36,11 @@ from fake_batch_shared import (
     Seen,
     default_answer,
     new_id,
-    rating_for,
     recording_middleware,
     shuffled,
 )
+
+from tests.fake_openai_server import model_problem, request_problem
 
 KEY = "sk-proj-BATCHtestKEY0123456789abcdef"
 ENDPOINT = "/v1/chat/completions"
@@ -156,6 +162,10 @@ class FakeOpenAIBatches:
         self.uploads_started += 1
         if self.uploads_started <= len(self.upload_delays):
             await asyncio.sleep(self.upload_delays[self.uploads_started - 1])
+        if request.content_type != "multipart/form-data":
+            return openai_error(
+                400, f"Invalid Content-Type {request.content_type}: expected multipart/form-data"
+            )
         form = await request.post()
         upload = form.get("file")
         if form.get("purpose") != "batch":
@@ -187,10 +197,19 @@ class FakeOpenAIBatches:
         """One chat completion, as fast mode sends it: rated from the image's own data."""
         if not self._authorized(request):
             return self._unauthorized()
-        body = await request.json()
-        image = body["messages"][-1]["content"][-1]["image_url"]["url"]
-        text = json.dumps(rating_for(f"fast-{len(image)}"))
-        return web.json_response(completion(text, body.get("model", "")))
+        if request.content_type != "application/json":
+            return openai_error(400, f"Invalid Content-Type {request.content_type}")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        refusal = _refusal(body)
+        if refusal is not None:
+            body_json = {"error": _error_json(refusal)}
+            return web.json_response(body_json, status=refusal.status)
+        outcome = default_answer("", body)
+        assert isinstance(outcome, str)
+        return web.json_response(completion(outcome, body["model"]))
 
     async def _content(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
@@ -203,6 +222,8 @@ class FakeOpenAIBatches:
     async def _create(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
+        if request.content_type != "application/json":
+            return openai_error(400, f"Invalid Content-Type {request.content_type}")
         payload = await request.json()
         data = self.files.get(payload.get("input_file_id", ""))
         if data is None:
@@ -220,6 +241,11 @@ class FakeOpenAIBatches:
             self.expire_after,
             failure=json.dumps(problems) if problems else None,
         )
+        batch.rejected = {
+            custom_id: refusal
+            for custom_id, body in requests
+            if (refusal := _refusal(body)) is not None
+        }
         self.batches[batch.id] = batch
         self.batch_files[batch.id] = (None, None)
         self.metadata[batch.id] = payload.get("metadata") or {}
@@ -409,14 +435,7 @@ def _line(custom_id: str, response: dict[str, Any] | None, error: Any) -> bytes:
 
 def _result_line(custom_id: str, outcome: str | LineError, model: str) -> bytes:
     if isinstance(outcome, LineError):
-        body = {
-            "error": {
-                "message": outcome.message,
-                "type": outcome.type,
-                "param": None,
-                "code": outcome.code,
-            }
-        }
+        body = {"error": _error_json(outcome)}
         response = {"status_code": outcome.status, "request_id": new_id("req_"), "body": body}
     else:
         response = {
@@ -425,3 +444,18 @@ def _result_line(custom_id: str, outcome: str | LineError, model: str) -> bytes:
             "body": completion(outcome, model),
         }
     return _line(custom_id, response, None)
+
+
+def _error_json(error: LineError) -> dict[str, Any]:
+    return {"message": error.message, "type": error.type, "param": None, "code": error.code}
+
+
+def _refusal(body: Any) -> LineError | None:
+    """The error a chat request gets from the API, in a batch line or fast mode; None if valid."""
+    problem = request_problem(body)
+    if problem is not None:
+        return LineError(400, "invalid_request_error", None, f"fake server: {problem}")
+    problem = model_problem(body["model"])
+    if problem is not None:
+        return LineError(404, "invalid_request_error", "model_not_found", problem)
+    return None

@@ -8,15 +8,19 @@ share of the requests, so a cancel or an expiry part-way leaves some finished an
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from PIL import Image, ImageStat
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,59 @@ def rating_for(custom_id: str) -> dict[str, Any]:
     }
 
 
+def photo_key(data: bytes) -> str:
+    """What the fake "sees" in a photo: its mean colour, to the nearest 10 levels.
+
+    Decoded pixels, not bytes, so re-encoding the photo (as kullbatch prepares it) does not
+    change what the fake sees; a photo sent under another photo's custom_id is rated as itself.
+    """
+    with Image.open(io.BytesIO(data)) as opened:
+        means = ImageStat.Stat(opened.convert("RGB")).mean
+    return "rgb-" + "-".join(f"{round(mean / 10) * 10:03d}" for mean in means)
+
+
+def photo_colour(n: int) -> tuple[int, int, int]:
+    """Photo n's colour: distinct for n < 500, each channel a multiple of 10 (a robust key)."""
+    return (n % 25) * 10, 90, 200 - (n // 25) % 20 * 10
+
+
+def photo_jpeg(n: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A real JPEG of photo n's colour, as kullbatch prepares photos (quality 85)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, photo_colour(n)).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def expected_rating(photo: Path | bytes) -> dict[str, Any]:
+    """The rating the fakes answer for this photo (a file on disk, or its bytes)."""
+    data = photo.read_bytes() if isinstance(photo, Path) else photo
+    return rating_for(photo_key(data))
+
+
+def seen_in(body: dict[str, Any]) -> str:
+    """What the model sees of the request's photo: `photo_key` of inline bytes (OpenAI's data
+    URI, Anthropic's base64 source), or the file a URL names (the API fetches it; the fake
+    reads its name, as tests/fault_server.py does).
+
+    Only called on bodies the fake has validated, so the image is there and decodes.
+    """
+    for part in body["messages"][-1]["content"]:
+        if part.get("type") == "image_url":
+            url = part["image_url"]["url"]
+        elif part.get("type") == "image":
+            source = part["source"]
+            url = source.get("url") or "data:;base64," + source["data"]
+        else:
+            continue
+        if url.startswith("data:"):
+            return photo_key(base64.b64decode(url.partition(",")[2], validate=True))
+        return "url-" + url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    raise ValueError("no image in the request")
+
+
 def default_answer(custom_id: str, body: dict[str, Any]) -> Outcome:
-    return json.dumps(rating_for(custom_id))
+    """The model's answer, from what the photo shows (never from the custom_id)."""
+    return json.dumps(rating_for(seen_in(body)))
 
 
 def errors_for(ids: set[str], error: LineError | None = None) -> AnswerFn:
@@ -89,6 +144,8 @@ class FakeBatch:
     polls: int = 0
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     cancel_requested: bool = False
+    # lines the API refuses as a fast-mode request would be refused: their per-line error
+    rejected: dict[str, LineError] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -127,7 +184,9 @@ class FakeBatch:
             if share == 0 or len(self.outcomes) >= limit:
                 break
             if custom_id not in self.outcomes:
-                self.outcomes[custom_id] = self.answer(custom_id, body)
+                rejected = self.rejected.get(custom_id)
+                outcome = rejected if rejected is not None else self.answer(custom_id, body)
+                self.outcomes[custom_id] = outcome
                 share -= 1
         if self.polls >= self.polls_per_state:
             if self.unfinished:

@@ -82,6 +82,57 @@ def request_validator() -> Draft202012Validator:
     return Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
 
 
+@functools.cache
+def known_models() -> frozenset[str]:
+    """The chat model ids OpenAI's published schema lists (ModelIdsShared's enum)."""
+    shared = request_validator().schema["components"]["schemas"]["ModelIdsShared"]
+    return frozenset(name for choice in shared["anyOf"] for name in choice.get("enum", ()))
+
+
+def request_problem(payload: Any) -> str | None:
+    """What the fake refuses in a chat request, as fast mode checks it; None if it is fine.
+
+    OpenAI's request schema, the parts of our request the API relies on, and an inline image
+    that is base64 of the image type its data URI names. (The model is checked apart: OpenAI
+    answers an unknown model with 404 `model_not_found`, see `model_problem`.)
+    """
+    if not isinstance(payload, dict):
+        return "body is not a JSON object"
+    errors = sorted(request_validator().iter_errors(payload), key=str)
+    if errors:
+        return f"not a CreateChatCompletionRequest: {errors[0].message[:300]}"
+    problem = _shape_problem(payload)
+    if problem:
+        return problem
+    url = payload["messages"][-1]["content"][1]["image_url"]["url"]
+    return data_uri_problem(url) if url.startswith("data:") else None
+
+
+def model_problem(model: str) -> str | None:
+    """OpenAI's message for a model that does not exist; None if the schema lists it."""
+    if model in known_models():
+        return None
+    return f"The model `{model}` does not exist or you do not have access to it."
+
+
+def data_uri_problem(url: str) -> str | None:
+    """A data URI whose base64 does not decode to the image type it names."""
+    header, _, encoded = url.partition(",")
+    media_type = header.removeprefix("data:").removesuffix(";base64")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return "image data URI is not valid base64"
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            actual = Image.MIME[opened.format or ""]
+    except (OSError, KeyError):
+        return "image data URI does not hold an image"
+    if actual != media_type:
+        return f"data URI says {media_type} but holds {actual}"
+    return None
+
+
 def openai_error(
     message: str, type_: str = INVALID, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class FaultConfig:
     window: float = 60.0  # seconds; 60 makes rpm_limit a real requests-per-minute limit
     limit_headers: bool = True  # x-ratelimit-* on every answer while rpm_limit is set
     seed: int = 0
+    api_key: str = "sk-test"  # the bearer key the server takes; any other gets OpenAI's 401
 
     def __post_init__(self) -> None:
         faults = (self.p429, self.p500, self.p503, self.p_drop, self.p_garbage)
@@ -175,6 +176,12 @@ _ERROR_401 = openai_error(
     "You didn't provide an API key. You need to provide your API key in an Authorization "
     "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
     "invalid_request_error",
+)
+_ERROR_401_WRONG = openai_error(
+    "Incorrect API key provided: sk-wr***ng. You can find your API key at "
+    "https://platform.openai.com/account/api-keys.",
+    "invalid_request_error",
+    "invalid_api_key",
 )
 
 
@@ -360,9 +367,13 @@ class FaultServer:
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
-        if not request.headers.get("Authorization", "").startswith("Bearer "):
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
             stats.outcomes[UNAUTHORIZED] += 1
             return _json(401, _ERROR_401)
+        if auth != f"Bearer {self.config.api_key}":
+            stats.outcomes[UNAUTHORIZED] += 1
+            return _json(401, _ERROR_401_WRONG)
         raw = await request.read()
         try:
             model, url = _model_and_image_url(raw)
@@ -615,6 +626,8 @@ def _parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, FaultConfig
         kind: Callable[[str], Any] = float
         if item.name in {"rpm_limit", "retry_after_ms", "seed"}:
             kind = int
+        elif item.name == "api_key":
+            kind = str
         parser.add_argument(flag, type=kind, default=default, help=f"default {default}")
     args = parser.parse_args(argv)
     values = {item.name: getattr(args, item.name) for item in dataclasses.fields(FaultConfig)}

@@ -15,10 +15,11 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 from fake_batch_anthropic import KEY, FakeAnthropicBatches
-from fake_batch_shared import LineError, errors_for, rating_for
+from fake_batch_shared import LineError, errors_for, expected_rating, photo_jpeg
 
 from kullbatch.errors import FatalJobError, PermanentImageError, Transient
-from kullbatch.providers import PROVIDERS
+from kullbatch.models import PreparedImage, Prompt
+from kullbatch.providers import PROVIDERS, anthropic
 from kullbatch.providers.anthropic import API_VERSION, parse_answer
 from kullbatch.providers.batch import anthropic as batch
 from kullbatch.providers.batch.common import (
@@ -36,17 +37,25 @@ HEADERS = {"x-api-key": KEY, "anthropic-version": API_VERSION}
 MODEL = "claude-haiku-4-5"
 
 
-def params(text: str = "Rate this photo.") -> dict[str, Any]:
-    image = {
-        "type": "image",
-        "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/AAAA"},
-    }
-    content = [image, {"type": "text", "text": text}]
-    return {"model": MODEL, "max_tokens": 1024, "messages": [{"role": "user", "content": content}]}
+PROMPT = Prompt(text="Rate this photo.", system="You are a photo editor.")
+
+
+def params(n: int = 0, model: str = MODEL) -> dict[str, Any]:
+    """Photo n's request exactly as economy mode makes it: the production adapter's
+    `build_request` on a real JPEG (the adapter only builds here: no session, no I/O)."""
+    credentials = PROVIDERS["anthropic"].credentials({"ANTHROPIC_API_KEY": KEY})
+    adapter = anthropic.create(model=model, session=None, credentials=credentials)  # type: ignore[arg-type]
+    image = PreparedImage(image_id=f"img-{n:03d}", filename=f"{n}.jpg", data=photo_jpeg(n))
+    return adapter.build_request(image, PROMPT).body
 
 
 def lines(count: int) -> list[BatchLine]:
-    return [BatchLine(f"img-{n:03d}", params(f"photo {n}")) for n in range(count)]
+    return [BatchLine(f"img-{n:03d}", params(n)) for n in range(count)]
+
+
+def expected(n: int) -> dict[str, Any]:
+    """The rating the fake answers for photo n: read from the photo, not from its custom_id."""
+    return expected_rating(photo_jpeg(n))
 
 
 @pytest.fixture
@@ -119,7 +128,9 @@ async def test_a_shoot_runs_through_create_polls_and_results_matched_by_custom_i
     assert set(found) == {line.custom_id for line in shoot}
     for custom_id, result in found.items():
         assert isinstance(result, LineSuccess) and result.status == 200
-        assert parse_answer(result.answer()).rating.model_dump() == rating_for(custom_id)
+        assert parse_answer(result.answer()).rating.model_dump() == expected(
+            int(custom_id.removeprefix("img-"))
+        )
     assert fake.batch_creates == 1 and fake.per_photo_requests() == 0
     assert [s.path for s in fake.seen if s.method == "POST"] == ["/v1/messages/batches"]
 

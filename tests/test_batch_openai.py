@@ -13,10 +13,11 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 from fake_batch_openai import KEY, FakeOpenAIBatches
-from fake_batch_shared import LineError, errors_for, rating_for
+from fake_batch_shared import LineError, errors_for, expected_rating, photo_jpeg
 
 from kullbatch.errors import FatalJobError, PermanentImageError, RateLimited, Transient
-from kullbatch.providers import PROVIDERS
+from kullbatch.models import PreparedImage, Prompt
+from kullbatch.providers import PROVIDERS, openai
 from kullbatch.providers._chat import parse_completion
 from kullbatch.providers.batch import openai as batch
 from kullbatch.providers.batch.common import (
@@ -32,16 +33,25 @@ from kullbatch.providers.batch.common import (
 MODEL = "gpt-5.4-mini"
 
 
-def body(text: str = "Rate this photo.", model: str = MODEL) -> dict[str, Any]:
-    content = [
-        {"type": "text", "text": text},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/AAAA"}},
-    ]
-    return {"model": model, "messages": [{"role": "user", "content": content}]}
+PROMPT = Prompt(text="Rate this photo.", system="You are a photo editor.")
+
+
+def body(n: int = 0, model: str = MODEL) -> dict[str, Any]:
+    """Photo n's request exactly as economy mode makes it: the production adapter's
+    `build_request` on a real JPEG (the adapter only builds here: no session, no I/O)."""
+    credentials = PROVIDERS["openai"].credentials({"OPENAI_API_KEY": KEY})
+    adapter = openai.create(model=model, session=None, credentials=credentials)  # type: ignore[arg-type]
+    image = PreparedImage(image_id=f"img-{n:03d}", filename=f"{n}.jpg", data=photo_jpeg(n))
+    return adapter.build_request(image, PROMPT).body
 
 
 def lines(count: int) -> list[BatchLine]:
-    return [BatchLine(f"img-{n:03d}", body(f"photo {n}")) for n in range(count)]
+    return [BatchLine(f"img-{n:03d}", body(n)) for n in range(count)]
+
+
+def expected(n: int) -> dict[str, Any]:
+    """The rating the fake answers for photo n: read from the photo, not from its custom_id."""
+    return expected_rating(photo_jpeg(n))
 
 
 @pytest.fixture
@@ -124,7 +134,7 @@ async def test_a_shoot_runs_through_upload_create_polls_and_results_matched_by_c
     for custom_id, result in found.items():
         assert isinstance(result, LineSuccess)
         rating = parse_completion("openai", result.answer()).rating
-        assert rating.model_dump() == rating_for(custom_id)
+        assert rating.model_dump() == expected(int(custom_id.removeprefix("img-")))
     order = [json.loads(raw)["custom_id"] for raw in fake.files[final.output_file_id].splitlines()]
     assert order != sorted(order)  # the fake really shuffled: matching cannot rely on order
     assert fake.metadata[final.id] == {"created_by": "kullbatch"}
@@ -312,7 +322,8 @@ async def test_an_upload_over_the_servers_byte_limit_is_fatal(session, serve, tm
     fake = await serve(max_file_bytes=100)
     client = api(session, fake)
     path = written(client, lines(3), tmp_path)
-    with pytest.raises(FatalJobError, match=r"File is too large: 750 bytes, over the 100-byte"):
+    size = path.stat().st_size
+    with pytest.raises(FatalJobError, match=rf"File is too large: {size} bytes, over the 100-byte"):
         await client.upload(path)
 
 

@@ -12,7 +12,7 @@ from fake_batch_anthropic import KEY as ANTHROPIC_KEY
 from fake_batch_anthropic import FakeAnthropicBatches
 from fake_batch_openai import KEY as OPENAI_KEY
 from fake_batch_openai import FakeOpenAIBatches
-from fake_batch_shared import LineError, errors_for, rating_for
+from fake_batch_shared import LineError, errors_for, expected_rating
 from PIL import Image
 
 from kullbatch.errors import Transient, UsageError
@@ -38,6 +38,13 @@ def photos(folder: Path, count: int) -> list[dict[str, str]]:
         Image.new("RGB", (64, 48), (n * 20 % 256, 90, 200 - n * 10 % 200)).save(path)
         entries.append({"id": f"img{n:03d}", "filename": path.name, "path": path.name})
     return entries
+
+
+def expected_ratings(folder: Path, count: int) -> dict[str, Rating]:
+    """What each photo should be rated: read from the photo on disk, as the fakes read it."""
+    return {
+        f"img{n:03d}": Rating(**expected_rating(folder / f"IMG_{n:04d}.jpg")) for n in range(count)
+    }
 
 
 def openai_env(fake: FakeOpenAIBatches, **extra: str) -> dict[str, str]:
@@ -93,7 +100,7 @@ async def test_an_openai_economy_job_rates_every_photo_through_one_batch(aiohttp
         ) as cur:
             pricing = [row[0] for row in await cur.fetchall()]
     assert outcome.state is JobState.COMPLETED and outcome.rated == 12
-    assert ratings(items) == {f"img{n:03d}": Rating(**rating_for(f"img{n:03d}")) for n in range(12)}
+    assert ratings(items) == expected_ratings(tmp_path, 12)
     assert fake.per_photo_requests() == 0 and fake.batch_creates == 1 and len(fake.uploads) == 1
     assert pricing == ["batch"]
     assert {(item.provider, item.model, item.pricing) for item in items} == {

@@ -50,7 +50,7 @@ async def test_a_provider_answering_503_to_everything_hands_its_photos_on(aiohtt
     second, env = await anthropic(aiohttp_server)
     down = FaultServer(FaultConfig(p503=1.0))
     with run_in_thread(down) as base_url:
-        env |= {"OPENAI_API_KEY": "sk-any", "OPENAI_BASE_URL": base_url}
+        env |= {"OPENAI_API_KEY": down.config.api_key, "OPENAI_BASE_URL": base_url}
         settings = jobs.ProcessSettings(
             provider="openai", fallbacks=("anthropic",), fallback_after=1.0
         )
@@ -81,6 +81,13 @@ async def test_a_refusal_goes_to_the_fallback_without_retrying(aiohttp_server, t
     asked: list[str] = []
 
     async def chat(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer sk-the-key":
+            return web.json_response(
+                {"error": {"message": "Incorrect API key provided: sk-wr***ng.",
+                           "type": "invalid_request_error", "param": None,
+                           "code": "invalid_api_key"}},
+                status=401,
+            )  # fmt: skip
         body = await request.json()
         url = body["messages"][-1]["content"][-1]["image_url"]["url"]
         image_id = url.rsplit("/", 1)[1].removesuffix(".jpg")
@@ -94,7 +101,7 @@ async def test_a_refusal_goes_to_the_fallback_without_retrying(aiohttp_server, t
     application.router.add_post("/v1/chat/completions", chat)
     first = await aiohttp_server(application, host="127.0.0.1")
     second, env = await anthropic(aiohttp_server)
-    env |= {"OPENAI_API_KEY": "sk-any", "OPENAI_BASE_URL": str(first.make_url("/v1"))}
+    env |= {"OPENAI_API_KEY": "sk-the-key", "OPENAI_BASE_URL": str(first.make_url("/v1"))}
     settings = jobs.ProcessSettings(provider="openai", fallbacks=("anthropic",))
     outcome, items, _ = await run_job(tmp_path / "k.db", env, settings, tmp_path)
     assert outcome.rated == PHOTOS and asked.count("img2") == 1

@@ -361,6 +361,18 @@ async def test_a_request_without_a_bearer_key_is_refused(aiohttp_client):
     assert server.stats.outcomes == Counter({"401": 1}) and not server.stats.per_image
 
 
+async def test_a_request_with_another_key_is_refused(aiohttp_client):
+    """A bearer key other than the configured one: OpenAI's 401 `invalid_api_key`."""
+    server, client = await start(aiohttp_client, FaultConfig(api_key="sk-the-right-one"))
+    wrong = {**AUTH, "Authorization": "Bearer sk-wrong"}
+    response, body = await post(client, headers=wrong)
+    assert response.status == 401 and json.loads(body)["error"]["code"] == "invalid_api_key"
+    assert server.stats.outcomes == Counter({"401": 1}) and not server.stats.per_image
+    right = {**AUTH, "Authorization": "Bearer sk-the-right-one"}
+    response, _ = await post(client, headers=right)
+    assert response.status == 200
+
+
 async def test_a_request_without_an_image_is_a_400(aiohttp_client):
     """A chat request with no image_url part is not what kullbatch sends: 400."""
     server, client = await start(aiohttp_client, FaultConfig())

@@ -88,9 +88,17 @@ async def test_two_jobs_at_once_in_one_runtime_keep_their_own_gates_and_results(
 ):
     """A paced account and an open one, side by side: own gates, own results, one writer, GC back."""
     limited = FaultServer(
-        FaultConfig(latency=0.005, rpm_limit=5, window=0.5, p429=0.1, retry_after_ms=20, seed=3)
+        FaultConfig(
+            latency=0.005,
+            rpm_limit=5,
+            window=0.5,
+            p429=0.1,
+            retry_after_ms=20,
+            seed=3,
+            api_key="sk-limited",
+        )
     )
-    open_server = FaultServer(FaultConfig(latency=0.005, seed=4))
+    open_server = FaultServer(FaultConfig(latency=0.005, seed=4, api_key="sk-open"))
     env_a = await openai_env(aiohttp_server, limited, "sk-limited")
     env_b = await openai_env(aiohttp_server, open_server, "sk-open")
     gc_before = (gc.get_threshold(), gc.get_freeze_count())
@@ -159,7 +167,8 @@ async def test_two_jobs_at_once_in_one_runtime_keep_their_own_gates_and_results(
 
 async def test_two_jobs_on_one_account_share_one_gate(aiohttp_server, tmp_path):
     """Same provider, base URL and key: both jobs send through the very same gate."""
-    server = FaultServer(FaultConfig(latency=0.005, rpm_limit=50, window=1.0, seed=5))
+    config = FaultConfig(latency=0.005, rpm_limit=50, window=1.0, seed=5, api_key="sk-shared")
+    server = FaultServer(config)
     env = await openai_env(aiohttp_server, server, "sk-shared")
     other_key = {**env, "OPENAI_API_KEY": "sk-other"}
     store = await Store.open(tmp_path / "kullbatch.db")

@@ -211,8 +211,9 @@ class Fake:
 @contextlib.contextmanager
 def fresh_fake(*flags: str) -> Iterator[Fake]:
     """A new tests/fault_server.py process for one run; its stats when it has stopped."""
+    key = ["--api-key", "sk-bench"]  # the key the benchmarks' jobs send
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.fault_server", "--port", "0", *flags],
+        [sys.executable, "-m", "tests.fault_server", "--port", "0", *key, *flags],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
