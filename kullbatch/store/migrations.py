@@ -132,12 +132,45 @@ async def _fingerprints(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _studio_culling_and_savings(db: aiosqlite.Connection) -> None:
+    """Columns for serve's users and restarts, the photographer's own ratings, burst
+    comparison, the budget and the cache: one migration so the features build on one schema.
+
+    - batch_jobs.served: 1 while `serve` owns the job, so a restarted server picks it up.
+    - batch_jobs.budget_usd: the job's spending ceiling (null: none).
+    - batch_items.photographer_rating: -1..5 set by the photographer (null: untouched).
+    - batch_items.group_rank / group_reason: a burst comparison's verdict on each frame.
+    - batch_items.cached: 1 when the answer was copied from an earlier identical request.
+    - batch_items.cache_key: what makes two requests identical (content, provider, model,
+      size, prompt), indexed so the lookup stays fast at 100,000 photos.
+    """
+    await run_script(
+        db,
+        """
+        ALTER TABLE batch_jobs ADD COLUMN served INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE batch_jobs ADD COLUMN budget_usd REAL;
+        CREATE INDEX batch_jobs_by_user ON batch_jobs(user_id, created_at);
+        ALTER TABLE batch_items ADD COLUMN photographer_rating INTEGER;
+        ALTER TABLE batch_items ADD COLUMN group_rank INTEGER;
+        ALTER TABLE batch_items ADD COLUMN group_reason TEXT;
+        ALTER TABLE batch_items ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE batch_items ADD COLUMN cache_key TEXT;
+        CREATE INDEX batch_items_by_cache_key ON batch_items(cache_key)
+            WHERE cache_key IS NOT NULL;
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("create batch_jobs and batch_items", _create_v1),
     ("provider batches for economy mode", _provider_batches_v2),
     ("the provider and model that rated each photo", _rated_by_v3),
     ("burst groups and the best frame of each", _burst_groups),
     ("the fingerprint of each rated photo", _fingerprints),
+    (
+        "users, restarts, the photographer's ratings, comparisons, budget, cache",
+        _studio_culling_and_savings,
+    ),
 ]
 
 
