@@ -43,9 +43,15 @@ def body(n: int = 3, provider: str = "local", **extra) -> dict:
 
 
 class HeldProvider:
-    """An OpenAI-compatible chat server that answers only once `release` is set."""
+    """An OpenAI-compatible chat server that answers only once `release` is set.
 
-    def __init__(self) -> None:
+    As strict about the key as the server it stands for: with `key` set, a request must
+    carry `Bearer <key>`; without one (a local Ollama), kullbatch must send no Authorization
+    at all, since OPENAI_COMPATIBLE_API_KEY is unset in these tests.
+    """
+
+    def __init__(self, key: str | None = None) -> None:
+        self.key = key
         self.release = asyncio.Event()
         self.asked = asyncio.Event()
         self.requests = 0  # received so far, each held until `release`
@@ -60,6 +66,10 @@ class HeldProvider:
 
     async def chat(self, request: web.Request) -> web.Response:
         await request.read()
+        sent = request.headers.get("Authorization")
+        if sent != (None if self.key is None else f"Bearer {self.key}"):
+            error = {"message": "Incorrect API key provided", "code": "invalid_api_key"}
+            return web.json_response({"error": error}, status=401)
         self.asked.set()
         async with self._counted:
             self.requests += 1
@@ -100,7 +110,7 @@ class Api:
 
 @pytest.fixture
 async def held(aiohttp_server):
-    fake = await HeldProvider().start(aiohttp_server)
+    fake = await HeldProvider(key=SECRET_KEY).start(aiohttp_server)
     yield fake
     fake.release.set()
 
@@ -333,7 +343,10 @@ async def test_stopping_the_server_interrupts_its_jobs_and_resume_finishes_them(
     """A job running when the server stops reads interrupted; a new server's resume ends it."""
     root = tmp_path / "root"
     shutil.copytree(EXAMPLES / "photos", root / "photos")
-    env = {"OPENAI_COMPATIBLE_BASE_URL": str(held.server.make_url("/v1"))}
+    env = {
+        "OPENAI_COMPATIBLE_BASE_URL": str(held.server.make_url("/v1")),
+        "OPENAI_COMPATIBLE_API_KEY": SECRET_KEY,
+    }
     async with jobs.Service.open(tmp_path / "k.db", env) as service:
         client = await aiohttp_client(server.build_app(service, Hub(TOKEN), root=root))
         response = await client.post(
