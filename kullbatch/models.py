@@ -298,6 +298,7 @@ class ItemRecord:
     group: str | None = None  # the burst (moment) this photo belongs to; None when alone
     best_in_group: bool = False  # the frame picked in its group
     fingerprint: Fingerprint | None = None  # stored with the rating when the engine took one
+    photographer_rating: int | None = None  # -1..5 set by the photographer; None: untouched
 
 
 class EventKind(enum.StrEnum):

@@ -134,6 +134,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "costUsd": 0.00126,
                 "group": None,
                 "bestInGroup": False,
+                "photographerRating": None,
             },
             {
                 "imageId": "img2",
@@ -142,6 +143,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "inputTokens": 0,
                 "outputTokens": 0,
                 "costUsd": 0.0,
+                "photographerRating": None,
             },
             {
                 "imageId": "img3",
@@ -150,6 +152,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "inputTokens": 0,
                 "outputTokens": 0,
                 "costUsd": 0.0,
+                "photographerRating": None,
             },
         ],
         "totalImages": 3,

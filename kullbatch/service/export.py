@@ -9,7 +9,8 @@ Per-image objects (JSON, JSON Lines):
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
-up to the job's `usage` and `costUsd`.
+up to the job's `usage` and `costUsd`, and photographerRating (-1..5 as the photographer set it
+in the dashboard's contact sheet; null when untouched).
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
@@ -93,13 +94,14 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     """One image's entry in `results`: its rating, its error, or that it is still pending,
     with the tokens it used and their cost."""
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
+    mine = {"photographerRating": item.photographer_rating}  # None: the photographer's untouched
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
         burst = {"group": item.group, "bestInGroup": item.best_in_group}
-        return head | item.rating.model_dump() | who | _cost(item) | burst
+        return head | item.rating.model_dump() | who | _cost(item) | burst | mine
     if item.state is ItemState.FAILED:
-        return head | {"error": item.error or "failed"} | _cost(item)
-    return head | {"status": ItemState.PENDING.value} | _cost(item)
+        return head | {"error": item.error or "failed"} | _cost(item) | mine
+    return head | {"status": ItemState.PENDING.value} | _cost(item) | mine
 
 
 def _document_head(status: JobStatus) -> dict[str, Any]:

@@ -7,6 +7,8 @@
     POST resume/:jobId        202, like process
     GET  jobs                 a list of status objects, newest first
     GET  thumbnail/:jobId/:imageId   a small JPEG of a local photo beneath --root
+                              (?size=large: the contact sheet's large view; ETag, 304)
+    PUT  results/:jobId/:imageId/rating   {"rating": -1..5} -> {imageId, photographerRating}
 
 Every route wants `Authorization: Bearer <token>`. Errors are JSON, `{"error", "field"}`:
 400 a bad body (the field named as in a manifest error), 401, 404 an unknown job, 409 a job
@@ -36,6 +38,8 @@ from kullbatch.manifest import ManifestError, manifest_from_document
 from kullbatch.media import images
 from kullbatch.models import CANCELLABLE_STATES, EventKind, JobStatus, ProgressEvent
 from kullbatch.service import export, jobs
+from kullbatch.service.ratings import set_photographer_rating
+from kullbatch.web import sheet
 from kullbatch.web.hub import token_matches
 
 if TYPE_CHECKING:
@@ -51,7 +55,7 @@ if TYPE_CHECKING:
 admin_log = logging.getLogger("kullbatch.admin")
 
 PREFIX = "/api/batch"
-THUMBNAIL_EDGE = 320
+THUMBNAIL_EDGE = sheet.THUMBNAIL_EDGE
 
 
 # The HTTP status of each kind of error a request can meet: decided here, by class, only.
@@ -117,6 +121,7 @@ class Api:
         router.add_post(f"{PREFIX}/resume/{{job_id}}", self.resume)
         router.add_get(f"{PREFIX}/jobs", self.jobs)
         router.add_get(f"{PREFIX}/thumbnail/{{job_id}}/{{image_id}}", self.thumbnail)
+        router.add_put(f"{PREFIX}/results/{{job_id}}/{{image_id}}/rating", self.rating)
 
     # -- running jobs -------------------------------------------------------------------------
 
@@ -199,6 +204,8 @@ class Api:
                     if self._local(item.image.path) is not None
                     else None
                 )
+                # the contact sheet orders by capture time (EXIF; null: manifest order)
+                entry["captured"] = item.fingerprint.captured if item.fingerprint else None
         return web.json_response(document)
 
     async def cancel(self, request: web.Request) -> web.Response:
@@ -238,14 +245,29 @@ class Api:
         path = paths.get(image_id)
         if path is None:
             raise NotFoundError(f"no local photo {image_id!r} beneath --root in job {job_id}")
+        edge = sheet.picture_edge(request.query.get("size"))
+        if edge is None:
+            return error(400, "size: expected small or large", "size")
+        tag = await asyncio.to_thread(sheet.etag, path, edge)
+        if sheet.not_modified(request, tag):  # the browser holds this very picture
+            return sheet.unchanged(tag)
         try:
-            data = await asyncio.to_thread(_thumbnail, path)
+            data = await asyncio.to_thread(_thumbnail, path, edge)
         except PermanentImageError as exc:  # the message starts with the path: name only
             detail = exc.message.removeprefix(f"{path}: ")
             raise NotFoundError(f"cannot read {path.name}: {detail}") from None
-        return web.Response(
-            body=data, content_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"}
-        )
+        return web.Response(body=data, content_type="image/jpeg", headers=sheet.cache_headers(tag))
+
+    async def rating(self, request: web.Request) -> web.Response:
+        """The photographer's stars for one photo, from the contact sheet (0 clears)."""
+        job_id, image_id = request.match_info["job_id"], request.match_info["image_id"]
+        await self.service.status(job_id)  # the job lookup (404), as every route's first call
+        try:
+            value = sheet.rating_value(await request.read())
+        except sheet.RatingBodyError as exc:
+            return error(400, str(exc), "rating")
+        stored = await set_photographer_rating(self.service, job_id, image_id, value)
+        return web.json_response({"imageId": image_id, "photographerRating": stored})
 
     def _local(self, path: Path | None) -> Path | None:
         """A stored path the dashboard may show: only beneath --root."""
@@ -275,8 +297,8 @@ def _ended(status: JobStatus) -> ProgressEvent:
     )
 
 
-def _thumbnail(path: Path) -> bytes:
+def _thumbnail(path: Path, edge: int = THUMBNAIL_EDGE) -> bytes:
     """A small upright JPEG of the photo, decoded at reduced size; a RAW file's from its
     preview, as the photo was sent."""
-    upright, _ = images.upright_file(path, THUMBNAIL_EDGE, "RGB", timed=False)
-    return images.jpeg(images.within(upright, THUMBNAIL_EDGE), quality=80)
+    upright, _ = images.upright_file(path, edge, "RGB", timed=False)
+    return images.jpeg(images.within(upright, edge), quality=80)
