@@ -1,7 +1,8 @@
 """The dashboard in a real headless Chromium: a job run to 100 % with its results, and a cancel.
 
 The server runs in the test's loop on 127.0.0.1; Chromium, a separate process, is driven over
-the DevTools protocol (tests/cdp.py). Nothing is downloaded and no screenshot is written. The
+the DevTools protocol (tests/cdp.py). Nothing is downloaded and no screenshot is written (the
+contact sheet's own tests, tests/test_sheet_browser.py, write one). The
 module is skipped where no `chromium` is installed (it fails under CI=true); `.ci/run` installs
 Debian's.
 """
@@ -110,7 +111,8 @@ async def dashboard(tmp_path, aiohttp_server, held):
 
 
 async def test_a_posted_job_runs_to_100_percent_in_the_dashboard_and_its_results_open(dashboard):
-    """The row reaches completed, n / n and a full bar; Results shows the API's stars and titles."""
+    """The row reaches completed, n / n and a full bar; its contact sheet shows the API's stars
+    and titles."""
     page = dashboard.page
     # the page dropped the token from its address once it had read it
     assert "token" not in await page.evaluate("location.href")
@@ -146,40 +148,38 @@ async def test_a_posted_job_runs_to_100_percent_in_the_dashboard_and_its_results
     percents = await page.evaluate(f"window.percents[{json.dumps(job_id)}]")
     assert percents == sorted(percents) and percents[-1] == 100, percents
 
-    await page.evaluate(f"{row(job_id)}.querySelector('button[data-action=results]').click()")
-    rows = await page.wait_for(
+    await page.evaluate(f"{row(job_id)}.querySelector('a[data-action=results]').click()")
+    cells = await page.wait_for(
         f"""(() => {{
-            const section = document.getElementById("results");
-            const rows = [...document.querySelectorAll("#results-rows tr")];
-            if (section.hidden || rows.length < {PHOTOS}) return null;
-            if (!rows.every((r) => r.querySelector("img").src.startsWith("blob:"))) return null;
+            const cells = [...document.querySelectorAll("#grid .cell")];
+            if (document.getElementById("sheet").hidden || cells.length < {PHOTOS}) return null;
+            if (!cells.every((c) => c.querySelector("img").src.startsWith("blob:"))) return null;
             return {{
-                heading: document.getElementById("results-title").textContent,
-                rows: rows.map((r) => ({{
-                    imageId: r.dataset.imageId,
-                    stars: r.querySelector(".stars").textContent,
-                    title: r.querySelector(".title").textContent,
+                heading: document.getElementById("sheet-title").textContent,
+                cells: cells.sort((a, b) => a.dataset.index - b.dataset.index).map((c) => ({{
+                    imageId: c.dataset.imageId,
+                    stars: c.querySelector(".stars").textContent,
+                    title: c.title,
                 }})),
             }};
         }})()""",
-        what="the results with their thumbnails",
+        what="the contact sheet with its thumbnails",
     )
     status, results = await dashboard.get(f"results/{job_id}")
     assert status == 200
-    assert rows["heading"] == f"Results of {job_id}"
-    assert rows["rows"] == [
+    assert cells["heading"] == job_id
+    assert cells["cells"] == [
         {
             "imageId": r["imageId"],
             "stars": "★" * r["starRating"] + "☆" * (5 - r["starRating"]),
-            "title": r["title"],
+            "title": f"{r['filename']}: {r['title']}",
         }
         for r in results["results"]
     ]
-    assert all(r["title"] and "★" in r["stars"] for r in rows["rows"])
     # each thumbnail, fetched with the token in a header, decoded as a picture
     assert (
         await page.evaluate(
-            "Promise.all([...document.querySelectorAll('#results-rows img')].map("
+            "Promise.all([...document.querySelectorAll('#grid .cell img')].map("
             "(img) => img.decode().then(() => img.naturalWidth > 0)))"
         )
         == [True] * PHOTOS
