@@ -74,3 +74,23 @@ def test_the_readme_documents_serve_serve_ws_the_api_and_the_message():
         '"failedCount"',
     ):
         assert text in readme
+
+
+def test_the_readme_shows_the_contact_sheet_and_explains_its_keys():
+    """The screenshot is in the repository as a PNG, and each key is named."""
+    root = Path(server.__file__).parents[2]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "![The contact sheet of the bundled shoot](docs/contact-sheet.png)" in readme
+    assert (root / "docs" / "contact-sheet.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    for text in ("`1`-`5`", "`0`", "`x`", "`u`", "Enter", "Space", "#job=JOBID"):
+        assert text in readme
+    assert "/api/batch/results/:jobId/:imageId/rating" in readme
+
+
+def test_the_page_saves_ratings_with_its_token_and_opens_a_job_from_its_address():
+    """The sheet is routed by `#job=`, keeps the hash when it drops the token, and PUTs each
+    rating as JSON with the Bearer token."""
+    page = (Path(server.__file__).parent / "dashboard.html").read_text(encoding="utf-8")
+    assert 'history.replaceState(null, "", location.pathname + location.hash)' in page
+    assert "/^#job=(.+)$/" in page and '"/rating"' in page and 'method: "PUT"' in page
+    assert "JSON.stringify({rating: value})" in page
