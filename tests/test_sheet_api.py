@@ -195,3 +195,11 @@ async def test_the_large_view_of_a_raw_photo_is_its_embedded_preview(api, tmp_pa
     with Image.open(io.BytesIO(await large.read())) as picture:
         assert picture.size == (1024, 768)
     await ws.close()
+
+
+async def test_the_store_refuses_a_rating_outside_minus_1_to_5(tmp_path):
+    """The column only ever holds -1..5 or null, whoever calls the store."""
+    async with jobs.Service.open(tmp_path / "k.db", {}) as service:
+        with pytest.raises(ValueError, match=r"-1\.\.5"):
+            await service.store.ratings.set("batch_0_nothin", "img0", 6)
+        assert await service.store.ratings.set("batch_0_nothin", "img0", 3) is False

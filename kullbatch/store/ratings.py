@@ -35,12 +35,3 @@ class PhotographerRatings:
         )
         await self._db.commit()
         return ran.rowcount == 1
-
-    async def of_job(self, job_id: str) -> dict[str, int]:
-        """Every photo of the job the photographer rated: image id -> rating."""
-        async with self._db.execute(
-            "SELECT image_id, photographer_rating FROM batch_items"
-            " WHERE job_id = ? AND photographer_rating IS NOT NULL",
-            (job_id,),
-        ) as cur:
-            return {row[0]: row[1] for row in await cur.fetchall()}
