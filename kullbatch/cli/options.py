@@ -102,3 +102,13 @@ RejectDuplicatesFlag = Annotated[
         help="xmp: write the frames of a burst other than its best as rejected (-1).",
     ),
 ]
+
+NoCacheFlag = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Send every photo, even one already rated in this database with the same "
+        "content, provider, model, --max-edge and prompt (by default its rating is copied, "
+        "free, and marked cached).",
+    ),
+]

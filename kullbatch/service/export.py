@@ -5,11 +5,12 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 
 Per-image objects (JSON, JSON Lines):
 - rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
-           provider, model, group (the burst; null when alone), bestInGroup
+           provider, model, group (the burst; null when alone), bestInGroup, cached
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
-up to the job's `usage` and `costUsd`.
+up to the job's `usage` and `costUsd`. `cached` is true for a rating copied from an earlier
+one (the result cache): no request was sent, and it cost nothing.
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
@@ -74,6 +75,7 @@ CSV_HEADER = (
     "issues",
     "group",
     "bestInGroup",
+    "cached",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -96,10 +98,15 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
         burst = {"group": item.group, "bestInGroup": item.best_in_group}
-        return head | item.rating.model_dump() | who | _cost(item) | burst
+        return head | item.rating.model_dump() | who | _cost(item) | burst | _cached(item)
     if item.state is ItemState.FAILED:
         return head | {"error": item.error or "failed"} | _cost(item)
     return head | {"status": ItemState.PENDING.value} | _cost(item)
+
+
+def _cached(item: ItemRecord) -> dict[str, Any]:
+    """Whether the rating was copied from an earlier one (the result cache): no request, free."""
+    return {"cached": item.cached}
 
 
 def _document_head(status: JobStatus) -> dict[str, Any]:
@@ -155,7 +162,14 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail, *_csv_culling(item))
+    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_cached(item))
+
+
+def _csv_cached(item: ItemRecord) -> tuple[object, ...]:
+    """cached: for rated photos only, as issues, group and bestInGroup are."""
+    if item.state is not ItemState.RATED or item.rating is None:
+        return ("",)
+    return ("true" if item.cached else "false",)
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:

@@ -27,6 +27,7 @@ from kullbatch.models import (
 )
 from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
+from kullbatch.store.cache import CacheRecords
 from kullbatch.store.migrations import migrate
 from kullbatch.store.rows import (
     ItemCounts,
@@ -65,6 +66,7 @@ class Store:
         self._flushing = asyncio.Lock()  # the writer and `finish_job` never interleave a flush
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
+        self.cache = CacheRecords(db)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -261,7 +263,7 @@ class Store:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
             " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
-            " captured FROM batch_items WHERE job_id = ?"
+            " captured, cached FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:
@@ -330,6 +332,8 @@ class Store:
                 attempt,
                 None if taken is None else f"{taken.phash:016x}",
                 None if taken is None else taken.captured,
+                answer.cache_key,
+                int(answer.cached),
                 at,
                 at,
                 job_id,
@@ -417,7 +421,8 @@ class Store:
             self._db,
             "UPDATE batch_items SET status = ?, result = ?, input_tokens = ?,"
             " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
-            " phash = ?, captured = ?, last_error = NULL, updated_at = ?, completed_at = ?"
+            " phash = ?, captured = ?, cache_key = ?, cached = ?, last_error = NULL,"
+            " updated_at = ?, completed_at = ?"
             " WHERE job_id = ? AND image_id = ? AND status != ?",
             [(done, *row, done) for row in rated],
         )
