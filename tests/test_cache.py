@@ -22,10 +22,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
+from kullbatch.cli.tables import status_lines
 from kullbatch.manifest import manifest_from_document
-from kullbatch.models import EventKind, ItemState, JobState, Prompt
+from kullbatch.models import EventKind, ItemState, JobState, JobStatus, Prompt
 from kullbatch.run.cache import cache_key
 from kullbatch.service import dryrun, jobs
+from kullbatch.store.cache import LOOKUP_SQL
 
 KEY = "sk-test-key"
 
@@ -328,3 +330,67 @@ async def test_economy_puts_only_photos_not_rated_before_in_its_batch(aiohttp_se
     again, _, _ = await run_job(db, env, manifest(originals), mode="economy")
     assert again.state is JobState.COMPLETED and again.rated == 3
     assert len(fake.uploads) == 2 and fake.batch_creates == 2 and fake.per_photo_requests() == 0
+
+
+async def test_each_local_photo_is_read_once_whether_found_or_sent(
+    aiohttp_server, tmp_path, monkeypatch
+):
+    """The bytes hashed for the key are the bytes encoded and sent: no photo file is opened
+    twice, neither a photo sent nor one found in the cache."""
+    fake = await FakeChatServer(api_key=KEY).start(aiohttp_server)
+    db = tmp_path / "k.db"
+    originals = shoot(tmp_path / "a", 2)
+    new = [photo(tmp_path / "c" / "NEW.jpg", 90)]
+    await run_job(db, env_for(fake), manifest(originals))
+    renamed = copies(originals, tmp_path / "b")
+    watched = {str(path) for path in [*renamed, *new]}
+    opened: list[str] = []
+    real_open = io.open
+
+    def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file) in watched:
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr("builtins.open", counting_open)
+
+    outcome, _, items = await run_job(db, env_for(fake), manifest([*renamed, *new]))
+
+    assert outcome.rated == 3 and [item.cached for item in items] == [True, True, False]
+    assert sorted(opened) == sorted(watched)  # each once
+    assert len(fake.requests) == 3
+
+
+async def test_the_lookup_is_one_probe_of_the_cache_key_index(tmp_path):
+    """SQLite finds a key through `batch_items_by_cache_key`, never by scanning the table."""
+    async with (
+        jobs.Service.open(tmp_path / "k.db", {}) as service,
+        service.store._db.execute(f"EXPLAIN QUERY PLAN {LOOKUP_SQL}", ("k", "rated")) as cursor,
+    ):
+        plan = " ".join(str(row[-1]) for row in await cursor.fetchall())
+    assert "USING INDEX batch_items_by_cache_key" in plan and "SCAN" not in plan
+
+
+def test_status_text_says_how_many_photos_came_from_the_cache():
+    """`kullbatch status` adds a line for cached photos, and none when there are none."""
+    base = {
+        "jobId": "batch_1_abc",
+        "shootId": "s",
+        "providerId": "openai",
+        "mode": "fast",
+        "status": "completed",
+        "totalImages": 4,
+        "processedImages": 4,
+        "failedImages": 0,
+        "progress": 1.0,
+        "eta": None,
+        "providerJobId": None,
+        "error": None,
+        "costUsd": 0.0,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "startedAt": None,
+        "completedAt": None,
+    }
+    assert "  3 from cache (not sent, no cost)" in status_lines(JobStatus(**base, cachedImages=3))
+    assert not any("cache" in line for line in status_lines(JobStatus(**base)))
