@@ -336,13 +336,15 @@ async def test_each_local_photo_is_read_once_whether_found_or_sent(
     aiohttp_server, tmp_path, monkeypatch
 ):
     """The bytes hashed for the key are the bytes encoded and sent: no photo file is opened
-    twice, neither a photo sent nor one found in the cache."""
+    twice by a run, neither a photo sent nor one found in the cache. (The manifest's check
+    that each file exists comes before, and burst grouping's focus measure after: off here.)"""
     fake = await FakeChatServer(api_key=KEY).start(aiohttp_server)
     db = tmp_path / "k.db"
     originals = shoot(tmp_path / "a", 2)
     new = [photo(tmp_path / "c" / "NEW.jpg", 90)]
     await run_job(db, env_for(fake), manifest(originals))
     renamed = copies(originals, tmp_path / "b")
+    shot = manifest([*renamed, *new])
     watched = {str(path) for path in [*renamed, *new]}
     opened: list[str] = []
     real_open = io.open
@@ -355,7 +357,7 @@ async def test_each_local_photo_is_read_once_whether_found_or_sent(
     monkeypatch.setattr(io, "open", counting_open)
     monkeypatch.setattr("builtins.open", counting_open)
 
-    outcome, _, items = await run_job(db, env_for(fake), manifest([*renamed, *new]))
+    outcome, _, items = await run_job(db, env_for(fake), shot, groups=False)
 
     assert outcome.rated == 3 and [item.cached for item in items] == [True, True, False]
     assert sorted(opened) == sorted(watched)  # each once
