@@ -396,3 +396,39 @@ def test_status_text_says_how_many_photos_came_from_the_cache():
     }
     assert "  3 from cache (not sent, no cost)" in status_lines(JobStatus(**base, cachedImages=3))
     assert not any("cache" in line for line in status_lines(JobStatus(**base)))
+
+
+async def test_an_economy_batch_collected_after_resume_is_a_cache_source(aiohttp_server, tmp_path):
+    """Ctrl-C after the batch is submitted, `resume` collects it in a new run: its answers are
+    stored under their keys all the same, and the next job of the same photos sends nothing."""
+    fake = await FakeOpenAIBatches(polls_per_state=3).start(aiohttp_server)
+    env = {
+        "OPENAI_API_KEY": BATCH_KEY,
+        "OPENAI_BASE_URL": fake.base_url,
+        "KULLBATCH_ECONOMY_POLL": "0.01",
+    }
+    db = tmp_path / "k.db"
+    originals = shoot(tmp_path / "a", 3)
+    async with jobs.Service.open(db, env) as service:
+        job = await service.create(
+            manifest(originals), jobs.ProcessSettings(provider="openai", mode="economy")
+        )
+        runners: list[Any] = []
+
+        def interrupt_once_submitted(event: Any) -> None:
+            if event.kind is EventKind.BATCH and "submitted" in (event.note or ""):
+                runners[0].interrupt()
+
+        stopped = await service.run(
+            job, subscribers=[interrupt_once_submitted], on_processor=runners.append
+        )
+        assert stopped.state is JobState.SUBMITTED
+    async with jobs.Service.open(db, env) as service:  # as another process would
+        finished = await service.run(await service.prepare_resume(job.id))
+    assert finished.state is JobState.COMPLETED and finished.rated == 3
+    assert None not in await stored_keys(db)
+
+    outcome, _, items = await run_job(db, env, manifest(copies(originals, tmp_path / "b")))
+
+    assert outcome.rated == 3 and all(item.cached for item in items)
+    assert len(fake.uploads) == 1 and fake.per_photo_requests() == 0

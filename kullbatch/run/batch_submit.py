@@ -32,7 +32,7 @@ from kullbatch.providers.batch.common import BatchFile, custom_id_for
 from kullbatch.run.batch_calls import Stopped
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from kullbatch.models import Answer, Fingerprint, ImageInput, Prompt
     from kullbatch.providers.base import BatchClient
@@ -181,6 +181,14 @@ class Submitter:
             return True, None
         return False, cache.take(image.id)
 
+    async def _remember_keys(self, image_ids: Iterable[str]) -> None:
+        """The batch's photos' cache keys, stored now: an answer collected by a later process
+        (`resume` after Ctrl-C) is stored under its key, a source for later runs."""
+        if self._cache is not None:
+            adapter = self._adapter
+            keyed = self._cache[0].keys_of(image_ids, adapter.name, adapter.model)
+            await self._store.cache.remember(self.job_id, keyed)
+
     async def _submit(self, pending: BatchFile) -> None:
         """Send one batch, recorded before it goes; never make it twice (see the module)."""
         path, ids, size = pending.finish()
@@ -193,6 +201,7 @@ class Submitter:
             state=CREATING,
             size=size,
         )
+        await self._remember_keys(ids.values())
         uploaded: list[str] = []
         tries = 0
 

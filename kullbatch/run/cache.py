@@ -119,6 +119,16 @@ class PhotoCache:
             return answer
         return replace(answer, cache_key=self.key(digest, provider, model))
 
+    def keys_of(self, image_ids: Iterable[str], provider: str, model: str) -> list[tuple[str, str]]:
+        """(image id, key) of those photos read and not yet answered (economy mode stores
+        them with its batch, for answers a later process collects)."""
+        digests = self._digests
+        return [
+            (image_id, self.key(digests[image_id], provider, model))
+            for image_id in image_ids
+            if image_id in digests
+        ]
+
     def forget(self, image_id: str) -> None:
         """A photo that will not be sent (it failed, or the job stopped)."""
         self._sources.pop(image_id, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kullbatch.models import Answer, Fingerprint, ItemState, Rating
+from kullbatch.store.sql import run_many
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -52,6 +53,16 @@ class CacheRecords:
                 for row in await cursor.fetchall():
                     found.setdefault(row[0], _copy(row[0], row[1:]))
         return found
+
+    async def remember(self, job_id: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Photos' keys (image id, key) before their answers exist (economy mode's batches):
+        found only once the photo is rated; the rating keeps a key stored this way."""
+        await run_many(
+            self._db,
+            "UPDATE batch_items SET cache_key = ? WHERE job_id = ? AND image_id = ?",
+            [(key, job_id, image_id) for image_id, key in keys],
+        )
+        await self._db.commit()
 
     async def count(self, job_id: str) -> int:
         """How many of the job's photos were copied from the cache."""

@@ -421,8 +421,8 @@ class Store:
             self._db,
             "UPDATE batch_items SET status = ?, result = ?, input_tokens = ?,"
             " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
-            " phash = ?, captured = ?, cache_key = ?, cached = ?, last_error = NULL,"
-            " updated_at = ?, completed_at = ?"
+            " phash = ?, captured = ?, cache_key = coalesce(?, cache_key), cached = ?,"
+            " last_error = NULL, updated_at = ?, completed_at = ?"
             " WHERE job_id = ? AND image_id = ? AND status != ?",
             [(done, *row, done) for row in rated],
         )
