@@ -73,7 +73,7 @@ DryRunFlag = Annotated[
     typer.Option(
         "--dry-run",
         help="Send nothing and create no job: print the photo count, the estimated tokens "
-        "and the price in fast and economy mode.",
+        "and the price in fast and economy mode; photos rated before in --db count as free.",
     ),
 ]
 

@@ -8,7 +8,13 @@ one-by-one lookups on a database of `--small` rows show whether the time grows w
 A lookup that bypasses the index (`+cache_key`) is timed on a few keys for contrast, and the
 query plan is printed. One process, one run: figures are per lookup.
 
+With `--photos N`, a shoot of N real JPEG files also goes through the OpenAI fake
+(tests/fake_openai_server.py, in this process): a first run with the cache (every photo
+missed: read, hashed, looked up, then sent) against one with `--no-cache`, then the shoot's
+renamed copies (every photo found: nothing sent). Wall time each, and the requests counted.
+
     python tests/benchmarks/cache.py [--rows 100000] [--small 1000] [--lookups 2000]
+                                     [--photos 0] [--edge 1024]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -126,12 +133,79 @@ async def main_async(args: argparse.Namespace) -> None:
         )
 
 
+async def shoot_runs(photos: int, edge: int, folder: Path) -> None:
+    """The same shoot sent with and without the cache, then its copies found in it."""
+    import random  # noqa: PLC0415
+    import shutil  # noqa: PLC0415
+
+    from aiohttp.test_utils import TestServer  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from fake_openai_server import FakeChatServer  # noqa: PLC0415
+
+    from kullbatch.manifest import manifest_from_document  # noqa: PLC0415
+    from kullbatch.service import jobs  # noqa: PLC0415
+
+    rng = random.Random(7)
+    tile = Image.frombytes("RGB", (edge, edge * 3 // 4), rng.randbytes(edge * edge * 3 // 4 * 3))
+    shoot, copies = Path(folder) / "shoot", Path(folder) / "copies"
+    shoot.mkdir()
+    copies.mkdir()
+    for n in range(photos):
+        tile.rotate(n % 360).save(shoot / f"IMG_{n:05d}.jpg", quality=90)
+        shutil.copy(shoot / f"IMG_{n:05d}.jpg", copies / f"renamed_{n:05d}.jpg")
+    servers: list[TestServer] = []
+
+    async def serve(app: Any, host: str) -> TestServer:
+        server = TestServer(app, host=host)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    fake = await FakeChatServer(api_key="sk-bench").start(serve)
+    env = {"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": f"{fake.base_url}/v1"}
+
+    async def one(name: str, source: Path, db: Path, *, cache: bool) -> None:
+        entries = [
+            {"id": p.stem, "filename": p.name, "path": str(p)} for p in sorted(source.iterdir())
+        ]
+        shot = manifest_from_document({"shootId": name, "images": entries}, base=source)
+        settings = jobs.ProcessSettings(provider="openai", cache=cache, groups=False)
+        before = len(fake.requests)
+        async with jobs.Service.open(db, env) as service:
+            job = await service.create(shot, settings)
+            started = time.perf_counter()
+            outcome = await service.run(job)
+            took = time.perf_counter() - started
+            status = await service.status(job.id)
+        sent = len(fake.requests) - before
+        print(
+            f"{name:<28} {took:6.2f} s  {outcome.rated:>6} rated, {sent:>6} sent, "
+            f"{status.cachedImages:>6} from cache"
+        )
+
+    try:
+        await one("first run, --no-cache", shoot, Path(folder) / "a.db", cache=False)
+        await one("first run, cache (misses)", shoot, Path(folder) / "b.db", cache=True)
+        await one("renamed copies (all hits)", copies, Path(folder) / "b.db", cache=True)
+    finally:
+        for server in servers:
+            await server.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--lookups", type=int, default=2_000)
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--photos", type=int, default=0, help="also run a shoot of N photos")
+    parser.add_argument("--edge", type=int, default=1024, help="the photos' long edge (px)")
+    args = parser.parse_args()
+    asyncio.run(main_async(args))
+    if args.photos:
+        with tempfile.TemporaryDirectory(prefix="kullbatch-cache-shoot-") as folder:
+            asyncio.run(shoot_runs(args.photos, args.edge, Path(folder)))
 
 
 if __name__ == "__main__":
