@@ -19,12 +19,14 @@ from fake_batch_openai import KEY as BATCH_KEY
 from fake_batch_openai import FakeOpenAIBatches
 from fake_openai_server import FakeChatServer, openai_error
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
+from kullbatch.cli.progress import ProgressDisplay
 from kullbatch.cli.tables import status_lines
 from kullbatch.manifest import manifest_from_document
-from kullbatch.models import EventKind, ItemState, JobState, JobStatus, Prompt
+from kullbatch.models import EventKind, ItemState, JobState, JobStatus, Mode, Prompt
 from kullbatch.run.cache import cache_key
 from kullbatch.service import dryrun, jobs
 from kullbatch.store.cache import LOOKUP_SQL
@@ -432,3 +434,36 @@ async def test_an_economy_batch_collected_after_resume_is_a_cache_source(aiohttp
 
     assert outcome.rated == 3 and all(item.cached for item in items)
     assert len(fake.uploads) == 1 and fake.per_photo_requests() == 0
+
+
+def test_the_end_of_run_summary_says_how_many_photos_came_from_the_cache():
+    """The table printed when a job ends has a Cached row when photos came from the cache."""
+    base = JobStatus(
+        jobId="batch_1_abc",
+        shootId="s",
+        providerId="openai",
+        mode=Mode.FAST,
+        status=JobState.COMPLETED,
+        totalImages=4,
+        processedImages=4,
+        failedImages=0,
+        progress=1.0,
+        eta=None,
+        providerJobId=None,
+        error=None,
+        costUsd=0.0,
+        createdAt="2026-01-01T00:00:00Z",
+        startedAt=None,
+        completedAt=None,
+    )
+
+    def summary(job: JobStatus) -> str:
+        console = Console(file=io.StringIO(), width=120)
+        display = ProgressDisplay(4, job.jobId, "openai", console, get_time=lambda: 0.0)
+        console.print(display.summary(job, 10.0))
+        assert isinstance(console.file, io.StringIO)
+        return console.file.getvalue()
+
+    cached = base.model_copy(update={"cachedImages": 3})
+    assert "3 from cache (not sent, no cost)" in summary(cached)
+    assert "Cached" not in summary(base)
