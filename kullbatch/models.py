@@ -115,6 +115,10 @@ class Answer:
     usage: Usage = field(default_factory=Usage)
     limits: RateLimits | None = None
     fingerprint: Fingerprint | None = None  # set by the engine from the prepared photo
+    # the result cache (`run.cache`): this answer's key (a local photo's content, provider,
+    # model, max edge, prompt), and whether it was copied from an earlier rating, not sent
+    cache_key: str | None = None
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +229,7 @@ class JobOptions(BaseModel):
     fallbacks: tuple[Fallback, ...] = ()  # in order
     rubric: str | None = None
     grouping: GroupingOptions = Field(default_factory=GroupingOptions)
+    cache: bool = True  # --no-cache: False sends every photo, even one rated before
 
     @model_validator(mode="before")
     @classmethod
@@ -278,6 +283,7 @@ class JobStatus(BaseModel):
     startedAt: str | None  # noqa: N815
     completedAt: str | None  # noqa: N815
     providerBatches: list[ProviderBatch] = Field(default_factory=list)  # noqa: N815
+    cachedImages: int = 0  # noqa: N815  (photos whose rating was copied from the cache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +305,7 @@ class ItemRecord:
     best_in_group: bool = False  # the frame picked in its group
     fingerprint: Fingerprint | None = None  # stored with the rating when the engine took one
     photographer_rating: int | None = None  # -1..5 set by the photographer; None: untouched
+    cached: bool = False  # its rating was copied from an earlier one (no request, no cost)
 
 
 class EventKind(enum.StrEnum):

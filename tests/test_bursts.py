@@ -163,10 +163,10 @@ def test_no_groups_skips_grouping(tmp_path: Path) -> None:
 
 
 def test_csv_carries_group_and_best_in_group(tmp_path: Path) -> None:
-    """The two new columns close each row."""
+    """The two columns close each row, before `cached`."""
     job, _ = run_shoot(tmp_path)
     out = invoke("results", job, "--db", str(tmp_path / "k.db"), "--format", "csv").stdout
-    rows = [line.split(",")[-2:] for line in out.splitlines()[1:]]
+    rows = [line.split(",")[-3:-1] for line in out.splitlines()[1:]]
     assert rows[:3] == [["h1", "true"], ["h1", "false"], ["", "false"]]
 
 

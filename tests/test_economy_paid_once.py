@@ -74,8 +74,8 @@ async def test_a_batch_recorded_by_another_job_is_not_taken_for_the_lost_one(
     fake = await FakeAnthropicBatches(lost_creates=0).start(aiohttp_server)
     async with jobs.Service.open(tmp_path / "k.db", anthropic_env(fake)) as service:
         first = await service.run(await economy_job(service, tmp_path, 4, provider="anthropic"))
-        fake.lost_creates = 1
-        second = await economy_job(service, tmp_path, 4, provider="anthropic")
+        fake.lost_creates = 1  # the same photos again: not from the cache, in a batch again
+        second = await economy_job(service, tmp_path, 4, provider="anthropic", cache=False)
         finished = await service.run(second)
         records = await service.store.batches.of_job(second.id)
     assert first.state is finished.state is JobState.COMPLETED and finished.rated == 4

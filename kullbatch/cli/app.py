@@ -20,6 +20,7 @@ from kullbatch.cli.options import (
     EmbedFlag,
     ExportFormat,
     JsonFlag,
+    NoCacheFlag,
     NoGroupsFlag,
     RejectDuplicatesFlag,
     ResumeModeOption,
@@ -138,6 +139,7 @@ def process(
     no_groups: NoGroupsFlag = False,
     burst_gap: BurstGapOption = DEFAULT_GAP,
     burst_distance: BurstDistanceOption = DEFAULT_DISTANCE,
+    no_cache: NoCacheFlag = False,
     json_output: JsonFlag = False,
     dry_run: DryRunFlag = False,
     quiet: Annotated[
@@ -193,10 +195,11 @@ def process(
         groups=not no_groups,
         burst_gap=burst_gap,
         burst_distance=burst_distance,
+        cache=not no_cache,
     )
-    if dry_run:
-        _dry_run(manifest, settings, json_output=json_output)
     database = db_path(db)
+    if dry_run:
+        _dry_run(manifest, settings, json_output=json_output, db=database)
     paths.configure_admin_log(database, verbose=verbose)
 
     async def work() -> int:
@@ -221,8 +224,10 @@ def process(
     raise typer.Exit(code)
 
 
-def _dry_run(manifest: Manifest, settings: jobs.ProcessSettings, *, json_output: bool) -> NoReturn:
-    estimate = run(lambda: dryrun.estimate(manifest, settings, jobs.environment()))
+def _dry_run(
+    manifest: Manifest, settings: jobs.ProcessSettings, *, json_output: bool, db: Path
+) -> NoReturn:
+    estimate = run(lambda: dryrun.estimate(manifest, settings, jobs.environment(), db))
     if json_output:
         print_json(estimate.document())
     else:

@@ -73,7 +73,7 @@ DryRunFlag = Annotated[
     typer.Option(
         "--dry-run",
         help="Send nothing and create no job: print the photo count, the estimated tokens "
-        "and the price in fast and economy mode.",
+        "and the price in fast and economy mode; photos rated before in --db count as free.",
     ),
 ]
 
@@ -100,5 +100,15 @@ RejectDuplicatesFlag = Annotated[
     typer.Option(
         "--reject-duplicates",
         help="xmp: write the frames of a burst other than its best as rejected (-1).",
+    ),
+]
+
+NoCacheFlag = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Send every photo, even one already rated in this database with the same "
+        "content, provider, model, --max-edge and prompt (by default its rating is copied, "
+        "free, and marked cached).",
     ),
 ]

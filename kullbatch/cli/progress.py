@@ -338,6 +338,8 @@ class ProgressDisplay:
         table.add_row("Provider", status.providerId or self.provider)
         table.add_row("Status", styled_state(status.status))
         table.add_row("Rated", f"{status.processedImages} of {status.totalImages}")
+        if status.cachedImages:
+            table.add_row("Cached", f"{status.cachedImages} from cache (not sent, no cost)")
         table.add_row("Failed", _failed_text(status.failedImages))
         table.add_row("Time", format_duration(elapsed))
         table.add_row("Speed", f"{speed:.1f} img/s")

@@ -167,6 +167,8 @@ def status_lines(current: JobStatus) -> list[str]:
         f"({current.progress:.0%}){eta}"
     )
     lines = [head, f"  {cost_text(current)}"]
+    if current.cachedImages:
+        lines.append(f"  {current.cachedImages} from cache (not sent, no cost)")
     if current.error:
         lines.append(f"  {current.error}")
     for batch in current.providerBatches:

@@ -38,45 +38,52 @@ register_heif_opener()  # iPhone shoots are HEIC: Pillow reads them through pill
 
 
 async def prepare(
-    image: ImageInput, max_edge: int = DEFAULT_MAX_EDGE, *, fingerprint: bool = False
+    image: ImageInput,
+    max_edge: int = DEFAULT_MAX_EDGE,
+    *,
+    fingerprint: bool = False,
+    source: bytes | None = None,
 ) -> PreparedImage:
     """A URL passes through; a local file is rotated, downscaled and re-encoded as JPEG, and,
-    with `fingerprint`, hashed for burst grouping from the same decode."""
+    with `fingerprint`, hashed for burst grouping from the same decode. `source` is the file's
+    bytes when they were read already (the result cache hashed them): the file is not read
+    again."""
     if image.url is not None:
         return PreparedImage(image_id=image.id, filename=image.filename, url=image.url)
     assert image.path is not None
-    data, taken = await asyncio.to_thread(encode_file, image.path, max_edge, fingerprint)
+    data, taken = await asyncio.to_thread(encode_file, image.path, max_edge, fingerprint, source)
     return PreparedImage(image_id=image.id, filename=image.filename, data=data, fingerprint=taken)
 
 
 def encode_file(
-    path: Path, max_edge: int, fingerprint: bool = False
+    path: Path, max_edge: int, fingerprint: bool = False, source: bytes | None = None
 ) -> tuple[bytes, Fingerprint | None]:
     """A local photo as upright JPEG bytes within `max_edge` (a RAW file through its preview),
-    and its fingerprint when asked for."""
-    upright, captured = upright_file(path, max_edge, "RGB", timed=fingerprint)
+    and its fingerprint when asked for; from `source`, the file's bytes, when given."""
+    upright, captured = upright_file(path, max_edge, "RGB", timed=fingerprint, source=source)
     prepared = within(upright, max_edge)
     return jpeg(prepared), bursts.fingerprint(prepared, captured) if fingerprint else None
 
 
 def upright_file(
-    path: Path, edge: int, mode: str, *, timed: bool = True
+    path: Path, edge: int, mode: str, *, timed: bool = True, source: bytes | None = None
 ) -> tuple[Image.Image, float | None]:
     """The photo decoded and upright, and its capture time when `timed`.
 
     A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers `edge` in `mode`: a 24 MP
     frame then costs a fraction of the time and memory. A RAW file gives its preview, and its
     capture time from the preview's EXIF as LibRaw writes it, else from its own TIFF header.
+    `source` holds the file's bytes when they were read already.
     """
     if path.suffix.lower() in RAW_SUFFIXES:
-        preview = read_raw(path)
+        preview = read_raw(path, source)
         captured = bursts.capture_time_of(preview, raw=True) if timed else None
         if timed and captured is None:  # a bitmap preview or raw data: no EXIF of their own
             captured = bursts.capture_time(path, raw=True)
         ImageOps.exif_transpose(preview, in_place=True)
         return preview, captured
     try:
-        with Image.open(path) as opened:
+        with Image.open(path if source is None else io.BytesIO(source)) as opened:
             opened.draft(mode, (edge, edge))
             captured = bursts.capture_time_of(opened) if timed else None
             # loads the pixels, so the file can close; in place: a copy of a 6 MP decode

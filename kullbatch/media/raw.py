@@ -30,10 +30,11 @@ _TURNS = {
 }
 
 
-def read_raw(path: Path) -> Image.Image:
-    """The RAW file's preview (else its demosaiced data), upright, or PermanentImageError."""
+def read_raw(path: Path, source: bytes | None = None) -> Image.Image:
+    """The RAW file's preview (else its demosaiced data), upright, or PermanentImageError;
+    from `source`, the file's bytes, when they were read already."""
     try:
-        with rawpy.imread(str(path)) as raw:
+        with rawpy.imread(str(path) if source is None else io.BytesIO(source)) as raw:
             preview = _preview(raw)
             if preview is not None:
                 return _upright(preview, raw.sizes.flip)

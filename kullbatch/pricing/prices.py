@@ -296,6 +296,7 @@ class Estimate:
     fast_usd: float | None
     economy_usd: float | None
     notes: tuple[str, ...] = ()
+    cached_images: int = 0  # rated before (the result cache): free, and counted in `images`
 
     def document(self) -> dict[str, Any]:
         """The `process --dry-run --json` document of DESIGN.md, with the notes."""
@@ -309,6 +310,7 @@ class Estimate:
                 "fastUsd": self.fast_usd,
                 "economyUsd": self.economy_usd,
             },
+            "cachedImages": self.cached_images,
             "notes": list(self.notes),
         }
 
@@ -320,6 +322,11 @@ class Estimate:
             f"  tokens (estimated): {self.input_tokens:,} in, {self.output_tokens:,} out",
             f"  fast mode:    {_usd(self.fast_usd)}",
             f"  economy mode: {_usd(self.economy_usd, no_economy)}",
+            *(
+                [f"  {self.cached_images} photos rated before: from the cache, free"]
+                if self.cached_images
+                else []
+            ),
             *(f"  note: {note}" for note in self.notes),
         ]
 
@@ -337,12 +344,14 @@ def estimate(
     *,
     economy: bool,
     unreadable: Sequence[str] = (),
+    cached: int = 0,
 ) -> Estimate:
     """Tokens and price of rating photos of `sizes` (None: a URL of unknown size).
 
     Each photo costs its image tokens by the provider's rule plus `prompt_tokens`, and answers
     with about ANSWER_TOKENS. `economy` says whether the provider has a batch API here;
-    `unreadable` are the photos left out, each with why.
+    `unreadable` are the photos left out, each with why; `cached` photos (not in `sizes`)
+    were rated before and cost nothing.
     """
     rule = table.image_rule(provider, model)
     notes = []
@@ -370,7 +379,7 @@ def estimate(
         if economy and price.batch_discount is not None:
             economy_usd = price.cost(usage, batch=True)
     return Estimate(
-        images=len(sizes) + len(unreadable),
+        images=len(sizes) + len(unreadable) + cached,
         provider=provider,
         model=model,
         input_tokens=usage.input_tokens,
@@ -378,4 +387,5 @@ def estimate(
         fast_usd=fast,
         economy_usd=economy_usd,
         notes=tuple(notes),
+        cached_images=cached,
     )

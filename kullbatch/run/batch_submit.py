@@ -32,12 +32,13 @@ from kullbatch.providers.batch.common import BatchFile, custom_id_for
 from kullbatch.run.batch_calls import Stopped
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
-    from kullbatch.models import Fingerprint, ImageInput, Prompt
+    from kullbatch.models import Answer, Fingerprint, ImageInput, Prompt
     from kullbatch.providers.base import BatchClient
     from kullbatch.providers.batch.common import BatchInfo, BatchLine
     from kullbatch.run.batch_calls import BatchCalls, Stops
+    from kullbatch.run.cache import PhotoCache
     from kullbatch.store.batches import BatchRecord
     from kullbatch.store.database import Store
 
@@ -62,8 +63,10 @@ class Submitter:
         fingerprints: dict[str, Fingerprint],
         failed: Callable[[str, str], None],
         note: Callable[[str], None],
+        cache: tuple[PhotoCache, Callable[[str, Answer], None]] | None = None,
     ) -> None:
         self.job_id = job_id
+        self._cache = cache  # (the cache, where a photo found in it goes): not put in a batch
         self._client = client
         self._adapter = client.adapter
         self._prompt = prompt
@@ -151,7 +154,12 @@ class Submitter:
     async def _line(self, image: ImageInput) -> BatchLine | None:
         """The photo's request as fast mode would send it; a photo that cannot be read fails."""
         try:
-            prepared = await prepare(image, self._max_edge, fingerprint=self._fingerprint)
+            found, source = await self._check(image)
+            if found:
+                return None
+            prepared = await prepare(
+                image, self._max_edge, fingerprint=self._fingerprint, source=source
+            )
             ready = await self._adapter.ready(prepared)
         except PermanentImageError as exc:
             self._failed(image.id, exc.message)
@@ -160,6 +168,26 @@ class Submitter:
             self._fingerprints[image.id] = prepared.fingerprint
         request = self._adapter.build_request(ready, self._prompt)
         return self._client.line(custom_id_for(image.id), request)
+
+    async def _check(self, image: ImageInput) -> tuple[bool, bytes | None]:
+        """Whether the photo was found in the cache (its copy is then its result), and else
+        its bytes as the cache read them (None: a URL, an unread file, or no cache)."""
+        if self._cache is None:
+            return False, None
+        cache, hit = self._cache
+        found = await cache.check(image)
+        if found is not None:
+            hit(image.id, found)
+            return True, None
+        return False, cache.take(image.id)
+
+    async def _remember_keys(self, image_ids: Iterable[str]) -> None:
+        """The batch's photos' cache keys, stored now: an answer collected by a later process
+        (`resume` after Ctrl-C) is stored under its key, a source for later runs."""
+        if self._cache is not None:
+            adapter = self._adapter
+            keyed = self._cache[0].keys_of(image_ids, adapter.name, adapter.model)
+            await self._store.cache.remember(self.job_id, keyed)
 
     async def _submit(self, pending: BatchFile) -> None:
         """Send one batch, recorded before it goes; never make it twice (see the module)."""
@@ -173,6 +201,7 @@ class Submitter:
             state=CREATING,
             size=size,
         )
+        await self._remember_keys(ids.values())
         uploaded: list[str] = []
         tries = 0
 

@@ -51,9 +51,10 @@ from kullbatch.run.heartbeat import Heartbeat
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from kullbatch.models import Fingerprint, Prompt
+    from kullbatch.models import Answer, Fingerprint, Prompt
     from kullbatch.providers.base import BatchClient
     from kullbatch.providers.batch.common import LineResult
+    from kullbatch.run.cache import PhotoCache
     from kullbatch.run.events import ResultSink
     from kullbatch.run.ratelimit import Gate
     from kullbatch.store.batches import BatchRecord
@@ -120,9 +121,11 @@ class EconomyRunner:
         options: EconomyOptions | None = None,
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         rng: random.Random | None = None,
+        cache: PhotoCache | None = None,
     ) -> None:
         self.job_id = job_id
         self.shoot_id = shoot_id
+        self._cache = cache  # photos rated before are copied, not batched (`run.cache`)
         self._adapter = client.adapter
         self._client = client
         self._prompt = prompt
@@ -163,6 +166,7 @@ class EconomyRunner:
             fingerprints=self._fingerprints,
             failed=self._failed,
             note=self._note,
+            cache=None if cache is None else (cache, self._cached),
         )
         self._heartbeat = Heartbeat(
             store, job_id, clock, interval=self._options.heartbeat_interval, on_cancel=self.cancel
@@ -278,6 +282,9 @@ class EconomyRunner:
                 answer = self._adapter.parse_answer(result.answer())
                 if (taken := self._fingerprints.pop(image_id, None)) is not None:
                     answer = replace(answer, fingerprint=taken)
+                if self._cache is not None:
+                    adapter = self._adapter
+                    answer = self._cache.keyed(image_id, answer, adapter.name, adapter.model)
             else:
                 raise self._client.classify(result)
         except PermanentImageError as exc:
@@ -312,6 +319,10 @@ class EconomyRunner:
         return None
 
     # -- small parts --------------------------------------------------------------------------
+
+    def _cached(self, image_id: str, answer: Answer) -> None:
+        """A photo found in the cache: its copy is its result, and it goes in no batch."""
+        self._report.rated(image_id, answer, attempt=0)
 
     def _failed(self, image_id: str, message: str) -> None:
         self._report.failed(image_id, message, attempt=1)

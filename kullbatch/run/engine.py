@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from kullbatch.providers.base import Provider
+    from kullbatch.run.cache import PhotoCache
     from kullbatch.store.database import Store
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -104,8 +105,10 @@ class BatchProcessor:
         gate: Gate | None = None,
         shoot_id: str = "",
         fallbacks: Sequence[tuple[Provider, Gate | None]] = (),
+        cache: PhotoCache | None = None,
     ) -> None:
         self.job_id = job_id
+        self._cache = cache  # photos rated before are copied, not sent (`run.cache`)
         self._prompt = prompt
         self._store = store
         self._options = options or EngineOptions()
@@ -179,6 +182,8 @@ class BatchProcessor:
         )
         poll = self._options.cancel_poll_interval
         watcher = asyncio.create_task(heartbeat.run(poll), name="kullbatch-watch")
+        if self._cache is not None:
+            images = self._cache.screen(images, self._cached)
         feeder = asyncio.create_task(self._feed(images), name="kullbatch-feed")
         try:
             await self._first(self._all_done, feeder)
@@ -241,6 +246,11 @@ class BatchProcessor:
                 raise
         self._spawn(image, probe=False, admitted=link)
         return True
+
+    def _cached(self, image: ImageInput, answer: Answer) -> None:
+        """A photo found in the cache: its copied answer is its result; nothing is sent."""
+        if not self._stop.event.is_set():  # a stopped job leaves it pending, free next time
+            self._report.rated(image.id, answer, attempt=0)
 
     def _spawn(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
         self._unfinished += 1
@@ -397,8 +407,9 @@ class BatchProcessor:
             sending.first_sent = self._clock()
         gate = link.gate
         try:
+            source = None if self._cache is None else self._cache.take(image.id)
             prepared = await prepare(
-                image, self._options.max_edge, fingerprint=self._options.fingerprint
+                image, self._options.max_edge, fingerprint=self._options.fingerprint, source=source
             )
             answer = await link.provider.rate(prepared, self._prompt)
         except FatalJobError:
@@ -410,6 +421,8 @@ class BatchProcessor:
         usage = answer.usage
         gate.answered(answer.limits, usage.input_tokens + usage.output_tokens)
         self._probe_answered.set()
+        if self._cache is not None:
+            answer = self._cache.keyed(image.id, answer, link.provider.name, link.provider.model)
         if prepared.fingerprint is None:
             return answer
         return replace(answer, fingerprint=prepared.fingerprint)

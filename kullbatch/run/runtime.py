@@ -22,6 +22,7 @@ import aiohttp
 from kullbatch.errors import ConflictError, FatalJobError
 from kullbatch.models import JobState, Mode, Prompt
 from kullbatch.providers import create_batch_client, create_provider, resolve
+from kullbatch.run.cache import PhotoCache
 from kullbatch.run.economy import EconomyOptions, EconomyRunner, Stoppable
 from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
 from kullbatch.run.ratelimit import Gate
@@ -291,6 +292,20 @@ class Runtime:
             subscribers=subscribers,
             gate=gate,
             fallbacks=self._fallbacks(job, env),
+            cache=self.photo_cache(job, provider),
+        )
+
+    def photo_cache(self, job: JobRow, provider: Provider) -> PhotoCache | None:
+        """The result cache for the job's photos, as `provider` rates them (None: --no-cache)."""
+        if not job.options.cache:
+            return None
+        prompt = Prompt(job.prompt, job.system_prompt)
+        return PhotoCache(
+            self.store.cache,
+            prompt=prompt,
+            max_edge=job.options.max_edge,
+            provider=provider.name,
+            model=provider.model,
         )
 
     def _fallbacks(self, job: JobRow, env: Mapping[str, str]) -> list[tuple[Provider, Gate]]:
@@ -348,6 +363,7 @@ class Runtime:
             sink=self.store,
             options=economy_options(job.options, env),
             subscribers=subscribers,
+            cache=self.photo_cache(job, client.adapter),
         )
         if cancel:
             runner.cancel()

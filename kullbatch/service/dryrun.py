@@ -8,23 +8,27 @@ tokens, and the prompt, the system prompt and the rating schema are added to eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from kullbatch.errors import PermanentImageError
 from kullbatch.media import images
 from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS
 from kullbatch.providers.base import RATING_SCHEMA
+from kullbatch.run.cache import PhotoCache
 from kullbatch.service import prompt
 from kullbatch.service.jobs import ProcessSettings, choose_provider
+from kullbatch.store.database import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
+    from pathlib import Path
 
     from kullbatch.manifest import Manifest
-    from kullbatch.models import ImageInput
+    from kullbatch.models import ImageInput, Prompt
 
 __all__ = ["estimate", "prompt_tokens"]
 
@@ -36,40 +40,72 @@ def prompt_tokens(prompt: str, system: str | None) -> int:
 
 
 async def _size(
-    image: ImageInput, max_edge: int, gate: asyncio.Semaphore
-) -> tuple[int, int] | None:
-    """The prepared photo's size; None for a URL (nothing is downloaded)."""
+    image: ImageInput, max_edge: int, gate: asyncio.Semaphore, cache: PhotoCache | None
+) -> tuple[int, int] | Literal["cached"] | None:
+    """The prepared photo's size; None for a URL (nothing is downloaded); "cached" for a photo
+    the result cache holds (read and hashed, not decoded)."""
     if image.url is not None:
         return None
     async with gate:
-        prepared = await images.prepare(image, max_edge)
+        source = None
+        if cache is not None:
+            if await cache.check(image) is not None:
+                return "cached"
+            source = cache.take(image.id)
+            cache.forget(image.id)
+        prepared = await images.prepare(image, max_edge, source=source)
     assert prepared.data is not None
     return images.image_size(prepared.data)
 
 
+@contextlib.asynccontextmanager
+async def _cache(
+    db: Path | None, settings: ProcessSettings, composed: Prompt, provider: str, model: str
+) -> AsyncIterator[PhotoCache | None]:
+    """The result cache of an existing database (None: no database yet, or `--no-cache`)."""
+    if db is None or not settings.cache or not await asyncio.to_thread(db.is_file):
+        yield None
+        return
+    store = await Store.open(db)
+    try:
+        yield PhotoCache(
+            store.cache, prompt=composed, max_edge=settings.max_edge, provider=provider, model=model
+        )
+    finally:
+        await store.close()
+
+
 async def estimate(
-    manifest: Manifest, settings: ProcessSettings, env: Mapping[str, str]
+    manifest: Manifest,
+    settings: ProcessSettings,
+    env: Mapping[str, str],
+    db: Path | None = None,
 ) -> pricing.Estimate:
     """Tokens and price of the job `settings` describe, in fast and economy mode.
 
-    Nothing is sent and no job is created: the database is not even opened. The prompt is
-    the one a run of the same settings stores and sends (`prompt.compose`).
+    Nothing is sent and no job is created. The prompt is the one a run of the same settings
+    stores and sends (`prompt.compose`). With `db` (an existing database), photos rated
+    there before under the same key (`run.cache`) are counted as free: `cachedImages`.
     """
     provider, model = choose_provider(settings, manifest, env)
     composed = prompt.compose(settings, manifest, env)
     table = pricing.load_prices(env)
     gate = asyncio.Semaphore(os.cpu_count() or 4)
-    found = await asyncio.gather(
-        *(_size(image, settings.max_edge, gate) for image in manifest.images),
-        return_exceptions=True,
-    )
+    async with _cache(db, settings, composed, provider, model) as cache:
+        found = await asyncio.gather(
+            *(_size(image, settings.max_edge, gate, cache) for image in manifest.images),
+            return_exceptions=True,
+        )
     sizes: list[tuple[int, int] | None] = []
     unreadable: list[str] = []
+    cached = 0
     for result in found:
         if isinstance(result, PermanentImageError):
             unreadable.append(result.message)
         elif isinstance(result, BaseException):
             raise result
+        elif result == "cached":
+            cached += 1
         else:
             sizes.append(result)
     return pricing.estimate(
@@ -80,4 +116,5 @@ async def estimate(
         prompt_tokens(composed.text, composed.system),
         economy=PROVIDERS[provider].economy,
         unreadable=unreadable,
+        cached=cached,
     )

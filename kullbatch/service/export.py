@@ -5,12 +5,13 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 
 Per-image objects (JSON, JSON Lines):
 - rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
-           provider, model, group (the burst; null when alone), bestInGroup
+           provider, model, group (the burst; null when alone), bestInGroup, cached
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
 up to the job's `usage` and `costUsd`, and photographerRating (-1..5 as the photographer set it
-in the dashboard's contact sheet; null when untouched).
+in the dashboard's contact sheet; null when untouched). `cached` is true for a rating copied
+from an earlier one (the result cache): no request was sent, and it cost nothing.
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
@@ -75,6 +76,7 @@ CSV_HEADER = (
     "issues",
     "group",
     "bestInGroup",
+    "cached",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -98,10 +100,15 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
         burst = {"group": item.group, "bestInGroup": item.best_in_group}
-        return head | item.rating.model_dump() | who | _cost(item) | burst | mine
+        return head | item.rating.model_dump() | who | _cost(item) | burst | _cached(item) | mine
     if item.state is ItemState.FAILED:
         return head | {"error": item.error or "failed"} | _cost(item) | mine
     return head | {"status": ItemState.PENDING.value} | _cost(item) | mine
+
+
+def _cached(item: ItemRecord) -> dict[str, Any]:
+    """Whether the rating was copied from an earlier one (the result cache): no request, free."""
+    return {"cached": item.cached}
 
 
 def _document_head(status: JobStatus) -> dict[str, Any]:
@@ -157,7 +164,14 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail, *_csv_culling(item))
+    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_cached(item))
+
+
+def _csv_cached(item: ItemRecord) -> tuple[object, ...]:
+    """cached: for rated photos only, as issues, group and bestInGroup are."""
+    if item.state is not ItemState.RATED or item.rating is None:
+        return ("",)
+    return ("true" if item.cached else "false",)
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:

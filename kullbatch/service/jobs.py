@@ -93,6 +93,7 @@ class ProcessSettings:
     groups: bool = True  # --no-groups: bursts are not looked for
     burst_gap: float = DEFAULT_GAP
     burst_distance: int = DEFAULT_DISTANCE
+    cache: bool = True  # --no-cache: send every photo, even one rated before
 
     def job_options(self) -> JobOptions:
         """What the job remembers of these settings, so that `resume` runs it the same way."""
@@ -108,6 +109,7 @@ class ProcessSettings:
             grouping=GroupingOptions(
                 enabled=self.groups, gap=self.burst_gap, max_distance=self.burst_distance
             ),
+            cache=self.cache,
         )
 
 
@@ -365,8 +367,15 @@ class Service:
             inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens
         )
         rater = pricing.rated_by(groups, job.provider_id)
+        cached = await self.store.cache.count(job.id)
         return status_of(job).model_copy(
-            update={"usage": usage, "costUsd": cost.usd, "costNote": cost.note, "providerId": rater}
+            update={
+                "usage": usage,
+                "costUsd": cost.usd,
+                "costNote": cost.note,
+                "providerId": rater,
+                "cachedImages": cached,
+            }
         )
 
     async def status(self, job_id: str) -> JobStatus:

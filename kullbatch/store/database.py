@@ -27,6 +27,7 @@ from kullbatch.models import (
 )
 from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
+from kullbatch.store.cache import CacheRecords
 from kullbatch.store.migrations import migrate
 from kullbatch.store.ratings import PhotographerRatings
 from kullbatch.store.rows import (
@@ -67,6 +68,7 @@ class Store:
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
         self.ratings = PhotographerRatings(db)
+        self.cache = CacheRecords(db)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -263,7 +265,7 @@ class Store:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
             " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
-            " captured, photographer_rating FROM batch_items WHERE job_id = ?"
+            " captured, photographer_rating, cached FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:
@@ -332,6 +334,8 @@ class Store:
                 attempt,
                 None if taken is None else f"{taken.phash:016x}",
                 None if taken is None else taken.captured,
+                answer.cache_key,
+                int(answer.cached),
                 at,
                 at,
                 job_id,
@@ -419,7 +423,8 @@ class Store:
             self._db,
             "UPDATE batch_items SET status = ?, result = ?, input_tokens = ?,"
             " output_tokens = ?, pricing = ?, provider = ?, model = ?, attempts = ?,"
-            " phash = ?, captured = ?, last_error = NULL, updated_at = ?, completed_at = ?"
+            " phash = ?, captured = ?, cache_key = coalesce(?, cache_key), cached = ?,"
+            " last_error = NULL, updated_at = ?, completed_at = ?"
             " WHERE job_id = ? AND image_id = ? AND status != ?",
             [(done, *row, done) for row in rated],
         )

@@ -156,6 +156,7 @@ def item_record(row: Any) -> ItemRecord:
         best_in_group=bool(row["best_in_group"]),
         fingerprint=_fingerprint(row["phash"], row["captured"]),
         photographer_rating=row["photographer_rating"],
+        cached=bool(row["cached"]),
     )
 
 
