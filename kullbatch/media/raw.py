@@ -30,16 +30,17 @@ _TURNS = {
 }
 
 
-def read_raw(path: Path) -> Image.Image:
-    """The RAW file's preview (else its demosaiced data), upright, or PermanentImageError."""
+def read_raw(path: Path, data: bytes | None = None) -> Image.Image:
+    """The RAW file's preview (else its demosaiced data), upright, or PermanentImageError;
+    from `data` when the file was already read (through `confine.open_photo`)."""
     try:
-        with rawpy.imread(str(path)) as raw:
+        with rawpy.imread(str(path) if data is None else io.BytesIO(data)) as raw:
             preview = _preview(raw)
             if preview is not None:
                 return _upright(preview, raw.sizes.flip)
             return Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True))
     except (rawpy.LibRawError, OSError, ValueError) as exc:
-        if not path.exists():  # LibRaw says only "Input/output error"
+        if data is None and not path.exists():  # LibRaw says only "Input/output error"
             raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
         raise PermanentImageError(
             f"{path}: cannot read this RAW file's preview or data: {exc}"

@@ -28,6 +28,7 @@ from kullbatch.models import (
 from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
 from kullbatch.store.migrations import migrate
+from kullbatch.store.owners import Owners
 from kullbatch.store.rows import (
     ItemCounts,
     JobRow,
@@ -65,6 +66,7 @@ class Store:
         self._flushing = asyncio.Lock()  # the writer and `finish_job` never interleave a flush
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
+        self.owners = Owners(db)  # serve's users and restarts
 
     @classmethod
     async def open(cls, path: Path) -> Store:
