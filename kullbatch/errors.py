@@ -2,7 +2,7 @@
 
     KullbatchError                    the root: every error kullbatch raises on purpose
     ├── UsageError                    a request that cannot run as asked: exit 2, HTTP 400
-    │                                 (ManifestError, RubricError, PriceFileError)
+    │                                 (ManifestError, RubricError, PriceFileError, FieldError)
     ├── NotFoundError                 no such job (JobNotFoundError): exit 2, HTTP 404
     ├── ConflictError                 the job cannot do that now (running, done, JobTakenError):
     │                                 exit 2, HTTP 409
@@ -43,6 +43,7 @@ __all__ = [
     "ConflictError",
     "ContentBlocked",
     "FatalJobError",
+    "FieldError",
     "KullbatchError",
     "NotFoundError",
     "PermanentImageError",
@@ -62,6 +63,15 @@ class KullbatchError(Exception):
 
 class UsageError(KullbatchError):
     """A request that cannot run as asked (exit 2, HTTP 400), found before anything is sent."""
+
+
+class FieldError(UsageError):
+    """A usage error about one field of the request (`providerId`, `mode`): the API's 400 names
+    the field; the CLI prints the message alone."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotFoundError(KullbatchError):

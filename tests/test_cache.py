@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -349,15 +350,15 @@ async def test_each_local_photo_is_read_once_whether_found_or_sent(
     shot = manifest([*renamed, *new])
     watched = {str(path) for path in [*renamed, *new]}
     opened: list[str] = []
-    real_open = io.open
+    real_open = os.open
 
     def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
         if str(file) in watched:
             opened.append(str(file))
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(io, "open", counting_open)
-    monkeypatch.setattr("builtins.open", counting_open)
+    # every read of a photo goes through `confine.open_photo`, which opens with os.open
+    monkeypatch.setattr(os, "open", counting_open)
 
     outcome, _, items = await run_job(db, env_for(fake), shot, groups=False)
 

@@ -26,6 +26,7 @@ from kullbatch.models import (
 )
 from kullbatch.run.engine import BatchProcessor, EngineOptions
 from kullbatch.service import jobs
+from kullbatch.service.users import User
 from kullbatch.store.database import Store
 from kullbatch.store.rows import NewJob
 from kullbatch.web import server
@@ -144,7 +145,7 @@ async def test_a_full_queue_drops_the_oldest_message_and_a_stuck_client_is_cut_o
     """The queue keeps the newest messages; once stall_limit more are dropped, the peer is cut."""
     hub = Hub("t", queue_limit=2, stall_limit=3)
     socket, request = StuckSocket(), FakeRequest()
-    client = _Client(socket, request, 2)
+    client = _Client(socket, request, 2, User("t", "t", admin=True))
     hub._clients[client] = asyncio.create_task(hub._write(client))
     hub.handle(event(EventKind.RATED, 1))
     await socket.sending.wait()  # the writer is now stuck in its first send

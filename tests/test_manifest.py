@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -631,14 +632,14 @@ def test_a_local_image_that_cannot_be_opened_gives_the_reason(
 ) -> None:
     """A photo the OS refuses to open is reported with the OS reason."""
     source = write_json(shoot, {"images": [image()]})
-    real_open = Path.open
+    real_open = os.open
 
-    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self.name == "a.jpg":
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(path).name == "a.jpg":
             raise PermissionError(13, "Permission denied")
-        return real_open(self, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     assert_names(error_for(source), source, "images[0].path: cannot read (Permission denied)")
 
 
@@ -803,6 +804,9 @@ def test_the_manifest_package_exports_its_public_names() -> None:
     """`kullbatch.manifest` exposes the loaders and types, nothing private."""
     assert set(manifest_package.__all__) == {
         "IMAGE_SUFFIXES",
+        "MAX_DEPTH",
+        "MAX_DIGITS",
+        "parse_json",
         "Manifest",
         "ManifestError",
         "load_manifest",

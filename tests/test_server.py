@@ -418,6 +418,6 @@ def test_serve_runs_until_stopped_and_prints_its_address(tmp_path, monkeypatch):
 
     monkeypatch.setattr(server, "run_server", stop_at_once)
     result = CliRunner().invoke(
-        app, ["serve", "--port", "0", "--token", "tk", "--db", str(tmp_path / "k.db")]
+        app, ["serve", "--port", "0", "--token", "tk" * 8, "--db", str(tmp_path / "k.db")]
     )
-    assert result.exit_code == 0 and "open http://127.0.0.1:0/?token=tk" in result.output
+    assert result.exit_code == 0 and f"open http://127.0.0.1:0/?token={'tk' * 8}" in result.output

@@ -29,6 +29,7 @@ from kullbatch.cli.options import (
     SidecarStyleOption,
 )
 from kullbatch.cli.progress import make_console
+from kullbatch.cli.serve import serve
 from kullbatch.cli.tables import render_jobs, render_providers, status_lines, xmp_report
 from kullbatch.cli.terminal import (
     EXIT_INCOMPLETE,
@@ -378,42 +379,7 @@ def list_jobs(db: DbOption = None, json_output: JsonFlag = False) -> None:
         render_jobs(statuses, make_console(stdout=True))
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address; off loopback a token is required.")] = (
-        server.DEFAULT_HOST
-    ),
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port, 0 for any.")] = 8787,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            help="API and WebSocket token [default: $KULLBATCH_TOKEN, else random]",
-            show_default=False,
-        ),
-    ] = None,
-    root: Annotated[
-        Path | None,
-        typer.Option(help="Folder requests may name photos in by path.", file_okay=False),
-    ] = None,
-    db: DbOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Failed attempts on stderr.")] = (
-        False
-    ),
-) -> None:
-    """Serve the REST API under /api/batch/, live progress on /ws and a dashboard at /,
-    running every job in this one process until Ctrl-C (running jobs stop interrupted)."""
-    try:
-        chosen = server.choose_token(token, jobs.environment(), host)
-    except ValueError as exc:
-        fail(str(exc))
-    settings = server.ServeSettings(host=host, port=port, token=chosen, root=root)
-    database = db_path(db)
-    paths.configure_admin_log(database, verbose=verbose)
-    say = lambda url: typer.echo(f"kullbatch serving {database}: open {url}", err=True)  # noqa: E731
-    try:
-        run(lambda: server.run_server(database, settings, announce=say))
-    finally:
-        paths.close_admin_log()
+app.command()(serve)
 
 
 @app.command()

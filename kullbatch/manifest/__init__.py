@@ -14,11 +14,15 @@ shares), ``_json``, ``_csv``, ``_folder``, and ``_load`` (which picks one for a 
 from kullbatch.manifest._base import IMAGE_SUFFIXES, Manifest, ManifestError
 from kullbatch.manifest._json import manifest_from_document
 from kullbatch.manifest._load import load_manifest
+from kullbatch.manifest._parse import MAX_DEPTH, MAX_DIGITS, parse_json
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "MAX_DEPTH",
+    "MAX_DIGITS",
     "Manifest",
     "ManifestError",
     "load_manifest",
     "manifest_from_document",
+    "parse_json",
 ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image, UnidentifiedImageError
 
@@ -34,6 +36,8 @@ _JSON_TYPES = {
     dict: "object",
 }
 _SHOW_MAX = 60
+ECHO_MAX = 200  # an error repeats at most this much of what it was given
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
 
 
 class ManifestError(UsageError):
@@ -107,8 +111,9 @@ class Loader:
         """Check one manifest entry; the id comes first so a duplicate is caught before any I/O."""
         image_id = self._id(spot, fields.id)
         filename = self._text(spot, "filename", fields.filename)
-        has_url = fields.url not in {None, ""}
-        has_path = fields.path not in {None, ""}
+        # `is`/`==`, not `in {…}`: a list or object sent as a value is not hashable
+        has_url = fields.url is not None and fields.url != ""
+        has_path = fields.path is not None and fields.path != ""
         if has_url and has_path:
             self.fail(spot.place, "has both 'url' and 'path'; give one of them")
         if not (has_url or has_path):
@@ -172,8 +177,14 @@ class Loader:
             parts = urlsplit(url)
         except ValueError:
             parts = urlsplit("")
+        if parts.username is not None or parts.password is not None:
+            self.fail(
+                spot.at("url"),
+                f"must not hold a user name or password ({show(redact(url))}): they would be "
+                "stored with the job and sent to the provider",
+            )
         if parts.scheme.lower() not in {"http", "https"} or not parts.netloc:
-            self.fail(spot.at("url"), f"must be an http(s) URL, got {show(url)}")
+            self.fail(spot.at("url"), f"must be an http(s) URL, got {show(redact(url))}")
         return url
 
     def _path(self, spot: Spot, value: object) -> Path:
@@ -185,7 +196,7 @@ class Loader:
             self.fail(spot.at("path"), f"cannot resolve {show(text)}: {exc}")
         problem = probe(path)
         if problem is not None:
-            self.fail(spot.at("path"), f"{problem}: {path}")
+            self.fail(spot.at("path"), f"{problem}: {clip(str(path))}")
         return path
 
 
@@ -198,17 +209,63 @@ def photos_not_bombs() -> Iterator[None]:
 
 
 def probe(path: Path) -> str | None:
-    """Say why `path` is not a usable image, or None; only the header is read, so it stays fast."""
+    """Say why `path` is not a usable image, or None; only the header is read, so it stays fast.
+
+    Only a regular file is opened: `stat` says what the path is first (a FIFO would block an
+    open forever), and the opened descriptor is asked again, in case the file was swapped.
+    """
     try:
-        with path.open("rb") as handle:
+        kind = _not_regular(path.stat().st_mode)
+        if kind is not None:
+            return f"is {kind}, not an image file"
+        fd = os.open(path, _OPEN_FLAGS)
+        try:
+            kind = _not_regular(os.fstat(fd).st_mode)
+            if kind is not None:
+                return f"is {kind}, not an image file"
+            os.set_blocking(fd, True)
+            handle = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with handle:
             # a RAW file's preview is read when the photo is sent (images.py); here, that it opens
             return None if path.suffix.lower() in RAW_SUFFIXES else _probe_header(handle)
     except FileNotFoundError:
         return "file not found"
-    except IsADirectoryError:
-        return "is a folder, not an image file"
     except (OSError, ValueError) as exc:
         return f"cannot read ({getattr(exc, 'strerror', None) or exc})"
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def clip(text: str, limit: int = ECHO_MAX) -> str:
+    """At most `limit` characters of something a user sent, for an error message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def redact(url: str) -> str:
+    """The URL with any user name and password replaced by `***`."""
+    try:
+        parts = urlsplit(url)
+        if parts.username is None and parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    except ValueError:
+        return "<an address that cannot be parsed>"
 
 
 def _probe_header(handle: BinaryIO) -> str | None:

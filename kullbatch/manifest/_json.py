@@ -6,7 +6,6 @@ memory (the REST API's parsed body), so both get the same checks and the same er
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from kullbatch.manifest._base import (
     photos_not_bombs,
     show,
 )
+from kullbatch.manifest._parse import parse_json
 from kullbatch.models import Mode
 
 if TYPE_CHECKING:
@@ -42,10 +42,7 @@ def manifest_from_document(
 
 def load_json(source: Path, loader: Loader) -> Manifest:
     """Read and parse the file, then check the document like one from memory."""
-    try:
-        data: object = json.loads(loader.read_text(source))
-    except json.JSONDecodeError as exc:
-        loader.fail(f"line {exc.lineno}, column {exc.colno}", f"malformed JSON: {exc.msg}")
+    data = parse_json(loader.read_text(source), str(loader.name))
     return read_document(data, loader, source=source.resolve(), shoot_id=source.stem)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image
 
@@ -97,7 +97,7 @@ def distance(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def capture_time(path: Path, *, raw: bool = False) -> float | None:
+def capture_time(path: Path | BinaryIO, *, raw: bool = False) -> float | None:
     """EXIF DateTimeOriginal plus SubSecTimeOriginal as seconds; None when absent or unreadable.
 
     Only the header is read. The camera's clock has no zone here: only differences count.

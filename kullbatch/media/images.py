@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import warnings
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from kullbatch.errors import PermanentImageError
 from kullbatch.media import bursts
+from kullbatch.media.confine import open_photo
 from kullbatch.media.raw import read_raw
 from kullbatch.models import (
     DEFAULT_MAX_EDGE,
@@ -33,8 +35,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 JPEG_QUALITY = 85
+MAX_MEGAPIXELS = 200  # a photo beyond this fails alone: decoding it could take gigabytes
 
 register_heif_opener()  # iPhone shoots are HEIC: Pillow reads them through pillow-heif
+# Pillow refuses to open an image of more than twice this many pixels anywhere in the
+# process, and only warns below that: a 150 MP medium-format frame is a photo, not a bomb.
+Image.MAX_IMAGE_PIXELS = MAX_MEGAPIXELS * 1_000_000 // 2
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 async def prepare(
@@ -76,24 +83,71 @@ def upright_file(
     `source` holds the file's bytes when they were read already.
     """
     if path.suffix.lower() in RAW_SUFFIXES:
+        if source is None:
+            with open_photo(path) as handle:
+                source = handle.read()
         preview = read_raw(path, source)
         captured = bursts.capture_time_of(preview, raw=True) if timed else None
         if timed and captured is None:  # a bitmap preview or raw data: no EXIF of their own
-            captured = bursts.capture_time(path, raw=True)
+            captured = bursts.capture_time(io.BytesIO(source), raw=True)
         ImageOps.exif_transpose(preview, in_place=True)
         return preview, captured
     try:
-        with Image.open(path if source is None else io.BytesIO(source)) as opened:
+        handle = open_photo(path) if source is None else io.BytesIO(source)
+        with handle, _open_image(handle) as opened:
+            check_size(opened.size)
             opened.draft(mode, (edge, edge))
             captured = bursts.capture_time_of(opened) if timed else None
             # loads the pixels, so the file can close; in place: a copy of a 6 MP decode
             # costs about a millisecond and a second block of memory
             ImageOps.exif_transpose(opened, in_place=True)
             return opened, captured
-    except FileNotFoundError as exc:
-        raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
+    except PermanentImageError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise PermanentImageError(f"{path}: cannot be read as an image: {exc}") from exc
+
+
+def check_size(size: tuple[int, int]) -> None:
+    """A photo over `MAX_MEGAPIXELS` fails alone, before its pixels are decoded."""
+    width, height = size
+    pixels = width * height
+    if pixels > MAX_MEGAPIXELS * 1_000_000:
+        raise PermanentImageError(
+            f"image too large: {width}x{height} ({round(pixels / 1_000_000)} MP, "
+            f"limit {MAX_MEGAPIXELS} MP)"
+        )
+
+
+def _open_image(handle: BinaryIO) -> Image.Image:
+    """Pillow's open; an image past its bomb limit is measured from its header instead, so
+    the error can say how large it is."""
+    try:
+        return Image.open(handle)
+    except Image.DecompressionBombError:
+        size = header_size(handle)
+        if size is not None:
+            check_size(size)
+        raise
+
+
+def header_size(handle: BinaryIO) -> tuple[int, int] | None:
+    """Width and height from the header alone, through the format plugin itself (Pillow's
+    `open` would refuse a huge one before saying its size)."""
+    Image.init()
+    handle.seek(0)
+    prefix = handle.read(16)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        if accept is not None and accept(prefix) is not True:
+            continue
+        handle.seek(0)
+        try:
+            with factory(handle, "") as image:
+                return image.size
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError):
+            continue
+    return None
 
 
 def fingerprint_file(path: Path) -> Fingerprint:

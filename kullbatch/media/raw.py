@@ -40,7 +40,7 @@ def read_raw(path: Path, source: bytes | None = None) -> Image.Image:
                 return _upright(preview, raw.sizes.flip)
             return Image.fromarray(raw.postprocess(half_size=True, use_camera_wb=True))
     except (rawpy.LibRawError, OSError, ValueError) as exc:
-        if not path.exists():  # LibRaw says only "Input/output error"
+        if source is None and not path.exists():  # LibRaw says only "Input/output error"
             raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
         raise PermanentImageError(
             f"{path}: cannot read this RAW file's preview or data: {exc}"

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kullbatch.errors import PermanentImageError
+from kullbatch.media.confine import open_photo
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,12 +27,9 @@ class Source:
 
 
 def read_source(path: Path) -> Source:
-    """The file's bytes and their digest (blocking: call it in a worker thread); a missing or
-    unreadable file is a PermanentImageError naming it, as `prepare` would say."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise PermanentImageError(f"{path}: file not found (moved or deleted?)") from exc
-    except OSError as exc:
-        raise PermanentImageError(f"{path}: cannot be read: {exc}") from exc
+    """The file's bytes and their digest (blocking: call it in a worker thread); opened as every
+    photo is (`confine.open_photo`: a regular file, beneath `--root` when one is set), so a
+    missing, special or escaping file is a PermanentImageError naming it."""
+    with open_photo(path) as handle:
+        data = handle.read()
     return Source(data, hashlib.sha256(data).hexdigest())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from kullbatch.errors import ConflictError, NotFoundError, UsageError
+from kullbatch.errors import ConflictError, FieldError, NotFoundError, UsageError
 from kullbatch.models import (
     CANCELLABLE_STATES,
     CANCELLED_BY_USER,
@@ -120,32 +120,38 @@ def choose_provider(
     try:
         spec, model = resolve(wanted, settings.model)
     except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+        raise FieldError(str(exc), "providerId") from exc
     return spec.name, model
 
 
 async def create_job(
-    store: Store, manifest: Manifest, settings: ProcessSettings, env: Mapping[str, str]
+    store: Store,
+    manifest: Manifest,
+    settings: ProcessSettings,
+    env: Mapping[str, str],
+    user: str | None = None,
 ) -> JobRow:
-    """Record the job and every image before the first request, in one transaction."""
+    """Record the job and every image before the first request, in one transaction; it
+    belongs to `user` (serve's), else to the local user name."""
     provider, model = choose_provider(settings, manifest, env)
     wanted = settings.mode or manifest.mode or Mode.FAST
     try:
         mode = Mode(wanted)
     except ValueError:
-        raise UsageError(f"--mode must be {' or '.join(Mode)}, not {wanted!r}") from None
+        raise FieldError(f"--mode must be {' or '.join(Mode)}, not {wanted!r}", "mode") from None
     if mode is Mode.ECONOMY and not PROVIDERS[provider].economy:
         with_batches = ", ".join(name for name, spec in PROVIDERS.items() if spec.economy)
-        raise UsageError(
+        raise FieldError(
             f"{provider} has no batch API, so economy mode is not possible; "
-            f"economy mode works with: {with_batches} (or use --mode fast)"
+            f"economy mode works with: {with_batches} (or use --mode fast)",
+            "mode",
         )
     if settings.economy_only and mode is not Mode.ECONOMY:
         raise UsageError("--economy-only applies to --mode economy only")
     composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
-        user_id=_user_name(),
+        user_id=user or _user_name(),
         shoot_id=settings.shoot_id or manifest.shoot_id,
         provider_id=provider,
         model=model,
@@ -169,6 +175,11 @@ def _fallback(wanted: str) -> Fallback:
     except ValueError as exc:
         raise UsageError(f"--fallback {wanted}: {exc}") from exc
     return Fallback(provider=spec.name, model=chosen)
+
+
+def local_user_name() -> str:
+    """Whom a job started from the CLI belongs to."""
+    return _user_name()
 
 
 def _user_name() -> str:
@@ -311,8 +322,10 @@ class Service:
             self._runtime = await self._stack.enter_async_context(Runtime(self.store, self.env))
         return self._runtime
 
-    async def create(self, manifest: Manifest, settings: ProcessSettings) -> JobRow:
-        return await create_job(self.store, manifest, settings, self.env)
+    async def create(
+        self, manifest: Manifest, settings: ProcessSettings, user: str | None = None
+    ) -> JobRow:
+        return await create_job(self.store, manifest, settings, self.env, user)
 
     async def run(
         self,
@@ -330,7 +343,7 @@ class Service:
 
     async def burst_counts(self, job_id: str) -> tuple[int, int]:
         """(moments, duplicates) of the job's last grouping."""
-        return await self.store.group_counts(job_id)
+        return await self.store.tallies.group_counts(job_id)
 
     async def prepare_resume(self, job_id: str, mode: str | None = None) -> JobRow:
         return await prepare_resume(self.store, job_id, mode)
@@ -361,7 +374,7 @@ class Service:
 
     async def _with_cost(self, job: JobRow) -> JobStatus:
         """The status object with the tokens stored so far and what they cost."""
-        groups = await self.store.usage(job.id)
+        groups = await self.store.tallies.usage(job.id)
         cost = pricing.job_cost(self.prices(), groups, job.provider_id, job.model)
         usage = TokenUsage(
             inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens

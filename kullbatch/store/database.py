@@ -25,10 +25,10 @@ from kullbatch.models import (
     JobState,
     Mode,
 )
-from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
 from kullbatch.store.cache import CacheRecords
 from kullbatch.store.migrations import migrate
+from kullbatch.store.owners import Owners
 from kullbatch.store.ratings import PhotographerRatings
 from kullbatch.store.rows import (
     ItemCounts,
@@ -39,6 +39,7 @@ from kullbatch.store.rows import (
     utc_now,
 )
 from kullbatch.store.sql import run, run_many
+from kullbatch.store.tallies import Tallies
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -69,6 +70,8 @@ class Store:
         self.batches = BatchRecords(db, utc_now)
         self.ratings = PhotographerRatings(db)
         self.cache = CacheRecords(db)
+        self.owners = Owners(db)  # serve's users and restarts
+        self.tallies = Tallies(db)  # sums for the summary and the cost
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -271,15 +274,6 @@ class Store:
         ) as cur:
             return [item_record(row) for row in await cur.fetchall()]
 
-    async def usage(self, job_id: str) -> list[RatedUsage]:
-        """The job's stored tokens, summed by who rated the photos and at which pricing."""
-        async with self._db.execute(
-            "SELECT provider, model, pricing, count(*), sum(input_tokens), sum(output_tokens)"
-            " FROM batch_items WHERE job_id = ? GROUP BY provider, model, pricing",
-            (job_id,),
-        ) as cur:
-            return [RatedUsage(*row) for row in await cur.fetchall()]
-
     async def set_groups(self, job_id: str, groups: Iterable[tuple[str, str, bool]]) -> None:
         """The job's bursts, (image id, group, best) each, replacing any grouping before."""
         await run(
@@ -294,17 +288,6 @@ class Store:
             [(group, int(best), job_id, image_id) for image_id, group, best in groups],
         )
         await self._db.commit()
-
-    async def group_counts(self, job_id: str) -> tuple[int, int]:
-        """(moments, duplicates): how many bursts, and how many frames besides their best."""
-        async with self._db.execute(
-            "SELECT count(DISTINCT burst_group), count(burst_group) - sum(best_in_group)"
-            " FROM batch_items WHERE job_id = ?",
-            (job_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        assert row is not None
-        return row[0] or 0, row[1] or 0
 
     # -- the result sink and its writer -------------------------------------------------------
 

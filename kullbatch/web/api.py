@@ -10,37 +10,43 @@
                               (?size=large: the contact sheet's large view; ETag, 304)
     PUT  results/:jobId/:imageId/rating   {"rating": -1..5} -> {imageId, photographerRating}
 
-Every route wants `Authorization: Bearer <token>`. Errors are JSON, `{"error", "field"}`:
-400 a bad body (the field named as in a manifest error), 401, 404 an unknown job, 409 a job
-that cannot do what is asked, 413 a body over the size limit. The status of kullbatch's own
-errors is decided by their class, in one place (`http_status`). Local paths in a request must
-lie beneath `--root`; anything else is refused before a byte of it is read.
+Every route wants `Authorization: Bearer <token>`: the token says who the user is (`serve
+--users`; with `--token` alone, one admin). A user sees and acts on only their own jobs: another
+user's job answers 404 exactly as an unknown one; an admin sees every job. Errors are JSON,
+`{"error", "field"}`: 400 a bad body (the field named as in a manifest error), 401, 404 an
+unknown job, 409 a job that cannot do what is asked, 413 a body over the size limit. The status
+of kullbatch's own errors is decided by their class, in one place (`http_status`). Messages
+echo at most about 200 characters of what was sent. Local paths in a request must lie beneath
+`--root`; anything else is refused before a byte of it is read, and every later open (the run,
+a resume, a thumbnail) checks the file actually opened again (`media.confine`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from kullbatch.errors import (
     ConflictError,
+    FieldError,
     KullbatchError,
     NotFoundError,
     PermanentImageError,
     UsageError,
 )
-from kullbatch.manifest import ManifestError, manifest_from_document
+from kullbatch.manifest import ManifestError, manifest_from_document, parse_json
 from kullbatch.media import images
+from kullbatch.media.confine import confined
 from kullbatch.models import CANCELLABLE_STATES, EventKind, JobStatus, ProgressEvent
-from kullbatch.service import export, jobs
+from kullbatch.service import export, jobs, restart
 from kullbatch.service.ratings import set_photographer_rating
+from kullbatch.service.users import User, Users, owned_job, statuses_of
 from kullbatch.web import sheet
-from kullbatch.web.hub import token_matches
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -56,6 +62,8 @@ admin_log = logging.getLogger("kullbatch.admin")
 
 PREFIX = "/api/batch"
 THUMBNAIL_EDGE = sheet.THUMBNAIL_EDGE
+MESSAGE_MAX = 400  # our words and at most ~200 characters of what was sent
+USER = web.RequestKey("user", User)  # who sent the request, set by the token check
 
 
 # The HTTP status of each kind of error a request can meet: decided here, by class, only.
@@ -67,6 +75,11 @@ _STATUSES: tuple[tuple[type[KullbatchError], int], ...] = (
 
 
 def error(status: int, message: str, field: str | None = None) -> web.Response:
+    """The JSON error; a message that repeats too much of the request is cut short."""
+    if len(message) > MESSAGE_MAX:
+        message = message[: MESSAGE_MAX - 1] + "…"
+    if field is not None and len(field) > MESSAGE_MAX:
+        field = field[: MESSAGE_MAX - 1] + "…"
     return web.json_response({"error": message, "field": field}, status=status)
 
 
@@ -75,19 +88,30 @@ def http_status(exc: KullbatchError) -> int | None:
     return next((status for kind, status in _STATUSES if isinstance(exc, kind)), None)
 
 
-def api_middlewares(token: str) -> list[Any]:
-    """Bearer-token check on every API route, and JSON bodies for aiohttp's own errors and
-    kullbatch's (their status by `http_status`)."""
+def error_field(exc: KullbatchError) -> str | None:
+    """The request field an error is about, as the API names it."""
+    if isinstance(exc, ManifestError):
+        return exc.location
+    return exc.field if isinstance(exc, FieldError) else None
+
+
+def api_middlewares(users: Users | str) -> list[Any]:
+    """Bearer-token check on every API route (the token names the user, kept as
+    `request[USER]`), and JSON bodies for aiohttp's own errors and kullbatch's (their status
+    by `http_status`)."""
+    known = Users.single(users) if isinstance(users, str) else users
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(PREFIX + "/"):
             return await handler(request)
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token_matches(given.strip(), token):
+        user = known.find(given.strip()) if scheme.lower() == "bearer" else None
+        if user is None:
             response = error(401, "missing or wrong token: send Authorization: Bearer <token>")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
+        request[USER] = user
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -96,8 +120,7 @@ def api_middlewares(token: str) -> list[Any]:
             status = http_status(exc)
             if status is None:
                 raise
-            field = exc.location if isinstance(exc, ManifestError) else None
-            return error(status, str(exc), field)
+            return error(status, str(exc), error_field(exc))
 
     return [guard]
 
@@ -130,7 +153,8 @@ class Api:
         self._tasks[job_id] = task
 
     async def _run(self, job: JobRow) -> None:
-        """Run the job; its last message goes out once the database says how it ended."""
+        """Run the job, its photos opened only beneath --root; its last message goes out once
+        the database says how it ended."""
 
         def keep(processor: Stoppable) -> None:
             self._processors[job.id] = processor
@@ -140,7 +164,13 @@ class Api:
                 self.hub.handle(event)
 
         try:
-            await self.service.run(job, subscribers=[relay], on_processor=keep)
+            with confined(self.root):
+                await self.service.run(job, subscribers=[relay], on_processor=keep)
+        except ConflictError as exc:  # another server claimed it first: theirs to run
+            admin_log.info("[server] job %s not run here: %s", job.id, exc)
+            self._processors.pop(job.id, None)
+            self._tasks.pop(job.id, None)
+            return
         except Exception:  # the job's own record says what happened; the server lives on
             admin_log.exception("[server] job %s stopped with an error", job.id)
         finally:
@@ -156,18 +186,43 @@ class Api:
 
     # -- routes -------------------------------------------------------------------------------
 
-    async def process(self, request: web.Request) -> web.Response:
-        try:
-            document = json.loads(await request.read())
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"request body: malformed JSON: {exc}") from None
-        manifest = await asyncio.to_thread(self._manifest, document)
-        job = await self.service.create(manifest, jobs.ProcessSettings())
-        self._start(job.id, job)
-        return _accepted(job, "Batch processing started")
+    async def restart(self) -> list[str]:
+        """Go on with the jobs a server was running on this database when it stopped."""
+        started: list[str] = []
+        for job in await restart.jobs_to_restart(self.service):
+            if job.id in self._tasks:
+                continue
+            ready = await restart.prepare_restart(self.service, job)
+            self.hub.own(job.id, job.user_id)
+            self._start(job.id, ready)
+            started.append(job.id)
+        return started
 
-    def _manifest(self, document: object) -> Manifest:
-        """Refuse local paths outside --root before the manifest reader opens any file."""
+    async def _serve(self, job: JobRow, message: str) -> web.Response:
+        """Run the job here, for its owner's eyes."""
+        await restart.mark_served(self.service, job.id)
+        self.hub.own(job.id, job.user_id)
+        self._start(job.id, job)
+        return _accepted(job, message)
+
+    async def _owned(self, request: web.Request) -> JobRow:
+        """The job the route names, if the user may see it: else 404, as for no job at all."""
+        return await owned_job(self.service, request.match_info["job_id"], request[USER])
+
+    async def process(self, request: web.Request) -> web.Response:
+        data = await request.read()
+        manifest = await asyncio.to_thread(self._manifest, data)
+        job = await self.service.create(manifest, jobs.ProcessSettings(), request[USER].name)
+        return await self._serve(job, "Batch processing started")
+
+    def _manifest(self, data: bytes) -> Manifest:
+        """Parse with limits, then refuse local paths outside --root before the manifest
+        reader opens any file."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"request body: not UTF-8 text: {exc.reason}") from None
+        document = parse_json(text, "request body")
         images = document.get("images") if isinstance(document, dict) else document
         prefix = "images" if isinstance(document, dict) else ""
         for index, item in enumerate(images if isinstance(images, list) else []):
@@ -190,17 +245,18 @@ class Api:
             raise ManifestError("request body", field, f"must lie beneath {self.root}")
 
     async def status(self, request: web.Request) -> web.Response:
-        status = await self.service.status(request.match_info["job_id"])
+        job = await self._owned(request)
+        status = await self.service.status(job.id)
         return web.json_response(status.model_dump(mode="json"))
 
     async def results(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["job_id"]
+        job_id = (await self._owned(request)).id
         status, items = await self.service.results(job_id)
         document = export.results_document(status, items)
         if request.query.get("thumbnails"):
             for entry, item in zip(document["results"], items, strict=True):
                 entry["thumbnail"] = item.image.url or (
-                    f"{PREFIX}/thumbnail/{job_id}/{item.image.id}"
+                    thumbnail_url(job_id, item.image.id)
                     if self._local(item.image.path) is not None
                     else None
                 )
@@ -209,7 +265,7 @@ class Api:
         return web.json_response(document)
 
     async def cancel(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["job_id"]
+        job_id = (await self._owned(request)).id
         status = await self.service.status(job_id)
         processor = self._processors.get(job_id)
         if processor is not None:  # ours: stops now, not at the next poll
@@ -220,19 +276,21 @@ class Api:
         return web.json_response({"jobId": job_id, "message": await self.service.cancel(job_id)})
 
     async def resume(self, request: web.Request) -> web.Response:
-        job_id = request.match_info["job_id"]
+        job_id = (await self._owned(request)).id
         if job_id in self._tasks:
             raise ConflictError(f"job {job_id} is already running here")
         job = await self.service.prepare_resume(job_id)
-        self._start(job.id, job)
-        return _accepted(job, "Batch processing resumed")
+        return await self._serve(job, "Batch processing resumed")
 
-    async def jobs(self, _request: web.Request) -> web.Response:
-        statuses = await self.service.statuses()
+    async def jobs(self, request: web.Request) -> web.Response:
+        user = request[USER]
+        statuses = (
+            await self.service.statuses() if user.admin else await statuses_of(self.service, user)
+        )
         return web.json_response([status.model_dump(mode="json") for status in statuses])
 
     async def thumbnail(self, request: web.Request) -> web.Response:
-        job_id, image_id = request.match_info["job_id"], request.match_info["image_id"]
+        job_id, image_id = (await self._owned(request)).id, request.match_info["image_id"]
         paths = self._paths.get(job_id)
         if paths is None:
             _, items = await self.service.results(job_id)
@@ -252,7 +310,8 @@ class Api:
         if sheet.not_modified(request, tag):  # the browser holds this very picture
             return sheet.unchanged(tag)
         try:
-            data = await asyncio.to_thread(_thumbnail, path, edge)
+            with confined(self.root):  # the file actually opened must lie beneath --root
+                data = await asyncio.to_thread(_thumbnail, path, edge)
         except PermanentImageError as exc:  # the message starts with the path: name only
             detail = exc.message.removeprefix(f"{path}: ")
             raise NotFoundError(f"cannot read {path.name}: {detail}") from None
@@ -260,8 +319,7 @@ class Api:
 
     async def rating(self, request: web.Request) -> web.Response:
         """The photographer's stars for one photo, from the contact sheet (0 clears)."""
-        job_id, image_id = request.match_info["job_id"], request.match_info["image_id"]
-        await self.service.status(job_id)  # the job lookup (404), as every route's first call
+        job_id, image_id = (await self._owned(request)).id, request.match_info["image_id"]
         try:
             value = sheet.rating_value(await request.read())
         except sheet.RatingBodyError as exc:
@@ -275,6 +333,11 @@ class Api:
             return None
         resolved = path.resolve()
         return resolved if resolved.is_relative_to(self.root) else None
+
+
+def thumbnail_url(job_id: str, image_id: str) -> str:
+    """The thumbnail's address, each id percent-encoded (an id may hold `/`, `?` or `#`)."""
+    return f"{PREFIX}/thumbnail/{quote(job_id, safe='')}/{quote(image_id, safe='')}"
 
 
 def _accepted(job: JobRow, message: str) -> web.Response:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from kullbatch.service import jobs
+from kullbatch.service.users import Users
 from kullbatch.web.api import Api, api_middlewares
 from kullbatch.web.hub import Hub
 
@@ -34,9 +35,11 @@ DEFAULT_PORT = 8787
 # the page's own script and style only; pictures also from the photos' own URLs
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "connect-src 'self'; img-src 'self' blob: https: http:; base-uri 'none'; form-action 'none'"
+    "connect-src 'self'; img-src 'self' blob: https: http:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
 )
 MAX_BODY = 32 * 1024 * 1024  # a 100,000-photo request body with metadata fits
+API = web.AppKey("api", Api)
 
 
 def parse_address(text: str, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
@@ -128,7 +131,8 @@ def build_app(
 ) -> web.Application:
     """The REST API under /api/batch/, the WebSocket at /ws and the dashboard at /."""
     api = Api(service, hub, root=root.resolve() if root is not None else None)
-    app = web.Application(client_max_size=max_body, middlewares=api_middlewares(hub.token))
+    app = web.Application(client_max_size=max_body, middlewares=api_middlewares(hub.users))
+    app[API] = api
     page = dashboard_page()
 
     async def dashboard(_request: web.Request) -> web.Response:
@@ -139,6 +143,8 @@ def build_app(
                 "Cache-Control": "no-store",
                 "Referrer-Policy": "no-referrer",
                 "Content-Security-Policy": CSP,
+                "X-Frame-Options": "DENY",  # no other site frames the page (clickjacking)
+                "X-Content-Type-Options": "nosniff",
             },
         )
 
@@ -160,6 +166,8 @@ class ServeSettings:
     port: int = DEFAULT_PORT
     token: str = ""
     root: Path | None = None
+    users: Users | None = None  # `--users FILE`; None: `token` is one admin user
+    resume: bool = True  # `--no-resume`: jobs a stopped server was running stay interrupted
 
 
 async def run_server(
@@ -180,9 +188,13 @@ async def run_server(
             installed.append(sig)
     try:
         async with jobs.Service.open(db, env) as service:
-            app = build_app(service, Hub(settings.token), root=settings.root)
+            hub = Hub(settings.users or Users.single(settings.token))
+            app = build_app(service, hub, root=settings.root)
             async with listening(app, settings.host, settings.port) as (host, port):
-                announce(f"http://{url_host(host)}:{port}/?token={settings.token}")
+                shown = "<your token>" if settings.users is not None else settings.token
+                announce(f"http://{url_host(host)}:{port}/?token={shown}")
+                if settings.resume:
+                    await app[API].restart()
                 await stop.wait()
     finally:
         for sig in installed:
