@@ -66,6 +66,7 @@ def rating(**changes: object) -> Rating:
         "description": "Soft light, sharp eyes.",
         "tags": ["wedding", "portrait"],
         "issues": ["tilted"],
+        "score": 81,
     }
     return Rating.model_validate(values | changes)
 
@@ -127,6 +128,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "description": "Soft light, sharp eyes.",
                 "tags": ["wedding", "portrait"],
                 "issues": ["tilted"],
+                "score": 81,
                 "provider": "openai",
                 "model": "gpt-x",
                 "inputTokens": 1200,
@@ -134,6 +136,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "costUsd": 0.00126,
                 "group": None,
                 "bestInGroup": False,
+                "photographerRating": None,
+                "kept": None,
             },
             {
                 "imageId": "img2",
@@ -142,6 +146,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "inputTokens": 0,
                 "outputTokens": 0,
                 "costUsd": 0.0,
+                "photographerRating": None,
+                "kept": None,
             },
             {
                 "imageId": "img3",
@@ -150,6 +156,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "inputTokens": 0,
                 "outputTokens": 0,
                 "costUsd": 0.0,
+                "photographerRating": None,
+                "kept": None,
             },
         ],
         "totalImages": 3,
@@ -227,6 +235,9 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "issues": "tilted",
             "group": "",
             "bestInGroup": "false",
+            "score": "81",
+            "photographerRating": "",
+            "kept": "",
         }
     ]
 
@@ -239,7 +250,7 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
     costs = ["0", "0", "0.0"]
-    culling = ["", "", ""]
+    culling = ["", "", "", "", "", ""]
     failed = ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
     assert rows[1] == [*failed, *costs, *culling]
     assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs, *culling]
@@ -410,7 +421,8 @@ LIGHTROOM_SIDECAR = """<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="Adobe XMP Co
 
 
 def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path) -> None:
-    """Our five properties replace the old ones; raw develop settings survive."""
+    """Our properties replace the old ones, but the photographer's own rating stays (ours goes
+    in kullbatch:Rating beside it); raw develop settings survive."""
     (tmp_path / "IMG_1.xmp").write_text(LIGHTROOM_SIDECAR, encoding="utf-8")
     (written,) = write_xmp(
         [rated(0, "a", tmp_path / "IMG_1.CR2", colorLabel="none")], None
@@ -418,9 +430,10 @@ def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path
     description = parse_sidecar(written)
     assert description.get("{http://ns.adobe.com/camera-raw-settings/1.0/}Exposure2012") == "+0.35"
     assert 'crs:Exposure2012="+0.35"' in written.read_text(encoding="utf-8")  # prefix kept
-    assert description.get(f"{XMP}Rating") is None
+    assert description.get(f"{XMP}Rating") == "1"  # theirs, where it was
     assert description.get(f"{XMP}Label") is None
-    assert description.findall(f"{XMP}Rating")[0].text == "4"
+    assert description.findall(f"{XMP}Rating") == []
+    assert description.findtext("{https://kullbatch.dev/ns/xmp/1.0/}Rating") == "4"
     assert description.find(f"{XMP}Label") is None
     subjects = [li.text for li in description.iter(f"{RDF}li") if li.get(XML_LANG) is None]
     assert subjects == ["wedding", "portrait", "tilted"]

@@ -5,11 +5,13 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 
 Per-image objects (JSON, JSON Lines):
 - rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
-           provider, model, group (the burst; null when alone), bestInGroup
+           provider, model, group (the burst; null when alone), bestInGroup, score (0-100;
+           null for results stored before it existed)
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
-up to the job's `usage` and `costUsd`.
+up to the job's `usage` and `costUsd`, then photographerRating (-1..5 set in the dashboard;
+null when untouched) and kept (`results --keep`; null when no keep target was asked).
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
@@ -25,7 +27,7 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kullbatch.catalogue import (
@@ -74,6 +76,9 @@ CSV_HEADER = (
     "issues",
     "group",
     "bestInGroup",
+    "score",
+    "photographerRating",
+    "kept",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -89,6 +94,12 @@ def _cost(item: ItemRecord) -> dict[str, Any]:
     }
 
 
+def _culled(item: ItemRecord) -> dict[str, Any]:
+    """The photographer's own stars (None: untouched) and the keep target's choice (None: no
+    `--keep` asked), on every image."""
+    return {"photographerRating": item.photographer_rating, "kept": item.kept}
+
+
 def result_object(item: ItemRecord) -> dict[str, Any]:
     """One image's entry in `results`: its rating, its error, or that it is still pending,
     with the tokens it used and their cost."""
@@ -96,10 +107,10 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
         burst = {"group": item.group, "bestInGroup": item.best_in_group}
-        return head | item.rating.model_dump() | who | _cost(item) | burst
+        return head | item.rating.model_dump() | who | _cost(item) | burst | _culled(item)
     if item.state is ItemState.FAILED:
-        return head | {"error": item.error or "failed"} | _cost(item)
-    return head | {"status": ItemState.PENDING.value} | _cost(item)
+        return head | {"error": item.error or "failed"} | _cost(item) | _culled(item)
+    return head | {"status": ItemState.PENDING.value} | _cost(item) | _culled(item)
 
 
 def _document_head(status: JobStatus) -> dict[str, Any]:
@@ -155,7 +166,15 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail, *_csv_culling(item))
+    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_keep(item))
+
+
+def _csv_keep(item: ItemRecord) -> tuple[object, ...]:
+    """score, photographerRating, kept: empty when there is none."""
+    score = item.rating.score if item.rating is not None else None
+    kept = "" if item.kept is None else str(item.kept).lower()
+    rating = item.photographer_rating
+    return ("" if score is None else score, "" if rating is None else rating, kept)
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:
@@ -205,6 +224,16 @@ class Written:
     sidecars: tuple[Path, ...] = ()
     embedded: tuple[Path, ...] = ()
     failures: tuple[str, ...] = ()
+    kept: int | None = None  # `results --keep`: photos kept (None: no keep target)
+    rated: int = 0  # photos with a rating
+
+
+def _kept(items: list[ItemRecord], written: Written) -> Written:
+    """`written` with the keep target's count, when one was asked."""
+    if all(item.kept is None for item in items):
+        return written
+    rated = sum(1 for item in items if item.state is ItemState.RATED)
+    return replace(written, kept=sum(1 for item in items if item.kept), rated=rated)
 
 
 _TEXT_WRITERS = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}
@@ -221,14 +250,15 @@ def write_results(
     if fmt == "xmp":
         report = write_xmp(items, output, xmp)
         count = len(report.written)
-        return Written(count, output, report.sidecars, report.embedded, report.failures)
+        written = Written(count, output, report.sidecars, report.embedded, report.failures)
+        return _kept(items, written)
     writer = _TEXT_WRITERS[fmt]
     if output is None:
         writer(status, items, sys.stdout)
         sys.stdout.flush()
-        return Written(len(items), None)
+        return _kept(items, Written(len(items), None))
     output.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO(newline="")
     writer(status, items, buffer)
     write_atomically(output, buffer.getvalue())
-    return Written(len(items), output)
+    return _kept(items, Written(len(items), output))

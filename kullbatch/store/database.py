@@ -261,7 +261,7 @@ class Store:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
             " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
-            " captured FROM batch_items WHERE job_id = ?"
+            " captured, photographer_rating FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:

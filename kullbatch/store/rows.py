@@ -155,6 +155,7 @@ def item_record(row: Any) -> ItemRecord:
         group=row["burst_group"],
         best_in_group=bool(row["best_in_group"]),
         fingerprint=_fingerprint(row["phash"], row["captured"]),
+        photographer_rating=row["photographer_rating"],
     )
 
 
