@@ -15,7 +15,8 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
-from kullbatch.service.agreement import Pair, lines, summary
+from kullbatch.models import ImageInput, ItemRecord, ItemState, Rating, Usage
+from kullbatch.service.agreement import Pair, lines, pair_up, summary
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "photos"
 runner = CliRunner()
@@ -214,3 +215,25 @@ def test_agreement_refuses_bad_input_with_exit_2(
     (broken / "p1.xmp").write_text("<x:xmpmeta><unclosed>")
     result = invoke("agreement", job, "--db", str(db), "--against", str(broken))
     assert result.exit_code == 2 and "p1.xmp" in result.stderr
+
+
+def test_url_photos_count_the_dashboards_stars_and_unrated_photos_are_not_compared() -> None:
+    """A URL photo has no XMP: its dashboard stars count; a failed photo is left out; with
+    nothing of the photographer's the table says so."""
+    rating = Rating(starRating=4, colorLabel="none", title="", description="", tags=[], score=1)
+
+    def record(n: int, state: ItemState, theirs: int | None) -> ItemRecord:
+        image = ImageInput(id=f"u{n}", filename=f"u{n}.jpg", url=f"https://x/u{n}.jpg")
+        stars = rating if state is ItemState.RATED else None
+        return ItemRecord(n, image, state, 1, None, stars, Usage(), photographer_rating=theirs)
+
+    items = [
+        record(0, ItemState.RATED, 2),
+        record(1, ItemState.RATED, None),
+        record(2, ItemState.FAILED, 5),
+    ]
+    pairs, skipped = pair_up(items, None)
+    assert pairs == [Pair("u0", 2, 4)] and skipped == 1
+    nothing = summary("job", [], skipped=3, keep_stars=3)
+    assert nothing["exact"] is None and nothing["spearman"] is None
+    assert lines(nothing)[0].startswith("no photo to compare: you rated none of the 3 photos")

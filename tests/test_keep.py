@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import xml.etree.ElementTree as ET
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
 from kullbatch.models import ImageInput, ItemRecord, ItemState, Rating, Usage
-from kullbatch.service.keep import KeepTarget, KeepTargetError, choose, parse_keep
+from kullbatch.service.keep import KeepTarget, KeepTargetError, choose, parse_keep, sharpness
 from tests.burst_shoot import SHOOT, make_shoot
 
 runner = CliRunner()
@@ -116,6 +117,23 @@ def test_sharpness_breaks_a_tie_at_the_cut_and_only_there() -> None:
     measured.clear()
     assert kept(choose(items, KeepTarget(count=4), measure=measure)) == ["i0", "i1", "i2", "i3"]
     assert measured == []  # the cut falls between two star levels: nothing is decoded
+
+
+def test_sharpness_is_measured_on_the_file_and_zero_without_one(tmp_path: Path) -> None:
+    photos = Path(__file__).resolve().parents[1] / "examples" / "photos"
+    sharp = dataclasses.replace(
+        item(0, 4, 50),
+        image=ImageInput(id="s", filename="s.jpg", path=photos / "01_harbour_sharp.jpg"),
+    )
+    blurry = dataclasses.replace(
+        sharp, image=ImageInput(id="b", filename="b.jpg", path=photos / "07_harbour_blurry.jpg")
+    )
+    gone = dataclasses.replace(
+        sharp, image=ImageInput(id="g", filename="g.jpg", path=tmp_path / "gone.jpg")
+    )
+    assert sharpness(sharp) > sharpness(blurry) > 0
+    assert sharpness(gone) == 0.0
+    assert sharpness(item(1, 4, 50)) == 0.0  # a URL photo
 
 
 # --- through the command line ------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kullbatch.catalogue import XmpOptions, rating_in, write_xmp
+from kullbatch.catalogue import SidecarError, TheirRatings, XmpOptions, rating_in, write_xmp
 from kullbatch.cli.app import app
 from kullbatch.models import ImageInput, ItemRecord, ItemState, Rating, Usage
 from tests.xmp_readback import camera_jpeg, exiftool, needs_exiftool
@@ -196,3 +196,30 @@ def test_overwrite_ratings_goes_with_xmp_only(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--overwrite-ratings goes with --format xmp" in result.stderr
+
+
+def test_reading_their_rating_passes_over_what_is_not_one(tmp_path: Path) -> None:
+    """No file, a rating that is not a number, an unrated 0: none is theirs."""
+    assert rating_in(tmp_path / "none.xmp") is None
+    assert rating_in(tmp_path / "none.jpg") is None
+    odd = tmp_path / "odd.xmp"
+    odd.write_text(THEIRS.replace('xmp:Rating="3"', 'xmp:Rating="three"'), encoding="utf-8")
+    assert rating_in(odd) is None
+    odd.write_text(THEIRS.replace('xmp:Rating="3"', 'xmp:Rating="0"'), encoding="utf-8")
+    assert rating_in(odd) is None
+    odd.write_text(THEIRS.replace('xmp:Rating="3"', 'xmp:Rating="4.0"'), encoding="utf-8")
+    assert rating_in(odd) == 4
+    odd.write_text("", encoding="utf-8")
+    assert rating_in(odd) is None
+
+
+def test_a_file_that_cannot_be_read_as_xmp_is_named(tmp_path: Path) -> None:
+    (tmp_path / "folder.xmp").mkdir()  # a sidecar name that is not a file
+    with pytest.raises(SidecarError, match=r"folder\.xmp"):
+        rating_in(tmp_path / "folder.xmp")
+    fake = tmp_path / "fake.jpg"
+    fake.write_bytes(b"not a JPEG at all")
+    with pytest.raises(SidecarError, match=r"fake\.jpg"):
+        rating_in(fake)
+    with pytest.raises(SidecarError, match="not a folder"):
+        TheirRatings(fake)

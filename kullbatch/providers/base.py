@@ -178,8 +178,8 @@ def parse_rating(payload: str | Mapping[str, Any], *, source: str) -> Rating:
     except json.JSONDecodeError as exc:
         snippet = payload[:80] if isinstance(payload, str) else ""
         raise Transient(f"{source} answer is not JSON ({exc.msg}): {snippet!r}") from exc
-    if isinstance(data, dict) and "score" not in data:  # optional in `Rating` (results stored
-        # before it existed), but asked of every provider
+    if isinstance(data, dict) and data.get("score") is None:  # optional in `Rating` (results
+        # stored before it existed), but asked of every provider
         raise Transient(f"{source} answer is not a valid rating: score: Field required")
     try:
         return Rating.model_validate(data)
