@@ -223,3 +223,26 @@ def test_a_file_that_cannot_be_read_as_xmp_is_named(tmp_path: Path) -> None:
         rating_in(fake)
     with pytest.raises(SidecarError, match="not a folder"):
         TheirRatings(fake)
+
+
+def test_a_sidecar_an_older_kullbatch_wrote_is_still_kullbatchs(tmp_path: Path) -> None:
+    """Before kullbatch:WroteRating, kullbatch wrote xmp:Rating with no mark of its own: its
+    very description and stars (or a rejection) still tell it apart from the photographer's."""
+    photo = tmp_path / "a.jpg"
+    write_xmp([rated(photo, stars=4)], None, XmpOptions(job_id=JOB, reject_duplicates=True))
+    sidecar = tmp_path / "a.xmp"
+    old = "\n".join(line for line in sidecar.read_text().splitlines() if "kullbatch:" not in line)
+    for stars in ("4", "-1"):
+        sidecar.write_text(old.replace("<xmp:Rating>4<", f"<xmp:Rating>{stars}<"))
+        item = rated(photo, stars=4)
+        assert rating_in(sidecar) == int(stars)  # without kullbatch's rating to compare
+        assert rating_in(sidecar, item.rating) is None
+        kept = stars == "-1"  # a keep target now writes the other one: ours to replace
+        write_xmp([rated(photo, stars=4, kept=kept)], None, XmpOptions(job_id=JOB))
+        assert description_of(sidecar).findtext(f"{XMP}Rating") == ("4" if kept else "-1")
+    changed = old.replace("<xmp:Rating>4<", "<xmp:Rating>5<")  # they changed it: theirs
+    sidecar.write_text(changed)
+    assert rating_in(sidecar, rated(photo, stars=4).rating) == 5
+    write_xmp([rated(photo, stars=4, kept=False)], None, XmpOptions(job_id=JOB))
+    assert description_of(sidecar).findtext(f"{XMP}Rating") == "5"
+    assert description_of(sidecar).findtext(f"{KB}Rating") == "-1"

@@ -14,10 +14,15 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kullbatch.models import Rating
 
 NS_KB = "https://kullbatch.dev/ns/xmp/1.0/"
 NS_XMP = "http://ns.adobe.com/xap/1.0/"
 NS_RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+NS_DC = "http://purl.org/dc/elements/1.1/"
 ET.register_namespace("kullbatch", NS_KB)
 
 XMP_RATING = f"{{{NS_XMP}}}Rating"
@@ -60,23 +65,40 @@ def _value(root: ET.Element, name: str) -> str | None:
     return None
 
 
-def photographers(root: ET.Element) -> int | None:
+def _description_text(root: ET.Element) -> str | None:
+    for prop in root.iter(f"{{{NS_DC}}}description"):
+        return "".join(li.text or "" for li in prop.iter(f"{{{NS_RDF}}}li"))
+    return None
+
+
+def _legacy_ours(root: ET.Element, rating: int, ours: Rating | None) -> bool:
+    """Written by a kullbatch from before `kullbatch:WroteRating`: no kullbatch: property, the
+    model's very description, and its stars (or a rejection). A photographer types neither."""
+    if ours is None or _value(root, KB_RATING) is not None:
+        return False
+    return rating in {ours.starRating, -1} and _description_text(root) == ours.description
+
+
+def photographers(root: ET.Element, ours: Rating | None = None) -> int | None:
     """The photographer's own rating in a packet (-1..5), or None: no `xmp:Rating`, an unrated
-    0, or the value kullbatch wrote itself."""
+    0, or the value kullbatch wrote itself (`ours`, the photo's rating, recognises a packet an
+    older kullbatch wrote)."""
     rating = _number(_value(root, XMP_RATING))
     if rating is None or rating == 0:
         return None
-    if _number(_value(root, KB_WROTE)) == rating:
+    if _number(_value(root, KB_WROTE)) == rating or _legacy_ours(root, rating, ours):
         return None
     return rating
 
 
-def decide(root: ET.Element | None, stamp: Stamp, stars: int) -> int | None:
+def decide(
+    root: ET.Element | None, stamp: Stamp, stars: int, ours: Rating | None = None
+) -> int | None:
     """The `xmp:Rating` to write: the photographer's dashboard stars, else kullbatch's stars;
     None to leave the packet's own `xmp:Rating` as it is (it is the photographer's)."""
     if stamp.photographer is not None:
         return stamp.photographer
-    if root is not None and not stamp.overwrite and photographers(root) is not None:
+    if root is not None and not stamp.overwrite and photographers(root, ours) is not None:
         return None
     return stars
 

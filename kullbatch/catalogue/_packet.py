@@ -143,7 +143,7 @@ def _merged_text(
     root: ET.Element, rating: Rating, stars: int, group: str | None, stamp: Stamp
 ) -> str:
     """An existing packet with our properties replaced (ElementTree; the slow, rare path)."""
-    xmp_rating = decide(root, stamp, stars)
+    xmp_rating = decide(root, stamp, stars, rating)
     description = _description(root, theirs=xmp_rating is None)
     if xmp_rating is not None:
         ET.SubElement(description, XMP_RATING).text = str(xmp_rating)

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
     from pathlib import Path
 
+    from kullbatch.models import Rating
+
 
 @dataclass(frozen=True, slots=True)
 class Found:
@@ -41,9 +43,10 @@ def _read(path: Path) -> bytes | None:
         raise SidecarError(f"{path}: cannot read it: {exc.strerror or exc}") from exc
 
 
-def rating_in(path: Path) -> int | None:
+def rating_in(path: Path, ours: Rating | None = None) -> int | None:
     """The photographer's rating in one sidecar or photo, or None (no file, no rating of
-    theirs); a file that is not XMP (or a photo exiv2 cannot read) is a SidecarError."""
+    theirs; `ours`, kullbatch's rating of the photo, recognises what an older kullbatch wrote);
+    a file that is not XMP (or a photo exiv2 cannot read) is a SidecarError."""
     if path.suffix.lower() == ".xmp":
         data = _read(path)
     elif path.is_file():
@@ -55,7 +58,7 @@ def rating_in(path: Path) -> int | None:
         return None
     if data is None or not data.strip():
         return None
-    return photographers(parse_packet(data, str(path)))
+    return photographers(parse_packet(data, str(path)), ours)
 
 
 class TheirRatings:
@@ -84,13 +87,14 @@ class TheirRatings:
         if photo.suffix.lower() in EMBEDDABLE_SUFFIXES:
             yield photo
 
-    def find(self, files: Iterable[Path]) -> Found | None:
-        """The photographer's rating of the photo made of `files` (RAW first), or None."""
+    def find(self, files: Iterable[Path], ours: Rating | None = None) -> Found | None:
+        """The photographer's rating of the photo made of `files` (RAW first), or None;
+        `ours` is kullbatch's rating of it (see `rating_in`)."""
         files = list(files)
         candidates = [p for f in files for p in self._in_folder(f)]
         candidates += [p for f in files for p in self._beside(f)]
         for path in dict.fromkeys(candidates):
-            rating = rating_in(path)
+            rating = rating_in(path, ours)
             if rating is not None:
                 return Found(rating, path)
         return None

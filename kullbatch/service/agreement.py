@@ -104,7 +104,7 @@ def pair_up(items: list[ItemRecord], against: Path | None) -> tuple[list[Pair], 
     for item in items:
         if item.state is not ItemState.RATED or item.rating is None:
             continue
-        found = finder.find(photo_files(item))
+        found = finder.find(photo_files(item), item.rating)
         theirs = found.rating if found is not None else item.photographer_rating
         if theirs is None or theirs == 0:
             skipped += 1
