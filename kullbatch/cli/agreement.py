@@ -39,9 +39,8 @@ def agreement(
             exists=True,
             file_okay=False,
             help="A folder of the photographer's XMP (IMG_0001.xmp or IMG_0001.CR3.xmp "
-            "sidecars, or JPEG/TIFF/DNG files with embedded XMP), matched by file stem "
-            "[default: the XMP beside each photo]; the dashboard's stars count where none "
-            "is found.",
+            "sidecars, or JPEG/TIFF/DNG files with embedded XMP), matched by file stem; "
+            "then the XMP beside each photo, then the dashboard's stars.",
             show_default=False,
         ),
     ] = None,

@@ -120,6 +120,7 @@ OverwriteRatingsFlag = Annotated[
     typer.Option(
         "--overwrite-ratings",
         help="xmp: replace a rating the photographer set (an xmp:Rating kullbatch did not "
-        "write) with kullbatch's stars [default: keep theirs; ours go in kullbatch:Rating].",
+        "write) with kullbatch's stars. Without it theirs is kept and ours goes beside it, "
+        "in kullbatch:Rating.",
     ),
 ]
