@@ -61,7 +61,16 @@ def _a_number(value: object) -> object:
     return value
 
 
+def _a_score(value: object) -> object:
+    """`true` and `"80"` are not scores either."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("a score is a whole number from 0 to 100")  # noqa: TRY004
+    return value
+
+
 Stars = Annotated[int, BeforeValidator(_a_number), Field(ge=1, le=5)]
+# A finer measure than stars, 0-100, that orders photos of equal stars (`results --keep`)
+Score = Annotated[int, BeforeValidator(_a_score), Field(ge=0, le=100)]
 
 
 class Rating(BaseModel):
@@ -76,6 +85,8 @@ class Rating(BaseModel):
     tags: list[str]
     # empty for results stored before the field existed; every provider is asked for it
     issues: list[Issue] = Field(default_factory=list)
+    # None for results stored before the field existed; every provider is asked for it
+    score: Score | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +317,7 @@ class ItemRecord:
     fingerprint: Fingerprint | None = None  # stored with the rating when the engine took one
     photographer_rating: int | None = None  # -1..5 set by the photographer; None: untouched
     cached: bool = False  # its rating was copied from an earlier one (no request, no cost)
+    kept: bool | None = None  # `results --keep`: kept (True) or not (False); None: not asked
 
 
 class EventKind(enum.StrEnum):

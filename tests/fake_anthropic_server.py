@@ -46,6 +46,7 @@ GOOD_RATING: dict[str, Any] = {
     "description": "Sharp, warm candid moment with clean highlights.",
     "tags": ["wedding", "candid", "portrait"],
     "issues": ["eyes-closed"],
+    "score": 64,
 }
 
 

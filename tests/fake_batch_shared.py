@@ -48,6 +48,7 @@ def rating_for(custom_id: str) -> dict[str, Any]:
         "description": f"the photo sent as {custom_id}",
         "tags": ["batch", custom_id.lower()],
         "issues": [] if stars >= 4 else ["out-of-focus"],
+        "score": stars * 20 - 5,
     }
 
 

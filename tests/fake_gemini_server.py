@@ -42,6 +42,7 @@ RATING = {
     "description": "Sharp, well exposed portrait with soft window light.",
     "tags": ["wedding", "portrait", "window light"],
     "issues": ["noise"],
+    "score": 68,
 }
 
 

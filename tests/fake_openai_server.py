@@ -36,6 +36,7 @@ RATING = {
     "description": "Soft window light on the bride mid-laugh; sharp eyes, clean background.",
     "tags": ["wedding", "portrait", "window light"],
     "issues": ["tilted"],
+    "score": 72,
 }
 
 # Rate-limit headers as OpenAI sends them (resets are Go durations).

@@ -133,6 +133,7 @@ def expected_rating(image_id: str) -> dict[str, Any]:
         "description": f"The fault server's verdict on {image_id}.",
         "tags": [image_id, _SUBJECTS[(crc >> 7) % len(_SUBJECTS)]],
         "issues": [ISSUES[(crc >> 11) % len(ISSUES)]] if crc % 5 < 2 else [],
+        "score": (crc >> 13) % 100,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 from pathlib import Path
@@ -163,10 +165,10 @@ def test_no_groups_skips_grouping(tmp_path: Path) -> None:
 
 
 def test_csv_carries_group_and_best_in_group(tmp_path: Path) -> None:
-    """The two columns close each row, before `cached`."""
+    """Each row carries the burst and whether the frame is its best."""
     job, _ = run_shoot(tmp_path)
     out = invoke("results", job, "--db", str(tmp_path / "k.db"), "--format", "csv").stdout
-    rows = [line.split(",")[-3:-1] for line in out.splitlines()[1:]]
+    rows = [[r["group"], r["bestInGroup"]] for r in csv.DictReader(io.StringIO(out))]
     assert rows[:3] == [["h1", "true"], ["h1", "false"], ["", "false"]]
 
 

@@ -131,7 +131,8 @@ def test_an_existing_embedded_packet_keeps_its_other_properties(tmp_path: Path) 
     tags = exiftool(photo, "-XMP:all")
     assert tags["XMP-crs:Exposure2012"] == "+0.35"
     assert tags["XMP-photoshop:City"] == "Lyon"
-    assert tags["XMP-xmp:Rating"] == 4
+    assert tags["XMP-xmp:Rating"] == 1  # the photographer's, kept; ours beside it
+    assert tags["XMP-kullbatch:Rating"] == 4
     assert "XMP-xmp:Label" not in tags  # `none` removes the old label
     assert embedded_packet(photo).get(f"{CRS}Exposure2012") == "+0.35"
 
@@ -188,12 +189,13 @@ def test_raw_files_get_sidecars_even_with_embed(tmp_path: Path) -> None:
 
 @needs_exiftool
 def test_embed_also_updates_an_existing_sidecar_so_the_two_agree(tmp_path: Path) -> None:
-    """A JPEG that already has a sidecar gets both updated; one without gets none created."""
+    """A JPEG that already has a sidecar gets both updated; one without gets none created.
+    (The sidecar's rating of 0 is "unrated", nobody's pick: ours replaces it.)"""
     with_sidecar = camera_jpeg(tmp_path / "a.jpg")
     (tmp_path / "a.xmp").write_text(
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
         '22-rdf-syntax-ns#"><rdf:Description xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
-        'xmp:Rating="1"/></rdf:RDF></x:xmpmeta>'
+        'xmp:Rating="0"/></rdf:RDF></x:xmpmeta>'
     )
     without = camera_jpeg(tmp_path / "b.jpg")
     report = write_xmp([rated(with_sidecar), rated(without, 1)], None, EMBED)
@@ -314,8 +316,9 @@ def _history(description) -> list[dict[str, str]]:
 def test_darktable_style_merges_into_darktables_sidecar_keeping_its_history(
     tmp_path: Path,
 ) -> None:
-    """IMG_0001.CR3.xmp keeps every history step and darktable attribute; our fields replace its
-    rating, and our keywords join its hierarchical ones, which darktable reads first."""
+    """IMG_0001.CR3.xmp keeps every history step and darktable attribute, and its rating (the
+    photographer's: ours goes beside it); our keywords join its hierarchical ones, which
+    darktable reads first."""
     sidecar = tmp_path / "IMG_0001.CR3.xmp"
     sidecar.write_text(DARKTABLE_SIDECAR, encoding="utf-8")
     original = ET.fromstring(DARKTABLE_SIDECAR).find(f"{RDF}RDF/{RDF}Description")
@@ -327,8 +330,8 @@ def test_darktable_style_merges_into_darktables_sidecar_keeping_its_history(
         assert description.get(f"{DT}{name}") == original.get(f"{DT}{name}")
     assert description.get("{http://ns.adobe.com/xap/1.0/mm/}DerivedFrom") == "IMG_0001.CR3"
     assert description.findtext(f"{DT}colorlabels/{RDF}Seq/{RDF}li") == "0"
-    assert description.get(f"{XMP}Rating") is None
-    assert description.findtext(f"{XMP}Rating") == "4"
+    assert description.get(f"{XMP}Rating") == "1"
+    assert description.findtext("{https://kullbatch.dev/ns/xmp/1.0/}Rating") == "4"
     assert description.findtext(f"{XMP}Label") == "Green"
     keywords = [li.text for li in description.findall(f"{LR}hierarchicalSubject/{RDF}Bag/{RDF}li")]
     assert keywords == ["darktable|format|cr3", "wedding", "portrait"]

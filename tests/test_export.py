@@ -66,6 +66,7 @@ def rating(**changes: object) -> Rating:
         "description": "Soft light, sharp eyes.",
         "tags": ["wedding", "portrait"],
         "issues": ["tilted"],
+        "score": 81,
     }
     return Rating.model_validate(values | changes)
 
@@ -127,6 +128,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "description": "Soft light, sharp eyes.",
                 "tags": ["wedding", "portrait"],
                 "issues": ["tilted"],
+                "score": 81,
                 "provider": "openai",
                 "model": "gpt-x",
                 "inputTokens": 1200,
@@ -136,6 +138,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "bestInGroup": False,
                 "photographerRating": None,
                 "cached": False,
+                "kept": None,
             },
             {
                 "imageId": "img2",
@@ -145,6 +148,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "outputTokens": 0,
                 "costUsd": 0.0,
                 "photographerRating": None,
+                "kept": None,
             },
             {
                 "imageId": "img3",
@@ -154,6 +158,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "outputTokens": 0,
                 "costUsd": 0.0,
                 "photographerRating": None,
+                "kept": None,
             },
         ],
         "totalImages": 3,
@@ -232,6 +237,9 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "group": "",
             "bestInGroup": "false",
             "cached": "false",
+            "score": "81",
+            "photographerRating": "",
+            "kept": "",
         }
     ]
 
@@ -244,7 +252,7 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
     costs = ["0", "0", "0.0"]
-    culling = ["", "", "", ""]
+    culling = ["", "", "", "", "", "", ""]
     failed = ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
     assert rows[1] == [*failed, *costs, *culling]
     assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs, *culling]
@@ -415,7 +423,8 @@ LIGHTROOM_SIDECAR = """<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="Adobe XMP Co
 
 
 def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path) -> None:
-    """Our five properties replace the old ones; raw develop settings survive."""
+    """Our properties replace the old ones, but the photographer's own rating stays (ours goes
+    in kullbatch:Rating beside it); raw develop settings survive."""
     (tmp_path / "IMG_1.xmp").write_text(LIGHTROOM_SIDECAR, encoding="utf-8")
     (written,) = write_xmp(
         [rated(0, "a", tmp_path / "IMG_1.CR2", colorLabel="none")], None
@@ -423,9 +432,10 @@ def test_an_existing_lightroom_sidecar_keeps_its_develop_settings(tmp_path: Path
     description = parse_sidecar(written)
     assert description.get("{http://ns.adobe.com/camera-raw-settings/1.0/}Exposure2012") == "+0.35"
     assert 'crs:Exposure2012="+0.35"' in written.read_text(encoding="utf-8")  # prefix kept
-    assert description.get(f"{XMP}Rating") is None
+    assert description.get(f"{XMP}Rating") == "1"  # theirs, where it was
     assert description.get(f"{XMP}Label") is None
-    assert description.findall(f"{XMP}Rating")[0].text == "4"
+    assert description.findall(f"{XMP}Rating") == []
+    assert description.findtext("{https://kullbatch.dev/ns/xmp/1.0/}Rating") == "4"
     assert description.find(f"{XMP}Label") is None
     subjects = [li.text for li in description.iter(f"{RDF}li") if li.get(XML_LANG) is None]
     assert subjects == ["wedding", "portrait", "tilted"]

@@ -37,7 +37,7 @@ WRONG_KEY = "sk-wrong-key-0000"
 LEAK = "sk-LEAKCHECK-0123456789abcdef"
 # a server hint: these retries wait no longer than the schedules' first steps (1 s, 2 s)
 QUICK_RETRY = {"retry-after-ms": "50"}
-RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags", "issues")
+RATING_FIELDS = ("starRating", "colorLabel", "title", "description", "tags", "issues", "score")
 runner = CliRunner()
 
 

@@ -23,6 +23,7 @@ from kullbatch.errors import KullbatchError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from kullbatch.catalogue._ours import Stamp
     from kullbatch.models import Rating
 
 EMBEDDABLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".tif", ".tiff", ".png", ".dng"})
@@ -61,12 +62,21 @@ def read_embedded(photo: Path) -> str:
     return str(image.xmpPacket())
 
 
-def _rewrite(copy: Path, rating: Rating, photo: Path, stars: int | None, group: str | None) -> None:
+def _rewrite(
+    copy: Path,
+    rating: Rating,
+    photo: Path,
+    stars: int | None,
+    group: str | None,
+    stamp: Stamp | None,
+) -> None:
     try:
         image = exiv2.ImageFactory.open(str(copy))
         image.readMetadata()
         existing = str(image.xmpPacket()).encode("utf-8")
-        image.setXmpPacket(packet_text(existing, rating, str(photo), stars=stars, group=group))
+        image.setXmpPacket(
+            packet_text(existing, rating, str(photo), stars=stars, group=group, stamp=stamp)
+        )
         image.writeXmpFromPacket(True)  # noqa: FBT003  (exiv2's signature)
         image.writeMetadata()
     except exiv2.Exiv2Error as exc:
@@ -74,15 +84,20 @@ def _rewrite(copy: Path, rating: Rating, photo: Path, stars: int | None, group: 
 
 
 def embed(
-    photo: Path, rating: Rating, *, stars: int | None = None, group: str | None = None
+    photo: Path,
+    rating: Rating,
+    *,
+    stars: int | None = None,
+    group: str | None = None,
+    stamp: Stamp | None = None,
 ) -> None:
     """Write `rating` into the photo's own XMP packet, merged with what is there, atomically
-    (`stars` and `group` as for `packet_text`)."""
+    (`stars`, `group` and `stamp` as for `packet_text`)."""
     _check_writable(photo)
     copy = temporary_beside(photo)
     try:
         shutil.copy2(photo, copy)  # keeps the photo's mode and times
-        _rewrite(copy, rating, photo, stars, group)
+        _rewrite(copy, rating, photo, stars, group, stamp)
         copy.replace(photo)
     except BaseException:
         with contextlib.suppress(OSError):

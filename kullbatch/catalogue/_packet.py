@@ -1,9 +1,10 @@
 """The XMP packet: a fresh one from a template, or an existing one with our properties replaced.
 
 One packet text serves a sidecar and a photo's embedded XMP alike. Our properties are
-xmp:Rating, xmp:Label, dc:title, dc:description, dc:subject and our burst keyword in
-lr:hierarchicalSubject; every other property of an
-existing packet (Lightroom's develop settings, darktable's history) is kept as it was.
+xmp:Rating (unless it is the photographer's: see `_ours`), xmp:Label, dc:title, dc:description,
+dc:subject, our burst keyword in lr:hierarchicalSubject and the kullbatch: namespace's; every
+other property of an existing packet (Lightroom's develop settings, darktable's history) is
+kept as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
+from kullbatch.catalogue._ours import NS_KB, OURS, XMP_RATING, Stamp, decide, properties
 from kullbatch.errors import KullbatchError
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ NS_XMP = "http://ns.adobe.com/xap/1.0/"
 NS_DC = "http://purl.org/dc/elements/1.1/"
 NS_LR = "http://ns.adobe.com/lightroom/1.0/"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
-_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC, "lr": NS_LR}
+_PREFIXES = {"x": NS_X, "rdf": NS_RDF, "xmp": NS_XMP, "dc": NS_DC, "lr": NS_LR, "kullbatch": NS_KB}
 REJECTED = -1  # xmp:Rating that Lightroom and Bridge read as "rejected"
 BURST_KEYWORD = "kullbatch|burst|"  # + the group: lr:hierarchicalSubject of a burst's frames
 for _prefix, _uri in _PREFIXES.items():
@@ -84,13 +86,15 @@ _OWNED = (_q(NS_XMP, "Rating"), _q(NS_XMP, "Label"))
 _OWNED_DC = tuple(_q(NS_DC, name) for name in ("title", "description", "subject"))
 
 
-def _description(root: ET.Element) -> ET.Element:
-    """The first rdf:Description, after removing our properties from every Description."""
+def _description(root: ET.Element, *, theirs: bool = False) -> ET.Element:
+    """The first rdf:Description, after removing our properties from every Description
+    (but the photographer's `xmp:Rating` where `theirs`)."""
     rdf = root.find(_q(NS_RDF, "RDF"))
     assert rdf is not None  # checked by parse_packet
     descriptions = rdf.findall(_q(NS_RDF, "Description"))
+    owned = [name for name in (*_OWNED, *_OWNED_DC, *OURS) if not theirs or name != XMP_RATING]
     for description in descriptions:
-        for name in (*_OWNED, *_OWNED_DC):
+        for name in owned:
             description.attrib.pop(name, None)
             for child in description.findall(name):
                 description.remove(child)
@@ -135,16 +139,22 @@ def _merge_hierarchical(
         _container(description, _q(NS_LR, "hierarchicalSubject"), "Bag", burst)
 
 
-def _merged_text(root: ET.Element, rating: Rating, stars: int, group: str | None) -> str:
+def _merged_text(
+    root: ET.Element, rating: Rating, stars: int, group: str | None, stamp: Stamp
+) -> str:
     """An existing packet with our properties replaced (ElementTree; the slow, rare path)."""
-    description = _description(root)
-    ET.SubElement(description, _q(NS_XMP, "Rating")).text = str(stars)
+    xmp_rating = decide(root, stamp, stars, rating)
+    description = _description(root, theirs=xmp_rating is None)
+    if xmp_rating is not None:
+        ET.SubElement(description, XMP_RATING).text = str(xmp_rating)
     if rating.colorLabel != "none":
         ET.SubElement(description, _q(NS_XMP, "Label")).text = rating.colorLabel.capitalize()
     _container(description, _q(NS_DC, "title"), "Alt", [rating.title])
     _container(description, _q(NS_DC, "description"), "Alt", [rating.description])
     _container(description, _q(NS_DC, "subject"), "Bag", keywords(rating))
     _merge_hierarchical(root, description, keywords(rating), group)
+    for name, value in properties(stamp, stars, xmp_rating):
+        ET.SubElement(description, name).text = value
     ET.indent(root, space=" ")
     return _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
 
@@ -164,8 +174,15 @@ def _fresh_container(prop: str, kind: str, items: list[str]) -> str:
     return f"   <{prop}>\n    <rdf:{kind}>\n{body}    </rdf:{kind}>\n   </{prop}>\n"
 
 
-def _fresh_text(rating: Rating, stars: int, group: str | None) -> str:
+def _fresh_text(rating: Rating, stars: int, group: str | None, stamp: Stamp) -> str:
     """A new packet from a template: byte for byte what `_merged_text` gives for no packet."""
+    xmp_rating = decide(None, stamp, stars)
+    ours = "".join(
+        f"   <kullbatch:{local}>{escape(value)}</kullbatch:{local}>\n"
+        for local, value in (
+            (name.rpartition("}")[2], value) for name, value in properties(stamp, stars, xmp_rating)
+        )
+    )
     label = rating.colorLabel
     burst = [BURST_KEYWORD + group] if group else []
     lr_declaration = f' xmlns:lr="{NS_LR}"' if burst else ""
@@ -173,15 +190,17 @@ def _fresh_text(rating: Rating, stars: int, group: str | None) -> str:
     return "".join(
         (
             _XPACKET_BEGIN,
-            f'<x:xmpmeta xmlns:dc="{NS_DC}"{lr_declaration} xmlns:rdf="{NS_RDF}" ',
+            f'<x:xmpmeta xmlns:dc="{NS_DC}" xmlns:kullbatch="{NS_KB}"',
+            f'{lr_declaration} xmlns:rdf="{NS_RDF}" ',
             f'xmlns:x="{NS_X}" xmlns:xmp="{NS_XMP}">\n <rdf:RDF>\n',
             '  <rdf:Description rdf:about="">\n',
-            f"   <xmp:Rating>{stars}</xmp:Rating>\n",
+            f"   <xmp:Rating>{xmp_rating}</xmp:Rating>\n",
             label_line,
             _fresh_container("dc:title", "Alt", [rating.title]),
             _fresh_container("dc:description", "Alt", [rating.description]),
             _fresh_container("dc:subject", "Bag", keywords(rating)),
             _fresh_container("lr:hierarchicalSubject", "Bag", burst) if burst else "",
+            ours,
             "  </rdf:Description>\n </rdf:RDF>\n</x:xmpmeta>",
             _XPACKET_END,
         )
@@ -195,12 +214,15 @@ def packet_text(
     *,
     stars: int | None = None,
     group: str | None = None,
+    stamp: Stamp | None = None,
 ) -> str:
     """The packet for one rating: `existing` (when there is one) updated, or a new packet.
 
-    `stars` overrides the rating's (REJECTED for a burst's other frames); `group` is the burst.
+    `stars` overrides the rating's (REJECTED for a burst's other frames); `group` is the burst;
+    `stamp` says whose `xmp:Rating` is whose (a photographer's is kept, see `_ours`).
     """
     stars = rating.starRating if stars is None else stars
+    stamp = stamp or Stamp()
     if existing is None or not existing.strip():
-        return _fresh_text(rating, stars, group)
-    return _merged_text(parse_packet(existing, where), rating, stars, group)
+        return _fresh_text(rating, stars, group, stamp)
+    return _merged_text(parse_packet(existing, where), rating, stars, group, stamp)

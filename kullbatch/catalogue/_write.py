@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kullbatch.catalogue._embed import EmbedError, embed, embeddable
+from kullbatch.catalogue._ours import Stamp
 from kullbatch.catalogue._packet import REJECTED, SidecarError, packet_text
 from kullbatch.catalogue._sidecars import (
     SidecarStyle,
@@ -37,6 +38,8 @@ class XmpOptions:
     embed: bool = False
     style: SidecarStyle = "adobe"
     reject_duplicates: bool = False
+    overwrite_ratings: bool = False  # replace a photographer's own xmp:Rating with our stars
+    job_id: str | None = None  # written beside our stars (kullbatch:Job)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +57,18 @@ class XmpReport:
 
 
 def _stars(item: ItemRecord, options: XmpOptions) -> int:
-    """The photo's stars; REJECTED for a burst's other frames when asked."""
+    """The photo's stars; REJECTED for a burst's other frames when asked, and for the photos a
+    keep target (`results --keep`) did not keep."""
     assert item.rating is not None
+    if item.kept is not None:
+        return item.rating.starRating if item.kept else REJECTED
     if options.reject_duplicates and item.group is not None and not item.best_in_group:
         return REJECTED
     return item.rating.starRating
+
+
+def _stamp(item: ItemRecord, options: XmpOptions) -> Stamp:
+    return Stamp(options.job_id, item.photographer_rating, options.overwrite_ratings)
 
 
 def _write_sidecar(target: Target, options: XmpOptions) -> None:
@@ -66,7 +76,12 @@ def _write_sidecar(target: Target, options: XmpOptions) -> None:
     assert item.rating is not None
     existing = read_sidecar(target.sidecar)
     text = packet_text(
-        existing, item.rating, str(target.sidecar), stars=_stars(item, options), group=item.group
+        existing,
+        item.rating,
+        str(target.sidecar),
+        stars=_stars(item, options),
+        group=item.group,
+        stamp=_stamp(item, options),
     )
     write_atomically(target.sidecar, text)
 
@@ -86,7 +101,8 @@ def write_xmp(
         assert item.rating is not None
         try:
             if options.embed and embeddable(target.photo):
-                embed(target.photo, item.rating, stars=_stars(item, options), group=item.group)
+                stars, stamp = _stars(item, options), _stamp(item, options)
+                embed(target.photo, item.rating, stars=stars, group=item.group, stamp=stamp)
                 embedded.append(target.photo)
                 if not target.sidecar.exists():
                     continue

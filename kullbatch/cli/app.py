@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from kullbatch.cli.agreement import agreement, keep_line, keep_target
 from kullbatch.cli.exits import QuietPipeGroup, fail, failed, run
 from kullbatch.cli.options import (
     DEFAULT_DISTANCE,
@@ -20,8 +21,10 @@ from kullbatch.cli.options import (
     EmbedFlag,
     ExportFormat,
     JsonFlag,
+    KeepOption,
     NoCacheFlag,
     NoGroupsFlag,
+    OverwriteRatingsFlag,
     RejectDuplicatesFlag,
     ResumeModeOption,
     RubricOption,
@@ -311,12 +314,16 @@ def results(
     sidecar_style: SidecarStyleOption = SidecarStyleChoice.ADOBE,
     reject_duplicates: RejectDuplicatesFlag = False,
     db: DbOption = None,
+    keep: KeepOption = None,
+    overwrite_ratings: OverwriteRatingsFlag = False,
 ) -> None:
     """Export a job's ratings in manifest order; failed photos carry their error."""
+    target = keep_target(keep)
     xmp_only = {
         "--embed": embed,
         "--sidecar-style": sidecar_style != "adobe",
         "--reject-duplicates": reject_duplicates,
+        "--overwrite-ratings": overwrite_ratings,
     }
     if output_format is not ExportFormat.XMP and any(xmp_only.values()):
         given = [flag for flag, used in xmp_only.items() if used]
@@ -333,6 +340,8 @@ def results(
                     embed=embed,
                     sidecar_style=sidecar_style.value,
                     reject_duplicates=reject_duplicates,
+                    keep=target,
+                    overwrite_ratings=overwrite_ratings,
                 )
             except BrokenPipeError:
                 raise
@@ -341,6 +350,8 @@ def results(
                 fail(f"{what}: {exc}")
 
     written = run(work)
+    if (kept := keep_line(written)) is not None:
+        typer.echo(kept, err=True)
     if output_format is ExportFormat.XMP:
         for line in xmp_report(written):  # a line per photo that failed, then the summary
             typer.echo(line, err=True)
@@ -348,6 +359,9 @@ def results(
             raise typer.Exit(EXIT_INCOMPLETE)
     elif written.target is not None:
         typer.echo(f"wrote {written.count} results to {written.target}", err=True)
+
+
+app.command()(agreement)
 
 
 @app.command()

@@ -112,3 +112,25 @@ NoCacheFlag = Annotated[
         "free, and marked cached).",
     ),
 ]
+
+KeepOption = Annotated[
+    str | None,
+    typer.Option(
+        "--keep",
+        metavar="N|P%",
+        help="Keep N photos (or P % of the rated ones), as a cull to a delivery count: each "
+        "burst offers only its best frame; photos are taken by stars, then score, then "
+        "sharpness. Every format gets `kept`; xmp writes the others rejected (-1). Sends nothing.",
+        show_default=False,
+    ),
+]
+
+OverwriteRatingsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite-ratings",
+        help="xmp: replace a rating the photographer set (an xmp:Rating kullbatch did not "
+        "write) with kullbatch's stars. Without it theirs is kept and ours goes beside it, "
+        "in kullbatch:Rating.",
+    ),
+]

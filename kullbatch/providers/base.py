@@ -146,8 +146,9 @@ DEFAULT_PROMPT = (
     "Rate this photograph as an experienced photo editor culling a shoot. Give 1 to 5 stars "
     "(5 = portfolio, 1 = reject: out of focus, badly exposed, eyes closed), a colour label "
     "(green = pick, yellow = maybe, red = reject, blue or purple for special sets, none), a short "
-    "title, a one-sentence description, a few lowercase keywords, and the issues you see "
-    f"(any of: {', '.join(ISSUES)}; none for a clean frame)."
+    "title, a one-sentence description, a few lowercase keywords, the issues you see "
+    f"(any of: {', '.join(ISSUES)}; none for a clean frame), and a score from 0 to 100 that "
+    "ranks the photo finer than its stars (a better 4-star frame scores higher)."
 )
 
 RATING_SCHEMA_NAME = "photo_rating"
@@ -161,8 +162,11 @@ RATING_SCHEMA: dict[str, Any] = {
         "description": {"type": "string"},
         "tags": {"type": "array", "items": {"type": "string"}},
         "issues": {"type": "array", "items": {"type": "string", "enum": list(ISSUES)}},
+        # no minimum/maximum: Anthropic's structured output refuses numeric bounds;
+        # `Rating` checks 0-100 when the answer is parsed
+        "score": {"type": "integer"},
     },
-    "required": ["starRating", "colorLabel", "title", "description", "tags", "issues"],
+    "required": ["starRating", "colorLabel", "title", "description", "tags", "issues", "score"],
     "additionalProperties": False,
 }
 
@@ -174,6 +178,9 @@ def parse_rating(payload: str | Mapping[str, Any], *, source: str) -> Rating:
     except json.JSONDecodeError as exc:
         snippet = payload[:80] if isinstance(payload, str) else ""
         raise Transient(f"{source} answer is not JSON ({exc.msg}): {snippet!r}") from exc
+    if isinstance(data, dict) and data.get("score") is None:  # optional in `Rating` (results
+        # stored before it existed), but asked of every provider
+        raise Transient(f"{source} answer is not a valid rating: score: Field required")
     try:
         return Rating.model_validate(data)
     except ValidationError as exc:

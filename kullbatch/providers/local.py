@@ -14,9 +14,11 @@ wrong is also said in the shared `issues` vocabulary (`out-of-focus`, `underexpo
 `overexposed`, `noise`), so a first cull needs no key; motion blur cannot be told from missed
 focus by this measure and is reported as `out-of-focus`.
 
-Stars start at 5 and lose points for each flaw; the thresholds were calibrated on the synthetic
-shoot in examples/ (examples/make_examples.py). Like every Laplacian measure it reads heavy
-noise as detail, so a noisy blurred frame can pass for a soft one.
+Stars start at 5 and lose points for each flaw; the `score` (0-100) places the frame within its
+star's band of 20 points by the same measures, so frames of equal stars can be ordered; the
+thresholds were calibrated on the synthetic shoot in examples/ (examples/make_examples.py).
+Like every Laplacian measure it reads heavy noise as detail, so a noisy blurred frame can pass
+for a soft one.
 """
 
 from __future__ import annotations
@@ -196,10 +198,27 @@ def tags_for(f: Findings) -> list[str]:
     return [focus, f.exposure, *(["low-contrast"] if f.low_contrast else [])]
 
 
+def _unit(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+def score_for(m: Measurements, stars: int) -> int:
+    """0-100, finer than stars and ordered with them: each star owns a band of 20 points, and
+    within it the frame is placed by how sharp (log of the detail), how well exposed (mean near
+    mid-grey, little clipped) and how contrasty it measures."""
+    span = math.log(4 * CRISP_DETAIL / SOFT_DETAIL)  # from soft to far beyond crisp
+    focus = _unit(math.log(max(m.detail, 1.0) / SOFT_DETAIL) / span)
+    exposure = _unit(1 - abs(m.mean - 128) / 128 - (m.shadows + m.highlights))
+    contrast = _unit(m.contrast / (4 * LOW_CONTRAST))
+    fine = (2 * focus + exposure + contrast) / 4
+    return (stars - 1) * 20 + round(fine * 19)
+
+
 def rating_for(m: Measurements) -> Rating:
     findings = judge(m)
     stars = star_rating(findings)
     return Rating(
+        score=score_for(m, stars),
         starRating=stars,
         colorLabel=color_label(stars),
         title=title_for(findings),

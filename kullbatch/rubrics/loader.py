@@ -59,8 +59,9 @@ class Rubric:
             f"Give 1 to 5 stars on this scale, the same for every {self.name} shoot:\n{scale}\n\n"
             "Also give a colour label (green = pick, yellow = maybe, red = reject, blue or purple "
             "for special sets, none), a short title, a one-sentence description, a few lowercase "
-            f"keywords, and the issues you see (any of: {', '.join(ISSUES)}; an empty list for "
-            "a clean frame)."
+            f"keywords, the issues you see (any of: {', '.join(ISSUES)}; an empty list for "
+            "a clean frame), and a score from 0 to 100 that ranks the photo finer than its "
+            "stars (a better frame of the same stars scores higher)."
         )
 
 

@@ -5,13 +5,15 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 
 Per-image objects (JSON, JSON Lines):
 - rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
-           provider, model, group (the burst; null when alone), bestInGroup, cached
+           provider, model, group (the burst; null when alone), bestInGroup, score (0-100;
+           null for results stored before it existed), cached
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
-up to the job's `usage` and `costUsd`, and photographerRating (-1..5 as the photographer set it
-in the dashboard's contact sheet; null when untouched). `cached` is true for a rating copied
-from an earlier one (the result cache): no request was sent, and it cost nothing.
+up to the job's `usage` and `costUsd`, then photographerRating (-1..5 set in the dashboard;
+null when untouched) and kept (`results --keep`; null when no keep target was asked).
+`cached` is true for a rating copied from an earlier one (the result cache): no request was
+sent, and it cost nothing.
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
@@ -27,7 +29,7 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kullbatch.catalogue import (
@@ -77,6 +79,9 @@ CSV_HEADER = (
     "group",
     "bestInGroup",
     "cached",
+    "score",
+    "photographerRating",
+    "kept",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -92,18 +97,31 @@ def _cost(item: ItemRecord) -> dict[str, Any]:
     }
 
 
+def _culled(item: ItemRecord) -> dict[str, Any]:
+    """The photographer's own stars (None: untouched) and the keep target's choice (None: no
+    `--keep` asked), on every image."""
+    return {"photographerRating": item.photographer_rating, "kept": item.kept}
+
+
 def result_object(item: ItemRecord) -> dict[str, Any]:
     """One image's entry in `results`: its rating, its error, or that it is still pending,
     with the tokens it used and their cost."""
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
-    mine = {"photographerRating": item.photographer_rating}  # None: the photographer's untouched
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
         burst = {"group": item.group, "bestInGroup": item.best_in_group}
-        return head | item.rating.model_dump() | who | _cost(item) | burst | _cached(item) | mine
+        return (
+            head
+            | item.rating.model_dump()
+            | who
+            | _cost(item)
+            | burst
+            | _cached(item)
+            | _culled(item)
+        )
     if item.state is ItemState.FAILED:
-        return head | {"error": item.error or "failed"} | _cost(item) | mine
-    return head | {"status": ItemState.PENDING.value} | _cost(item) | mine
+        return head | {"error": item.error or "failed"} | _cost(item) | _culled(item)
+    return head | {"status": ItemState.PENDING.value} | _cost(item) | _culled(item)
 
 
 def _cached(item: ItemRecord) -> dict[str, Any]:
@@ -164,7 +182,7 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_cached(item))
+    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_cached(item), *_csv_keep(item))
 
 
 def _csv_cached(item: ItemRecord) -> tuple[object, ...]:
@@ -172,6 +190,14 @@ def _csv_cached(item: ItemRecord) -> tuple[object, ...]:
     if item.state is not ItemState.RATED or item.rating is None:
         return ("",)
     return ("true" if item.cached else "false",)
+
+
+def _csv_keep(item: ItemRecord) -> tuple[object, ...]:
+    """score, photographerRating, kept: empty when there is none."""
+    score = item.rating.score if item.rating is not None else None
+    kept = "" if item.kept is None else str(item.kept).lower()
+    rating = item.photographer_rating
+    return ("" if score is None else score, "" if rating is None else rating, kept)
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:
@@ -221,6 +247,16 @@ class Written:
     sidecars: tuple[Path, ...] = ()
     embedded: tuple[Path, ...] = ()
     failures: tuple[str, ...] = ()
+    kept: int | None = None  # `results --keep`: photos kept (None: no keep target)
+    rated: int = 0  # photos with a rating
+
+
+def _kept(items: list[ItemRecord], written: Written) -> Written:
+    """`written` with the keep target's count, when one was asked."""
+    if all(item.kept is None for item in items):
+        return written
+    rated = sum(1 for item in items if item.state is ItemState.RATED)
+    return replace(written, kept=sum(1 for item in items if item.kept), rated=rated)
 
 
 _TEXT_WRITERS = {"json": write_json, "jsonl": write_jsonl, "csv": write_csv}
@@ -237,14 +273,15 @@ def write_results(
     if fmt == "xmp":
         report = write_xmp(items, output, xmp)
         count = len(report.written)
-        return Written(count, output, report.sidecars, report.embedded, report.failures)
+        written = Written(count, output, report.sidecars, report.embedded, report.failures)
+        return _kept(items, written)
     writer = _TEXT_WRITERS[fmt]
     if output is None:
         writer(status, items, sys.stdout)
         sys.stdout.flush()
-        return Written(len(items), None)
+        return _kept(items, Written(len(items), None))
     output.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO(newline="")
     writer(status, items, buffer)
     write_atomically(output, buffer.getvalue())
-    return Written(len(items), output)
+    return _kept(items, Written(len(items), output))

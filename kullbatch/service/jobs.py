@@ -7,6 +7,7 @@ module opens a store or talks to a provider.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import getpass
@@ -45,6 +46,7 @@ from kullbatch.run.events import eta_seconds
 from kullbatch.run.runtime import Runtime
 from kullbatch.service import export, prompt
 from kullbatch.service.culling import group_job
+from kullbatch.service.keep import KeepTarget, choose
 from kullbatch.store.database import Store
 from kullbatch.store.rows import JobRow, NewJob, parse_time
 
@@ -421,12 +423,22 @@ class Service:
         embed: bool = False,
         sidecar_style: SidecarStyle = "adobe",
         reject_duplicates: bool = False,
+        keep: KeepTarget | None = None,
+        overwrite_ratings: bool = False,
     ) -> export.Written:
         """Write the job's results in `fmt` to `output` (a file, a folder for XMP, or stdout);
         for XMP, `embed` writes into JPEG/TIFF/PNG/DNG files, `sidecar_style` names sidecars and
-        `reject_duplicates` writes the frames of a burst besides its best as rejected."""
+        `reject_duplicates` writes the frames of a burst besides its best as rejected. `keep`
+        marks the photos a keep target keeps (`kept`); `overwrite_ratings` lets our stars
+        replace a photographer's own xmp:Rating."""
         status, items = await self.results(job_id)
+        if keep is not None:
+            items = await asyncio.to_thread(choose, items, keep)
         xmp = export.XmpOptions(
-            embed=embed, style=sidecar_style, reject_duplicates=reject_duplicates
+            embed=embed,
+            style=sidecar_style,
+            reject_duplicates=reject_duplicates,
+            overwrite_ratings=overwrite_ratings,
+            job_id=job_id,
         )
         return export.write_results(fmt, status, items, output, xmp)

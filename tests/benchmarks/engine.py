@@ -33,7 +33,7 @@ from kullbatch.run.retry import quiet_stamina
 from kullbatch.store.database import Store
 from kullbatch.store.rows import NewJob
 
-RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", tags=["a"])
+RATING = Rating(starRating=4, colorLabel="green", title="t", description="d", tags=["a"], score=80)
 
 
 class LatencyProvider:
