@@ -102,3 +102,22 @@ RejectDuplicatesFlag = Annotated[
         help="xmp: write the frames of a burst other than its best as rejected (-1).",
     ),
 ]
+
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Spend at most this many USD on the whole job (across resumes): photos are sent "
+        "only while what was spent plus what is in flight fits; then the job pauses (exit 1) "
+        "and `resume JOBID --budget MORE` goes on. With --dry-run: does the shoot fit?",
+        show_default=False,
+    ),
+]
+
+FlexWaitOption = Annotated[
+    str,
+    typer.Option(
+        help="Flex mode: a photo the flex tier keeps refusing for this long (e.g. 15m) is "
+        "sent at the standard tier, at the list price.",
+    ),
+]

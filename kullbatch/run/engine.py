@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from kullbatch.providers.base import Provider
+    from kullbatch.run.budget import Budget
     from kullbatch.store.database import Store
 
 admin_log = logging.getLogger("kullbatch.admin")
@@ -104,8 +105,10 @@ class BatchProcessor:
         gate: Gate | None = None,
         shoot_id: str = "",
         fallbacks: Sequence[tuple[Provider, Gate | None]] = (),
+        budget: Budget | None = None,
     ) -> None:
         self.job_id = job_id
+        self._budget = budget  # --budget: each photo admitted, each one's cost learned
         self._prompt = prompt
         self._store = store
         self._options = options or EngineOptions()
@@ -198,8 +201,11 @@ class BatchProcessor:
                     await link.gate.close()
         state = self._stop.state or JobState.COMPLETED
         counters = self._report.counters
-        stop = self._stop
-        outcome = JobOutcome(state, counters.rated, counters.failed, stop.error, stop.env_vars)
+        stop, error = self._stop, self._stop.error
+        unsent = counters.total - counters.rated - counters.failed
+        if stop.state is None and self._budget and (held := self._budget.verdict(unsent)):
+            state, error = JobState.PAUSED, held  # the budget was reached: resume goes on
+        outcome = JobOutcome(state, counters.rated, counters.failed, error, stop.env_vars)
         self._report.publish(EventKind.ENDED, status=state, error=outcome.error)
         return outcome
 
@@ -210,11 +216,11 @@ class BatchProcessor:
         if isinstance(images, AsyncIterable):
             async for image in images:
                 if not await self._release(image):
-                    return
+                    break
         else:
             for image in images:  # a list needs no async iteration: the hot path stays short
                 if not await self._release(image):
-                    return
+                    break
         self._fed = True
         if self._unfinished == 0:
             self._all_done.set()
@@ -224,6 +230,8 @@ class BatchProcessor:
         link = self._chain.head
         if self._stop.event.is_set() or link is None:
             return False
+        if self._budget is not None and not await self._budget.admit():
+            return False  # the budget is reached: what is in flight finishes, nothing more
         if not self._probe_sent:
             self._probe_sent = True
             self._spawn(image, probe=True, admitted=None)
@@ -262,6 +270,7 @@ class BatchProcessor:
                     waiter.cancel()
 
     async def _one(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
+        spent: tuple[Answer, str, str] | tuple[()] = ()  # what the budget is told it cost
         try:
             if self._chain.single:  # no fallback: one provider, the whole window
                 link = self._chain.links[0]
@@ -281,9 +290,12 @@ class BatchProcessor:
             self._report.rated(
                 image.id, answer, attempt=attempts, provider=rater.name, model=rater.model
             )
+            spent = (answer, rater.name, rater.model)
         finally:
             if probe:
                 self._probe_answered.set()
+            if self._budget is not None:
+                self._budget.ended(*spent)
         self._unfinished -= 1
         if self._fed and self._unfinished == 0:
             self._all_done.set()

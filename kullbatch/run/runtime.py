@@ -24,6 +24,7 @@ from kullbatch.models import JobState, Mode, Prompt
 from kullbatch.providers import create_batch_client, create_provider, resolve
 from kullbatch.run.economy import EconomyOptions, EconomyRunner, Stoppable
 from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.run.flex import flex_provider
 from kullbatch.run.ratelimit import Gate
 from kullbatch.run.retry import quiet_stamina
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from kullbatch.models import JobOptions, ProgressEvent
     from kullbatch.providers import Credentials, Provider, ProviderSpec
+    from kullbatch.run.budget import Budget
     from kullbatch.store.database import Store
     from kullbatch.store.rows import JobRow
 
@@ -164,11 +166,12 @@ class Runtime:
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         on_processor: Callable[[Stoppable], None] | None = None,
         cancel: bool = False,
+        budget: Budget | None = None,
     ) -> JobOutcome:
         """Send every image of the job without a stored result; record how the job ended.
 
         With `cancel`, an economy job nobody polls has its provider batches cancelled and
-        what they finished stored.
+        what they finished stored. With a `budget`, each photo is admitted by it.
         """
         env = self.env if env is None else env
         if not await self.store.claim(job):
@@ -177,7 +180,7 @@ class Runtime:
         self._gc.enter()
         try:
             outcome = await self._run(
-                job, spec, model, env, subscribers, on_processor, cancel=cancel
+                job, spec, model, env, subscribers, on_processor, cancel=cancel, budget=budget
             )
         finally:
             self._gc.exit()
@@ -194,10 +197,11 @@ class Runtime:
         on_processor: Callable[[Stoppable], None] | None,
         *,
         cancel: bool = False,
+        budget: Budget | None = None,
     ) -> JobOutcome:
         if job.mode is Mode.ECONOMY:
             return await self._economy(
-                job, spec, model, env, subscribers, on_processor, cancel=cancel
+                job, spec, model, env, subscribers, on_processor, cancel=cancel, budget=budget
             )
         try:
             provider, gate = self._build(spec, model, env)
@@ -212,8 +216,11 @@ class Runtime:
                     JobState.FAILED, job.processed_images, 0, exc.message, exc.env_vars
                 )
             job, provider, gate = led
+        if job.mode is Mode.FLEX:  # the flex tier, each photo at standard once refused too long
+            clock = asyncio.get_running_loop().time
+            provider = flex_provider(provider, wait=job.options.flex_wait, clock=clock)
         counts = await self.store.item_counts(job.id)
-        processor = self._processor(job, provider, gate, env, subscribers)
+        processor = self._processor(job, provider, gate, env, subscribers, budget)
         return await self._running(
             job.id,
             processor,
@@ -279,6 +286,7 @@ class Runtime:
         gate: Gate,
         env: Mapping[str, str],
         subscribers: Sequence[Callable[[ProgressEvent], None]],
+        budget: Budget | None = None,
     ) -> BatchProcessor:
         return BatchProcessor(
             job_id=job.id,
@@ -291,6 +299,7 @@ class Runtime:
             subscribers=subscribers,
             gate=gate,
             fallbacks=self._fallbacks(job, env),
+            budget=budget,
         )
 
     def _fallbacks(self, job: JobRow, env: Mapping[str, str]) -> list[tuple[Provider, Gate]]:
@@ -324,6 +333,7 @@ class Runtime:
         on_processor: Callable[[Stoppable], None] | None,
         *,
         cancel: bool,
+        budget: Budget | None = None,
     ) -> JobOutcome:
         """The job's provider batches first; the photos they did not finish then go through
         the fast engine, with the batch client's adapter and the same account's gate."""
@@ -355,7 +365,7 @@ class Runtime:
         ended = await self._running(job.id, runner, on_processor, batches)
         if not ended.leftovers:
             return ended.outcome
-        processor = self._processor(job, client.adapter, gate, env, subscribers)
+        processor = self._processor(job, client.adapter, gate, env, subscribers, budget)
         leftovers = processor.run(
             ended.leftovers,
             total=job.total_images,

@@ -25,6 +25,7 @@ from kullbatch.models import (
     CANCELLED_BY_USER,
     DEFAULT_DISTANCE,
     DEFAULT_FALLBACK_AFTER,
+    DEFAULT_FLEX_WAIT,
     DEFAULT_GAP,
     DEFAULT_MAX_EDGE,
     DEFAULT_MAX_RETRY_TIME,
@@ -43,7 +44,7 @@ from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS, resolve
 from kullbatch.run.events import eta_seconds
 from kullbatch.run.runtime import Runtime
-from kullbatch.service import export, prompt
+from kullbatch.service import export, prompt, spending
 from kullbatch.service.culling import group_job
 from kullbatch.store.database import Store
 from kullbatch.store.rows import JobRow, NewJob, parse_time
@@ -93,6 +94,8 @@ class ProcessSettings:
     groups: bool = True  # --no-groups: bursts are not looked for
     burst_gap: float = DEFAULT_GAP
     burst_distance: int = DEFAULT_DISTANCE
+    budget: float | None = None  # --budget USD: the job never spends more (None: no ceiling)
+    flex_wait: float = DEFAULT_FLEX_WAIT  # --flex-wait: refused this long, a photo goes standard
 
     def job_options(self) -> JobOptions:
         """What the job remembers of these settings, so that `resume` runs it the same way."""
@@ -108,6 +111,7 @@ class ProcessSettings:
             grouping=GroupingOptions(
                 enabled=self.groups, gap=self.burst_gap, max_distance=self.burst_distance
             ),
+            flex_wait=self.flex_wait,
         )
 
 
@@ -140,6 +144,11 @@ async def create_job(
         )
     if settings.economy_only and mode is not Mode.ECONOMY:
         raise UsageError("--economy-only applies to --mode economy only")
+    if mode is Mode.FLEX or settings.budget is not None:  # both need the price table
+        table = pricing.load_prices(env)
+        if mode is Mode.FLEX:
+            spending.check_flex(provider, model, table)
+        spending.check_budget(settings.budget, provider, model, table)
     composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
@@ -154,6 +163,8 @@ async def create_job(
         options=settings.job_options(),
     )
     await store.create_job(job, manifest.images)
+    if settings.budget is not None:
+        await store.set_budget(job.id, settings.budget)
     row = await store.get_job(job.id)
     assert row is not None
     return row
@@ -196,7 +207,9 @@ async def get_job(store: Store, job_id: str) -> JobRow:
     return job
 
 
-async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> JobRow:
+async def prepare_resume(
+    store: Store, job_id: str, mode: str | None = None, budget: float | None = None
+) -> JobRow:
     """A job that is not running again: its failed images get another chance.
 
     An economy job stays in economy mode: photos its ended batches did not finish go into new
@@ -220,6 +233,10 @@ async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> 
             )
         await store.set_mode(job_id, Mode.FAST)
         job = dataclasses.replace(job, mode=Mode.FAST)
+    if budget is not None:  # `resume --budget USD`: the new ceiling, for the whole job
+        spending.check_budget(budget, job.provider_id, job.model, pricing.load_prices())
+        await store.set_budget(job_id, budget)
+        job = dataclasses.replace(job, budget_usd=budget)
     await store.reopen_failed(job_id)
     if job.mode is Mode.ECONOMY:
         await store.batches.release_ended(job_id)
@@ -320,7 +337,10 @@ class Service:
         on_processor: Callable[[Stoppable], None] | None = None,
     ) -> JobOutcome:
         runtime = await self.runtime()
-        outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        budget = await spending.budget_for(self.store, job, self.prices())
+        outcome = await runtime.run_job(
+            job, subscribers=subscribers, on_processor=on_processor, budget=budget
+        )
         grouping = job.options.grouping
         if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
             await group_job(self.store, job.id, grouping)
@@ -330,8 +350,10 @@ class Service:
         """(moments, duplicates) of the job's last grouping."""
         return await self.store.group_counts(job_id)
 
-    async def prepare_resume(self, job_id: str, mode: str | None = None) -> JobRow:
-        return await prepare_resume(self.store, job_id, mode)
+    async def prepare_resume(
+        self, job_id: str, mode: str | None = None, budget: float | None = None
+    ) -> JobRow:
+        return await prepare_resume(self.store, job_id, mode, budget)
 
     async def is_live(self, job_id: str) -> bool:
         """Whether a process is running (or polling) the job right now."""
@@ -365,8 +387,15 @@ class Service:
             inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens
         )
         rater = pricing.rated_by(groups, job.provider_id)
+        extra = spending.status_fields(self.prices(), groups, job)
         return status_of(job).model_copy(
-            update={"usage": usage, "costUsd": cost.usd, "costNote": cost.note, "providerId": rater}
+            update={
+                "usage": usage,
+                "costUsd": cost.usd,
+                "costNote": cost.note,
+                "providerId": rater,
+                **extra,
+            }
         )
 
     async def status(self, job_id: str) -> JobStatus:
