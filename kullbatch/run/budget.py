@@ -30,7 +30,11 @@ MARGIN = 0.1  # an answer may cost a tenth more than the mean so far
 
 def budget_message(spent: float, ceiling: float, not_sent: int) -> str:
     """The paused job's error: `budget reached: $4.97 of $5.00 spent; 312 photos not sent`."""
-    return f"budget reached: ${spent:,.2f} of ${ceiling:,.2f} spent; {not_sent} photos not sent"
+    places = 2 if ceiling >= 1 else 4  # cents say nothing of a ceiling under a dollar
+    return (
+        f"budget reached: ${spent:,.{places}f} of ${ceiling:,.{places}f} spent; "
+        f"{not_sent} photos not sent"
+    )
 
 
 class Budget:

@@ -64,10 +64,15 @@ def check_flex(provider: str, model: str, table: PriceTable) -> None:
         )
 
 
-def check_budget(usd: float | None, provider: str, model: str, table: PriceTable) -> None:
-    """A budget must be a positive amount, for a model whose price is known."""
+def check_budget(
+    usd: float | None, provider: str, model: str, table: PriceTable, mode: Mode = Mode.FAST
+) -> None:
+    """A budget must be a positive amount, for a model whose price is known, in fast or flex
+    mode (economy mode's batches are not admitted against a budget yet)."""
     if usd is None:
         return
+    if mode is Mode.ECONOMY:
+        raise UsageError("--budget works in fast and flex mode; economy mode does not take one yet")
     if usd <= 0:
         raise UsageError(f"--budget must be a positive amount of USD, not {usd}")
     if not table.offline(provider) and table.price(provider, model) is None:
