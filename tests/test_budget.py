@@ -10,11 +10,14 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from fake_batch_openai import KEY as BATCH_KEY
+from fake_batch_openai import FakeOpenAIBatches
 from fake_openai_server import FakeChatServer
 from PIL import Image
 from typer.testing import CliRunner
@@ -189,18 +192,56 @@ def test_the_dry_run_says_whether_the_shoot_fits_the_budget(
     assert any("does not fit: 2 photos" in line for line in small.lines())
 
 
-def test_a_budget_is_refused_for_economy_mode_and_when_not_positive(tmp_path, dear_prices):
-    """Exit 2 before anything is stored: economy mode does not take a budget yet."""
+def test_a_budget_that_is_not_positive_is_refused(tmp_path, dear_prices):
+    """Exit 2 before anything is stored."""
 
     async def main() -> None:
         async with jobs.Service.open(tmp_path / "k.db", {"OPENAI_API_KEY": KEY}) as service:
-            for mode, usd, words in (("economy", 5.0, "economy"), ("fast", 0.0, "positive")):
-                settings = jobs.ProcessSettings(provider="openai", mode=mode, budget=usd)
-                with pytest.raises(UsageError, match=words):
-                    await service.create(shoot(tmp_path, 1), settings)
+            settings = jobs.ProcessSettings(provider="openai", budget=0.0)
+            with pytest.raises(UsageError, match="positive"):
+                await service.create(shoot(tmp_path, 1), settings)
             assert await service.store.list_jobs() == []
 
     run_virtual(main())
+
+
+def test_economy_submits_only_the_photos_whose_estimate_fits_then_resume_batches_the_rest(
+    tmp_path, dear_prices
+):
+    """A budget with room for four photos at the batch price (by the dry run's rule): the
+    provider batch takes four, the job pauses once they are answered; `resume --budget` puts
+    the other six in a new batch. Ten requests in all: no photo twice."""
+
+    async def main() -> tuple[Any, ...]:
+        fake = FakeOpenAIBatches()
+        async with serving(fake.app()) as url:
+            env = {"OPENAI_API_KEY": BATCH_KEY, "OPENAI_BASE_URL": f"{url}/v1", **dear_prices}
+            async with jobs.Service.open(tmp_path / "k.db", env) as service:
+                settings = jobs.ProcessSettings(provider="openai", model=MODEL, mode="economy")
+                job = await service.create(shoot(tmp_path, 10), settings)
+                budget = await spending.budget_for(
+                    service.store, replace(job, budget_usd=1.0), service.prices()
+                )
+                assert budget is not None
+                ceiling = round(4.5 * budget.estimate, 6)
+                await service.store.set_budget(job.id, ceiling)
+                job = await service.store.get_job(job.id)
+                assert job is not None
+                paused = await service.run(job)
+                first = [len(batch.requests) for batch in fake.batches.values()]
+                status = await service.status(job.id)
+                job = await service.prepare_resume(job.id, budget=100.0)
+                resumed = await service.run(job)
+                every = [len(batch.requests) for batch in fake.batches.values()]
+        return paused, first, status, ceiling, resumed, every
+
+    paused, first, status, ceiling, resumed, every = run_virtual(main())
+    assert first == [4] and paused.state is JobState.PAUSED and paused.rated == 4
+    assert paused.error is not None and paused.error.endswith("; 6 photos not sent")
+    assert status.costUsd is not None and status.costUsd <= ceiling
+    assert status.tiers == {"batch": 4}
+    assert resumed.state is JobState.COMPLETED and resumed.rated == 10
+    assert every == [4, 6]
 
 
 def test_the_cli_dry_run_with_a_budget_prints_whether_the_shoot_fits(tmp_path, dear_prices):

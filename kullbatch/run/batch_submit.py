@@ -62,6 +62,7 @@ class Submitter:
         fingerprints: dict[str, Fingerprint],
         failed: Callable[[str, str], None],
         note: Callable[[str], None],
+        admit: Callable[[], bool] | None = None,
     ) -> None:
         self.job_id = job_id
         self._client = client
@@ -74,6 +75,7 @@ class Submitter:
         self._fingerprints = fingerprints
         self._failed = failed
         self._note = note
+        self._admit = admit  # --budget: a photo goes into a batch only if its estimate fits
 
     # -- batches left half-sent ------------------------------------------------------------------
 
@@ -130,23 +132,28 @@ class Submitter:
                 async for image in self._store.batches.unbatched(self.job_id):
                     if self._stops.stopping:
                         raise Stopped
-                    await self._add(pending, image)
+                    if not await self._add(pending, image):
+                        break  # the budget is reached: this batch goes with fewer photos
                 if pending.ids:
                     await self._submit(pending)
             finally:
                 pending.close()
 
-    async def _add(self, pending: BatchFile, image: ImageInput) -> None:
+    async def _add(self, pending: BatchFile, image: ImageInput) -> bool:
+        """The photo's request into the pending batch; False: the budget has no room for it."""
         line = await self._line(image)
         if line is None:
-            return
+            return True
         encoded = self._client.encode(line)
         if not pending.holds(len(encoded)):
             self._failed(image.id, _too_large(len(encoded), self._client.limits.max_bytes))
-            return
+            return True
+        if self._admit is not None and not self._admit():
+            return False
         if not pending.fits(len(encoded)):
             await self._submit(pending)
         pending.add(line.custom_id, image.id, encoded)
+        return True
 
     async def _line(self, image: ImageInput) -> BatchLine | None:
         """The photo's request as fast mode would send it; a photo that cannot be read fails."""

@@ -47,6 +47,7 @@ class Budget:
         spent: float,
         estimate: float,
         cost: Callable[[Answer, str, str], float],
+        in_flight: int = 0,
     ) -> None:
         self.ceiling = ceiling
         self.spent = spent
@@ -54,7 +55,7 @@ class Budget:
         self._cost = cost  # USD of an answer by (answer, provider, model), at its tier
         self._answers = 0
         self._answered_usd = 0.0
-        self.in_flight = 0
+        self.in_flight = in_flight  # photos sent (or in an open provider batch), not answered
         self.reached = False  # a photo was refused: the job ends paused
         self._settled = asyncio.Event()
 
@@ -77,6 +78,15 @@ class Budget:
                 return False
             self._settled.clear()
             await self._settled.wait()
+        self.in_flight += 1
+        return True
+
+    def take(self) -> bool:
+        """Economy mode: one more photo into a provider batch if its estimate fits (no
+        waiting: a batch answers in hours); False once the budget is reached."""
+        if not self._fits():
+            self.reached = True
+            return False
         self.in_flight += 1
         return True
 

@@ -358,6 +358,7 @@ class Runtime:
             sink=self.store,
             options=economy_options(job.options, env),
             subscribers=subscribers,
+            budget=budget,
         )
         if cancel:
             runner.cancel()

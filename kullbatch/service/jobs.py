@@ -148,7 +148,7 @@ async def create_job(
         table = pricing.load_prices(env)
         if mode is Mode.FLEX:
             spending.check_flex(provider, model, table)
-        spending.check_budget(settings.budget, provider, model, table, mode)
+        spending.check_budget(settings.budget, provider, model, table)
     composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
@@ -235,7 +235,7 @@ async def prepare_resume(
         job = dataclasses.replace(job, mode=Mode.FAST)
     if budget is not None:  # `resume --budget USD`: the new ceiling, for the whole job
         table = pricing.load_prices()
-        spending.check_budget(budget, job.provider_id, job.model, table, job.mode)
+        spending.check_budget(budget, job.provider_id, job.model, table)
         await store.set_budget(job_id, budget)
         job = dataclasses.replace(job, budget_usd=budget)
     await store.reopen_failed(job_id)

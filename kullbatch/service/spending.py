@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kullbatch.errors import UsageError
 from kullbatch.models import Mode
 from kullbatch.pricing import prices as pricing
+from kullbatch.pricing.prices import BATCH
 from kullbatch.pricing.tiers import flex_saved, photo_estimate, tier_counts
 from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.providers.flex import FLEX, FLEX_PROVIDERS
@@ -64,15 +65,10 @@ def check_flex(provider: str, model: str, table: PriceTable) -> None:
         )
 
 
-def check_budget(
-    usd: float | None, provider: str, model: str, table: PriceTable, mode: Mode = Mode.FAST
-) -> None:
-    """A budget must be a positive amount, for a model whose price is known, in fast or flex
-    mode (economy mode's batches are not admitted against a budget yet)."""
+def check_budget(usd: float | None, provider: str, model: str, table: PriceTable) -> None:
+    """A budget must be a positive amount, for a model whose price is known."""
     if usd is None:
         return
-    if mode is Mode.ECONOMY:
-        raise UsageError("--budget works in fast and flex mode; economy mode does not take one yet")
     if usd <= 0:
         raise UsageError(f"--budget must be a positive amount of USD, not {usd}")
     if not table.offline(provider) and table.price(provider, model) is None:
@@ -90,14 +86,25 @@ async def budget_for(store: Store, job: JobRow, table: PriceTable) -> Budget | N
         job.model,
         prompt_tokens(job.prompt, job.system_prompt),
         photo_size(job.options.max_edge),
+        batch=job.mode is Mode.ECONOMY,
         flex=job.mode is Mode.FLEX,
     )
+    # an economy job's photos in provider batches not read yet are in flight (on a resume)
+    batched = [r for r in await store.batches.of_job(job.id) if not r.fetched]
 
     def cost(answer: Answer, provider: str, model: str) -> float:
         price = table.price(provider or job.provider_id, model or job.model)
-        return 0.0 if price is None else price.cost(answer.usage, flex=answer.tier == FLEX)
+        if price is None:
+            return 0.0
+        return price.cost(answer.usage, batch=answer.tier == BATCH, flex=answer.tier == FLEX)
 
-    return Budget(job.budget_usd, spent=spent or 0.0, estimate=estimate or 0.0, cost=cost)
+    return Budget(
+        job.budget_usd,
+        spent=spent or 0.0,
+        estimate=estimate or 0.0,
+        cost=cost,
+        in_flight=sum(record.requests for record in batched),
+    )
 
 
 def status_fields(table: PriceTable, groups: list[RatedUsage], job: JobRow) -> dict[str, Any]:
