@@ -273,3 +273,28 @@ def test_a_flex_refusal_is_its_own_error_and_only_at_the_flex_tier():
     with pytest.raises(Transient) as standard:
         run_virtual(_rate_at(fake.app(), "gemini", FLEX_GEMINI, None))
     assert not isinstance(standard.value, FlexUnavailable)
+
+
+def test_resume_in_fast_mode_sends_a_flex_jobs_failed_photos_at_the_standard_tier(tmp_path):
+    """Photos the flex tier refused for their whole retry window failed; `resume --mode fast`
+    sends them again without the tier, and the job is a fast one from then on."""
+    fake = FakeChatServer(api_key=OPENAI_KEY)
+    fake.flex_refuse = 1.0
+
+    async def main() -> tuple[Any, Any, Any]:
+        async with (
+            serving(fake.app()) as url,
+            jobs.Service.open(tmp_path / "k.db", env_for("openai", url)) as service,
+        ):
+            settings = jobs.ProcessSettings(provider="openai", mode="flex", max_retry_time=30.0)
+            job = await service.create(shoot(tmp_path, 2), settings)
+            refused = await service.run(job)
+            resumed_job = await service.prepare_resume(job.id, "fast")
+            resumed = await service.run(resumed_job)
+            return refused, resumed, await service.status(job.id)
+
+    refused, resumed, status = run_virtual(main())
+    assert refused.state is JobState.COMPLETED and refused.failed == 2 and refused.rated == 0
+    assert resumed.rated == 2 and status.mode is Mode.FAST
+    assert fake.tiers[-2:] == [None, None] and set(fake.tiers[:-2]) == {"flex"}
+    assert status.tiers == {"standard": 2}

@@ -23,7 +23,7 @@ class ExportFormat(StrEnum):
 ResumeModeOption = Annotated[
     Mode | None,
     typer.Option(
-        help="fast: an economy job's remaining photos go now, at the list price "
+        help="fast: an economy or flex job's remaining photos go now, at the list price "
         "[default: the job's own mode: an economy job gets new batches]",
     ),
 ]

@@ -231,6 +231,7 @@ async def prepare_resume(
                 f"job {job_id} has provider batches still open ({names}): resume it without "
                 "--mode fast to collect them, or cancel it first; its photos would be paid twice"
             )
+    if job.mode is not Mode.FAST and mode == Mode.FAST:  # economy or flex: the rest at list
         await store.set_mode(job_id, Mode.FAST)
         job = dataclasses.replace(job, mode=Mode.FAST)
     if budget is not None:  # `resume --budget USD`: the new ceiling, for the whole job
