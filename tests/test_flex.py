@@ -17,11 +17,17 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from fake_gemini_server import FLEX_UNAVAILABLE, GEMINI_KEY, FakeGemini
+from fake_gemini_server import (
+    FLEX_UNAVAILABLE,
+    GEMINI_KEY,
+    FakeGemini,
+    google_error,
+    quota_exceeded,
+)
 from fake_openai_server import FakeChatServer
 from PIL import Image
 
-from kullbatch.errors import FlexUnavailable, RateLimited, Transient, UsageError
+from kullbatch.errors import FatalJobError, FlexUnavailable, RateLimited, Transient, UsageError
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import JobState, Mode, PreparedImage, Prompt
 from kullbatch.pricing import prices as pricing
@@ -298,3 +304,37 @@ def test_resume_in_fast_mode_sends_a_flex_jobs_failed_photos_at_the_standard_tie
     assert resumed.rated == 2 and status.mode is Mode.FAST
     assert fake.tiers[-2:] == [None, None] and set(fake.tiers[:-2]) == {"flex"}
     assert status.tiers == {"standard": 2}
+
+
+def _openai_429(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "requests", "param": None, "code": code}}
+
+
+@pytest.mark.parametrize(
+    ("provider", "status", "body", "kind"),
+    [
+        ("openai", 429, _openai_429("rate_limit_exceeded", "Rate limit reached"), RateLimited),
+        (
+            "openai",
+            429,
+            _openai_429("insufficient_quota", "You exceeded your quota"),
+            FatalJobError,
+        ),
+        ("gemini", 429, quota_exceeded(), RateLimited),
+        ("gemini", 429, google_error(429, "RESOURCE_EXHAUSTED", "Flex is busy"), FlexUnavailable),
+    ],
+    ids=["openai-rate-limit", "openai-no-credit", "gemini-quota", "gemini-flex-busy"],
+)
+def test_at_the_flex_tier_a_rate_limit_or_no_credit_stays_what_it_is(provider, status, body, kind):
+    """Only the tier's own refusals are flex refusals: the account's limits and credit are not."""
+    if provider == "gemini":
+        fake: Any = FakeGemini(model=FLEX_GEMINI)
+        fake.reply(status, body)
+    else:
+        fake = FakeChatServer(api_key=OPENAI_KEY)
+        fake.queue(status, body)
+    model = FLEX_GEMINI if provider == "gemini" else None
+
+    with pytest.raises(kind) as raised:
+        run_virtual(_rate_at(fake.app(), provider, model, "flex"))
+    assert isinstance(raised.value, FlexUnavailable) is (kind is FlexUnavailable)
