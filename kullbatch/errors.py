@@ -10,6 +10,7 @@
     └── ProviderError                 what a provider's answer (or its absence) means
         ├── Retryable                 worth another attempt, after a wait
         │   ├── RateLimited           429, Anthropic 529  -> rate-limit schedule
+        │   │   └── FlexUnavailable   the flex tier had no capacity: same schedule, no slower gate
         │   └── Transient             408, 409, 5xx, drops, timeouts, bad answers -> other schedule
         │       └── Refused           the model declined the photo (refusal, content filter)
         ├── PermanentImageError       this image cannot be rated (400/413/422 about the image)
@@ -44,6 +45,7 @@ __all__ = [
     "ContentBlocked",
     "FatalJobError",
     "FieldError",
+    "FlexUnavailable",
     "KullbatchError",
     "NotFoundError",
     "PermanentImageError",
@@ -137,6 +139,12 @@ class RateLimited(Retryable):
         super().__init__(
             message, status=status, headers=headers, retry_after=retry_after, limits=limits
         )
+
+
+class FlexUnavailable(RateLimited):
+    """The flex tier turned the request away for want of capacity (OpenAI's 429 "resource
+    unavailable", Groq's 498 `capacity_exceeded`, Gemini's flex 429/503): retried on the
+    rate-limit schedule, but the account is not sending too fast, so the gate is not slowed."""
 
 
 class Transient(Retryable):

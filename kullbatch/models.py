@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 DEFAULT_MAX_EDGE = 1568  # Anthropic's and OpenAI's sweet spot: larger is downscaled server-side
 DEFAULT_MAX_RETRY_TIME = 6 * 3600.0  # --max-retry-time: how long one photo is retried
 DEFAULT_FALLBACK_AFTER = 600.0  # --fallback-after: 10 minutes of retrying, then the next one
+DEFAULT_FLEX_WAIT = 900.0  # --flex-wait: a photo the flex tier refuses this long goes standard
 DEFAULT_GAP = 2.0  # seconds between a frame and the previous frame of its burst, at most
 DEFAULT_DISTANCE = 12  # bits of the 64-bit pHash two frames of one moment may differ in
 
@@ -130,6 +131,7 @@ class Answer:
     # model, max edge, prompt), and whether it was copied from an earlier rating, not sent
     cache_key: str | None = None
     cached: bool = False
+    tier: str | None = None  # "flex" when the flex tier answered; None: standard (or batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,13 +172,14 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
     SUBMITTED = "submitted"
+    PAUSED = "paused"  # the budget was reached; `resume --budget` goes on
 
 
 # A process works on a job in these states (sending, or waiting on its provider batches);
 # whether that process still lives is its heartbeat's word (`JobRow.is_live`).
 ACTIVE_STATES: frozenset[JobState] = frozenset({JobState.PROCESSING, JobState.SUBMITTED})
 # Not ended yet: `cancel` ends a job in these states (one nobody runs, at once).
-CANCELLABLE_STATES: frozenset[JobState] = ACTIVE_STATES | {JobState.INTERRUPTED}
+CANCELLABLE_STATES: frozenset[JobState] = ACTIVE_STATES | {JobState.INTERRUPTED, JobState.PAUSED}
 # The error a cancelled job records, whoever stopped it (`cancel`, the API, the dashboard).
 CANCELLED_BY_USER = "cancelled by the user"
 
@@ -193,6 +196,7 @@ class Mode(enum.StrEnum):
 
     FAST = "fast"
     ECONOMY = "economy"
+    FLEX = "flex"  # fast mode's engine, every request at the provider's flex tier
 
 
 class Fallback(BaseModel):
@@ -241,6 +245,7 @@ class JobOptions(BaseModel):
     rubric: str | None = None
     grouping: GroupingOptions = Field(default_factory=GroupingOptions)
     cache: bool = True  # --no-cache: False sends every photo, even one rated before
+    flex_wait: float = DEFAULT_FLEX_WAIT  # flex mode: refused this long, a photo goes standard
 
     @model_validator(mode="before")
     @classmethod
@@ -295,6 +300,9 @@ class JobStatus(BaseModel):
     completedAt: str | None  # noqa: N815
     providerBatches: list[ProviderBatch] = Field(default_factory=list)  # noqa: N815
     cachedImages: int = 0  # noqa: N815  (photos whose rating was copied from the cache)
+    budgetUsd: float | None = None  # noqa: N815  (--budget: the job's ceiling; None: none)
+    tiers: dict[str, int] = Field(default_factory=dict)  # photos rated at each tier
+    flexSavedUsd: float | None = None  # noqa: N815  (what the flex tier saved; flex mode only)
 
 
 @dataclass(frozen=True, slots=True)

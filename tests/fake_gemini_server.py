@@ -317,6 +317,9 @@ class FakeGemini:
     images: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     image_gets: list[str] = field(default_factory=list)
     base_url: str = ""
+    flex_refuse: float = 0.0  # share of flex requests the flex tier turns away (503 UNAVAILABLE)
+    tiers: list[str | None] = field(default_factory=list)  # serviceTier of each request taken
+    flex_seen: int = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=2 * MAX_REQUEST_BYTES)
@@ -351,6 +354,13 @@ class FakeGemini:
             message = "Invalid JSON payload received. " + "; ".join(problems)
             return web.json_response(google_error(400, "INVALID_ARGUMENT", message), status=400)
         self.requests.append(body)
+        return self._answer(body)
+
+    def _answer(self, body: dict[str, Any]) -> web.Response:
+        """A request that passed the checks: the flex tier may turn it away, else the script."""
+        self.tiers.append(body.get("serviceTier"))
+        if body.get("serviceTier") == "flex" and _refused(self):
+            return web.json_response(FLEX_UNAVAILABLE, status=503)
         if self.replies:
             return self.replies.pop(0).response()
         return web.json_response(generate_content_response())
@@ -379,11 +389,28 @@ class FakeGemini:
         return None
 
 
+def _refused(fake: FakeGemini) -> bool:
+    """Whether this flex request is one the tier turns away: `flex_refuse` of them, spread."""
+    seen, fake.flex_seen = fake.flex_seen, fake.flex_seen + 1
+    return int((seen + 1) * fake.flex_refuse) > int(seen * fake.flex_refuse)
+
+
+# Gemini's flex tier when it sheds load: a 503 UNAVAILABLE (the same status as an overloaded
+# model; the message is the fake's, the exact text is not published).
+FLEX_UNAVAILABLE = google_error(
+    503, "UNAVAILABLE", "The flex tier is at capacity for this model. Please try again later."
+)
+# GenerateContentRequest.serviceTier (js-genai `ServiceTier`): anything else is a 400.
+SERVICE_TIERS = {"unspecified", "standard", "flex", "priority"}
+
+
 def check_body(body: Any) -> list[str]:
     """What is wrong with a GenerateContentRequest as kullbatch should send it."""
     if not isinstance(body, dict):
         return ["body is not an object"]
     problems = [f"unexpected field {name}" for name in body if name not in _TOP_LEVEL]
+    if "serviceTier" in body and body["serviceTier"] not in SERVICE_TIERS:
+        problems.append(f"Invalid value at 'service_tier' ({body['serviceTier']!r})")
     problems += _check_contents(body.get("contents"))
     problems += _check_config(body.get("generationConfig"))
     system = body.get("systemInstruction")
@@ -397,7 +424,7 @@ def check_body(body: Any) -> list[str]:
     return problems
 
 
-_TOP_LEVEL = {"contents", "generationConfig", "systemInstruction"}
+_TOP_LEVEL = {"contents", "generationConfig", "systemInstruction", "serviceTier"}
 
 
 def _check_contents(contents: Any) -> list[str]:

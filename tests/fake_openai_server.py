@@ -28,6 +28,10 @@ from tests import fake_usage
 SCHEMA_PATH = Path(__file__).parent / "data" / "openai-chat-request.schema.json"
 INVALID = "invalid_request_error"
 XAI_INVALID = "Client specified an invalid argument"
+# The flex tiers' refusals (statuses and codes as documented; the message texts are the fake's).
+FLEX_FULL_OPENAI = "Resource Unavailable: flex processing has no capacity right now; retry later."
+FLEX_FULL_GROQ = "Flex tier capacity exceeded. Please retry with backoff."
+GROQ_SERVICE_TIERS = {"auto", "on_demand", "flex", "performance"}
 
 RATING = {
     "starRating": 4,
@@ -225,12 +229,20 @@ class FakeChatServer:
         self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
         self.base_url = ""
         self.count_usage = False  # usage counted from the photo, as OpenAI does (fake_usage)
+        self.usage: tuple[int, int] | None = None  # (prompt, completion) tokens of each answer
+        self.flex_refuse = 0.0  # share of flex requests the flex tier turns away, spread evenly
+        self.tiers: list[str | None] = []  # service_tier of each request that passed the checks
+        self._flex_seen = 0
 
-    async def start(self, aiohttp_server: Any) -> FakeChatServer:
+    def app(self) -> web.Application:
+        """The fake's routes, for a server started by the test (`start`, or a virtual loop's)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post(f"{self.prefix}/chat/completions", self._chat)
         app.router.add_get("/images/{name}", self._image)
-        server = await aiohttp_server(app, host="127.0.0.1")
+        return app
+
+    async def start(self, aiohttp_server: Any) -> FakeChatServer:
+        server = await aiohttp_server(self.app(), host="127.0.0.1")
         self.base_url = str(server.make_url("")).rstrip("/")
         return self
 
@@ -306,12 +318,25 @@ class FakeChatServer:
             return refusal
         if self.reject_json_schema and payload["response_format"]["type"] == "json_schema":
             return self._schema_rejection()
+        tier = payload.get("service_tier")
+        self.tiers.append(tier)
+        if tier == "flex" and (full := self._flex_full()) is not None:
+            return full
         if self.script:
             status, body, headers = self.script.popleft()
             if isinstance(body, dict):
                 return web.json_response(body, status=status, headers=headers)
             return web.Response(body=body, status=status, headers=headers)
         completion = self.completion(model=payload["model"])
+        if self.flavour == "openai" and tier is not None:
+            completion["service_tier"] = "flex" if tier == "flex" else "default"
+        if self.usage is not None:
+            prompt_tokens, answer_tokens = self.usage
+            completion["usage"] |= {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": answer_tokens,
+                "total_tokens": prompt_tokens + answer_tokens,
+            }
         if self.count_usage:
             answer = completion["choices"][0]["message"]["content"]
             prompt, answer_tokens = fake_usage.openai_usage(payload, answer)
@@ -321,6 +346,18 @@ class FakeChatServer:
                 "total_tokens": prompt + answer_tokens,
             }
         return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
+
+    def _flex_full(self) -> web.Response | None:
+        """`flex_refuse` of the flex requests turned away, as each API does when its flex tier
+        is full: OpenAI 429 "Resource Unavailable", Groq 498 `capacity_exceeded`."""
+        seen, self._flex_seen = self._flex_seen, self._flex_seen + 1
+        if int((seen + 1) * self.flex_refuse) == int(seen * self.flex_refuse):
+            return None
+        if self.flavour == "groq":
+            body = openai_error(FLEX_FULL_GROQ, "capacity_exceeded", "capacity_exceeded")
+            return web.json_response(body, status=498)
+        body = openai_error(FLEX_FULL_OPENAI, "resource_unavailable", "resource_unavailable")
+        return web.json_response(body, status=429)
 
     def _check_headers(self, request: web.Request) -> web.Response | None:
         auth = request.headers.get("Authorization")
@@ -344,6 +381,11 @@ class FakeChatServer:
         problem = _shape_problem(payload)
         if problem:
             return self._problem(problem)
+        tier = payload.get("service_tier")
+        if self.flavour == "groq" and tier is not None and tier not in GROQ_SERVICE_TIERS:
+            return self._problem(f"service_tier must be one of {sorted(GROQ_SERVICE_TIERS)}")
+        if self.flavour in {"xai", "ollama"} and tier is not None:
+            return self._problem(f"{self.flavour} takes no service_tier")
         url = payload["messages"][-1]["content"][1]["image_url"]["url"]
         return self._check_data_uri(url, raw) if url.startswith("data:") else None
 

@@ -131,6 +131,7 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "score": 81,
                 "provider": "openai",
                 "model": "gpt-x",
+                "tier": "standard",
                 "inputTokens": 1200,
                 "outputTokens": 80,
                 "costUsd": 0.00126,

@@ -164,10 +164,10 @@ def listed_states(path: Path) -> list[tuple[int, frozenset[JobState]]]:
 
 
 def test_which_states_are_active_and_cancellable_is_said_once():
-    """A live owner works on processing and submitted jobs; cancel also ends interrupted ones.
-    Nowhere but `models` lists either set again."""
+    """A live owner works on processing and submitted jobs; cancel also ends interrupted ones
+    and those the budget paused. Nowhere but `models` lists either set again."""
     assert {JobState.PROCESSING, JobState.SUBMITTED} == ACTIVE_STATES
-    assert ACTIVE_STATES | {JobState.INTERRUPTED} == CANCELLABLE_STATES
+    assert ACTIVE_STATES | {JobState.INTERRUPTED, JobState.PAUSED} == CANCELLABLE_STATES
     assert not CANCELLABLE_STATES & {JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED}
     again = [
         f"{shown(path)}:{line}"

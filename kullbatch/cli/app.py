@@ -14,12 +14,14 @@ from kullbatch.cli.exits import QuietPipeGroup, fail, failed, run
 from kullbatch.cli.options import (
     DEFAULT_DISTANCE,
     DEFAULT_GAP,
+    BudgetOption,
     BurstDistanceOption,
     BurstGapOption,
     DbOption,
     DryRunFlag,
     EmbedFlag,
     ExportFormat,
+    FlexWaitOption,
     JsonFlag,
     KeepOption,
     NoCacheFlag,
@@ -95,7 +97,9 @@ def process(
         typer.Option(
             help="fast (default): every photo at once, results in minutes. economy: the "
             "provider's batch API (openai, anthropic) at half the price, results within 24 h "
-            "(usually under one); Ctrl-C leaves the batch running and `resume` collects it."
+            "(usually under one); Ctrl-C leaves the batch running and `resume` collects it. "
+            "flex (openai, gemini, groq): as fast, at the provider's flex tier (about half "
+            "the price, answers in minutes, refusals retried)."
         ),
     ] = None,
     economy_only: Annotated[
@@ -146,6 +150,8 @@ def process(
     no_cache: NoCacheFlag = False,
     json_output: JsonFlag = False,
     dry_run: DryRunFlag = False,
+    budget: BudgetOption = None,
+    flex_wait: FlexWaitOption = "15m",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
     ] = False,
@@ -174,6 +180,10 @@ def process(
     except ValueError as exc:
         fail(f"--fallback-after: {exc}")
     try:
+        flex_seconds = parse_duration(flex_wait)
+    except ValueError as exc:
+        fail(f"--flex-wait: {exc}")
+    try:
         manifest = load_manifest(source)
     except KullbatchError as exc:
         failed(exc)
@@ -200,6 +210,8 @@ def process(
         burst_gap=burst_gap,
         burst_distance=burst_distance,
         cache=not no_cache,
+        budget=budget,
+        flex_wait=flex_seconds,
     )
     database = db_path(db)
     if dry_run:
@@ -249,6 +261,7 @@ def resume(
         bool, typer.Option("--verbose", "-v", help="Failed attempts on stderr.")
     ] = False,
     mode: ResumeModeOption = None,
+    budget: BudgetOption = None,
 ) -> None:
     """Finish an interrupted, cancelled or partly failed job: only photos without a stored
     result are sent."""
@@ -257,7 +270,8 @@ def resume(
 
     async def work() -> int:
         async with jobs.Service.open(database) as service:
-            job = await service.prepare_resume(job_id, None if mode is None else mode.value)
+            wanted = None if mode is None else mode.value
+            job = await service.prepare_resume(job_id, wanted, budget)
             return await run_and_report(service, job, json_output=json_output, quiet=quiet)
 
     try:

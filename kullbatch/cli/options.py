@@ -23,7 +23,7 @@ class ExportFormat(StrEnum):
 ResumeModeOption = Annotated[
     Mode | None,
     typer.Option(
-        help="fast: an economy job's remaining photos go now, at the list price "
+        help="fast: an economy or flex job's remaining photos go now, at the list price "
         "[default: the job's own mode: an economy job gets new batches]",
     ),
 ]
@@ -125,6 +125,17 @@ KeepOption = Annotated[
     ),
 ]
 
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        help="Spend at most this many USD on the whole job (across resumes): photos are sent "
+        "only while what was spent plus what is in flight fits; then the job pauses (exit 1) "
+        "and `resume JOBID --budget MORE` goes on. With --dry-run: does the shoot fit?",
+        show_default=False,
+    ),
+]
+
 OverwriteRatingsFlag = Annotated[
     bool,
     typer.Option(
@@ -132,5 +143,13 @@ OverwriteRatingsFlag = Annotated[
         help="xmp: replace a rating the photographer set (an xmp:Rating kullbatch did not "
         "write) with kullbatch's stars. Without it theirs is kept and ours goes beside it, "
         "in kullbatch:Rating.",
+    ),
+]
+
+FlexWaitOption = Annotated[
+    str,
+    typer.Option(
+        help="Flex mode: a photo the flex tier keeps refusing for this long (e.g. 15m) is "
+        "sent at the standard tier, at the list price.",
     ),
 ]

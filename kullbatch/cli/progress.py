@@ -408,6 +408,8 @@ def _next_steps(
         steps.append(("Resume", f"kullbatch resume {job}"))
     elif status.status is JobState.INTERRUPTED:
         steps.append(("Resume", f"kullbatch resume {job}"))
+    elif status.status is JobState.PAUSED:  # the budget was reached
+        steps.append(("Go on", f"kullbatch resume {job} --budget MORE_USD"))
     elif status.status is JobState.SUBMITTED:
         steps.append(("Come back", f"kullbatch resume {job}  (the provider keeps working)"))
         steps.append(("Watch", f"kullbatch status {job}"))

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kullbatch.cli.progress import styled_state
-from kullbatch.models import JobState
+from kullbatch.models import JobState, Mode
 from kullbatch.pricing.prices import cost_text
 
 if TYPE_CHECKING:
@@ -169,6 +169,8 @@ def status_lines(current: JobStatus) -> list[str]:
     lines = [head, f"  {cost_text(current)}"]
     if current.cachedImages:
         lines.append(f"  {current.cachedImages} from cache (not sent, no cost)")
+    if current.mode is Mode.FLEX or current.budgetUsd is not None:
+        lines.append(f"  {tiers_text(current)}")
     if current.error:
         lines.append(f"  {current.error}")
     for batch in current.providerBatches:
@@ -179,10 +181,23 @@ def status_lines(current: JobStatus) -> list[str]:
         )
     if current.status is JobState.INTERRUPTED:
         lines.append(f"  resume it with: kullbatch resume {current.jobId}")
+    elif current.status is JobState.PAUSED:
+        lines.append(f"  go on with: kullbatch resume {current.jobId} --budget MORE_USD")
     elif current.status is JobState.SUBMITTED:
         lines.append("  the provider is working; collect the results with:")
         lines.append(f"  kullbatch resume {current.jobId}")
     return lines
+
+
+def tiers_text(current: JobStatus) -> str:
+    """`12 flex, 3 standard; flex saved $0.0123; budget $5.00`: tiers, savings, ceiling."""
+    tiers = ", ".join(f"{n} {tier}" for tier, n in sorted(current.tiers.items())) or "none rated"
+    parts = [f"photos by tier: {tiers}"]
+    if current.flexSavedUsd is not None:
+        parts.append(f"flex saved ${current.flexSavedUsd:,.4f}")
+    if current.budgetUsd is not None:
+        parts.append(f"budget ${current.budgetUsd:,.2f}")
+    return "; ".join(parts)
 
 
 def xmp_report(written: Written) -> list[str]:

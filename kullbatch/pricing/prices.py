@@ -56,11 +56,23 @@ PRICES_ENV = "KULLBATCH_PRICES"
 ANSWER_TOKENS = 90  # a rating: stars, label, title, a sentence or two, about eight tags
 URL_IMAGE_SIZE = (1568, 1045)  # a URL photo's size is unknown: counted as a 3:2 photo this big
 BATCH = "batch"
+FLEX = "flex"
 _DATED = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2})$")  # claude-haiku-4-5-20251001 is claude-haiku-4-5
 
 
 class PriceFileError(UsageError):
     """A price file that cannot be read or does not have the table's shape (a usage error)."""
+
+
+class _FlexEntry(BaseModel):
+    """A model's flex-tier price (`--mode flex`), where and when it was read."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    source: str | None = None
+    checked: str | None = None
 
 
 class _ModelEntry(BaseModel):
@@ -70,6 +82,7 @@ class _ModelEntry(BaseModel):
     output: float = Field(ge=0)  # USD per million output tokens
     image: ImageRule | None = None  # else the provider's
     note: str | None = None
+    flex: _FlexEntry | None = None  # None: the model has no flex tier
 
 
 class _ProviderEntry(BaseModel):
@@ -98,10 +111,13 @@ class Price:
     input: float
     output: float
     batch_discount: float | None
+    flex: tuple[float, float] | None = None  # (input, output) at the flex tier; None: no flex
 
-    def cost(self, usage: Usage, *, batch: bool = False) -> float:
-        """USD for `usage`; batch answers get the provider's batch discount."""
-        usd = (usage.input_tokens * self.input + usage.output_tokens * self.output) / 1_000_000
+    def cost(self, usage: Usage, *, batch: bool = False, flex: bool = False) -> float:
+        """USD for `usage`; batch answers get the provider's batch discount, flex answers the
+        flex price."""
+        per_in, per_out = self.flex if flex and self.flex is not None else (self.input, self.output)
+        usd = (usage.input_tokens * per_in + usage.output_tokens * per_out) / 1_000_000
         if batch and self.batch_discount is not None:
             usd *= 1 - self.batch_discount
         return round(usd, 10)
@@ -130,7 +146,13 @@ class PriceTable:
         if entry is None:
             return None
         discount = self._data.providers[provider].batch_discount
-        return Price(provider, model, entry.input, entry.output, discount)
+        flex = None if entry.flex is None else (entry.flex.input, entry.flex.output)
+        return Price(provider, model, entry.input, entry.output, discount, flex)
+
+    def flex_models(self, provider: str) -> list[str]:
+        """The models of `provider` with a flex price, for the refusal naming them."""
+        entry = self._data.providers.get(provider)
+        return [] if entry is None else [n for n, m in entry.models.items() if m.flex is not None]
 
     def image_rule(self, provider: str, model: str) -> ImageRule | None:
         """How `provider` counts a photo for `model`: the model's rule, else the provider's."""
@@ -209,7 +231,9 @@ def item_cost(table: PriceTable, item: ItemRecord, provider: str, model: str) ->
     if usage.input_tokens == 0 and usage.output_tokens == 0:
         return 0.0
     price = table.price(item.provider or provider, item.model or model)
-    return None if price is None else price.cost(usage, batch=item.pricing == BATCH)
+    if price is None:
+        return None
+    return price.cost(usage, batch=item.pricing == BATCH, flex=item.pricing == FLEX)
 
 
 def priced(
@@ -268,7 +292,7 @@ def job_cost(table: PriceTable, groups: Iterable[RatedUsage], provider: str, mod
             unpriced[who] += group.photos
             continue
         tokens = Usage(group.input_tokens, group.output_tokens)
-        usd += price.cost(tokens, batch=group.pricing == BATCH)
+        usd += price.cost(tokens, batch=group.pricing == BATCH, flex=group.pricing == FLEX)
     if unpriced:
         notes = [f"{table.no_price(*who)} ({n} photos)" for who, n in unpriced.items()]
         return JobCost(usage, None, "; ".join(notes))
@@ -297,6 +321,8 @@ class Estimate:
     economy_usd: float | None
     notes: tuple[str, ...] = ()
     cached_images: int = 0  # rated before (the result cache): free, and counted in `images`
+    flex_usd: float | None = None  # the model's flex price, where it has one
+    budget: dict[str, Any] | None = None  # --budget: {"budgetUsd", "fits", "photos"}
 
     def document(self) -> dict[str, Any]:
         """The `process --dry-run --json` document of DESIGN.md, with the notes."""
@@ -309,9 +335,11 @@ class Estimate:
                 "outputTokens": self.output_tokens,
                 "fastUsd": self.fast_usd,
                 "economyUsd": self.economy_usd,
+                **({} if self.flex_usd is None else {"flexUsd": self.flex_usd}),
             },
             "cachedImages": self.cached_images,
             "notes": list(self.notes),
+            **({} if self.budget is None else {"budget": self.budget}),
         }
 
     def lines(self) -> list[str]:
@@ -327,8 +355,17 @@ class Estimate:
                 if self.cached_images
                 else []
             ),
+            *([] if self.flex_usd is None else [f"  flex mode:    {_usd(self.flex_usd)}"]),
+            *_budget_lines(self.budget),
             *(f"  note: {note}" for note in self.notes),
         ]
+
+
+def _budget_lines(budget: dict[str, Any] | None) -> list[str]:
+    if budget is None:
+        return []
+    fits = "fits" if budget["fits"] else f"does not fit: {budget['photos']} photos would be rated"
+    return [f"  budget {_usd(budget['budgetUsd'])}: the shoot {fits}"]
 
 
 def _usd(value: float | None, missing: str = "no price") -> str:
@@ -371,11 +408,12 @@ def estimate(
     count = 0 if table.offline(provider) else len(sizes)
     usage = Usage(image_tokens + prompt_tokens * count, ANSWER_TOKENS * count)
     price = table.price(provider, model)
-    fast = economy_usd = None
+    fast = economy_usd = flex_usd = None
     if price is None:
         notes.append(table.no_price(provider, model))
     else:
         fast = price.cost(usage)
+        flex_usd = None if price.flex is None else price.cost(usage, flex=True)
         if economy and price.batch_discount is not None:
             economy_usd = price.cost(usage, batch=True)
     return Estimate(
@@ -388,4 +426,5 @@ def estimate(
         economy_usd=economy_usd,
         notes=tuple(notes),
         cached_images=cached,
+        flex_usd=flex_usd,
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from kullbatch.errors import (
     ContentBlocked,
     FatalJobError,
+    FlexUnavailable,
     PermanentImageError,
     ProviderError,
     RateLimited,
@@ -38,6 +39,7 @@ __all__ = [
     "ContentBlocked",
     "Credentials",
     "FatalJobError",
+    "FlexUnavailable",
     "PermanentImageError",
     "Provider",
     "ProviderError",

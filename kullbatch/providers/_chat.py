@@ -39,6 +39,7 @@ from kullbatch.providers.base import (
     WireRequest,
     parse_rating,
 )
+from kullbatch.providers.flex import flex_refusal, timeout_for, with_body_tier
 from kullbatch.providers.http import (
     HTTPAnswer,
     about_the_key,
@@ -158,6 +159,7 @@ class ChatAdapter:
     image_detail: ClassVar[str | None] = None
     strict_schema: ClassVar[bool] = True
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    service_tier: str | None = None  # "flex": `providers.flex.with_tier` sets it on a copy
 
     def __init__(
         self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
@@ -190,16 +192,20 @@ class ChatAdapter:
             detail=self.image_detail,
             max_tokens_field=self.max_tokens_field,
         )
-        return WireRequest(self._endpoint.path, {}, body)
+        return WireRequest(
+            self._endpoint.path, {}, with_body_tier(body, "service_tier", self.service_tier)
+        )
 
     def parse_answer(self, answer: HTTPAnswer) -> Answer:
         """A 2xx completion -> Answer; anything else -> the classified error, key scrubbed."""
         if not answer.ok:
-            raise error_for(self._endpoint, answer)
+            error = error_for(self._endpoint, answer)
+            raise flex_refusal(self.service_tier, self._endpoint.provider, answer, error)
         return parse_completion(self._endpoint.provider, answer, self._endpoint.requests_per_day)
 
     async def send(self, request: WireRequest) -> HTTPAnswer:
-        return await send(self._session, self._endpoint.base_url, request, self._endpoint.auth)
+        endpoint, timeout = self._endpoint, timeout_for(self.service_tier)
+        return await send(self._session, endpoint.base_url, request, endpoint.auth, timeout)
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
         return self.parse_answer(await self.send(self.build_request(image, prompt)))

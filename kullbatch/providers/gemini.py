@@ -45,6 +45,7 @@ from kullbatch.media.images import fit_image
 from kullbatch.models import Answer, PreparedImage, Prompt, Usage
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
 from kullbatch.providers.download import inline_url_image
+from kullbatch.providers.flex import flex_refusal, timeout_for, with_body_tier
 from kullbatch.providers.http import (
     HTTPAnswer,
     about_the_key,
@@ -348,6 +349,7 @@ class GeminiProvider:
     name = NAME
     # downloads URL photos (Gemini does not fetch them): the engine bounds how many at once
     capabilities: ClassVar[Capabilities] = Capabilities(inlines_url_images=True)
+    service_tier: str | None = None  # "flex": `providers.flex.with_tier` sets it on a copy
 
     def __init__(
         self,
@@ -372,12 +374,14 @@ class GeminiProvider:
     def build_request(self, image: PreparedImage, prompt: Prompt) -> WireRequest:
         """The generateContent request for inline bytes Gemini accepts; no I/O, no key."""
         headers = {"accept": "application/json"}
-        return WireRequest(self.path, headers, request_body(image, prompt))
+        body = with_body_tier(request_body(image, prompt), "serviceTier", self.service_tier)
+        return WireRequest(self.path, headers, body)
 
     def parse_answer(self, answer: HTTPAnswer) -> Answer:
         """A 2xx response -> Answer; any other answer -> the classified error, key scrubbed."""
         if not answer.ok:
-            raise classify_error(answer, self._api_key)
+            error = classify_error(answer, self._api_key)
+            raise flex_refusal(self.service_tier, NAME, answer, error)
         return parse_answer(answer)  # the module-level 2xx parser
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
@@ -391,7 +395,8 @@ class GeminiProvider:
             why=f"{NAME} inline requests must stay under 20 MB",
         )
         request = self.build_request(ready, prompt)
-        answer = await send(self._session, self.base_url, request, self._auth)
+        timeout = timeout_for(self.service_tier)
+        answer = await send(self._session, self.base_url, request, self._auth, timeout)
         return self.parse_answer(answer)
 
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 # Long enough for a slow vision model on a big image, short enough that a hung socket is retried.
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=600, sock_connect=30)
+# A flex request may queue for minutes: OpenAI and Google advise 15 minutes for an answer.
+FLEX_TIMEOUT = aiohttp.ClientTimeout(total=900, sock_connect=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +84,12 @@ async def send(
     base_url: str,
     request: WireRequest,
     auth: Mapping[str, str],
+    timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
 ) -> HTTPAnswer:
     """POST a built request to `base_url` + its path, with the key's header(s) added here only."""
     url = base_url.rstrip("/") + request.path
-    return await post_json(session, url, headers={**request.headers, **auth}, payload=request.body)
+    headers = {**request.headers, **auth}
+    return await post_json(session, url, headers=headers, payload=request.body, timeout=timeout)
 
 
 async def post_json(

@@ -64,6 +64,7 @@ class Submitter:
         failed: Callable[[str, str], None],
         note: Callable[[str], None],
         cache: tuple[PhotoCache, Callable[[str, Answer], None]] | None = None,
+        admit: Callable[[], bool] | None = None,
     ) -> None:
         self.job_id = job_id
         self._cache = cache  # (the cache, where a photo found in it goes): not put in a batch
@@ -77,6 +78,7 @@ class Submitter:
         self._fingerprints = fingerprints
         self._failed = failed
         self._note = note
+        self._admit = admit  # --budget: a photo goes into a batch only if its estimate fits
 
     # -- batches left half-sent ------------------------------------------------------------------
 
@@ -133,23 +135,28 @@ class Submitter:
                 async for image in self._store.batches.unbatched(self.job_id):
                     if self._stops.stopping:
                         raise Stopped
-                    await self._add(pending, image)
+                    if not await self._add(pending, image):
+                        break  # the budget is reached: this batch goes with fewer photos
                 if pending.ids:
                     await self._submit(pending)
             finally:
                 pending.close()
 
-    async def _add(self, pending: BatchFile, image: ImageInput) -> None:
+    async def _add(self, pending: BatchFile, image: ImageInput) -> bool:
+        """The photo's request into the pending batch; False: the budget has no room for it."""
         line = await self._line(image)
         if line is None:
-            return
+            return True
         encoded = self._client.encode(line)
         if not pending.holds(len(encoded)):
             self._failed(image.id, _too_large(len(encoded), self._client.limits.max_bytes))
-            return
+            return True
+        if self._admit is not None and not self._admit():
+            return False
         if not pending.fits(len(encoded)):
             await self._submit(pending)
         pending.add(line.custom_id, image.id, encoded)
+        return True
 
     async def _line(self, image: ImageInput) -> BatchLine | None:
         """The photo's request as fast mode would send it; a photo that cannot be read fails."""

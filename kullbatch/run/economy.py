@@ -41,6 +41,7 @@ from kullbatch.models import (
     JobState,
     ProgressEvent,
 )
+from kullbatch.pricing.prices import BATCH
 from kullbatch.providers.batch.common import BatchInfo, LineSuccess
 from kullbatch.run.batch_calls import BatchCalls, Stopped, Stops
 from kullbatch.run.batch_submit import Submitter
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from kullbatch.models import Answer, Fingerprint, Prompt
     from kullbatch.providers.base import BatchClient
     from kullbatch.providers.batch.common import LineResult
+    from kullbatch.run.budget import Budget
     from kullbatch.run.cache import PhotoCache
     from kullbatch.run.events import ResultSink
     from kullbatch.run.ratelimit import Gate
@@ -122,8 +124,10 @@ class EconomyRunner:
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         rng: random.Random | None = None,
         cache: PhotoCache | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.job_id = job_id
+        self._budget = budget  # --budget: batches take only the photos whose estimate fits
         self.shoot_id = shoot_id
         self._cache = cache  # photos rated before are copied, not batched (`run.cache`)
         self._adapter = client.adapter
@@ -167,6 +171,7 @@ class EconomyRunner:
             failed=self._failed,
             note=self._note,
             cache=None if cache is None else (cache, self._cached),
+            admit=None if budget is None else budget.take,
         )
         self._heartbeat = Heartbeat(
             store, job_id, clock, interval=self._options.heartbeat_interval, on_cancel=self.cancel
@@ -273,10 +278,17 @@ class EconomyRunner:
         await self._store.batches.fetched(record.id)
 
     def _take(self, image_id: str, result: LineResult | None, info: BatchInfo) -> None:
+        answer = self._answer(image_id, result, info)
+        if self._budget is not None:  # the photo is no longer in flight; an answer is paid
+            batch = None if answer is None else replace(answer, tier=BATCH)
+            self._budget.ended(batch, self._client.name, self._adapter.model)
+
+    def _answer(self, image_id: str, result: LineResult | None, info: BatchInfo) -> Answer | None:
+        """Store the photo's answer (returned) or its failure, or leave it for fast mode."""
         if result is None:
             reason = info.error or f"{NOT_FINISHED} (batch {info.id} {info.state})"
             self._flags.leftover_errors[image_id] = reason
-            return
+            return None
         try:
             if isinstance(result, LineSuccess):
                 answer = self._adapter.parse_answer(result.answer())
@@ -293,10 +305,16 @@ class EconomyRunner:
             self._flags.leftover_errors[image_id] = exc.message
         else:
             self._report.rated(image_id, answer, attempt=1, batch_priced=True)
+            return answer
+        return None
 
     async def _finish(self) -> EconomyResult:
         if (stopped := await self._stopped()) is not None:
             return EconomyResult(stopped)
+        if self._budget is not None and self._budget.reached:  # the rest waits for resume
+            counters = self._report.counters
+            unsent = counters.total - counters.rated - counters.failed
+            return EconomyResult(self._outcome(JobState.PAUSED, self._budget.verdict(unsent)))
         leftovers = await self._store.batches.leftovers(self.job_id)
         if not leftovers:
             return EconomyResult(self._outcome(JobState.COMPLETED, None))

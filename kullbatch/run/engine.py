@@ -16,10 +16,9 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from kullbatch import models
 from kullbatch.errors import FatalJobError, ProviderError, provider_specific
 from kullbatch.media.images import prepare
 from kullbatch.models import (
@@ -34,6 +33,7 @@ from kullbatch.models import (
 from kullbatch.run.events import Reporter, ResultSink
 from kullbatch.run.fallback import Chain, Link
 from kullbatch.run.heartbeat import Heartbeat
+from kullbatch.run.outcome import EngineOptions, JobOutcome, _Stop
 from kullbatch.run.ratelimit import Gate, GateState, Slots
 from kullbatch.run.retry import GaveUp, RetryPolicy, Sending, format_wait_ms, retrying
 
@@ -41,49 +41,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
     from kullbatch.providers.base import Provider
+    from kullbatch.run.budget import Budget
     from kullbatch.run.cache import PhotoCache
     from kullbatch.store.database import Store
 
+__all__ = ["BatchProcessor", "EngineOptions", "JobOutcome"]
+
 admin_log = logging.getLogger("kullbatch.admin")
-
-
-@dataclass(frozen=True, slots=True)
-class EngineOptions:
-    """Knobs of one run; the defaults are the product's."""
-
-    concurrency: int = 0  # 0 = every image at once; else requests in flight at most
-    max_retry_time: float = models.DEFAULT_MAX_RETRY_TIME
-    max_edge: int = models.DEFAULT_MAX_EDGE
-    prepared_limit: int = 256  # photos held as bytes and in flight at once: bounds memory
-    rpm: float | None = None  # a known requests-per-minute limit: the gate never exceeds it
-    heartbeat_interval: float = 5.0
-    cancel_poll_interval: float = 0.5
-    fallback_after: float = models.DEFAULT_FALLBACK_AFTER  # retrying before the next provider
-    fingerprint: bool = False  # hash local photos as they are prepared, for burst grouping
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    state: JobState
-    rated: int
-    failed: int
-    error: str | None = None
-    env_vars: tuple[str, ...] = ()  # a fatal error's variables to check (`FatalJobError`)
-
-
-@dataclass(slots=True)
-class _Stop:
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-    state: JobState | None = None
-    error: str | None = None
-    env_vars: tuple[str, ...] = ()
-
-    def request(
-        self, state: JobState, error: str | None = None, env_vars: tuple[str, ...] = ()
-    ) -> None:
-        if self.state is None:  # the first reason wins: a fatal error is not "cancelled"
-            self.state, self.error, self.env_vars = state, error, env_vars
-        self.event.set()
 
 
 class BatchProcessor:
@@ -106,9 +70,11 @@ class BatchProcessor:
         shoot_id: str = "",
         fallbacks: Sequence[tuple[Provider, Gate | None]] = (),
         cache: PhotoCache | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.job_id = job_id
         self._cache = cache  # photos rated before are copied, not sent (`run.cache`)
+        self._budget = budget  # --budget: each photo admitted, each one's cost learned
         self._prompt = prompt
         self._store = store
         self._options = options or EngineOptions()
@@ -203,8 +169,11 @@ class BatchProcessor:
                     await link.gate.close()
         state = self._stop.state or JobState.COMPLETED
         counters = self._report.counters
-        stop = self._stop
-        outcome = JobOutcome(state, counters.rated, counters.failed, stop.error, stop.env_vars)
+        stop, error = self._stop, self._stop.error
+        unsent = counters.total - counters.rated - counters.failed
+        if stop.state is None and self._budget and (held := self._budget.verdict(unsent)):
+            state, error = JobState.PAUSED, held  # the budget was reached: resume goes on
+        outcome = JobOutcome(state, counters.rated, counters.failed, error, stop.env_vars)
         self._report.publish(EventKind.ENDED, status=state, error=outcome.error)
         return outcome
 
@@ -215,11 +184,11 @@ class BatchProcessor:
         if isinstance(images, AsyncIterable):
             async for image in images:
                 if not await self._release(image):
-                    return
+                    break
         else:
             for image in images:  # a list needs no async iteration: the hot path stays short
                 if not await self._release(image):
-                    return
+                    break
         self._fed = True
         if self._unfinished == 0:
             self._all_done.set()
@@ -229,6 +198,8 @@ class BatchProcessor:
         link = self._chain.head
         if self._stop.event.is_set() or link is None:
             return False
+        if self._budget is not None and not await self._budget.admit():
+            return False  # the budget is reached: what is in flight finishes, nothing more
         if not self._probe_sent:
             self._probe_sent = True
             self._spawn(image, probe=True, admitted=None)
@@ -272,6 +243,7 @@ class BatchProcessor:
                     waiter.cancel()
 
     async def _one(self, image: ImageInput, *, probe: bool, admitted: Link | None) -> None:
+        spent: tuple[Answer, str, str] | tuple[()] = ()  # what the budget is told it cost
         try:
             if self._chain.single:  # no fallback: one provider, the whole window
                 link = self._chain.links[0]
@@ -291,9 +263,12 @@ class BatchProcessor:
             self._report.rated(
                 image.id, answer, attempt=attempts, provider=rater.name, model=rater.model
             )
+            spent = (answer, rater.name, rater.model)
         finally:
             if probe:
                 self._probe_answered.set()
+            if self._budget is not None:
+                self._budget.ended(*spent)
         self._unfinished -= 1
         if self._fed and self._unfinished == 0:
             self._all_done.set()

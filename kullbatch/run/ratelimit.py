@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kullbatch.errors import RateLimited
+from kullbatch.errors import FlexUnavailable, RateLimited
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -122,8 +122,9 @@ class Gate:
             self._grow(now)
 
     def failed(self, error: Exception) -> None:
-        """A request failed: a 429 teaches the pace; any other failure is an answer."""
-        if isinstance(error, RateLimited):
+        """A request failed: a 429 teaches the pace; any other failure (a flex refusal too:
+        the tier was full, the account not too fast) is an answer."""
+        if isinstance(error, RateLimited) and not isinstance(error, FlexUnavailable):
             self.rate_limited(error.limits)
         else:
             self.answered(getattr(error, "limits", None))
@@ -132,6 +133,8 @@ class Gate:
         """A retry comes in `wait` seconds: a 429's hint holds every sender on the account,
         as long as the hint says but no longer than the wait (bounded by the window, as it is).
         """
+        if isinstance(error, FlexUnavailable):
+            return  # the flex tier's capacity, not the account's pace: nobody else waits
         if isinstance(error, RateLimited) and error.retry_after is not None:
             self.hold(min(error.retry_after, wait))
 

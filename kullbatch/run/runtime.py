@@ -25,6 +25,7 @@ from kullbatch.providers import create_batch_client, create_provider, resolve
 from kullbatch.run.cache import PhotoCache
 from kullbatch.run.economy import EconomyOptions, EconomyRunner, Stoppable
 from kullbatch.run.engine import BatchProcessor, EngineOptions, JobOutcome
+from kullbatch.run.flex import flex_provider
 from kullbatch.run.ratelimit import Gate
 from kullbatch.run.retry import quiet_stamina
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from kullbatch.models import JobOptions, ProgressEvent
     from kullbatch.providers import Credentials, Provider, ProviderSpec
+    from kullbatch.run.budget import Budget
     from kullbatch.store.database import Store
     from kullbatch.store.rows import JobRow
 
@@ -165,11 +167,12 @@ class Runtime:
         subscribers: Sequence[Callable[[ProgressEvent], None]] = (),
         on_processor: Callable[[Stoppable], None] | None = None,
         cancel: bool = False,
+        budget: Budget | None = None,
     ) -> JobOutcome:
         """Send every image of the job without a stored result; record how the job ended.
 
         With `cancel`, an economy job nobody polls has its provider batches cancelled and
-        what they finished stored.
+        what they finished stored. With a `budget`, each photo is admitted by it.
         """
         env = self.env if env is None else env
         if not await self.store.claim(job):
@@ -178,7 +181,7 @@ class Runtime:
         self._gc.enter()
         try:
             outcome = await self._run(
-                job, spec, model, env, subscribers, on_processor, cancel=cancel
+                job, spec, model, env, subscribers, on_processor, cancel=cancel, budget=budget
             )
         finally:
             self._gc.exit()
@@ -195,10 +198,11 @@ class Runtime:
         on_processor: Callable[[Stoppable], None] | None,
         *,
         cancel: bool = False,
+        budget: Budget | None = None,
     ) -> JobOutcome:
         if job.mode is Mode.ECONOMY:
             return await self._economy(
-                job, spec, model, env, subscribers, on_processor, cancel=cancel
+                job, spec, model, env, subscribers, on_processor, cancel=cancel, budget=budget
             )
         try:
             provider, gate = self._build(spec, model, env)
@@ -213,8 +217,11 @@ class Runtime:
                     JobState.FAILED, job.processed_images, 0, exc.message, exc.env_vars
                 )
             job, provider, gate = led
+        if job.mode is Mode.FLEX:  # the flex tier, each photo at standard once refused too long
+            clock = asyncio.get_running_loop().time
+            provider = flex_provider(provider, wait=job.options.flex_wait, clock=clock)
         counts = await self.store.item_counts(job.id)
-        processor = self._processor(job, provider, gate, env, subscribers)
+        processor = self._processor(job, provider, gate, env, subscribers, budget)
         return await self._running(
             job.id,
             processor,
@@ -280,6 +287,7 @@ class Runtime:
         gate: Gate,
         env: Mapping[str, str],
         subscribers: Sequence[Callable[[ProgressEvent], None]],
+        budget: Budget | None = None,
     ) -> BatchProcessor:
         return BatchProcessor(
             job_id=job.id,
@@ -293,6 +301,7 @@ class Runtime:
             gate=gate,
             fallbacks=self._fallbacks(job, env),
             cache=self.photo_cache(job, provider),
+            budget=budget,
         )
 
     def photo_cache(self, job: JobRow, provider: Provider) -> PhotoCache | None:
@@ -339,6 +348,7 @@ class Runtime:
         on_processor: Callable[[Stoppable], None] | None,
         *,
         cancel: bool,
+        budget: Budget | None = None,
     ) -> JobOutcome:
         """The job's provider batches first; the photos they did not finish then go through
         the fast engine, with the batch client's adapter and the same account's gate."""
@@ -364,6 +374,7 @@ class Runtime:
             options=economy_options(job.options, env),
             subscribers=subscribers,
             cache=self.photo_cache(job, client.adapter),
+            budget=budget,
         )
         if cancel:
             runner.cancel()
@@ -371,7 +382,7 @@ class Runtime:
         ended = await self._running(job.id, runner, on_processor, batches)
         if not ended.leftovers:
             return ended.outcome
-        processor = self._processor(job, client.adapter, gate, env, subscribers)
+        processor = self._processor(job, client.adapter, gate, env, subscribers, budget)
         leftovers = processor.run(
             ended.leftovers,
             total=job.total_images,

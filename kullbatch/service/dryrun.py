@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
+import math
 import os
 from typing import TYPE_CHECKING, Literal
 
 from kullbatch.errors import PermanentImageError
 from kullbatch.media import images
+from kullbatch.models import Mode
 from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS
-from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.run.cache import PhotoCache
 from kullbatch.service import prompt
 from kullbatch.service.jobs import ProcessSettings, choose_provider
+from kullbatch.service.spending import prompt_tokens
 from kullbatch.store.database import Store
 
 if TYPE_CHECKING:
@@ -31,12 +33,6 @@ if TYPE_CHECKING:
     from kullbatch.models import ImageInput, Prompt
 
 __all__ = ["estimate", "prompt_tokens"]
-
-
-def prompt_tokens(prompt: str, system: str | None) -> int:
-    """The text sent with every photo: the prompt, the system prompt and the rating schema."""
-    schema = json.dumps(RATING_SCHEMA)
-    return sum(pricing.text_tokens(text) for text in (prompt, system or "", schema))
 
 
 async def _size(
@@ -108,7 +104,7 @@ async def estimate(
             cached += 1
         else:
             sizes.append(result)
-    return pricing.estimate(
+    found_estimate = pricing.estimate(
         table,
         provider,
         model,
@@ -118,3 +114,21 @@ async def estimate(
         unreadable=unreadable,
         cached=cached,
     )
+    return with_budget(found_estimate, settings.budget, settings.mode or manifest.mode)
+
+
+def with_budget(
+    found: pricing.Estimate, budget: float | None, mode: str | None
+) -> pricing.Estimate:
+    """`--dry-run --budget USD`: whether the shoot fits in the mode asked for, and how many
+    photos the budget would rate (at the shoot's mean price per photo)."""
+    if budget is None:
+        return found
+    by_mode = {Mode.ECONOMY: found.economy_usd, Mode.FLEX: found.flex_usd}
+    total = by_mode.get(Mode(mode), found.fast_usd) if mode in set(Mode) else found.fast_usd
+    total = found.fast_usd if total is None else total
+    if total is None:
+        return found
+    photos = found.images if total <= budget else math.floor(budget / (total / found.images))
+    fits = {"budgetUsd": budget, "fits": total <= budget, "photos": min(photos, found.images)}
+    return dataclasses.replace(found, budget=fits)

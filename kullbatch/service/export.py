@@ -108,7 +108,7 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     with the tokens it used and their cost."""
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
-        who = {"provider": item.provider, "model": item.model}
+        who = {"provider": item.provider, "model": item.model, "tier": item.pricing}
         burst = {"group": item.group, "bestInGroup": item.best_in_group}
         return (
             head

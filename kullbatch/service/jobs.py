@@ -17,7 +17,6 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from kullbatch.errors import ConflictError, FieldError, NotFoundError, UsageError
@@ -26,6 +25,7 @@ from kullbatch.models import (
     CANCELLED_BY_USER,
     DEFAULT_DISTANCE,
     DEFAULT_FALLBACK_AFTER,
+    DEFAULT_FLEX_WAIT,
     DEFAULT_GAP,
     DEFAULT_MAX_EDGE,
     DEFAULT_MAX_RETRY_TIME,
@@ -42,13 +42,13 @@ from kullbatch.models import (
 )
 from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS, resolve
-from kullbatch.run.events import eta_seconds
 from kullbatch.run.runtime import Runtime
-from kullbatch.service import export, prompt
+from kullbatch.service import export, prompt, spending
 from kullbatch.service.culling import group_job
 from kullbatch.service.keep import KeepTarget, choose
+from kullbatch.service.status import status_of
 from kullbatch.store.database import Store
-from kullbatch.store.rows import JobRow, NewJob, parse_time
+from kullbatch.store.rows import JobRow, NewJob
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -96,6 +96,8 @@ class ProcessSettings:
     burst_gap: float = DEFAULT_GAP
     burst_distance: int = DEFAULT_DISTANCE
     cache: bool = True  # --no-cache: send every photo, even one rated before
+    budget: float | None = None  # --budget USD: the job never spends more (None: no ceiling)
+    flex_wait: float = DEFAULT_FLEX_WAIT  # --flex-wait: refused this long, a photo goes standard
 
     def job_options(self) -> JobOptions:
         """What the job remembers of these settings, so that `resume` runs it the same way."""
@@ -112,6 +114,7 @@ class ProcessSettings:
                 enabled=self.groups, gap=self.burst_gap, max_distance=self.burst_distance
             ),
             cache=self.cache,
+            flex_wait=self.flex_wait,
         )
 
 
@@ -150,6 +153,11 @@ async def create_job(
         )
     if settings.economy_only and mode is not Mode.ECONOMY:
         raise UsageError("--economy-only applies to --mode economy only")
+    if mode is Mode.FLEX or settings.budget is not None:  # both need the price table
+        table = pricing.load_prices(env)
+        if mode is Mode.FLEX:
+            spending.check_flex(provider, model, table)
+        spending.check_budget(settings.budget, provider, model, table)
     composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
@@ -164,6 +172,8 @@ async def create_job(
         options=settings.job_options(),
     )
     await store.create_job(job, manifest.images)
+    if settings.budget is not None:
+        await store.set_budget(job.id, settings.budget)
     row = await store.get_job(job.id)
     assert row is not None
     return row
@@ -211,7 +221,9 @@ async def get_job(store: Store, job_id: str) -> JobRow:
     return job
 
 
-async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> JobRow:
+async def prepare_resume(
+    store: Store, job_id: str, mode: str | None = None, budget: float | None = None
+) -> JobRow:
     """A job that is not running again: its failed images get another chance.
 
     An economy job stays in economy mode: photos its ended batches did not finish go into new
@@ -233,8 +245,14 @@ async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> 
                 f"job {job_id} has provider batches still open ({names}): resume it without "
                 "--mode fast to collect them, or cancel it first; its photos would be paid twice"
             )
+    if job.mode is not Mode.FAST and mode == Mode.FAST:  # economy or flex: the rest at list
         await store.set_mode(job_id, Mode.FAST)
         job = dataclasses.replace(job, mode=Mode.FAST)
+    if budget is not None:  # `resume --budget USD`: the new ceiling, for the whole job
+        table = pricing.load_prices()
+        spending.check_budget(budget, job.provider_id, job.model, table)
+        await store.set_budget(job_id, budget)
+        job = dataclasses.replace(job, budget_usd=budget)
     await store.reopen_failed(job_id)
     if job.mode is Mode.ECONOMY:
         await store.batches.release_ended(job_id)
@@ -251,44 +269,6 @@ async def cancel_job(store: Store, job_id: str) -> str:
         await store.finish_job(job_id, JobState.CANCELLED, CANCELLED_BY_USER)
         return f"job {job_id} cancelled"
     return f"job {job_id} is already {job.status.value}; nothing to cancel"
-
-
-def status_of(job: JobRow, now: datetime | None = None) -> JobStatus:
-    """The status object; a processing job whose owner died reads as interrupted."""
-    now = now or datetime.now(UTC)
-    state = job.status
-    if state is JobState.PROCESSING and not job.is_live(now):
-        state = JobState.INTERRUPTED
-    done = job.processed_images + job.failed_images
-    total = job.total_images
-    return JobStatus(
-        jobId=job.id,
-        shootId=job.shoot_id,
-        providerId=job.provider_id,
-        mode=job.mode,
-        status=state,
-        totalImages=total,
-        processedImages=job.processed_images,
-        failedImages=job.failed_images,
-        progress=round(done / total, 4) if total else 1.0,
-        eta=_eta(job, done, now) if state is JobState.PROCESSING else None,
-        providerJobId=job.provider_job_id,
-        error=job.error
-        or (
-            "the process running this job stopped; `kullbatch resume` finishes it"
-            if state is JobState.INTERRUPTED and job.status is JobState.PROCESSING
-            else None
-        ),
-        createdAt=job.created_at,
-        startedAt=job.started_at,
-        completedAt=job.completed_at,
-    )
-
-
-def _eta(job: JobRow, done: int, now: datetime) -> int | None:
-    started = parse_time(job.started_at)
-    elapsed = None if started is None else (now - started).total_seconds()
-    return None if elapsed is None else eta_seconds(done, job.total_images, elapsed)
 
 
 def environment() -> Mapping[str, str]:
@@ -337,7 +317,10 @@ class Service:
         on_processor: Callable[[Stoppable], None] | None = None,
     ) -> JobOutcome:
         runtime = await self.runtime()
-        outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
+        budget = await spending.budget_for(self.store, job, self.prices())
+        outcome = await runtime.run_job(
+            job, subscribers=subscribers, on_processor=on_processor, budget=budget
+        )
         grouping = job.options.grouping
         if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
             await group_job(self.store, job.id, grouping)
@@ -347,8 +330,10 @@ class Service:
         """(moments, duplicates) of the job's last grouping."""
         return await self.store.tallies.group_counts(job_id)
 
-    async def prepare_resume(self, job_id: str, mode: str | None = None) -> JobRow:
-        return await prepare_resume(self.store, job_id, mode)
+    async def prepare_resume(
+        self, job_id: str, mode: str | None = None, budget: float | None = None
+    ) -> JobRow:
+        return await prepare_resume(self.store, job_id, mode, budget)
 
     async def is_live(self, job_id: str) -> bool:
         """Whether a process is running (or polling) the job right now."""
@@ -383,6 +368,7 @@ class Service:
         )
         rater = pricing.rated_by(groups, job.provider_id)
         cached = await self.store.cache.count(job.id)
+        extra = spending.status_fields(self.prices(), groups, job)
         return status_of(job).model_copy(
             update={
                 "usage": usage,
@@ -390,6 +376,7 @@ class Service:
                 "costNote": cost.note,
                 "providerId": rater,
                 "cachedImages": cached,
+                **extra,
             }
         )
 

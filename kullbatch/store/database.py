@@ -259,6 +259,11 @@ class Store:
         )
         await self._db.commit()
 
+    async def set_budget(self, job_id: str, usd: float | None) -> None:
+        """`--budget`: the job's ceiling, for this run and every resume."""
+        await run(self._db, "UPDATE batch_jobs SET budget_usd = ? WHERE id = ?", (usd, job_id))
+        await self._db.commit()
+
     async def set_mode(self, job_id: str, mode: Mode) -> None:
         """`resume --mode fast`: the rest of an economy job goes at the list price."""
         await run(self._db, "UPDATE batch_jobs SET mode = ? WHERE id = ?", (mode, job_id))
@@ -311,7 +316,7 @@ class Store:
                 answer.rating.model_dump_json(),
                 answer.usage.input_tokens,
                 answer.usage.output_tokens,
-                "batch" if batch_priced else "standard",
+                answer.tier or ("batch" if batch_priced else "standard"),
                 provider or None,
                 model or None,
                 attempt,

@@ -85,6 +85,7 @@ class JobRow:
     owner_pid: int | None
     owner_host: str | None
     cancel_requested: bool
+    budget_usd: float | None = None  # --budget: the job's spending ceiling; None: none
 
     def is_live(self, now: datetime | None = None) -> bool:
         """A processing (or polling) job whose owner still beats; a dead owner means it was
@@ -136,6 +137,7 @@ def job_row(row: Any) -> JobRow:
         owner_pid=row["owner_pid"],
         owner_host=row["owner_host"],
         cancel_requested=bool(row["cancel_requested"]),
+        budget_usd=row["budget_usd"],
     )
 
 

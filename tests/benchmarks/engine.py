@@ -8,7 +8,10 @@ The GC is set as a job's runtime sets it (kullbatch's BatchGC from the claim to 
 the run), or left at Python's default with `--gc default`.
 
     python tests/benchmarks/engine.py [--photos 10000] [--repeats 5] [--latency 1.0]
-                                      [--gc batch|default]
+                                      [--gc batch|default] [--budget USD]
+
+`--budget USD` admits every photo through a `--budget` ceiling (a far one does not bind: the
+figures then show what admission costs when the budget allows everything at once).
 
 Targets (2 cores): wall under latency + 5 s, under 0.5 ms CPU per image, under 250 MB RSS.
 """
@@ -28,6 +31,7 @@ import fair
 
 from kullbatch.models import Answer, ImageInput, JobOptions, PreparedImage, Prompt, Rating, Usage
 from kullbatch.providers.base import Capabilities
+from kullbatch.run.budget import Budget
 from kullbatch.run.engine import BatchProcessor, EngineOptions
 from kullbatch.run.retry import quiet_stamina
 from kullbatch.store.database import Store
@@ -49,7 +53,9 @@ class LatencyProvider:
         return Answer(RATING, Usage(100, 20))
 
 
-async def one_run(count: int, latency: float, db: Path, gc_mode: str) -> dict[str, float]:
+async def one_run(
+    count: int, latency: float, db: Path, gc_mode: str, budget: float | None = None
+) -> dict[str, float]:
     """One run in this process (the child's side)."""
     quiet_stamina()
     images = [
@@ -73,6 +79,7 @@ async def one_run(count: int, latency: float, db: Path, gc_mode: str) -> dict[st
             store=store,
             sink=store,
             options=EngineOptions(),
+            budget=None if budget is None else Budget(budget, spent=0.0, estimate=1e-4, cost=_cost),
         )
         outcome = await processor.run(images, total=count)
     await store.finish_job(job.id, outcome.state, outcome.error)
@@ -90,8 +97,15 @@ async def one_run(count: int, latency: float, db: Path, gc_mode: str) -> dict[st
     }
 
 
+def _cost(answer: Answer, provider: str, model: str) -> float:
+    del provider, model
+    return (answer.usage.input_tokens + answer.usage.output_tokens) / 1e6
+
+
 def run_child(args: argparse.Namespace) -> fair.Figures:
     command = [sys.executable, __file__, "--child", "--photos", str(args.photos)]
+    if args.budget is not None:
+        command += ["--budget", str(args.budget)]
     command += ["--latency", str(args.latency), "--gc", args.gc]
     _, out = fair.run_process(command, capture=True)
     return fair.child_report(out)
@@ -101,12 +115,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     fair.add_arguments(parser, photos=10_000, repeats=5)
     parser.add_argument("--latency", type=float, default=1.0)
+    parser.add_argument("--budget", type=float, default=None, help="a --budget ceiling in USD")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         with tempfile.TemporaryDirectory() as folder:
             db = Path(folder) / "bench.db"
-            fair.print_report(asyncio.run(one_run(args.photos, args.latency, db, args.gc)))
+            figures = one_run(args.photos, args.latency, db, args.gc, args.budget)
+            fair.print_report(asyncio.run(figures))
         return
     fair.check_repeats(parser, args.repeats, comparison=False)
     runs = fair.repeat(fair.Side("A", "engine", lambda _: run_child(args)), args.repeats)
