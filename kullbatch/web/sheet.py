@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from kullbatch.errors import FieldError
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -26,8 +28,11 @@ CACHE_CONTROL = "private, max-age=86400"  # a day, then a revalidation by ETag
 LOWEST, HIGHEST = -1, 5
 
 
-class RatingBodyError(ValueError):
+class RatingBodyError(FieldError):
     """A rating body the route refuses: the message says what was wrong and what is wanted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "rating")
 
 
 def rating_value(body: bytes) -> int:
