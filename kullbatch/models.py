@@ -205,6 +205,7 @@ class GroupingOptions(BaseModel):
     enabled: bool = True
     gap: float = DEFAULT_GAP
     max_distance: int = DEFAULT_DISTANCE
+    compare: bool = False  # --compare-bursts: each burst's frames judged together by the model
 
 
 class JobOptions(BaseModel):
@@ -298,6 +299,8 @@ class ItemRecord:
     group: str | None = None  # the burst (moment) this photo belongs to; None when alone
     best_in_group: bool = False  # the frame picked in its group
     fingerprint: Fingerprint | None = None  # stored with the rating when the engine took one
+    group_rank: int | None = None  # --compare-bursts: 1 = the frame the model judged best
+    group_reason: str | None = None  # the comparison's reason, on every frame of the burst
 
 
 class EventKind(enum.StrEnum):

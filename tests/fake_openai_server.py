@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator
 from PIL import Image
 
 from tests import fake_usage
+from tests.fake_compare import COMPARE_SCHEMA, COMPARE_SCHEMA_NAME, decode_data_uri, verdict_text
 
 SCHEMA_PATH = Path(__file__).parent / "data" / "openai-chat-request.schema.json"
 INVALID = "invalid_request_error"
@@ -224,6 +225,7 @@ class FakeChatServer:
         self.script: deque[tuple[int, Any, dict[str, str]]] = deque()
         self.base_url = ""
         self.count_usage = False  # usage counted from the photo, as OpenAI does (fake_usage)
+        self.comparisons: list[list[bytes]] = []  # the frames of each comparison answered
 
     async def start(self, aiohttp_server: Any) -> FakeChatServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -310,6 +312,11 @@ class FakeChatServer:
             if isinstance(body, dict):
                 return web.json_response(body, status=status, headers=headers)
             return web.Response(body=body, status=status, headers=headers)
+        if is_comparison(payload):
+            frames = [decode_data_uri(url) for url in image_urls(payload)]
+            self.comparisons.append(frames)
+            completion = self.completion(verdict_text(frames), model=payload["model"])
+            return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
         completion = self.completion(model=payload["model"])
         if self.count_usage:
             answer = completion["choices"][0]["message"]["content"]
@@ -343,8 +350,15 @@ class FakeChatServer:
         problem = _shape_problem(payload)
         if problem:
             return self._problem(problem)
-        url = payload["messages"][-1]["content"][1]["image_url"]["url"]
-        return self._check_data_uri(url, raw) if url.startswith("data:") else None
+        urls = image_urls(payload)
+        limit = IMAGE_LIMITS.get(self.flavour)
+        if limit is not None and len(urls) > limit:  # Groq's answer to a sixth image
+            message = f"Too many images provided. This model supports up to {limit} images"
+            return self._error(400, message)
+        for url in urls:
+            if url.startswith("data:") and (refusal := self._check_data_uri(url, raw)):
+                return refusal
+        return None
 
     def _check_data_uri(self, url: str, raw: bytes) -> web.Response | None:
         header, _, encoded = url.partition(",")
@@ -383,8 +397,9 @@ def _shape_problem(payload: dict[str, Any]) -> str | None:
     content = messages[-1].get("content")
     if messages[-1]["role"] != "user" or not isinstance(content, list):
         return "the last message must be the user's, with a list of parts"
-    if tuple(part.get("type") for part in content) != _PART_TYPES:
-        return "user content must be [text part, image_url part]"
+    problem = _parts_problem(payload, content)
+    if problem:
+        return problem
     response_format = payload.get("response_format", {})
     if response_format.get("type") not in {"json_schema", "json_object"}:
         return "response_format must ask for JSON"
@@ -401,4 +416,47 @@ def _strict_schema_problem(schema: dict[str, Any]) -> str | None:
         return "strict json_schema: every property must be listed in 'required'"
     if schema.get("additionalProperties") is not False:
         return "strict json_schema: additionalProperties must be false"
+    return None
+
+
+# Images one request may carry, where the provider says so (Groq: five).
+IMAGE_LIMITS = {"groq": 5}
+
+
+def image_urls(payload: dict[str, Any]) -> list[str]:
+    """Every image part's URL in the last message, in order."""
+    content = payload["messages"][-1]["content"]
+    return [part["image_url"]["url"] for part in content if part.get("type") == "image_url"]
+
+
+def is_comparison(payload: dict[str, Any]) -> bool:
+    return len(image_urls(payload)) > 1
+
+
+def _comparison_problem(payload: dict[str, Any], content: list[dict[str, Any]]) -> str | None:
+    """A multi-image message as the APIs take it: text and image_url parts only, each image
+    part an object with a URL, and kullbatch's comparison schema (or json_object) asked for."""
+    for index, part in enumerate(content):
+        if part.get("type") not in _PART_TYPES:
+            return f"messages[-1].content[{index}]: unknown part type {part.get('type')!r}"
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            return f"messages[-1].content[{index}].text must be a string"
+        image = part.get("image_url")
+        if part["type"] == "image_url" and not (isinstance(image, dict) and image.get("url")):
+            return f"messages[-1].content[{index}].image_url must be an object with a url"
+    response_format = payload.get("response_format", {})
+    if response_format.get("type") == "json_schema":
+        wanted = response_format["json_schema"]
+        if wanted.get("name") != COMPARE_SCHEMA_NAME or wanted.get("schema") != COMPARE_SCHEMA:
+            return "a comparison must ask for the burst_comparison schema"
+    return None
+
+
+def _parts_problem(payload: dict[str, Any], content: list[dict[str, Any]]) -> str | None:
+    """A rating's [text, image_url], or a burst comparison's several images."""
+    types = tuple(part.get("type") for part in content)
+    if types.count("image_url") > 1:
+        return _comparison_problem(payload, content)
+    if types != _PART_TYPES:
+        return "user content must be [text part, image_url part]"
     return None

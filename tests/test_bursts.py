@@ -166,7 +166,7 @@ def test_csv_carries_group_and_best_in_group(tmp_path: Path) -> None:
     """The two new columns close each row."""
     job, _ = run_shoot(tmp_path)
     out = invoke("results", job, "--db", str(tmp_path / "k.db"), "--format", "csv").stdout
-    rows = [line.split(",")[-2:] for line in out.splitlines()[1:]]
+    rows = [line.split(",")[-4:-2] for line in out.splitlines()[1:]]  # groupRank, groupReason
     assert rows[:3] == [["h1", "true"], ["h1", "false"], ["", "false"]]
 
 

@@ -134,6 +134,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "costUsd": 0.00126,
                 "group": None,
                 "bestInGroup": False,
+                "groupRank": None,
+                "groupReason": None,
             },
             {
                 "imageId": "img2",
@@ -227,6 +229,8 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "issues": "tilted",
             "group": "",
             "bestInGroup": "false",
+            "groupRank": "",
+            "groupReason": "",
         }
     ]
 
@@ -239,7 +243,7 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
     costs = ["0", "0", "0.0"]
-    culling = ["", "", ""]
+    culling = ["", "", "", "", ""]  # issues, group, bestInGroup, groupRank, groupReason
     failed = ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
     assert rows[1] == [*failed, *costs, *culling]
     assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs, *culling]

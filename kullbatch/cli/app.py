@@ -15,6 +15,7 @@ from kullbatch.cli.options import (
     DEFAULT_GAP,
     BurstDistanceOption,
     BurstGapOption,
+    CompareBurstsFlag,
     DbOption,
     DryRunFlag,
     EmbedFlag,
@@ -136,6 +137,7 @@ def process(
     ] = DEFAULT_MAX_EDGE,
     rubric: RubricOption = None,
     no_groups: NoGroupsFlag = False,
+    compare_bursts: CompareBurstsFlag = False,
     burst_gap: BurstGapOption = DEFAULT_GAP,
     burst_distance: BurstDistanceOption = DEFAULT_DISTANCE,
     json_output: JsonFlag = False,
@@ -191,6 +193,7 @@ def process(
         fallback_after=fallback_seconds,
         rubric=rubric,
         groups=not no_groups,
+        compare_bursts=compare_bursts,
         burst_gap=burst_gap,
         burst_distance=burst_distance,
     )

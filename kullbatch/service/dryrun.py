@@ -18,13 +18,14 @@ from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS
 from kullbatch.providers.base import RATING_SCHEMA
 from kullbatch.service import prompt
+from kullbatch.service.compare_estimate import EstimateWithComparisons, estimate_comparisons
 from kullbatch.service.jobs import ProcessSettings, choose_provider
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from kullbatch.manifest import Manifest
-    from kullbatch.models import ImageInput
+    from kullbatch.models import Fingerprint, ImageInput
 
 __all__ = ["estimate", "prompt_tokens"]
 
@@ -36,15 +37,16 @@ def prompt_tokens(prompt: str, system: str | None) -> int:
 
 
 async def _size(
-    image: ImageInput, max_edge: int, gate: asyncio.Semaphore
-) -> tuple[int, int] | None:
-    """The prepared photo's size; None for a URL (nothing is downloaded)."""
+    image: ImageInput, max_edge: int, gate: asyncio.Semaphore, fingerprint: bool = False
+) -> tuple[tuple[int, int] | None, Fingerprint | None]:
+    """The prepared photo's size (None for a URL: nothing is downloaded) and, with
+    `fingerprint` (--compare-bursts), its fingerprint from the same decode."""
     if image.url is not None:
-        return None
+        return None, None
     async with gate:
-        prepared = await images.prepare(image, max_edge)
+        prepared = await images.prepare(image, max_edge, fingerprint=fingerprint)
     assert prepared.data is not None
-    return images.image_size(prepared.data)
+    return images.image_size(prepared.data), prepared.fingerprint
 
 
 async def estimate(
@@ -59,20 +61,23 @@ async def estimate(
     composed = prompt.compose(settings, manifest, env)
     table = pricing.load_prices(env)
     gate = asyncio.Semaphore(os.cpu_count() or 4)
+    compare = settings.compare_bursts
     found = await asyncio.gather(
-        *(_size(image, settings.max_edge, gate) for image in manifest.images),
+        *(_size(image, settings.max_edge, gate, compare) for image in manifest.images),
         return_exceptions=True,
     )
     sizes: list[tuple[int, int] | None] = []
     unreadable: list[str] = []
-    for result in found:
+    photos: list[tuple[int, Fingerprint | None, tuple[int, int] | None]] = []
+    for position, result in enumerate(found):
         if isinstance(result, PermanentImageError):
             unreadable.append(result.message)
         elif isinstance(result, BaseException):
             raise result
         else:
-            sizes.append(result)
-    return pricing.estimate(
+            sizes.append(result[0])
+            photos.append((position, result[1], result[0]))
+    base = pricing.estimate(
         table,
         provider,
         model,
@@ -81,3 +86,8 @@ async def estimate(
         economy=PROVIDERS[provider].economy,
         unreadable=unreadable,
     )
+    if not compare:
+        return base
+    grouping = settings.job_options().grouping
+    comparisons = estimate_comparisons(table, provider, model, photos, grouping)
+    return EstimateWithComparisons.of(base, comparisons)

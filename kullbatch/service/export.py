@@ -5,7 +5,8 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 
 Per-image objects (JSON, JSON Lines):
 - rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
-           provider, model, group (the burst; null when alone), bestInGroup
+           provider, model, group (the burst; null when alone), bestInGroup, groupRank and
+           groupReason (`--compare-bursts`; null when not compared)
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
@@ -74,6 +75,8 @@ CSV_HEADER = (
     "issues",
     "group",
     "bestInGroup",
+    "groupRank",
+    "groupReason",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -95,7 +98,7 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model}
-        burst = {"group": item.group, "bestInGroup": item.best_in_group}
+        burst = {"group": item.group, "bestInGroup": item.best_in_group} | _compared(item)
         return head | item.rating.model_dump() | who | _cost(item) | burst
     if item.state is ItemState.FAILED:
         return head | {"error": item.error or "failed"} | _cost(item)
@@ -155,7 +158,19 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail, *_csv_culling(item))
+    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_compared(item))
+
+
+def _compared(item: ItemRecord) -> dict[str, Any]:
+    """--compare-bursts: the frame's place in its burst (1 = best; null when not compared)
+    and the comparison's reason, on every frame of the burst."""
+    return {"groupRank": item.group_rank, "groupReason": item.group_reason}
+
+
+def _csv_compared(item: ItemRecord) -> tuple[object, ...]:
+    """groupRank, groupReason: empty when the frame was not compared."""
+    rank = "" if item.group_rank is None else item.group_rank
+    return (rank, item.group_reason or "")
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:

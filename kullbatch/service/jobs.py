@@ -44,6 +44,7 @@ from kullbatch.providers import PROVIDERS, resolve
 from kullbatch.run.events import eta_seconds
 from kullbatch.run.runtime import Runtime
 from kullbatch.service import export, prompt
+from kullbatch.service.compare import compare_job
 from kullbatch.service.culling import group_job
 from kullbatch.store.database import Store
 from kullbatch.store.rows import JobRow, NewJob, parse_time
@@ -93,6 +94,7 @@ class ProcessSettings:
     groups: bool = True  # --no-groups: bursts are not looked for
     burst_gap: float = DEFAULT_GAP
     burst_distance: int = DEFAULT_DISTANCE
+    compare_bursts: bool = False  # --compare-bursts: each burst's frames judged side by side
 
     def job_options(self) -> JobOptions:
         """What the job remembers of these settings, so that `resume` runs it the same way."""
@@ -106,7 +108,10 @@ class ProcessSettings:
             fallbacks=tuple(_fallback(wanted) for wanted in self.fallbacks),
             rubric=self.rubric,
             grouping=GroupingOptions(
-                enabled=self.groups, gap=self.burst_gap, max_distance=self.burst_distance
+                enabled=self.groups,
+                gap=self.burst_gap,
+                max_distance=self.burst_distance,
+                compare=self.compare_bursts,
             ),
         )
 
@@ -140,6 +145,8 @@ async def create_job(
         )
     if settings.economy_only and mode is not Mode.ECONOMY:
         raise UsageError("--economy-only applies to --mode economy only")
+    if settings.compare_bursts and not settings.groups:
+        raise UsageError("--compare-bursts compares the bursts grouping finds: drop --no-groups")
     composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
@@ -323,7 +330,16 @@ class Service:
         outcome = await runtime.run_job(job, subscribers=subscribers, on_processor=on_processor)
         grouping = job.options.grouping
         if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
-            await group_job(self.store, job.id, grouping)
+            found = await group_job(self.store, job.id, grouping)
+            if grouping.compare and outcome.state is JobState.COMPLETED:
+                await compare_job(
+                    self.store,
+                    runtime,
+                    job,
+                    found,
+                    subscribers=subscribers,
+                    on_processor=on_processor,
+                )
         return outcome
 
     async def burst_counts(self, job_id: str) -> tuple[int, int]:
@@ -360,6 +376,7 @@ class Service:
     async def _with_cost(self, job: JobRow) -> JobStatus:
         """The status object with the tokens stored so far and what they cost."""
         groups = await self.store.usage(job.id)
+        groups += await self.store.comparisons.usage(job.id)  # --compare-bursts' requests
         cost = pricing.job_cost(self.prices(), groups, job.provider_id, job.model)
         usage = TokenUsage(
             inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens

@@ -27,6 +27,7 @@ from kullbatch.models import (
 )
 from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
+from kullbatch.store.comparisons import Comparisons
 from kullbatch.store.migrations import migrate
 from kullbatch.store.rows import (
     ItemCounts,
@@ -65,6 +66,7 @@ class Store:
         self._flushing = asyncio.Lock()  # the writer and `finish_job` never interleave a flush
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
+        self.comparisons = Comparisons(db)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -261,7 +263,7 @@ class Store:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
             " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
-            " captured FROM batch_items WHERE job_id = ?"
+            " captured, group_rank, group_reason FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:

@@ -155,6 +155,8 @@ def item_record(row: Any) -> ItemRecord:
         group=row["burst_group"],
         best_in_group=bool(row["best_in_group"]),
         fingerprint=_fingerprint(row["phash"], row["captured"]),
+        group_rank=row["group_rank"],
+        group_reason=row["group_reason"],
     )
 
 
