@@ -105,8 +105,10 @@ def request_problem(payload: Any) -> str | None:
     problem = _shape_problem(payload)
     if problem:
         return problem
-    url = payload["messages"][-1]["content"][1]["image_url"]["url"]
-    return data_uri_problem(url) if url.startswith("data:") else None
+    for url in image_urls(payload):
+        if url.startswith("data:") and (problem := data_uri_problem(url)):
+            return problem
+    return None
 
 
 def model_problem(model: str) -> str | None:

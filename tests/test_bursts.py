@@ -163,7 +163,7 @@ def test_no_groups_skips_grouping(tmp_path: Path) -> None:
 
 
 def test_csv_carries_group_and_best_in_group(tmp_path: Path) -> None:
-    """The two new columns close each row."""
+    """group and bestInGroup come just before groupRank and groupReason."""
     job, _ = run_shoot(tmp_path)
     out = invoke("results", job, "--db", str(tmp_path / "k.db"), "--format", "csv").stdout
     rows = [line.split(",")[-4:-2] for line in out.splitlines()[1:]]  # groupRank, groupReason

@@ -1,0 +1,274 @@
+"""`process --compare-bursts` end to end: a shoot with a burst rated on a fake, the burst judged
+side by side, the verdict stored and exported, its cost counted, never asked twice, economy
+jobs comparing in fast mode after their batch, failures keeping the pick, and the dry run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_batch_openai import KEY as BATCH_KEY
+from fake_batch_openai import FakeOpenAIBatches
+from fake_openai_server import FakeChatServer, openai_error
+from typer.testing import CliRunner
+
+from kullbatch.cli.app import app
+from kullbatch.errors import UsageError
+from kullbatch.manifest import load_manifest
+from kullbatch.models import EventKind, JobState, ProgressEvent, Usage
+from kullbatch.pricing import prices as pricing
+from kullbatch.service import dryrun, jobs
+from tests.burst_shoot import Shot, make_shoot
+
+KEY = "sk-test-key"
+# The harbour burst with its sharp frame in the middle, a city frame in the same second and a
+# market street alone: one burst of three.
+SHOTS = [
+    Shot("h1", "01_harbour_sharp", shift=6, blur=2.5, time="14:03:07.10"),
+    Shot("h2", "01_harbour_sharp", time="14:03:07.40"),
+    Shot("c1", "02_city_skyline_sharp", time="14:03:07.55"),
+    Shot("h3", "01_harbour_sharp", shift=12, blur=4.0, time="14:03:07.70"),
+    Shot("m1", "05_market_street_sharp"),
+]
+BURST = ["h1", "h2", "h3"]
+
+
+def settings(**extra: Any) -> jobs.ProcessSettings:
+    return jobs.ProcessSettings(provider="openai", compare_bursts=True, **extra)
+
+
+async def chat_fake(aiohttp_server: Any) -> tuple[FakeChatServer, dict[str, str]]:
+    fake = await FakeChatServer(api_key=KEY).start(aiohttp_server)
+    return fake, {"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": f"{fake.base_url}/v1"}
+
+
+def by_id(items: list[Any]) -> dict[str, Any]:
+    return {item.image.id: item for item in items}
+
+
+class Events:
+    """A subscriber keeping the notes, which queues `on_end` answers once the photos are rated
+    (so a scripted answer reaches the comparison, not a photo)."""
+
+    def __init__(self, fake: FakeChatServer | None = None, *on_end: tuple[int, Any]) -> None:
+        self.notes: list[str] = []
+        self._fake = fake
+        self._on_end = list(on_end)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind is EventKind.NOTE and event.note:
+            self.notes.append(event.note)
+        if event.kind is EventKind.ENDED and self._fake is not None:
+            for status, body in self._on_end:
+                self._fake.queue(status, body)
+
+
+async def test_a_burst_is_compared_once_and_its_verdict_stored_exported_and_paid(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """One request with the burst's three frames in capture order; the fake picks the sharp
+    middle frame from the pixels; ranks, reason and the request's tokens are kept."""
+    fake, env = await chat_fake(aiohttp_server)
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    events = Events()
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        outcome = await service.run(job, subscribers=[events])
+        status, items = await service.results(job.id)
+        await service.export(job.id, "csv", tmp_path / "r.csv")
+    assert outcome.state is JobState.COMPLETED
+    assert fake.problems == []
+    assert [len(frames) for frames in fake.comparisons] == [3]
+    found = by_id(items)
+    assert {k: found[k].group_rank for k in BURST} == {"h2": 1, "h1": 2, "h3": 3}
+    assert {k: found[k].best_in_group for k in BURST} == {"h1": False, "h2": True, "h3": False}
+    assert {found[k].group_reason for k in BURST} == {
+        "Frame 2 is the sharpest: the eyes are in focus, no motion blur."
+    }
+    assert (found["c1"].group_rank, found["c1"].group_reason) == (None, None)
+    # five photos and one comparison, each 812 in and 64 out on the fake
+    assert (status.usage.inputTokens, status.usage.outputTokens) == (6 * 812, 6 * 64)
+    table = pricing.load_prices(env)
+    price = table.price("openai", job.model)
+    assert price is not None and status.costUsd is not None
+    photos = sum(item.cost_usd for item in items)
+    assert status.costUsd == pytest.approx(photos + price.cost(Usage(812, 64)))
+    rows = {r["imageId"]: r for r in csv.DictReader(io.StringIO((tmp_path / "r.csv").read_text()))}
+    assert [rows[k]["groupRank"] for k in BURST] == ["2", "1", "3"]
+    assert rows["m1"]["groupRank"] == rows["m1"]["groupReason"] == ""
+    assert any("compared side by side: 1 of 1" in note for note in events.notes)
+
+
+async def test_the_models_pick_replaces_the_sharpness_pick_and_a_resume_asks_nothing_again(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The model prefers the third frame: it becomes the best. Running the job again (as a
+    resume does) regroups the shoot, sends no comparison, and keeps the model's pick."""
+    fake, env = await chat_fake(aiohttp_server)
+    verdict = {"best": 3, "ranking": [3, 1, 2], "reason": "Her eyes are open only in frame 3."}
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    events = Events(fake, (200, fake.completion(json.dumps(verdict))))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        await service.run(job, subscribers=[events])
+        first = by_id(await service.store.items(job.id))
+        requests = len(fake.requests)
+        again = Events()
+        await service.run(await jobs.get_job(service.store, job.id), subscribers=[again])
+        second = by_id(await service.store.items(job.id))
+        cost = (await service.status(job.id)).usage
+    for items in (first, second):
+        assert {k: items[k].best_in_group for k in BURST} == {"h1": False, "h2": False, "h3": True}
+        assert {k: items[k].group_rank for k in BURST} == {"h3": 1, "h1": 2, "h2": 3}
+        assert items["h1"].group_reason == "Her eyes are open only in frame 3."
+    assert len(fake.requests) == requests  # nothing sent the second time
+    assert any("(1 already compared)" in note for note in again.notes)
+    assert cost.inputTokens == 6 * 812  # the comparison counted once
+
+
+async def test_a_failed_comparison_keeps_the_pick_by_stars_and_sharpness_and_is_reported(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A comparison the provider refuses leaves the burst's pick, no rank, every photo rated."""
+    fake, env = await chat_fake(aiohttp_server)
+    refusal = openai_error("Could not process image", code="invalid_image")
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    events = Events(fake, (400, refusal))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        outcome = await service.run(job, subscribers=[events])
+        items = by_id(await service.store.items(job.id))
+        status = await service.status(job.id)
+    assert outcome.state is JobState.COMPLETED and outcome.failed == 0
+    assert {k: items[k].best_in_group for k in BURST} == {"h1": False, "h2": True, "h3": False}
+    assert {items[k].group_rank for k in BURST} == {None}
+    assert status.failedImages == 0
+    note = events.notes[-1]
+    assert "compared side by side: 0 of 1" in note
+    assert "1 kept their pick by stars and sharpness: burst h1: openai HTTP 400" in note
+
+
+async def test_a_bad_key_at_comparison_time_stops_the_comparisons_at_once(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A fatal answer is not retried and ends the comparisons; the photos stay rated."""
+    fake, env = await chat_fake(aiohttp_server)
+    bad_key = openai_error("Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    events = Events(fake, (401, bad_key))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        outcome = await service.run(job, subscribers=[events])
+    assert outcome.state is JobState.COMPLETED
+    assert "[check OPENAI_API_KEY]" in events.notes[-1]
+
+
+async def test_an_economy_job_compares_in_fast_mode_after_its_batch(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The photos go in a batch at half price; the comparison goes to chat completions after
+    it, at the list price, and both count in the job's cost."""
+    fake = await FakeOpenAIBatches().start(aiohttp_server)
+    env = {
+        "OPENAI_API_KEY": BATCH_KEY,
+        "OPENAI_BASE_URL": fake.base_url,
+        "KULLBATCH_ECONOMY_POLL": "0.01",
+    }
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings(mode="economy"))
+        outcome = await service.run(job)
+        status, items = await service.results(job.id)
+        spent = await service.store.comparisons.usage(job.id)
+    assert outcome.state is JobState.COMPLETED
+    assert {item.pricing for item in items} == {"batch"}
+    assert [len(frames) for frames in fake.comparisons] == [3]
+    paths = [seen.path for seen in fake.seen]
+    assert paths.index("/v1/chat/completions") > paths.index("/v1/batches")
+    assert by_id(items)["h2"].group_rank == 1
+    assert [(s.pricing, s.input_tokens, s.output_tokens) for s in spent] == [("standard", 812, 64)]
+    price = pricing.load_prices(env).price("openai", job.model)
+    assert price is not None and status.costUsd is not None
+    photos = sum(item.cost_usd for item in items)
+    assert status.costUsd == pytest.approx(photos + price.cost(Usage(812, 64)))
+
+
+# --- the dry run ------------------------------------------------------------------------------
+
+LONG_BURST = [
+    Shot(f"b{n}", "01_harbour_sharp", shift=n, blur=0.5 * n, time=f"14:03:07.{10 + 10 * n}")
+    for n in range(8)
+] + [Shot("x1", "05_market_street_sharp")]
+
+
+@pytest.mark.parametrize(
+    ("provider", "requests", "images"), [("openai", 1, 8), ("groq", 3, 10), ("local", 0, 0)]
+)
+async def test_the_dry_run_counts_the_comparisons_and_their_cost(
+    tmp_path: Path, provider: str, requests: int, images: int
+) -> None:
+    """A burst of eight: one request on OpenAI, three on Groq (two chunks and a final), none
+    on local; the comparisons' tokens and price are in the totals."""
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", LONG_BURST))
+    plain = await dryrun.estimate(manifest, jobs.ProcessSettings(provider=provider), {})
+    wanted = jobs.ProcessSettings(provider=provider, compare_bursts=True)
+    estimate = await dryrun.estimate(manifest, wanted, {})
+    document = estimate.document()
+    compared = document["comparisons"]
+    assert (compared["bursts"], compared["requests"], compared["images"]) == (1, requests, images)
+    assert estimate.input_tokens == plain.input_tokens + compared["inputTokens"]
+    if provider == "local":
+        assert compared["inputTokens"] == 0
+        return
+    assert compared["inputTokens"] > 0 and compared["fastUsd"] > 0
+    assert plain.fast_usd is not None and estimate.fast_usd is not None
+    assert estimate.fast_usd == pytest.approx(plain.fast_usd + compared["fastUsd"])
+    assert any("--compare-bursts: 1 bursts" in line for line in estimate.lines())
+
+
+# --- the command line -------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_compare_bursts_needs_grouping(tmp_path: Path) -> None:
+    """--compare-bursts with --no-groups is a usage error (exit 2), nothing created."""
+    manifest = make_shoot(tmp_path / "shoot", SHOTS)
+    db = tmp_path / "k.db"
+    result = runner.invoke(
+        app, ["process", str(manifest), "--db", str(db), "--compare-bursts", "--no-groups"]
+    )
+    assert result.exit_code == 2
+    assert "--compare-bursts compares the bursts grouping finds" in result.stderr
+
+
+def test_compare_bursts_is_explained_in_process_help() -> None:
+    """`process --help` names the option and what it sets."""
+    result = runner.invoke(app, ["process", "--help"], env={"COLUMNS": "200"})
+    assert "--compare-bursts" in result.stdout
+    assert "groupRank" in result.stdout
+
+
+def test_local_keeps_its_sharpness_pick_under_compare_bursts(tmp_path: Path) -> None:
+    """The offline rater sends nothing: the sharp frame is picked, no rank is stored."""
+    manifest = make_shoot(tmp_path / "shoot", SHOTS)
+    db = str(tmp_path / "k.db")
+    result = runner.invoke(app, ["process", str(manifest), "--db", db, "-q", "--compare-bursts"])
+    assert result.exit_code == 0, result.stderr
+    out = runner.invoke(app, ["results", result.stdout.strip(), "--db", db]).stdout
+    results = {r["imageId"]: r for r in json.loads(out)["results"]}
+    assert results["h2"]["bestInGroup"] is True
+    assert {results[k]["groupRank"] for k in BURST} == {None}
+
+
+async def test_the_service_refuses_compare_bursts_without_groups(tmp_path: Path) -> None:
+    """The same rule holds for the API's callers: no job is stored."""
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    async with jobs.Service.open(tmp_path / "k.db", {}) as service:
+        with pytest.raises(UsageError, match="drop --no-groups"):
+            await service.create(manifest, jobs.ProcessSettings(compare_bursts=True, groups=False))
+        assert await service.store.list_jobs() == []
