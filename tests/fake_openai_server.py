@@ -317,7 +317,11 @@ class FakeChatServer:
         if is_comparison(payload):
             frames = [decode_data_uri(url) for url in image_urls(payload)]
             self.comparisons.append(frames)
-            completion = self.completion(verdict_text(frames), model=payload["model"])
+            answer = verdict_text(frames)
+            completion = self.completion(answer, model=payload["model"])
+            if self.count_usage:
+                prompt, answer_tokens = fake_usage.openai_usage(payload, answer)
+                completion["usage"] |= {"prompt_tokens": prompt, "completion_tokens": answer_tokens}
             return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
         completion = self.completion(model=payload["model"])
         if self.count_usage:

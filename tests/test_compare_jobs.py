@@ -272,3 +272,30 @@ async def test_the_service_refuses_compare_bursts_without_groups(tmp_path: Path)
         with pytest.raises(UsageError, match="drop --no-groups"):
             await service.create(manifest, jobs.ProcessSettings(compare_bursts=True, groups=False))
         assert await service.store.list_jobs() == []
+
+
+FOUR_BURSTS = [
+    Shot(f"{name[:2]}{frame}", name, shift=3 * frame, blur=2.0 * frame, time=f"1{n}:00:0{frame}")
+    for n, name in enumerate(
+        ["01_harbour_sharp", "02_city_skyline_sharp", "03_portrait_sharp", "05_market_street_sharp"]
+    )
+    for frame in range(2)
+]
+
+
+async def test_bursts_compared_at_once_all_count_in_the_jobs_usage(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Four bursts compared concurrently: four requests and all their tokens are recorded
+    (none lost to another burst's write)."""
+    fake, env = await chat_fake(aiohttp_server)
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", FOUR_BURSTS))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        await service.run(job)
+        requests = await service.store.comparisons.requests(job.id)
+        spent = await service.store.comparisons.usage(job.id)
+        items = await service.store.items(job.id)
+    assert len(fake.comparisons) == requests == 4
+    assert [(s.input_tokens, s.output_tokens) for s in spent] == [(4 * 812, 4 * 64)]
+    assert sorted(i.image.id for i in items if i.group_rank == 1) == ["010", "020", "030", "050"]

@@ -13,6 +13,7 @@ output tokens), until the schema gives them a table of their own. `JobOptions` i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,11 @@ USAGE_KEY = "comparisonUsage"
 class Comparisons:
     """The store's comparison records (`Store.comparisons`)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock | None = None) -> None:
         self._db = db
+        # the store's flush lock: a verdict's statements and commit never interleave with the
+        # writer's, nor with another verdict's (the usage is read, added to and written back)
+        self._lock = lock or asyncio.Lock()
 
     async def record(
         self,
@@ -46,6 +50,17 @@ class Comparisons:
         """A burst's verdict: each frame's rank (None: not compared), the reason on every
         frame, `best` as the burst's pick (None: the pick stays), and `spent` = (provider,
         model, requests, tokens) added to the job's comparison usage; one transaction."""
+        async with self._lock:
+            await self._record(job_id, ranks, reason, best, spent)
+
+    async def _record(
+        self,
+        job_id: str,
+        ranks: Mapping[str, int | None],
+        reason: str | None,
+        best: str | None,
+        spent: tuple[str, str, int, Usage] | None,
+    ) -> None:
         if best is not None:
             await run_many(
                 self._db,
@@ -59,6 +74,10 @@ class Comparisons:
 
     async def apply_best(self, job_id: str, keys: Sequence[str], best: str) -> None:
         """A burst compared before (a resume regrouped it): its stored pick is its best."""
+        async with self._lock:
+            await self._apply_best(job_id, keys, best)
+
+    async def _apply_best(self, job_id: str, keys: Sequence[str], best: str) -> None:
         await run_many(
             self._db,
             "UPDATE batch_items SET best_in_group = ? WHERE job_id = ? AND image_id = ?",
@@ -68,6 +87,10 @@ class Comparisons:
 
     async def clear_ungrouped(self, job_id: str) -> None:
         """Frames no longer in any burst (a regrouping) lose an old comparison's rank."""
+        async with self._lock:
+            await self._clear_ungrouped(job_id)
+
+    async def _clear_ungrouped(self, job_id: str) -> None:
         await run(
             self._db,
             "UPDATE batch_items SET group_rank = NULL, group_reason = NULL"

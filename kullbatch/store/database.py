@@ -66,7 +66,7 @@ class Store:
         self._flushing = asyncio.Lock()  # the writer and `finish_job` never interleave a flush
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
-        self.comparisons = Comparisons(db)
+        self.comparisons = Comparisons(db, self._flushing)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
