@@ -17,11 +17,21 @@ from fake_openai_server import FakeChatServer, openai_error
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
-from kullbatch.errors import UsageError
+from kullbatch.errors import ConflictError, UsageError
 from kullbatch.manifest import load_manifest
-from kullbatch.models import EventKind, JobState, ProgressEvent, Usage
+from kullbatch.models import (
+    EventKind,
+    ImageInput,
+    ItemRecord,
+    ItemState,
+    JobState,
+    ProgressEvent,
+    Rating,
+    Usage,
+)
 from kullbatch.pricing import prices as pricing
 from kullbatch.service import dryrun, jobs
+from kullbatch.service.compare import selection
 from tests.burst_shoot import Shot, make_shoot
 
 KEY = "sk-test-key"
@@ -38,7 +48,7 @@ BURST = ["h1", "h2", "h3"]
 
 
 def settings(**extra: Any) -> jobs.ProcessSettings:
-    return jobs.ProcessSettings(provider="openai", compare_bursts=True, **extra)
+    return jobs.ProcessSettings(**{"provider": "openai", "compare_bursts": True} | extra)
 
 
 async def chat_fake(aiohttp_server: Any) -> tuple[FakeChatServer, dict[str, str]]:
@@ -299,3 +309,91 @@ async def test_bursts_compared_at_once_all_count_in_the_jobs_usage(
     assert len(fake.comparisons) == requests == 4
     assert [(s.input_tokens, s.output_tokens) for s in spent] == [(4 * 812, 4 * 64)]
     assert sorted(i.image.id for i in items if i.group_rank == 1) == ["010", "020", "030", "050"]
+
+
+async def test_a_burst_of_eight_on_groq_is_compared_in_rounds_and_every_request_counted(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Groq takes five images a request: eight frames go as four and four, then the two
+    winners; the sharpest frame (the last) wins, every frame gets a rank, three requests are
+    paid for."""
+    key = "gsk_TESTKEYaBcDeFgHiJkLmNoPqRsTuV"
+    fake = await FakeChatServer(prefix="/openai/v1", api_key=key, flavour="groq").start(
+        aiohttp_server
+    )
+    env = {"GROQ_API_KEY": key, "GROQ_BASE_URL": fake.base_url}
+    shots = [
+        Shot(f"b{n}", "01_harbour_sharp", shift=n, blur=0.6 * (7 - n), time=f"14:03:07.{10 + n}0")
+        for n in range(8)
+    ]
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", shots))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings(provider="groq"))
+        await service.run(job)
+        items = by_id(await service.store.items(job.id))
+        requests = await service.store.comparisons.requests(job.id)
+    assert fake.problems == []
+    assert [len(frames) for frames in fake.comparisons] == [4, 4, 2]
+    assert requests == 3
+    assert items["b7"].best_in_group and items["b7"].group_rank == 1
+    assert sorted(items[f"b{n}"].group_rank for n in range(8)) == list(range(1, 9))
+
+
+def test_a_burst_offers_its_eight_frames_with_the_most_stars_in_capture_order() -> None:
+    """Ten frames: the two with the fewest stars stay out; a tie keeps the earlier frame."""
+    stars = [3, 5, 2, 4, 4, 1, 5, 3, 2, 4]
+    frames = [
+        ItemRecord(
+            position=n,
+            image=ImageInput(id=f"f{n}", filename=f"f{n}.jpg", path=Path(f"f{n}.jpg")),
+            state=ItemState.RATED,
+            attempts=1,
+            error=None,
+            rating=Rating(
+                starRating=s, colorLabel="none", title="", description="", tags=[], issues=[]
+            ),
+            usage=Usage(),
+        )
+        for n, s in enumerate(stars)
+    ]
+    chosen = [item.image.id for item in selection(frames)]
+    assert chosen == ["f0", "f1", "f2", "f3", "f4", "f6", "f7", "f9"]  # f5 (1), f8 (2, later)
+
+
+async def test_the_dry_runs_comparison_tokens_are_within_a_quarter_of_what_a_run_records(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The fake counts a comparison's tokens from its images as OpenAI does; the dry run's
+    estimate of the comparisons is within 25 % of them."""
+    fake, env = await chat_fake(aiohttp_server)
+    fake.count_usage = True
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    estimate = await dryrun.estimate(manifest, settings(), env)
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        await service.run(job)
+        (spent,) = await service.store.comparisons.usage(job.id)
+    compared = estimate.document()["comparisons"]
+    assert compared["requests"] == 1
+    assert abs(compared["inputTokens"] - spent.input_tokens) <= 0.25 * spent.input_tokens
+
+
+async def test_resume_compares_the_bursts_a_failed_comparison_left_and_only_those(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A completed job whose comparison failed can be resumed: nothing is rated again, the
+    burst is compared; once every burst is, resume refuses as for any completed job."""
+    fake, env = await chat_fake(aiohttp_server)
+    refusal = openai_error("Could not process image", code="invalid_image")
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        job = await service.create(manifest, settings())
+        await service.run(job, subscribers=[Events(fake, (400, refusal))])
+        sent = len(fake.requests)
+        resumed = await service.prepare_resume(job.id)
+        await service.run(resumed)
+        items = by_id(await service.store.items(job.id))
+        with pytest.raises(ConflictError, match="already completed"):
+            await service.prepare_resume(job.id)
+    assert len(fake.requests) == sent + 1  # the comparison only
+    assert items["h2"].group_rank == 1

@@ -213,7 +213,9 @@ async def prepare_resume(store: Store, job_id: str, mode: str | None = None) -> 
     job = await get_job(store, job_id)
     if job.is_live():
         raise ConflictError(f"job {job_id} is still running (pid {job.owner_pid}); not resuming it")
-    if job.status is JobState.COMPLETED and job.failed_images == 0:
+    # --compare-bursts: bursts a failed or interrupted comparison left are compared again
+    compare = job.options.grouping.compare and await store.comparisons.uncompared(job_id)
+    if job.status is JobState.COMPLETED and job.failed_images == 0 and not compare:
         raise ConflictError(f"job {job_id} is already completed; every image is rated")
     if mode not in {None, job.mode, Mode.FAST}:
         raise UsageError(f"job {job_id} ran in {job.mode} mode; it resumes in fast or {job.mode}")

@@ -143,6 +143,17 @@ class Comparisons:
             for e in options.get(USAGE_KEY) or []
         ]
 
+    async def uncompared(self, job_id: str) -> int:
+        """Bursts of the job none of whose frames has a rank (failed, or never reached)."""
+        async with self._db.execute(
+            "SELECT count(*) FROM (SELECT burst_group FROM batch_items"
+            " WHERE job_id = ? AND burst_group IS NOT NULL"
+            " GROUP BY burst_group HAVING count(group_rank) = 0)",
+            (job_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else 0
+
     async def requests(self, job_id: str) -> int:
         """How many comparison requests the job has made."""
         async with self._db.execute(
