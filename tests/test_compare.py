@@ -15,13 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 from fake_anthropic_server import KEY as ANTHROPIC_KEY
-from fake_anthropic_server import FakeAnthropic, body_problem, message_reply
+from fake_anthropic_server import FakeAnthropic, body_problem, error_reply, message_reply
 from fake_compare import sharpness
-from fake_gemini_server import GEMINI_KEY, FakeGemini
+from fake_gemini_server import GEMINI_KEY, INTERNAL, FakeGemini
 from fake_openai_server import FakeChatServer
 from PIL import Image, ImageFilter
 
-from kullbatch.errors import PermanentImageError, Transient
+from kullbatch.errors import PermanentImageError, ProviderError, Transient
 from kullbatch.models import PreparedImage, Usage
 from kullbatch.providers import PROVIDERS, create_provider
 from kullbatch.providers._chat import json_schema_format
@@ -352,3 +352,70 @@ async def test_a_tournament_merges_places_chunk_by_chunk() -> None:
     assert ranked.order == [4, 2, 6, 3, 0, 5, 1]
     assert ranked.requests == 4
     assert (ranked.usage.input_tokens, ranked.usage.output_tokens) == (40, 4)
+
+
+# --- errors on the wire -----------------------------------------------------------------------
+
+
+async def test_a_server_without_json_schema_gets_json_object_and_the_schema_in_words(
+    aiohttp_server: Any, session: aiohttp.ClientSession
+) -> None:
+    """An OpenAI-compatible server that refuses json_schema: the comparison is asked again
+    with json_object and the schema spelled out, and answered."""
+    fake = await FakeChatServer(api_key=None, flavour="ollama", reject_json_schema=400).start(
+        aiohttp_server
+    )
+    spec = PROVIDERS["openai-compatible"]
+    env = {"OPENAI_COMPATIBLE_BASE_URL": f"{fake.base_url}/v1"}
+    provider = create_provider(spec, "qwen3-vl:8b", session, spec.credentials(env))
+    comparer = comparer_of(provider)
+    assert comparer is not None
+    verdict = await comparer.compare(burst([2.0, 0.0]))
+    assert verdict.comparison.best == 2
+    formats = [r.json["response_format"]["type"] for r in fake.requests]
+    assert formats == ["json_schema", "json_object"]
+    assert "burst_comparison" not in fake.last.raw.decode()
+    assert '"ranking"' in fake.last.json["messages"][0]["content"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reply", "kind"),
+    [
+        ("gemini", (500, "INTERNAL"), "Transient"),
+        ("anthropic", (529, "overloaded_error"), "RateLimited"),
+        ("openai", (200, "not a completion"), "Transient"),
+    ],
+)
+async def test_error_answers_to_a_comparison_are_classified_as_for_a_rating(
+    name: str, reply: tuple[int, str], kind: str, wire: Callable[[str], Awaitable[Wired]]
+) -> None:
+    """The provider's own classifier reads a comparison's error answer."""
+    w = await wire(name)
+    status, what = reply
+    if name == "gemini":
+        w.fake.reply(status, INTERNAL)
+    elif name == "anthropic":
+        w.fake.scripted_comparisons = True
+        w.fake.queue(error_reply(status, what, "Overloaded"))
+    else:
+        w.fake.queue(status, {"object": what})
+    with pytest.raises(ProviderError) as raised:
+        await w.comparer.compare(burst([1.0, 0.0]))
+    assert type(raised.value).__name__ == kind
+
+
+async def test_a_chunk_of_one_frame_goes_on_to_the_final_unasked() -> None:
+    """Three frames at two a request: [0, 1] is asked, frame 2 meets its winner in the final;
+    two requests, not three."""
+    asked: list[list[int]] = []
+
+    async def ask(indices: Any) -> Verdict:
+        asked.append(list(indices))
+        order = sorted(range(1, len(indices) + 1), key=lambda n: -indices[n - 1])
+        return Verdict(Comparison(best=order[0], ranking=order, reason="r"), Usage(1, 1))
+
+    ranked = await tournament(3, 2, ask)
+    assert asked == [[0, 1], [1, 2]]
+    assert ranked.order == [2, 1, 0]
+    assert ranked.requests == requests_for(3, 2) == 2
+    assert images_for(3, 2) == 4

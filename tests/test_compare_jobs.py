@@ -4,6 +4,7 @@ jobs comparing in fast mode after their batch, failures keeping the pick, and th
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -17,7 +18,7 @@ from fake_openai_server import FakeChatServer, openai_error
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
-from kullbatch.errors import ConflictError, UsageError
+from kullbatch.errors import ConflictError, PermanentImageError, UsageError
 from kullbatch.manifest import load_manifest
 from kullbatch.models import (
     EventKind,
@@ -30,8 +31,14 @@ from kullbatch.models import (
     Usage,
 )
 from kullbatch.pricing import prices as pricing
+from kullbatch.providers.compare import Comparison, Verdict
+from kullbatch.run.compare import CompareSender
+from kullbatch.run.ratelimit import Gate
+from kullbatch.run.retry import RetryPolicy
+from kullbatch.run.runtime import Runtime
 from kullbatch.service import dryrun, jobs
-from kullbatch.service.compare import selection
+from kullbatch.service.compare import BurstComparisons, compare_job, selection
+from kullbatch.service.culling import group_job
 from tests.burst_shoot import Shot, make_shoot
 
 KEY = "sk-test-key"
@@ -397,3 +404,109 @@ async def test_resume_compares_the_bursts_a_failed_comparison_left_and_only_thos
             await service.prepare_resume(job.id)
     assert len(fake.requests) == sent + 1  # the comparison only
     assert items["h2"].group_rank == 1
+
+
+class Stuck:
+    """A comparer whose requests never end (a provider that hangs)."""
+
+    name = "stuck"
+    model = "stuck-1"
+    max_images = 8
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def compare(self, frames: Any) -> Any:
+        self.asked.set()
+        await asyncio.Event().wait()
+
+
+async def test_an_interrupt_stops_the_comparisons_and_keeps_the_picks(tmp_path: Path) -> None:
+    """Ctrl-C while a comparison waits: it stops at once, the burst keeps its pick, the
+    report says so."""
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    async with jobs.Service.open(tmp_path / "k.db", {}) as service:
+        job = await service.create(manifest, jobs.ProcessSettings(provider="local"))
+        await service.run(job)
+        found = await group_job(service.store, job.id, job.options.grouping)
+        stuck = Stuck()
+        loop = asyncio.get_running_loop()
+        sender = CompareSender(stuck, Gate(loop.time), RetryPolicy(), loop.time)
+        comparisons = BurstComparisons(service.store, job, sender)
+        running = asyncio.create_task(comparisons.run(found))
+        await stuck.asked.wait()
+        comparisons.interrupt()
+        report = await asyncio.wait_for(running, 5)
+        items = by_id(await service.store.items(job.id))
+    assert report.compared == 0
+    assert report.failed == ["stopped before every burst was compared"]
+    assert items["h2"].best_in_group and items["h2"].group_rank is None
+
+
+async def test_a_provider_that_cannot_be_built_at_comparison_time_is_reported(
+    tmp_path: Path,
+) -> None:
+    """The key gone by the time the bursts are compared: reported, nothing else happens."""
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", SHOTS))
+    events = Events()
+    async with jobs.Service.open(tmp_path / "k.db", {}) as service:
+        job = await service.create(manifest, settings())
+        async with Runtime(service.store, {}) as runtime:
+            report = await compare_job(service.store, runtime, job, [], subscribers=[events])
+    assert report is not None and report.compared == 0
+    assert "OPENAI_API_KEY" in report.failed[0]
+    assert events.notes[0].startswith("bursts not compared: ")
+
+
+class TwoThenFails:
+    """Two images a request; answers the first two requests (preferring the later frame), then
+    raises `error` (a refusal of the final, or a bug)."""
+
+    name = "scripted"
+    model = "scripted-1"
+    max_images = 2
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.calls = 0
+
+    async def compare(self, frames: Any) -> Verdict:
+        self.calls += 1
+        if self.calls > 2:
+            raise self.error
+        return Verdict(Comparison(best=2, ranking=[2, 1], reason="later"), Usage(100, 10))
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (PermanentImageError("scripted HTTP 400: could not process image"), "could not process"),
+        (RuntimeError("adapter bug"), "internal error: RuntimeError: adapter bug"),
+    ],
+)
+async def test_a_final_that_fails_keeps_the_pick_and_still_counts_the_rounds_paid_for(
+    tmp_path: Path, error: Exception, said: str
+) -> None:
+    """Four frames at two a request: the two chunks are answered, the final fails. No rank is
+    stored, the pick stays, and the two answered requests' tokens count in the job."""
+    shots = [
+        Shot(f"q{n}", "01_harbour_sharp", shift=n, blur=float(n), time=f"14:03:07.{n}0")
+        for n in range(4)
+    ]
+    manifest = load_manifest(make_shoot(tmp_path / "shoot", shots))
+    async with jobs.Service.open(tmp_path / "k.db", {}) as service:
+        job = await service.create(manifest, jobs.ProcessSettings(provider="local"))
+        await service.run(job)
+        found = await group_job(service.store, job.id, job.options.grouping)
+        comparer = TwoThenFails(error)
+        loop = asyncio.get_running_loop()
+        sender = CompareSender(comparer, Gate(loop.time), RetryPolicy(), loop.time)
+        report = await BurstComparisons(service.store, job, sender).run(found)
+        items = by_id(await service.store.items(job.id))
+        status = await service.status(job.id)
+    assert comparer.calls == 3
+    assert report.compared == 0 and report.requests == 2
+    assert said in report.failed[0]
+    assert {items[f"q{n}"].group_rank for n in range(4)} == {None}
+    assert items["q0"].best_in_group
+    assert (status.usage.inputTokens, status.usage.outputTokens) == (200, 20)

@@ -14,14 +14,15 @@ the places after it are each chunk's own. The final's reason is the burst's reas
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from kullbatch.errors import ProviderError
 from kullbatch.models import Usage
-from kullbatch.run.retry import RetryPolicy, Sending, retrying
+from kullbatch.run.retry import RetryPolicy, Sending, format_wait_ms, retrying
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from kullbatch.providers.compare import Comparer, Verdict
     from kullbatch.run.ratelimit import Gate
 
-T = TypeVar("T")
+admin_log = logging.getLogger("kullbatch.admin")
 
 
 def chunks(count: int, limit: int) -> list[range]:
@@ -55,7 +56,7 @@ def requests_for(count: int, limit: int) -> int:
     runs = chunks(count, limit)
     if len(runs) == 1:
         return 1
-    return len(runs) + requests_for(len(runs), limit)
+    return sum(requests_for(len(run), limit) for run in runs) + requests_for(len(runs), limit)
 
 
 def images_for(count: int, limit: int) -> int:
@@ -65,7 +66,7 @@ def images_for(count: int, limit: int) -> int:
     runs = chunks(count, limit)
     if len(runs) == 1:
         return count
-    return count + images_for(len(runs), limit)
+    return sum(images_for(len(run), limit) for run in runs) + images_for(len(runs), limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ async def tournament(
 async def _rank(
     frames: list[int], limit: int, ask: Callable[[Sequence[int]], Awaitable[Verdict]]
 ) -> Ranked:
+    if len(frames) == 1:  # a chunk of one (3 frames at 2 a request) goes on unasked
+        return Ranked(list(frames), "")
     if len(frames) <= limit:
         verdict = await ask(frames)
         order = [frames[number - 1] for number in verdict.comparison.ranking]
@@ -125,7 +128,6 @@ class CompareSender:
     policy: RetryPolicy
     clock: Callable[[], float]
     rng: random.Random = field(default_factory=random.Random)
-    on_retry: Callable[[ProviderError, float], None] | None = None
     spent: list[Usage] = field(default_factory=list)  # every answered request's tokens
 
     async def rank(self, frames: Sequence[PreparedImage]) -> Ranked:
@@ -146,8 +148,13 @@ class CompareSender:
             wait = sending.next_wait(exc, self.clock(), self.rng)
             if wait is not None:
                 self.gate.retrying(exc, wait)
-                if self.on_retry is not None:
-                    self.on_retry(exc, wait)
+                admin_log.warning(
+                    "[Compare] %s attempt %d failed: %s. Retrying in %s",
+                    self.comparer.name,
+                    sending.retries,
+                    exc.message.rstrip("."),
+                    format_wait_ms(wait),
+                )
             return wait
 
         async def attempt(_number: int) -> Verdict:

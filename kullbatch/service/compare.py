@@ -97,7 +97,7 @@ def announce(
             admin_log.exception("progress subscriber %r failed", subscriber)
 
 
-class Comparisons:
+class BurstComparisons:
     """One job's comparisons; `interrupt`/`cancel` stop them (Ctrl-C reaches them here)."""
 
     def __init__(
@@ -252,7 +252,7 @@ async def compare_job(
     policy = RetryPolicy(max_retry_time=job.options.max_retry_time)
     loop = asyncio.get_running_loop()
     sender = CompareSender(comparer, gate, policy, loop.time)
-    comparisons = Comparisons(store, job, sender, subscribers)
+    comparisons = BurstComparisons(store, job, sender, subscribers)
     if on_processor is not None:
         on_processor(comparisons)
     return await comparisons.run(found)
