@@ -244,7 +244,7 @@ async def test_the_dry_run_counts_the_comparisons_and_their_cost(
     assert compared["inputTokens"] > 0 and compared["fastUsd"] > 0
     assert plain.fast_usd is not None and estimate.fast_usd is not None
     assert estimate.fast_usd == pytest.approx(plain.fast_usd + compared["fastUsd"])
-    assert any("--compare-bursts: 1 bursts" in line for line in estimate.lines())
+    assert any("--compare-bursts: 1 burst, " in line for line in estimate.lines())
 
 
 # --- the command line -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from kullbatch.models import EventKind, ItemState, ProgressEvent, Usage
 from kullbatch.providers.compare import MAX_FRAMES, comparer_of
 from kullbatch.run.compare import CompareSender
 from kullbatch.run.retry import RetryPolicy
+from kullbatch.service.compare_estimate import count
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -58,7 +59,7 @@ class CompareReport:
         done = f"bursts compared side by side: {self.compared} of {self.bursts}"
         if self.reused:
             done += f" ({self.reused} already compared)"
-        done += f"; {self.requests} requests, {self.usage.input_tokens:,} in, "
+        done += f"; {count(self.requests, 'request')}, {self.usage.input_tokens:,} in, "
         done += f"{self.usage.output_tokens:,} out tokens"
         if self.failed:
             done += f"; {len(self.failed)} kept their pick by stars and sharpness: {self.failed[0]}"
@@ -143,7 +144,10 @@ class BurstComparisons:
                 todo.append(frames)
         if todo:
             comparer = self._sender.comparer
-            self.publish(f"comparing {len(todo)} bursts with {comparer.name} ({comparer.model})")
+            how_many = count(len(todo), "burst")
+            self.publish(
+                f"comparing {how_many} side by side with {comparer.name} ({comparer.model})"
+            )
             await self._all(todo)
         self.publish(self.report.note())
         return self.report

@@ -59,8 +59,9 @@ class ComparisonEstimate:
     def line(self) -> str:
         usd = "no price" if self.usd is None else f"${self.usd:,.4f}"
         return (
-            f"  --compare-bursts: {self.bursts} bursts, {self.requests} requests, "
-            f"{self.images} images; {self.input_tokens:,} in, {self.output_tokens:,} out "
+            f"  --compare-bursts: {count(self.bursts, 'burst')}, "
+            f"{count(self.requests, 'request')}, {count(self.images, 'image')}; "
+            f"{self.input_tokens:,} in, {self.output_tokens:,} out "
             f"tokens: {usd} (fast mode, in both totals)"
         )
 
@@ -141,3 +142,8 @@ class EstimateWithComparisons(pricing.Estimate):
 
 def _plus(total: float | None, more: float | None) -> float | None:
     return None if total is None or more is None else round(total + more, 10)
+
+
+def count(number: int, noun: str) -> str:
+    """`1 burst`, `3 bursts`."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
