@@ -10,7 +10,8 @@ Per-image objects (JSON, JSON Lines):
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
-up to the job's `usage` and `costUsd`.
+up to the job's `usage` and `costUsd` (with `--compare-bursts`, plus the comparisons' tokens,
+which are no one photo's: `Store.comparisons`).
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
