@@ -224,6 +224,7 @@ class GroupingOptions(BaseModel):
     enabled: bool = True
     gap: float = DEFAULT_GAP
     max_distance: int = DEFAULT_DISTANCE
+    compare: bool = False  # --compare-bursts: each burst's frames judged together by the model
 
 
 class JobOptions(BaseModel):
@@ -326,6 +327,8 @@ class ItemRecord:
     photographer_rating: int | None = None  # -1..5 set by the photographer; None: untouched
     cached: bool = False  # its rating was copied from an earlier one (no request, no cost)
     kept: bool | None = None  # `results --keep`: kept (True) or not (False); None: not asked
+    group_rank: int | None = None  # --compare-bursts: 1 = the frame the model judged best
+    group_reason: str | None = None  # the comparison's reason, on every frame of the burst
 
 
 class EventKind(enum.StrEnum):

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from kullbatch.providers.base import RATING_SCHEMA
 from tests import fake_usage
+from tests.fake_compare import COMPARE_SCHEMA, verdict_text
 
 KEY = "sk-ant-api03-FAKEfakeFAKEfake0123456789-abcdefAA"
 VERSION = "2023-06-01"
@@ -233,6 +234,7 @@ class FakeAnthropic:
         self.photos: dict[str, bytes] = {}
         self.base_url = ""
         self.count_usage = False  # usage counted from the photo, as the API does (fake_usage)
+        self.scripted_comparisons = False  # True: comparisons get the script's answers too
 
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
@@ -268,7 +270,13 @@ class FakeAnthropic:
         if reply is not None:
             self.rejections.append(reply.body.decode())
         else:
-            reply = self.replies.popleft() if self.replies else self._good_reply(body)
+            scripted = bool(self.replies) and (self.scripted_comparisons or not is_comparison(body))
+            if scripted:
+                reply = self.replies.popleft()
+            elif is_comparison(body):
+                reply = comparison_reply(body)
+            else:
+                reply = self.replies.popleft() if self.replies else self._good_reply(body)
         return web.Response(
             status=reply.status,
             body=reply.body,
@@ -317,9 +325,58 @@ def body_problem(  # noqa: PLR0911  (a validator stops at the first problem, lik
     if "system" in body and not isinstance(body["system"], (str, list)):
         return "system: Input should be a valid string"
     output = body.get("output_config")
+    if is_comparison(body):
+        if output != {"format": {"type": "json_schema", "schema": COMPARE_SCHEMA}}:
+            return f"output_config: expected the comparison json_schema, got {output!r:.120}"
+        return comparison_problem(body["messages"], max_image_bytes, photos)
     if output != {"format": {"type": "json_schema", "schema": RATING_SCHEMA}}:
         return f"output_config: expected the rating json_schema format, got {output!r:.120}"
     return messages_problem(body.get("messages"), max_image_bytes, photos)
+
+
+MAX_IMAGES = 100  # the Messages API's limit per request
+
+
+def image_blocks(body: Any) -> list[Any]:
+    """Every image block of the first message, in order (none when the shape is off)."""
+    try:
+        content = body["messages"][0]["content"]
+    except (KeyError, IndexError, TypeError):
+        return []
+    if not isinstance(content, list):
+        return []
+    return [block for block in content if isinstance(block, dict) and block.get("type") == "image"]
+
+
+def is_comparison(body: Any) -> bool:
+    return len(image_blocks(body)) > 1
+
+
+def comparison_problem(messages: Any, max_image_bytes: int, photos: dict[str, bytes]) -> str | None:
+    """One user message of text and image blocks (several images), each block as the API
+    takes it, at most MAX_IMAGES images."""
+    if not isinstance(messages, list) or len(messages) != 1 or messages[0].get("role") != "user":
+        return "messages: expected exactly one user message"
+    content = messages[0]["content"]
+    if len(image_blocks({"messages": messages})) > MAX_IMAGES:
+        return f"messages.0.content: too many images (at most {MAX_IMAGES})"
+    for index, block in enumerate(content):
+        where = f"messages.0.content.{index}"
+        if not isinstance(block, dict) or block.get("type") not in {"text", "image"}:
+            return f"{where}: expected a text or image block"
+        if block["type"] == "text" and not (isinstance(block.get("text"), str) and block["text"]):
+            return f"{where}.text: expected a non-empty string"
+        if block["type"] == "image":
+            problem = image_problem(block.get("source"), max_image_bytes, photos)
+            if problem:
+                return problem.replace("messages.0.content.0", where)
+    return None
+
+
+def comparison_reply(body: Any) -> Reply:
+    """The verdict a careful model gives: the sharpest frame first (`fake_compare`)."""
+    frames = [base64.b64decode(block["source"]["data"]) for block in image_blocks(body)]
+    return message_reply(verdict_text(frames), input_tokens=1500 * len(frames), output_tokens=60)
 
 
 def messages_problem(messages: Any, max_image_bytes: int, photos: dict[str, bytes]) -> str | None:

@@ -40,7 +40,8 @@ from fake_batch_shared import (
     shuffled,
 )
 
-from tests.fake_openai_server import model_problem, request_problem
+from tests.fake_compare import decode_data_uri, verdict_text
+from tests.fake_openai_server import image_urls, is_comparison, model_problem, request_problem
 
 KEY = "sk-proj-BATCHtestKEY0123456789abcdef"
 ENDPOINT = "/v1/chat/completions"
@@ -114,6 +115,7 @@ class FakeOpenAIBatches:
         self.failing_polls = failing_polls
         self.polls_failed = 0
         self.seen: list[Seen] = []
+        self.comparisons: list[list[bytes]] = []  # the frames of each comparison answered
         self.base_url = ""
 
     def app(self) -> web.Application:
@@ -207,6 +209,10 @@ class FakeOpenAIBatches:
         if refusal is not None:
             body_json = {"error": _error_json(refusal)}
             return web.json_response(body_json, status=refusal.status)
+        if is_comparison(body):  # --compare-bursts: answered from the frames' pixels
+            frames = [decode_data_uri(url) for url in image_urls(body)]
+            self.comparisons.append(frames)
+            return web.json_response(completion(verdict_text(frames), body["model"]))
         outcome = default_answer("", body)
         assert isinstance(outcome, str)
         return web.json_response(completion(outcome, body["model"]))

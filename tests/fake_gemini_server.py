@@ -24,6 +24,7 @@ from aiohttp import web
 from PIL import Image
 
 from kullbatch.providers.base import RATING_SCHEMA
+from tests.fake_compare import COMPARE_SCHEMA, verdict_text
 
 GEMINI_KEY = "AIzaSyD-fake-test-key-0123456789abcdef"
 MODEL = "gemini-2.5-flash"
@@ -363,7 +364,7 @@ class FakeGemini:
             return web.json_response(FLEX_UNAVAILABLE, status=503)
         if self.replies:
             return self.replies.pop(0).response()
-        return web.json_response(generate_content_response())
+        return web.json_response(good_answer(body))
 
     def _refuse(self, problem: str, reply: Reply) -> web.Response:
         self.problems.append(problem)
@@ -411,8 +412,12 @@ def check_body(body: Any) -> list[str]:
     problems = [f"unexpected field {name}" for name in body if name not in _TOP_LEVEL]
     if "serviceTier" in body and body["serviceTier"] not in SERVICE_TIERS:
         problems.append(f"Invalid value at 'service_tier' ({body['serviceTier']!r})")
-    problems += _check_contents(body.get("contents"))
-    problems += _check_config(body.get("generationConfig"))
+    if is_comparison(body):
+        problems += _check_comparison(body["contents"])
+        problems += _check_config(body.get("generationConfig"), COMPARE_SCHEMA)
+    else:
+        problems += _check_contents(body.get("contents"))
+        problems += _check_config(body.get("generationConfig"))
     system = body.get("systemInstruction")
     if system is not None and not (
         isinstance(system, dict)
@@ -461,14 +466,14 @@ def _check_inline(inline: Any) -> list[str]:
     return []
 
 
-def _check_config(config: Any) -> list[str]:
+def _check_config(config: Any, schema: dict[str, Any] = RATING_SCHEMA) -> list[str]:
     if not isinstance(config, dict):
         return ["generationConfig is missing"]
     problems = []
     if config.get("responseMimeType") != "application/json":
         problems.append("responseMimeType is not application/json")
-    if config.get("responseJsonSchema") != RATING_SCHEMA:
-        problems.append("responseJsonSchema is not RATING_SCHEMA")
+    if config.get("responseJsonSchema") != schema:
+        problems.append("responseJsonSchema is not the schema asked for")
     if "responseSchema" in config:
         problems.append("responseSchema and responseJsonSchema are both set")
     tokens = config.get("maxOutputTokens")
@@ -484,3 +489,45 @@ def decoded_image(body: dict[str, Any]) -> tuple[str, bytes]:
     part = next(p for p in body["contents"][0]["parts"] if "inlineData" in p)
     inline = part["inlineData"]
     return inline["mimeType"], base64.b64decode(inline["data"])
+
+
+MAX_IMAGES = 3600  # Gemini's documented limit of images per request
+
+
+def inline_parts(body: Any) -> list[dict[str, Any]]:
+    """Every inlineData part of the request's one turn, in order."""
+    try:
+        parts = body["contents"][0]["parts"]
+    except (KeyError, IndexError, TypeError):
+        return []
+    return [p for p in parts if isinstance(p, dict) and "inlineData" in p]
+
+
+def is_comparison(body: Any) -> bool:
+    return len(inline_parts(body)) > 1
+
+
+def _check_comparison(contents: Any) -> list[str]:
+    """One user turn of text and inlineData parts (several images), each as Google takes it."""
+    turn = contents[0]
+    if len(contents) != 1 or turn.get("role") != "user" or set(turn) != {"role", "parts"}:
+        return ["contents is not one user turn"]
+    problems = []
+    if len(inline_parts({"contents": contents})) > MAX_IMAGES:
+        problems.append(f"more than {MAX_IMAGES} images")
+    for index, part in enumerate(turn["parts"]):
+        if not isinstance(part, dict) or set(part) not in ({"text"}, {"inlineData"}):
+            problems.append(f"parts[{index}] is neither {{text}} nor {{inlineData}}")
+        elif "text" in part and not (isinstance(part["text"], str) and part["text"].strip()):
+            problems.append(f"parts[{index}] has an empty text")
+        elif "inlineData" in part:
+            problems += _check_inline(part["inlineData"])
+    return problems
+
+
+def good_answer(body: Any) -> dict[str, Any]:
+    """A rating, or for a comparison the verdict read from the frames' pixels."""
+    if not is_comparison(body):
+        return generate_content_response()
+    frames = [base64.b64decode(part["inlineData"]["data"]) for part in inline_parts(body)]
+    return generate_content_response(verdict_text(frames), prompt_tokens=1300)

@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator
 from PIL import Image
 
 from tests import fake_usage
+from tests.fake_compare import COMPARE_SCHEMA, COMPARE_SCHEMA_NAME, decode_data_uri, verdict_text
 
 SCHEMA_PATH = Path(__file__).parent / "data" / "openai-chat-request.schema.json"
 INVALID = "invalid_request_error"
@@ -109,8 +110,10 @@ def request_problem(payload: Any) -> str | None:
     problem = _shape_problem(payload)
     if problem:
         return problem
-    url = payload["messages"][-1]["content"][1]["image_url"]["url"]
-    return data_uri_problem(url) if url.startswith("data:") else None
+    for url in image_urls(payload):
+        if url.startswith("data:") and (problem := data_uri_problem(url)):
+            return problem
+    return None
 
 
 def model_problem(model: str) -> str | None:
@@ -233,6 +236,7 @@ class FakeChatServer:
         self.flex_refuse = 0.0  # share of flex requests the flex tier turns away, spread evenly
         self.tiers: list[str | None] = []  # service_tier of each request that passed the checks
         self._flex_seen = 0
+        self.comparisons: list[list[bytes]] = []  # the frames of each comparison answered
 
     def app(self) -> web.Application:
         """The fake's routes, for a server started by the test (`start`, or a virtual loop's)."""
@@ -323,10 +327,9 @@ class FakeChatServer:
         if tier == "flex" and (full := self._flex_full()) is not None:
             return full
         if self.script:
-            status, body, headers = self.script.popleft()
-            if isinstance(body, dict):
-                return web.json_response(body, status=status, headers=headers)
-            return web.Response(body=body, status=status, headers=headers)
+            return self._scripted()
+        if is_comparison(payload):
+            return self._comparison(payload)
         completion = self.completion(model=payload["model"])
         if self.flavour == "openai" and tier is not None:
             completion["service_tier"] = "flex" if tier == "flex" else "default"
@@ -345,6 +348,24 @@ class FakeChatServer:
                 "completion_tokens": answer_tokens,
                 "total_tokens": prompt + answer_tokens,
             }
+        return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
+
+    def _scripted(self) -> web.Response:
+        """The next scripted answer, as the test queued it."""
+        status, body, headers = self.script.popleft()
+        if isinstance(body, dict):
+            return web.json_response(body, status=status, headers=headers)
+        return web.Response(body=body, status=status, headers=headers)
+
+    def _comparison(self, payload: dict[str, Any]) -> web.Response:
+        """A burst comparison answered from the frames' pixels (the sharpest), not their order."""
+        frames = [decode_data_uri(url) for url in image_urls(payload)]
+        self.comparisons.append(frames)
+        answer = verdict_text(frames)
+        completion = self.completion(answer, model=payload["model"])
+        if self.count_usage:
+            prompt, answer_tokens = fake_usage.openai_usage(payload, answer)
+            completion["usage"] |= {"prompt_tokens": prompt, "completion_tokens": answer_tokens}
         return web.json_response(completion, headers=_SUCCESS_HEADERS[self.flavour])
 
     def _flex_full(self) -> web.Response | None:
@@ -381,13 +402,26 @@ class FakeChatServer:
         problem = _shape_problem(payload)
         if problem:
             return self._problem(problem)
+        return self._check_tier(payload) or self._check_images(payload, raw)
+
+    def _check_tier(self, payload: dict[str, Any]) -> web.Response | None:
         tier = payload.get("service_tier")
         if self.flavour == "groq" and tier is not None and tier not in GROQ_SERVICE_TIERS:
             return self._problem(f"service_tier must be one of {sorted(GROQ_SERVICE_TIERS)}")
         if self.flavour in {"xai", "ollama"} and tier is not None:
             return self._problem(f"{self.flavour} takes no service_tier")
-        url = payload["messages"][-1]["content"][1]["image_url"]["url"]
-        return self._check_data_uri(url, raw) if url.startswith("data:") else None
+        return None
+
+    def _check_images(self, payload: dict[str, Any], raw: bytes) -> web.Response | None:
+        urls = image_urls(payload)
+        limit = IMAGE_LIMITS.get(self.flavour)
+        if limit is not None and len(urls) > limit:  # Groq's answer to a sixth image
+            message = f"Too many images provided. This model supports up to {limit} images"
+            return self._error(400, message)
+        for url in urls:
+            if url.startswith("data:") and (refusal := self._check_data_uri(url, raw)):
+                return refusal
+        return None
 
     def _check_data_uri(self, url: str, raw: bytes) -> web.Response | None:
         header, _, encoded = url.partition(",")
@@ -426,8 +460,9 @@ def _shape_problem(payload: dict[str, Any]) -> str | None:
     content = messages[-1].get("content")
     if messages[-1]["role"] != "user" or not isinstance(content, list):
         return "the last message must be the user's, with a list of parts"
-    if tuple(part.get("type") for part in content) != _PART_TYPES:
-        return "user content must be [text part, image_url part]"
+    problem = _parts_problem(payload, content)
+    if problem:
+        return problem
     response_format = payload.get("response_format", {})
     if response_format.get("type") not in {"json_schema", "json_object"}:
         return "response_format must ask for JSON"
@@ -444,4 +479,47 @@ def _strict_schema_problem(schema: dict[str, Any]) -> str | None:
         return "strict json_schema: every property must be listed in 'required'"
     if schema.get("additionalProperties") is not False:
         return "strict json_schema: additionalProperties must be false"
+    return None
+
+
+# Images one request may carry, where the provider says so (Groq: five).
+IMAGE_LIMITS = {"groq": 5}
+
+
+def image_urls(payload: dict[str, Any]) -> list[str]:
+    """Every image part's URL in the last message, in order."""
+    content = payload["messages"][-1]["content"]
+    return [part["image_url"]["url"] for part in content if part.get("type") == "image_url"]
+
+
+def is_comparison(payload: dict[str, Any]) -> bool:
+    return len(image_urls(payload)) > 1
+
+
+def _comparison_problem(payload: dict[str, Any], content: list[dict[str, Any]]) -> str | None:
+    """A multi-image message as the APIs take it: text and image_url parts only, each image
+    part an object with a URL, and kullbatch's comparison schema (or json_object) asked for."""
+    for index, part in enumerate(content):
+        if part.get("type") not in _PART_TYPES:
+            return f"messages[-1].content[{index}]: unknown part type {part.get('type')!r}"
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            return f"messages[-1].content[{index}].text must be a string"
+        image = part.get("image_url")
+        if part["type"] == "image_url" and not (isinstance(image, dict) and image.get("url")):
+            return f"messages[-1].content[{index}].image_url must be an object with a url"
+    response_format = payload.get("response_format", {})
+    if response_format.get("type") == "json_schema":
+        wanted = response_format["json_schema"]
+        if wanted.get("name") != COMPARE_SCHEMA_NAME or wanted.get("schema") != COMPARE_SCHEMA:
+            return "a comparison must ask for the burst_comparison schema"
+    return None
+
+
+def _parts_problem(payload: dict[str, Any], content: list[dict[str, Any]]) -> str | None:
+    """A rating's [text, image_url], or a burst comparison's several images."""
+    types = tuple(part.get("type") for part in content)
+    if types.count("image_url") > 1:
+        return _comparison_problem(payload, content)
+    if types != _PART_TYPES:
+        return "user content must be [text part, image_url part]"
     return None

@@ -140,6 +140,8 @@ def test_results_document_has_the_spec_shape_with_failed_and_pending_images() ->
                 "photographerRating": None,
                 "cached": False,
                 "kept": None,
+                "groupRank": None,
+                "groupReason": None,
             },
             {
                 "imageId": "img2",
@@ -241,6 +243,8 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "score": "81",
             "photographerRating": "",
             "kept": "",
+            "groupRank": "",
+            "groupReason": "",
         }
     ]
 
@@ -253,7 +257,7 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
     costs = ["0", "0", "0.0"]
-    culling = ["", "", "", "", "", "", ""]
+    culling = ["", "", "", "", "", "", "", "", ""]
     failed = ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
     assert rows[1] == [*failed, *costs, *culling]
     assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs, *culling]

@@ -18,6 +18,7 @@ from kullbatch.cli.app import app
 from kullbatch.manifest import manifest_from_document
 from kullbatch.models import Fallback, ItemState, JobState
 from kullbatch.service import jobs
+from kullbatch.service.settings import _fallback as fallback_of
 from tests.fault_server import FaultConfig, FaultServer, completion, expected_rating, run_in_thread
 
 PHOTOS = 4
@@ -151,7 +152,7 @@ def test_an_unknown_fallback_provider_is_a_usage_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize("wanted", ["anthropic", "anthropic:claude-sonnet-4-6", "openai-gpt-5"])
 def test_fallback_names_resolve_like_provider_names(wanted):
     """P, P:MODEL and the spec's provider-model ids all name a provider and a model."""
-    fallback = jobs._fallback(wanted)
+    fallback = fallback_of(wanted)
     assert fallback.provider in {"anthropic", "openai"} and fallback.model
 
 

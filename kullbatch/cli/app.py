@@ -17,6 +17,7 @@ from kullbatch.cli.options import (
     BudgetOption,
     BurstDistanceOption,
     BurstGapOption,
+    CompareBurstsFlag,
     DbOption,
     DryRunFlag,
     EmbedFlag,
@@ -49,6 +50,7 @@ from kullbatch.models import DEFAULT_MAX_EDGE, JobState, JobStatus
 from kullbatch.providers import PROVIDERS
 from kullbatch.run.retry import parse_duration
 from kullbatch.service import dryrun, jobs, paths
+from kullbatch.service.settings import ProcessSettings
 from kullbatch.web import server
 
 if TYPE_CHECKING:
@@ -145,6 +147,7 @@ def process(
     ] = DEFAULT_MAX_EDGE,
     rubric: RubricOption = None,
     no_groups: NoGroupsFlag = False,
+    compare_bursts: CompareBurstsFlag = False,
     burst_gap: BurstGapOption = DEFAULT_GAP,
     burst_distance: BurstDistanceOption = DEFAULT_DISTANCE,
     no_cache: NoCacheFlag = False,
@@ -191,7 +194,7 @@ def process(
         ws_address = None if serve_ws is None else server.parse_address(serve_ws)
     except ValueError as exc:
         fail(f"--serve-ws: {exc}")
-    settings = jobs.ProcessSettings(
+    settings = ProcessSettings(
         provider=provider,
         model=model,
         prompt=prompt,
@@ -207,6 +210,7 @@ def process(
         fallback_after=fallback_seconds,
         rubric=rubric,
         groups=not no_groups,
+        compare_bursts=compare_bursts,
         burst_gap=burst_gap,
         burst_distance=burst_distance,
         cache=not no_cache,
@@ -241,7 +245,7 @@ def process(
 
 
 def _dry_run(
-    manifest: Manifest, settings: jobs.ProcessSettings, *, json_output: bool, db: Path
+    manifest: Manifest, settings: ProcessSettings, *, json_output: bool, db: Path
 ) -> NoReturn:
     estimate = run(lambda: dryrun.estimate(manifest, settings, jobs.environment(), db))
     if json_output:

@@ -58,6 +58,17 @@ NoGroupsFlag = Annotated[
     bool, typer.Option("--no-groups", help="Do not look for bursts and near-duplicates.")
 ]
 
+CompareBurstsFlag = Annotated[
+    bool,
+    typer.Option(
+        "--compare-bursts",
+        help="After rating, send each burst's frames (up to 8, most stars first) together in "
+        "one request and let the model pick the best (eyes open, in focus, expression, no "
+        "motion blur): it sets bestInGroup, groupRank and groupReason. Sent in fast mode, "
+        "after an economy job's batches too; local keeps its sharpness pick.",
+    ),
+]
+
 BurstGapOption = Annotated[
     float,
     typer.Option(min=0, help="Seconds between two frames of one burst, at most (EXIF time)."),

@@ -35,6 +35,14 @@ from kullbatch.errors import (
 from kullbatch.media.images import fit_image
 from kullbatch.models import Answer, PreparedImage, Prompt, RateLimits, Usage
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
+from kullbatch.providers.compare import (
+    COMPARE_SCHEMA,
+    Verdict,
+    compare_prompt,
+    frame_label,
+    image_limit,
+    parse_comparison,
+)
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import (
     HTTPAnswer,
@@ -49,7 +57,7 @@ from kullbatch.providers.http import (
 from kullbatch.providers.registry import PROVIDERS, key_hint
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from datetime import datetime
 
     import aiohttp
@@ -256,6 +264,12 @@ def parse_answer(answer: HTTPAnswer, now: datetime | None = None) -> Answer:
 
 
 def _answer(body: bytes, limits: RateLimits | None) -> Answer:
+    text, usage = message_text(body)
+    return Answer(parse_rating(text, source=NAME), usage, limits)
+
+
+def message_text(body: bytes) -> tuple[str, Usage]:
+    """The text of a finished Message and its usage; truncated or refused -> the error."""
     try:
         message = _Message.model_validate_json(body)
     except ValidationError as exc:
@@ -276,7 +290,35 @@ def _answer(body: bytes, limits: RateLimits | None) -> Answer:
     if text is None:
         kinds = ", ".join(block.type for block in message.content) or "nothing"
         raise Transient(f"{NAME} answer has no text block (content: {kinds})")
-    return Answer(parse_rating(text, source=NAME), usage, limits)
+    return text, usage
+
+
+def compare_body(model: str, frames: Sequence[PreparedImage]) -> dict[str, Any]:
+    """A Messages API body for a burst: each frame's label then its image, the question last
+    (Anthropic's advice for several images), the comparison schema as output format."""
+    content: list[dict[str, Any]] = []
+    for number, frame in enumerate(frames, start=1):
+        content.append({"type": "text", "text": frame_label(number)})
+        content.append({"type": "image", "source": image_source(frame)})
+    content.append({"type": "text", "text": compare_prompt(len(frames))})
+    return {
+        "model": model,
+        "max_tokens": MAX_TOKENS,
+        "messages": [{"role": "user", "content": content}],
+        "output_config": {"format": {"type": "json_schema", "schema": COMPARE_SCHEMA}},
+    }
+
+
+def parse_verdict(answer: HTTPAnswer, frames: int, api_key: str | None = None) -> Verdict:
+    """A Message -> Verdict; an error answer -> the classified error, key scrubbed."""
+    if not answer.ok:
+        raise classify_error(answer, api_key)
+    limits = parse_limits(answer.headers)
+    try:
+        text, usage = message_text(answer.body)
+        return Verdict(parse_comparison(text, frames, source=NAME), usage, limits)
+    except ProviderError as error:
+        raise error.with_limits(limits) from error
 
 
 # --- the adapter ----------------------------------------------------------------------------
@@ -337,6 +379,18 @@ class AnthropicProvider:
             media_types=MEDIA_TYPES,
             why=f"{NAME} accepts at most 5 MB per image",
         )
+
+    @property
+    def max_images(self) -> int:
+        return image_limit(NAME)
+
+    async def compare(self, frames: Sequence[PreparedImage]) -> Verdict:
+        """A burst's frames in one Messages request, each under the 5 MB per-image limit."""
+        ready = [await self.ready(frame) for frame in frames]
+        headers = {"anthropic-version": API_VERSION, "accept": "application/json"}
+        request = WireRequest(PATH, headers, compare_body(self.model, ready))
+        answer = await send(self._session, self.base_url, request, self._auth)
+        return parse_verdict(answer, len(ready), self._api_key)
 
     async def _exchange(self, image: PreparedImage, prompt: Prompt) -> Answer:
         request = self.build_request(image, prompt)

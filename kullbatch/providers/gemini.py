@@ -44,8 +44,11 @@ from kullbatch.errors import (
 from kullbatch.media.images import fit_image
 from kullbatch.models import Answer, PreparedImage, Prompt, Usage
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities, WireRequest, parse_rating
+from kullbatch.providers.compare import Verdict as BurstVerdict
+from kullbatch.providers.compare import image_limit, parse_comparison
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.flex import flex_refusal, timeout_for, with_body_tier
+from kullbatch.providers.gemini_compare import compare_request
 from kullbatch.providers.http import (
     HTTPAnswer,
     about_the_key,
@@ -59,7 +62,7 @@ from kullbatch.providers.http import (
 from kullbatch.providers.registry import PROVIDERS, key_hint
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import aiohttp
 
@@ -301,6 +304,12 @@ def _by_http_status(http_status: int, message: str) -> Verdict:
 
 def parse_answer(answer: HTTPAnswer) -> Answer:
     """A GenerateContentResponse -> Answer; blocked images are permanent, bad answers retried."""
+    text, usage = response_text(answer)
+    return Answer(parse_rating(text, source=NAME), usage)
+
+
+def response_text(answer: HTTPAnswer) -> tuple[str, Usage]:
+    """The answer's text and usage; a block or a truncated answer -> the error."""
     try:
         response = _Response.model_validate_json(answer.body)
     except ValidationError as exc:
@@ -318,7 +327,7 @@ def parse_answer(answer: HTTPAnswer) -> Answer:
         )
     if not response.candidates:
         raise Transient(f"{NAME} answer has no candidates")
-    return Answer(parse_rating(_text(response.candidates[0], meta), source=NAME), usage)
+    return _text(response.candidates[0], meta), usage
 
 
 def _text(candidate: _Candidate, meta: _UsageMetadata) -> str:
@@ -383,6 +392,25 @@ class GeminiProvider:
             error = classify_error(answer, self._api_key)
             raise flex_refusal(self.service_tier, NAME, answer, error)
         return parse_answer(answer)  # the module-level 2xx parser
+
+    @property
+    def max_images(self) -> int:
+        return image_limit(NAME)
+
+    async def compare(self, frames: Sequence[PreparedImage]) -> BurstVerdict:
+        """A burst's frames inline in one request (`gemini_compare`)."""
+        request = await compare_request(
+            self.path,
+            frames,
+            max_image_bytes=self.max_image_bytes,
+            media_types=MEDIA_TYPES,
+            max_output_tokens=MAX_OUTPUT_TOKENS,
+        )
+        answer = await send(self._session, self.base_url, request, self._auth)
+        if not answer.ok:
+            raise classify_error(answer, self._api_key)
+        text, usage = response_text(answer)
+        return BurstVerdict(parse_comparison(text, len(frames), source=NAME), usage)
 
     async def rate(self, image: PreparedImage, prompt: Prompt) -> Answer:
         """Inline the image (downloading URLs, converting, shrinking), send, classify."""

@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING
 
 from kullbatch.errors import FatalJobError, ProviderError
 from kullbatch.media.images import fit_image
-from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo
+from kullbatch.providers._chat import ChatEndpoint, ErrorInfo
+from kullbatch.providers._chat_compare import ChatComparer
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import aiohttp
 
     from kullbatch.models import Answer, PreparedImage, Prompt
@@ -26,7 +29,7 @@ ACCEPTED_MEDIA_TYPES = frozenset({"image/jpeg", "image/png"})
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # xAI's documented limit per image
 
 
-class GrokProvider(ChatAdapter):
+class GrokProvider(ChatComparer):
     """One photo, one chat completion with strict structured output."""
 
     name = "grok"
@@ -41,6 +44,14 @@ class GrokProvider(ChatAdapter):
             why="grok accepts JPEG or PNG, at most 20 MiB per image",
         )
         return await super().rate(ready, prompt)
+
+    async def ready_frames(self, frames: Sequence[PreparedImage]) -> list[PreparedImage]:
+        """A burst's frames as JPEG or PNG, each under xAI's per-image limit."""
+        why = "grok accepts JPEG or PNG, at most 20 MiB per image"
+        return [
+            await fit_image(f, max_bytes=MAX_IMAGE_BYTES, media_types=ACCEPTED_MEDIA_TYPES, why=why)
+            for f in frames
+        ]
 
 
 def grok_error_rule(status: int, info: ErrorInfo) -> type[ProviderError] | None:

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from kullbatch.errors import ProviderError, Transient
 from kullbatch.media.images import fit_image
-from kullbatch.providers._chat import ChatAdapter, ChatEndpoint, ErrorInfo
+from kullbatch.providers._chat import ChatEndpoint, ErrorInfo
+from kullbatch.providers._chat_compare import ChatComparer
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     import aiohttp
 
@@ -35,7 +36,7 @@ MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif"})
 _DATA_URI_PREFIX = "data:image/jpeg;base64,"
 
 
-class GroqProvider(ChatAdapter):
+class GroqProvider(ChatComparer):
     """One photo, one chat completion with best-effort json_schema output."""
 
     name = "groq"
@@ -53,6 +54,18 @@ class GroqProvider(ChatAdapter):
                 why="Groq takes at most 4 MB per request with a base64 image",
             )
         return await super().rate(image, prompt)
+
+    async def ready_frames(self, frames: Sequence[PreparedImage]) -> list[PreparedImage]:
+        """A burst's frames (at most five: Groq's limit) shrunk alike until the whole base64
+        request fits Groq's 4 MB cap."""
+        empty = [replace(frame, data=b"") for frame in frames]
+        overhead = len(_encoded(self.compare_request(empty).body))
+        share = (MAX_BASE64_REQUEST_BYTES - overhead) // max(1, len(frames))
+        why = "Groq takes at most 4 MB per request with base64 images"
+        return [
+            await fit_image(f, max_bytes=max_raw_bytes(share), media_types=MEDIA_TYPES, why=why)
+            for f in frames
+        ]
 
 
 def max_raw_bytes(base64_budget: int) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from kullbatch.providers._chat import ChatAdapter, ChatEndpoint
+from kullbatch.providers._chat import ChatEndpoint
+from kullbatch.providers._chat_compare import ChatComparer
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ DEFAULT_BASE_URL = PROVIDERS["openai"].default_base_url
 API_VERSION_PREFIX = "/v1"
 
 
-class OpenAIProvider(ChatAdapter):
+class OpenAIProvider(ChatComparer):
     """One photo, one chat completion, constrained to RATING_SCHEMA by strict structured output."""
 
     name = "openai"

@@ -19,21 +19,25 @@ from typing import TYPE_CHECKING, ClassVar
 from kullbatch.errors import FatalJobError
 from kullbatch.providers._chat import (
     JSON_OBJECT_FORMAT,
-    ChatAdapter,
     ChatEndpoint,
     error_info,
     json_schema_format,
 )
+from kullbatch.providers._chat_compare import ChatComparer
 from kullbatch.providers.base import RATING_SCHEMA, Capabilities
+from kullbatch.providers.compare import schema_instructions
 from kullbatch.providers.download import inline_url_image
 from kullbatch.providers.http import HTTPAnswer, scrub
 from kullbatch.providers.registry import PROVIDERS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import aiohttp
 
     from kullbatch.models import Answer, PreparedImage, Prompt
     from kullbatch.providers.base import Credentials, WireRequest
+    from kullbatch.providers.compare import Verdict
 
 log = logging.getLogger("kullbatch.admin")  # the fallback is worth a line in the admin log
 
@@ -47,7 +51,7 @@ JSON_OBJECT_INSTRUCTIONS = (
 )
 
 
-class OpenAICompatibleProvider(ChatAdapter):
+class OpenAICompatibleProvider(ChatComparer):
     """One photo, one chat completion; json_schema if the server takes it, else json_object."""
 
     name = "openai-compatible"
@@ -85,6 +89,17 @@ class OpenAICompatibleProvider(ChatAdapter):
                 )
                 self.json_object_only = True
         return await super().rate(ready, prompt)
+
+    async def compare(self, frames: Sequence[PreparedImage]) -> Verdict:
+        """As `rate`: json_schema until the server rejects it, then json_object with the
+        comparison schema spelled out in the question."""
+        if not self.json_object_only:
+            answer = await self.send(self.compare_request(frames))
+            if answer.ok or not rejects_json_schema(answer):
+                return self.parse_verdict(answer, len(frames))
+            self.json_object_only = True
+        request = self.compare_request(frames, JSON_OBJECT_FORMAT, schema_instructions())
+        return self.parse_verdict(await self.send(request), len(frames))
 
 
 def rejects_json_schema(answer: HTTPAnswer) -> bool:

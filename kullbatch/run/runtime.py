@@ -262,6 +262,12 @@ class Runtime:
         provider = create_provider(spec, model, self.session, credentials)
         return provider, self.gate_for(Account.of(credentials))
 
+    def provider_for(self, job: JobRow) -> tuple[Provider, Gate]:
+        """The job's own provider and its account's gate, for requests after its photos are
+        rated (burst comparisons); FatalJobError when it cannot be built (no key)."""
+        spec, model = resolve(job.provider_id, job.model)
+        return self._build(spec, model, self.env)
+
     async def _running(
         self,
         job_id: str,

@@ -21,7 +21,8 @@ from kullbatch.pricing import prices as pricing
 from kullbatch.providers import PROVIDERS
 from kullbatch.run.cache import PhotoCache
 from kullbatch.service import prompt
-from kullbatch.service.jobs import ProcessSettings, choose_provider
+from kullbatch.service.compare_estimate import EstimateWithComparisons, estimate_comparisons
+from kullbatch.service.settings import ProcessSettings, choose_provider
 from kullbatch.service.spending import prompt_tokens
 from kullbatch.store.database import Store
 
@@ -30,18 +31,23 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from kullbatch.manifest import Manifest
-    from kullbatch.models import ImageInput, Prompt
+    from kullbatch.models import Fingerprint, ImageInput, Prompt
 
 __all__ = ["estimate", "prompt_tokens"]
 
 
 async def _size(
-    image: ImageInput, max_edge: int, gate: asyncio.Semaphore, cache: PhotoCache | None
-) -> tuple[int, int] | Literal["cached"] | None:
-    """The prepared photo's size; None for a URL (nothing is downloaded); "cached" for a photo
-    the result cache holds (read and hashed, not decoded)."""
+    image: ImageInput,
+    max_edge: int,
+    gate: asyncio.Semaphore,
+    cache: PhotoCache | None,
+    fingerprint: bool = False,
+) -> tuple[tuple[int, int] | None, Fingerprint | None] | Literal["cached"]:
+    """The prepared photo's size (None for a URL: nothing is downloaded) and, with
+    `fingerprint` (--compare-bursts), its fingerprint from the same decode; "cached" for a
+    photo the result cache holds (read and hashed, not decoded)."""
     if image.url is not None:
-        return None
+        return None, None
     async with gate:
         source = None
         if cache is not None:
@@ -49,9 +55,9 @@ async def _size(
                 return "cached"
             source = cache.take(image.id)
             cache.forget(image.id)
-        prepared = await images.prepare(image, max_edge, source=source)
+        prepared = await images.prepare(image, max_edge, fingerprint=fingerprint, source=source)
     assert prepared.data is not None
-    return images.image_size(prepared.data)
+    return images.image_size(prepared.data), prepared.fingerprint
 
 
 @contextlib.asynccontextmanager
@@ -87,15 +93,17 @@ async def estimate(
     composed = prompt.compose(settings, manifest, env)
     table = pricing.load_prices(env)
     gate = asyncio.Semaphore(os.cpu_count() or 4)
+    compare = settings.compare_bursts
     async with _cache(db, settings, composed, provider, model) as cache:
         found = await asyncio.gather(
-            *(_size(image, settings.max_edge, gate, cache) for image in manifest.images),
+            *(_size(image, settings.max_edge, gate, cache, compare) for image in manifest.images),
             return_exceptions=True,
         )
     sizes: list[tuple[int, int] | None] = []
     unreadable: list[str] = []
     cached = 0
-    for result in found:
+    photos: list[tuple[int, Fingerprint | None, tuple[int, int] | None]] = []
+    for position, result in enumerate(found):
         if isinstance(result, PermanentImageError):
             unreadable.append(result.message)
         elif isinstance(result, BaseException):
@@ -103,7 +111,8 @@ async def estimate(
         elif result == "cached":
             cached += 1
         else:
-            sizes.append(result)
+            sizes.append(result[0])
+            photos.append((position, result[1], result[0]))
     found_estimate = pricing.estimate(
         table,
         provider,
@@ -114,6 +123,10 @@ async def estimate(
         unreadable=unreadable,
         cached=cached,
     )
+    if compare:
+        grouping = settings.job_options().grouping
+        comparisons = estimate_comparisons(table, provider, model, photos, grouping)
+        found_estimate = EstimateWithComparisons.of(found_estimate, comparisons)
     return with_budget(found_estimate, settings.budget, settings.mode or manifest.mode)
 
 

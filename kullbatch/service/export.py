@@ -6,14 +6,16 @@ Every writer takes items in manifest order and writes as it iterates, so 10,000 
 Per-image objects (JSON, JSON Lines):
 - rated:   imageId, filename, starRating, colorLabel, title, description, tags, issues,
            provider, model, group (the burst; null when alone), bestInGroup, score (0-100;
-           null for results stored before it existed), cached
+           null for results stored before it existed), cached, groupRank and groupReason
+           (`--compare-bursts`; null when not compared)
 - failed:  imageId, filename, error
 - pending: imageId, filename, status="pending" (the job has not reached the image yet)
 and every one inputTokens, outputTokens, costUsd (null when the model has no price), which add
 up to the job's `usage` and `costUsd`, then photographerRating (-1..5 set in the dashboard;
 null when untouched) and kept (`results --keep`; null when no keep target was asked).
 `cached` is true for a rating copied from an earlier one (the result cache): no request was
-sent, and it cost nothing.
+sent, and it cost nothing. With `--compare-bursts` the job's usage also holds the comparisons'
+tokens, which are no one photo's (`Store.comparisons`).
 
 CSV has one row per image with a fixed header; a pending image has only imageId, filename and
 its (zero) tokens and cost.
@@ -82,6 +84,8 @@ CSV_HEADER = (
     "score",
     "photographerRating",
     "kept",
+    "groupRank",
+    "groupReason",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -109,7 +113,7 @@ def result_object(item: ItemRecord) -> dict[str, Any]:
     head: dict[str, Any] = {"imageId": item.image.id, "filename": item.image.filename}
     if item.state is ItemState.RATED and item.rating is not None:
         who = {"provider": item.provider, "model": item.model, "tier": item.pricing}
-        burst = {"group": item.group, "bestInGroup": item.best_in_group}
+        burst = {"group": item.group, "bestInGroup": item.best_in_group} | _compared(item)
         return (
             head
             | item.rating.model_dump()
@@ -182,7 +186,14 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         cost["outputTokens"],
         "" if item.cost_usd is None else cost["costUsd"],
     )
-    return (*_csv_rating(item), *tail, *_csv_culling(item), *_csv_cached(item), *_csv_keep(item))
+    return (
+        *_csv_rating(item),
+        *tail,
+        *_csv_culling(item),
+        *_csv_cached(item),
+        *_csv_keep(item),
+        *_csv_compared(item),
+    )
 
 
 def _csv_cached(item: ItemRecord) -> tuple[object, ...]:
@@ -198,6 +209,18 @@ def _csv_keep(item: ItemRecord) -> tuple[object, ...]:
     kept = "" if item.kept is None else str(item.kept).lower()
     rating = item.photographer_rating
     return ("" if score is None else score, "" if rating is None else rating, kept)
+
+
+def _compared(item: ItemRecord) -> dict[str, Any]:
+    """--compare-bursts: the frame's place in its burst (1 = best; null when not compared)
+    and the comparison's reason, on every frame of the burst."""
+    return {"groupRank": item.group_rank, "groupReason": item.group_reason}
+
+
+def _csv_compared(item: ItemRecord) -> tuple[object, ...]:
+    """groupRank, groupReason: empty when the frame was not compared."""
+    rank = "" if item.group_rank is None else item.group_rank
+    return (rank, item.group_reason or "")
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:

@@ -16,23 +16,13 @@ import os
 import secrets
 import string
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kullbatch.errors import ConflictError, FieldError, NotFoundError, UsageError
 from kullbatch.models import (
     CANCELLABLE_STATES,
     CANCELLED_BY_USER,
-    DEFAULT_DISTANCE,
-    DEFAULT_FALLBACK_AFTER,
-    DEFAULT_FLEX_WAIT,
-    DEFAULT_GAP,
-    DEFAULT_MAX_EDGE,
-    DEFAULT_MAX_RETRY_TIME,
-    Fallback,
-    GroupingOptions,
     ItemRecord,
-    JobOptions,
     JobState,
     JobStatus,
     Mode,
@@ -41,11 +31,13 @@ from kullbatch.models import (
     TokenUsage,
 )
 from kullbatch.pricing import prices as pricing
-from kullbatch.providers import PROVIDERS, resolve
+from kullbatch.providers import PROVIDERS
 from kullbatch.run.runtime import Runtime
 from kullbatch.service import export, prompt, spending
+from kullbatch.service.compare import compare_job
 from kullbatch.service.culling import group_job
 from kullbatch.service.keep import KeepTarget, choose
+from kullbatch.service.settings import ProcessSettings, choose_provider
 from kullbatch.service.status import status_of
 from kullbatch.store.database import Store
 from kullbatch.store.rows import JobRow, NewJob
@@ -72,61 +64,6 @@ def new_job_id(now: float | None = None) -> str:
     millis = int((time.time() if now is None else now) * 1000)
     alphabet = string.ascii_lowercase + string.digits
     return f"batch_{millis}_{''.join(secrets.choice(alphabet) for _ in range(6))}"
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessSettings:
-    """What the user asked for on the command line; None means "from the manifest or default"."""
-
-    provider: str | None = None
-    model: str | None = None
-    prompt: str | None = None
-    system_prompt: str | None = None
-    mode: str | None = None
-    shoot_id: str | None = None
-    max_retry_time: float = DEFAULT_MAX_RETRY_TIME
-    concurrency: int = 0
-    rpm: float | None = None
-    max_edge: int = DEFAULT_MAX_EDGE
-    economy_only: bool = False  # economy mode: photos a batch did not finish fail, not go fast
-    fallbacks: tuple[str, ...] = ()  # --fallback P[:MODEL], in order
-    fallback_after: float = DEFAULT_FALLBACK_AFTER
-    rubric: str | None = None  # --rubric NAME: the shoot type's instructions and star scale
-    groups: bool = True  # --no-groups: bursts are not looked for
-    burst_gap: float = DEFAULT_GAP
-    burst_distance: int = DEFAULT_DISTANCE
-    cache: bool = True  # --no-cache: send every photo, even one rated before
-    budget: float | None = None  # --budget USD: the job never spends more (None: no ceiling)
-    flex_wait: float = DEFAULT_FLEX_WAIT  # --flex-wait: refused this long, a photo goes standard
-
-    def job_options(self) -> JobOptions:
-        """What the job remembers of these settings, so that `resume` runs it the same way."""
-        return JobOptions(
-            concurrency=self.concurrency,
-            max_retry_time=self.max_retry_time,
-            max_edge=self.max_edge,
-            rpm=self.rpm,
-            fallback_after=self.fallback_after,
-            economy_only=self.economy_only,
-            fallbacks=tuple(_fallback(wanted) for wanted in self.fallbacks),
-            rubric=self.rubric,
-            grouping=GroupingOptions(
-                enabled=self.groups, gap=self.burst_gap, max_distance=self.burst_distance
-            ),
-            cache=self.cache,
-            flex_wait=self.flex_wait,
-        )
-
-
-def choose_provider(
-    settings: ProcessSettings, manifest: Manifest, env: Mapping[str, str]
-) -> tuple[str, str]:
-    wanted = settings.provider or manifest.provider_id or env.get("KULLBATCH_PROVIDER") or "local"
-    try:
-        spec, model = resolve(wanted, settings.model)
-    except ValueError as exc:
-        raise FieldError(str(exc), "providerId") from exc
-    return spec.name, model
 
 
 async def create_job(
@@ -158,6 +95,8 @@ async def create_job(
         if mode is Mode.FLEX:
             spending.check_flex(provider, model, table)
         spending.check_budget(settings.budget, provider, model, table)
+    if settings.compare_bursts and not settings.groups:
+        raise UsageError("--compare-bursts compares the bursts grouping finds: drop --no-groups")
     composed = prompt.compose(settings, manifest, env)
     job = NewJob(
         id=new_job_id(),
@@ -177,16 +116,6 @@ async def create_job(
     row = await store.get_job(job.id)
     assert row is not None
     return row
-
-
-def _fallback(wanted: str) -> Fallback:
-    """`anthropic`, `anthropic:claude-sonnet-4-6` or `openai-gpt-5` -> (provider, model)."""
-    name, _, model = wanted.partition(":")
-    try:
-        spec, chosen = resolve(name, model or None)
-    except ValueError as exc:
-        raise UsageError(f"--fallback {wanted}: {exc}") from exc
-    return Fallback(provider=spec.name, model=chosen)
 
 
 def local_user_name() -> str:
@@ -233,7 +162,9 @@ async def prepare_resume(
     job = await get_job(store, job_id)
     if job.is_live():
         raise ConflictError(f"job {job_id} is still running (pid {job.owner_pid}); not resuming it")
-    if job.status is JobState.COMPLETED and job.failed_images == 0:
+    # --compare-bursts: bursts a failed or interrupted comparison left are compared again
+    compare = job.options.grouping.compare and await store.comparisons.uncompared(job_id)
+    if job.status is JobState.COMPLETED and job.failed_images == 0 and not compare:
         raise ConflictError(f"job {job_id} is already completed; every image is rated")
     if mode not in {None, job.mode, Mode.FAST}:
         raise UsageError(f"job {job_id} ran in {job.mode} mode; it resumes in fast or {job.mode}")
@@ -323,7 +254,16 @@ class Service:
         )
         grouping = job.options.grouping
         if grouping.enabled and outcome.state in {JobState.COMPLETED, JobState.CANCELLED}:
-            await group_job(self.store, job.id, grouping)
+            found = await group_job(self.store, job.id, grouping)
+            if grouping.compare and outcome.state is JobState.COMPLETED:
+                await compare_job(
+                    self.store,
+                    runtime,
+                    job,
+                    found,
+                    subscribers=subscribers,
+                    on_processor=on_processor,
+                )
         return outcome
 
     async def burst_counts(self, job_id: str) -> tuple[int, int]:
@@ -362,6 +302,7 @@ class Service:
     async def _with_cost(self, job: JobRow) -> JobStatus:
         """The status object with the tokens stored so far and what they cost."""
         groups = await self.store.tallies.usage(job.id)
+        groups += await self.store.comparisons.usage(job.id)  # --compare-bursts' requests
         cost = pricing.job_cost(self.prices(), groups, job.provider_id, job.model)
         usage = TokenUsage(
             inputTokens=cost.usage.input_tokens, outputTokens=cost.usage.output_tokens

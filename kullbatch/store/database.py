@@ -27,6 +27,7 @@ from kullbatch.models import (
 )
 from kullbatch.store.batches import BatchRecords, images_in_pages
 from kullbatch.store.cache import CacheRecords
+from kullbatch.store.comparisons import Comparisons
 from kullbatch.store.migrations import migrate
 from kullbatch.store.owners import Owners
 from kullbatch.store.ratings import PhotographerRatings
@@ -72,6 +73,7 @@ class Store:
         self.cache = CacheRecords(db)
         self.owners = Owners(db)  # serve's users and restarts
         self.tallies = Tallies(db)  # sums for the summary and the cost
+        self.comparisons = Comparisons(db, self._flushing)
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -273,7 +275,8 @@ class Store:
         async with self._db.execute(
             "SELECT position, image, status, attempts, last_error, result, input_tokens,"
             " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
-            " captured, photographer_rating, cached FROM batch_items WHERE job_id = ?"
+            " captured, photographer_rating, cached, group_rank, group_reason"
+            " FROM batch_items WHERE job_id = ?"
             " ORDER BY position",
             (job_id,),
         ) as cur:

@@ -159,6 +159,8 @@ def item_record(row: Any) -> ItemRecord:
         fingerprint=_fingerprint(row["phash"], row["captured"]),
         photographer_rating=row["photographer_rating"],
         cached=bool(row["cached"]),
+        group_rank=row["group_rank"],
+        group_reason=row["group_reason"],
     )
 
 

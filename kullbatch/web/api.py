@@ -45,6 +45,7 @@ from kullbatch.media.confine import confined
 from kullbatch.models import CANCELLABLE_STATES, EventKind, JobStatus, ProgressEvent
 from kullbatch.service import export, jobs, restart
 from kullbatch.service.ratings import set_photographer_rating
+from kullbatch.service.settings import ProcessSettings
 from kullbatch.service.users import User, Users, owned_job, statuses_of
 from kullbatch.web import sheet
 
@@ -212,7 +213,7 @@ class Api:
     async def process(self, request: web.Request) -> web.Response:
         data = await request.read()
         manifest = await asyncio.to_thread(self._manifest, data)
-        job = await self.service.create(manifest, jobs.ProcessSettings(), request[USER].name)
+        job = await self.service.create(manifest, ProcessSettings(), request[USER].name)
         return await self._serve(job, "Batch processing started")
 
     def _manifest(self, data: bytes) -> Manifest:
