@@ -803,6 +803,7 @@ def test_the_manifest_package_exports_its_public_names() -> None:
     """`kullbatch.manifest` exposes the loaders and types, nothing private."""
     assert set(manifest_package.__all__) == {
         "IMAGE_SUFFIXES",
+        "ImageList",
         "Manifest",
         "ManifestError",
         "load_manifest",

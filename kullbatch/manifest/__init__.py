@@ -12,11 +12,13 @@ shares), ``_json``, ``_csv``, ``_folder``, and ``_load`` (which picks one for a 
 """
 
 from kullbatch.manifest._base import IMAGE_SUFFIXES, Manifest, ManifestError
+from kullbatch.manifest._images import ImageList
 from kullbatch.manifest._json import manifest_from_document
 from kullbatch.manifest._load import load_manifest
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "ImageList",
     "Manifest",
     "ManifestError",
     "load_manifest",

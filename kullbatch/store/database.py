@@ -28,6 +28,7 @@ from kullbatch.models import (
 from kullbatch.pricing.prices import RatedUsage
 from kullbatch.store.batches import BatchRecords, images_in_pages
 from kullbatch.store.migrations import migrate
+from kullbatch.store.pages import ItemPages, item_rows
 from kullbatch.store.rows import (
     ItemCounts,
     JobRow,
@@ -65,6 +66,7 @@ class Store:
         self._flushing = asyncio.Lock()  # the writer and `finish_job` never interleave a flush
         self._closing = False
         self.batches = BatchRecords(db, utc_now)
+        self.pages = ItemPages(db)  # paged and counted reads for the steps after a run
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -94,10 +96,7 @@ class Store:
     async def create_job(self, job: NewJob, images: Iterable[ImageInput]) -> int:
         """The job and all its images in one transaction: either all exist, or nothing does."""
         now = utc_now()
-        rows = [
-            (job.id, position, image.id, image.model_dump_json(), now)
-            for position, image in enumerate(images)
-        ]
+        count, rows = item_rows(job.id, images, now)  # made as they are inserted
         await run(
             self._db,
             "INSERT INTO batch_jobs (id, user_id, shoot_id, provider_id, model, status,"
@@ -111,7 +110,7 @@ class Store:
                 job.provider_id,
                 job.model,
                 JobState.PROCESSING.value,
-                len(rows),
+                count,
                 job.mode,
                 job.prompt,
                 job.system_prompt,
@@ -130,7 +129,7 @@ class Store:
             rows,
         )
         await self._db.commit()
-        return len(rows)
+        return count
 
     async def get_job(self, job_id: str) -> JobRow | None:
         async with self._db.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,)) as cur:
