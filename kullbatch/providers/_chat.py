@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -50,6 +51,7 @@ from kullbatch.providers.http import (
     status_kind,
 )
 from kullbatch.providers.registry import PROVIDERS, key_hint
+from kullbatch.providers.templates import BodyTemplate
 
 if TYPE_CHECKING:
     import aiohttp
@@ -111,6 +113,7 @@ class ChatEndpoint:
         return self.base_url + self.path
 
 
+@cache  # one object per `strict`, never changed: a job's body template lives while it is the same
 def json_schema_format(*, strict: bool) -> dict[str, Any]:
     """`response_format` asking for RATING_SCHEMA; strict means constrained decoding."""
     return {
@@ -158,6 +161,7 @@ class ChatAdapter:
     image_detail: ClassVar[str | None] = None
     strict_schema: ClassVar[bool] = True
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    _template: tuple[Prompt, Mapping[str, Any], BodyTemplate] | None = None
 
     def __init__(
         self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
@@ -182,15 +186,19 @@ class ChatAdapter:
     def chat_request(
         self, image: PreparedImage, prompt: Prompt, response_format: Mapping[str, Any]
     ) -> WireRequest:
-        body = build_body(
-            model=self.model,
-            prompt=prompt,
-            image_url=image.url if image.url is not None else image.data_uri(),
-            response_format=response_format,
-            detail=self.image_detail,
-            max_tokens_field=self.max_tokens_field,
-        )
-        return WireRequest(self._endpoint.path, {}, body)
+        url = image.url if image.url is not None else image.data_uri()
+        cached = self._template
+        if cached is None or cached[0] != prompt or cached[1] is not response_format:
+            build = partial(
+                build_body,
+                model=self.model,
+                prompt=prompt,
+                response_format=response_format,
+                detail=self.image_detail,
+                max_tokens_field=self.max_tokens_field,
+            )  # encoded once per prompt and format: only the image differs between photos
+            cached = self._template = (prompt, response_format, BodyTemplate(build))
+        return WireRequest(self._endpoint.path, {}, cached[2].body(url))
 
     def parse_answer(self, answer: HTTPAnswer) -> Answer:
         """A 2xx completion -> Answer; anything else -> the classified error, key scrubbed."""
