@@ -7,8 +7,8 @@ photos, against a fake OpenAI (tests/fault_server.py) that enforces and announce
 step begins (reading the manifest, creating the job, the run, grouping, the summary), and its
 RSS is sampled every `--sample` seconds, so the peak is reported with the step it came in.
 
-B: a bare aiohttp client, paced at the same limit against the same kind of fake (fresh), the
-same bodies as kullbatch's OpenAI adapter sends (a 429 is waited out as its hint says and sent
+B: a bare aiohttp client, paced as kullbatch's gate paces (0.95x the limit) against the same
+kind of fake (fresh), the same bodies as kullbatch's OpenAI adapter sends (a 429 is waited out as its hint says and sent
 again), keeping nothing: what the HTTP itself costs per request. Both sides are processes of
 their own, alternated (A B, B A, ...), a fresh fake each run, the same GC settings (fair.py).
 
@@ -90,7 +90,7 @@ def kullbatch_child(gc_mode: str, argv: list[str]) -> None:
 # --- the bare client: paced at the limit, as kullbatch is ------------------------------------
 
 
-async def bare_paced(port: int, count: int, rpm: int, thresholds: tuple[int, ...] | None) -> None:
+async def bare_paced(port: int, count: int, rpm: float, thresholds: tuple[int, ...] | None) -> None:
     import aiohttp  # noqa: PLC0415 - only the child process needs these
 
     from kullbatch.models import Prompt  # noqa: PLC0415
@@ -245,6 +245,14 @@ def run_kullbatch(args: argparse.Namespace, manifest: Path, repeat: int) -> fair
 PEAK_STEPS: list[str] = []
 
 
+def kullbatch_headroom() -> float:
+    """The share of an announced limit kullbatch's gate paces at: B paces there too, so both
+    send the same requests (at the limit itself, B meets the fake's window edges: 429s)."""
+    from kullbatch.run.ratelimit import HEADROOM  # noqa: PLC0415 - the parent reads one number
+
+    return float(HEADROOM)
+
+
 def run_bare(args: argparse.Namespace) -> fair.Figures:
     """B paced: the same photos at the same limit. B gather: throughput.py's bare client, every
     request at once against a fake without a limit, on at most `--gather-count` requests."""
@@ -265,7 +273,8 @@ def run_bare(args: argparse.Namespace) -> fair.Figures:
     limit = ["--latency", str(args.latency), "--rpm-limit", str(args.rpm_limit)]
     with fair.fresh_fake(*limit) as fake:
         command = [sys.executable, __file__, "--bare", str(fake.port), "--photos", str(args.photos)]
-        command += ["--rpm-limit", str(args.rpm_limit), "--bare-gc", gc_argument]
+        pace = args.rpm_limit * kullbatch_headroom()  # the pace kullbatch's gate keeps
+        command += ["--bare-pace", str(pace), "--bare-gc", gc_argument]
         figures, out = fair.run_process(command, capture=True)
     return {
         **figures,
@@ -294,10 +303,11 @@ def main() -> None:
     parser.add_argument("--gather-count", type=int, default=10_000)
     parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-gc", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-pace", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
         thresholds = fair.gc_from_argument(args.bare_gc)
-        asyncio.run(bare_paced(args.bare, args.photos, args.rpm_limit, thresholds))
+        asyncio.run(bare_paced(args.bare, args.photos, args.bare_pace, thresholds))
         return
     fair.check_repeats(parser, args.repeats, comparison=False)
     with tempfile.TemporaryDirectory() as folder:
@@ -318,7 +328,8 @@ def report(args: argparse.Namespace, ours: list[fair.Figures], bare: list[fair.F
         + ("" if args.repeats >= fair.MIN_REPEATS else " (fewer than 3: a quick check only)"),
         fair.describe_process() + f"; RSS also sampled every {args.sample} s",
         "fake: " + fair.describe_fake("tests/fault_server.py process enforcing the limit"),
-        "B: a bare aiohttp client paced at the limit, the same bodies, 429s waited out"
+        f"B: a bare aiohttp client paced as kullbatch's gate paces ({kullbatch_headroom():.2f}x "
+        "the limit), the same bodies, any 429 waited out and sent again"
         if args.bare_side == "paced"
         else f"B: throughput.py's bare client, {min(args.photos, args.gather_count)} requests "
         "at once against a fake without a limit (same latency); CPU per request compared",
