@@ -807,6 +807,7 @@ def test_the_manifest_package_exports_its_public_names() -> None:
         "MAX_DEPTH",
         "MAX_DIGITS",
         "parse_json",
+        "ImageList",
         "Manifest",
         "ManifestError",
         "load_manifest",

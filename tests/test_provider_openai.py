@@ -31,9 +31,10 @@ from kullbatch.errors import (
 )
 from kullbatch.models import PreparedImage, Prompt, RateLimits, Rating, Usage
 from kullbatch.providers import PROVIDERS, create_provider
-from kullbatch.providers._chat import DEFAULT_MAX_TOKENS, ChatEndpoint, parse_rate_limits
+from kullbatch.providers._chat import DEFAULT_MAX_TOKENS, ChatEndpoint
 from kullbatch.providers.base import RATING_SCHEMA, parse_rating
 from kullbatch.providers.openai import OpenAIProvider, create
+from kullbatch.providers.rate_headers import parse_rate_limits
 from kullbatch.run.retry import RetryPolicy
 
 KEY = "sk-proj-Kq8TESTKEYxYz0123456789abcdef"

@@ -12,6 +12,7 @@ shares), ``_json``, ``_csv``, ``_folder``, and ``_load`` (which picks one for a 
 """
 
 from kullbatch.manifest._base import IMAGE_SUFFIXES, Manifest, ManifestError
+from kullbatch.manifest._images import ImageList
 from kullbatch.manifest._json import manifest_from_document
 from kullbatch.manifest._load import load_manifest
 from kullbatch.manifest._parse import MAX_DEPTH, MAX_DIGITS, parse_json
@@ -20,6 +21,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_DEPTH",
     "MAX_DIGITS",
+    "ImageList",
     "Manifest",
     "ManifestError",
     "load_manifest",

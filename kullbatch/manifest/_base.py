@@ -14,10 +14,11 @@ from urllib.parse import urlsplit, urlunsplit
 from PIL import Image, UnidentifiedImageError
 
 from kullbatch.errors import UsageError
+from kullbatch.manifest._images import ImageList, encode
 from kullbatch.models import RAW_SUFFIXES, ImageInput, Mode
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from typing import BinaryIO
 
 IMAGE_SUFFIXES = (
@@ -66,7 +67,7 @@ class Manifest:
 
     source: Path
     shoot_id: str
-    images: list[ImageInput]
+    images: Sequence[ImageInput]  # an ImageList when loaded here (compact); any list will do
     provider_id: str | None = None
     prompt: str | None = None
     system_prompt: str | None = None
@@ -107,8 +108,9 @@ class Loader:
     def fail(self, location: str | None, problem: str) -> NoReturn:
         raise ManifestError(self.name, location, problem)
 
-    def image(self, spot: Spot, fields: Fields) -> ImageInput:
-        """Check one manifest entry; the id comes first so a duplicate is caught before any I/O."""
+    def image(self, spot: Spot, fields: Fields, into: ImageList) -> None:
+        """Check one manifest entry and add it to `into` (as the JSON the store keeps, not a
+        model); the id comes first so a duplicate is caught before any I/O."""
         image_id = self._id(spot, fields.id)
         filename = self._text(spot, "filename", fields.filename)
         # `is`/`==`, not `in {…}`: a list or object sent as a value is not hashable
@@ -120,16 +122,10 @@ class Loader:
             self.fail(spot.place, "needs a 'url' or a 'path'")
         url = self._url(spot, fields.url) if has_url else None
         path = None if has_url else self._path(spot, fields.path)
-        return ImageInput(
-            id=image_id,
-            filename=filename,
-            url=url,
-            path=path,
-            metadata=fields.metadata,
-            tags=fields.tags,
-        )
+        document = encode(image_id, filename, url, path, fields.metadata, fields.tags)
+        into.append(image_id, document, path)
 
-    def finish(self, images: list[ImageInput], location: str | None) -> list[ImageInput]:
+    def finish(self, images: ImageList, location: str | None) -> ImageList:
         if not images:
             self.fail(location, "no images; the manifest lists none")
         return pair_raw_with_jpeg(images)
@@ -293,24 +289,28 @@ def show(value: object) -> str:
     return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
 
 
-def pair_raw_with_jpeg(images: list[ImageInput]) -> list[ImageInput]:
+def pair_raw_with_jpeg(images: ImageList) -> ImageList:
     """A RAW file and a JPEG (or HEIC) of the same name in one folder are one shutter press:
     the pair is rated once, through the JPEG entry, and the RAW becomes its companion (its
-    sidecar gets the same rating). The RAW entry's own id is dropped."""
+    sidecar gets the same rating). The RAW entry's own id is dropped. Only a manifest with a
+    RAW photo is looked at again, and then only its photos given by path, one at a time."""
+    raws = images.raw_positions()
+    if not raws:
+        return images
     by_shot: dict[tuple[Path, str], int] = {}
-    for index, image in enumerate(images):
-        if image.path is not None and image.path.suffix.lower() not in RAW_SUFFIXES:
-            by_shot.setdefault((image.path.parent, image.path.stem.lower()), index)
-    merged = list(images)
+    for index in images.local_positions():
+        path = images[index].path
+        if path is not None and path.suffix.lower() not in RAW_SUFFIXES:
+            by_shot.setdefault((path.parent, path.stem.lower()), index)
+    merged: dict[int, ImageInput] = {}
     dropped: set[int] = set()
-    for index, image in enumerate(images):
-        path = image.path
-        if path is None or path.suffix.lower() not in RAW_SUFFIXES:
-            continue
+    for index in raws:
+        path = images[index].path
+        assert path is not None
         partner = by_shot.get((path.parent, path.stem.lower()))
         if partner is None:
             continue
-        jpeg = merged[partner]
+        jpeg = merged.get(partner) or images[partner]
         merged[partner] = jpeg.model_copy(update={"companions": [*jpeg.companions, path]})
         dropped.add(index)
-    return [image for index, image in enumerate(merged) if index not in dropped]
+    return images.rebuilt(merged, dropped)

@@ -7,6 +7,7 @@ import io
 from typing import TYPE_CHECKING
 
 from kullbatch.manifest._base import Fields, Manifest, Spot
+from kullbatch.manifest._images import ImageList
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,10 +24,9 @@ def load_csv(source: Path, loader: Loader) -> Manifest:
     if first is None:
         loader.fail(None, "is empty; a CSV manifest needs a header row (id, filename, url or path)")
     names = _csv_header(*first, loader)
-    images = [
-        loader.image(Spot(f"line {line}", csv=True), _csv_fields(names, row, line, loader))
-        for line, row in rows
-    ]
+    images = ImageList()
+    for line, row in rows:
+        loader.image(Spot(f"line {line}", csv=True), _csv_fields(names, row, line, loader), images)
     return Manifest(
         source=source.resolve(),
         shoot_id=source.stem,

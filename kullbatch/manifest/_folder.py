@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kullbatch.manifest._base import IMAGE_SUFFIXES, Manifest, probe
+from kullbatch.manifest._images import ImageList
 from kullbatch.models import RAW_SUFFIXES, ImageInput
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 def load_folder(loader: Loader) -> Manifest:
     """Every image directly in the folder, by name; ids are stems, made unique by unique_id."""
     taken: set[str] = set()
-    images: list[ImageInput] = []
+    images = ImageList()
     names = _folder_image_names(loader)
     raw_of = raw_pairs(names)
     paired = set(raw_of.values())
@@ -33,7 +34,7 @@ def load_folder(loader: Loader) -> Manifest:
         image_id = unique_id(Path(name).stem, name, taken)
         companions = [loader.base / file for file in files[1:]]
         path = loader.base / name
-        images.append(ImageInput(id=image_id, filename=name, path=path, companions=companions))
+        images.add(ImageInput(id=image_id, filename=name, path=path, companions=companions))
     if not images:
         kinds = ", ".join(sorted(IMAGE_SUFFIXES))
         loader.fail(None, f"no images in this folder (looked for {kinds})")

@@ -7,7 +7,7 @@ memory (the REST API's parsed body), so both get the same checks and the same er
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kullbatch.manifest._base import (
     Fields,
@@ -18,11 +18,9 @@ from kullbatch.manifest._base import (
     photos_not_bombs,
     show,
 )
+from kullbatch.manifest._images import ImageList
 from kullbatch.manifest._parse import parse_json
 from kullbatch.models import Mode
-
-if TYPE_CHECKING:
-    from kullbatch.models import ImageInput
 
 _IMAGE_KEYS = frozenset({"id", "filename", "url", "path", "metadata", "tags"})
 
@@ -98,13 +96,13 @@ def _json_option(data: dict[str, Any], key: str, loader: Loader) -> str | None:
     return value
 
 
-def _json_images(items: list[Any], prefix: str, loader: Loader) -> list[ImageInput]:
-    images: list[ImageInput] = []
+def _json_images(items: list[Any], prefix: str, loader: Loader) -> ImageList:
+    images = ImageList()
     for index, item in enumerate(items):
         spot = Spot(f"{prefix}[{index}]")
         if not isinstance(item, dict):
             loader.fail(spot.place, f"must be an object, got {json_type(item)}")
-        images.append(loader.image(spot, _json_fields(item, spot, loader)))
+        loader.image(spot, _json_fields(item, spot, loader), images)
     return images
 
 

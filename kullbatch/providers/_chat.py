@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -31,7 +32,7 @@ from kullbatch.errors import (
     Refused,
     Transient,
 )
-from kullbatch.models import Answer, Prompt, RateLimits, Usage
+from kullbatch.models import Answer, Prompt, Usage
 from kullbatch.providers.base import (
     RATING_SCHEMA,
     RATING_SCHEMA_NAME,
@@ -44,13 +45,14 @@ from kullbatch.providers.http import (
     HTTPAnswer,
     about_the_key,
     answer_error,
-    parse_go_duration,
     retry_after_hint,
     scrub,
     send,
     status_kind,
 )
+from kullbatch.providers.rate_headers import parse_rate_limits
 from kullbatch.providers.registry import PROVIDERS, key_hint
+from kullbatch.providers.templates import BodyTemplate
 
 if TYPE_CHECKING:
     import aiohttp
@@ -112,6 +114,7 @@ class ChatEndpoint:
         return self.base_url + self.path
 
 
+@cache  # one object per `strict`, never changed: a job's body template lives while it is the same
 def json_schema_format(*, strict: bool) -> dict[str, Any]:
     """`response_format` asking for RATING_SCHEMA; strict means constrained decoding."""
     return {
@@ -160,6 +163,8 @@ class ChatAdapter:
     strict_schema: ClassVar[bool] = True
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
     service_tier: str | None = None  # "flex": `providers.flex.with_tier` sets it on a copy
+    # the body encoded once, for the prompt, format and tier it was built for
+    _template: tuple[Prompt, Mapping[str, Any], str | None, BodyTemplate] | None = None
 
     def __init__(
         self, *, model: str, session: aiohttp.ClientSession, endpoint: ChatEndpoint
@@ -184,17 +189,20 @@ class ChatAdapter:
     def chat_request(
         self, image: PreparedImage, prompt: Prompt, response_format: Mapping[str, Any]
     ) -> WireRequest:
-        body = build_body(
-            model=self.model,
-            prompt=prompt,
-            image_url=image.url if image.url is not None else image.data_uri(),
-            response_format=response_format,
-            detail=self.image_detail,
-            max_tokens_field=self.max_tokens_field,
-        )
-        return WireRequest(
-            self._endpoint.path, {}, with_body_tier(body, "service_tier", self.service_tier)
-        )
+        url = image.url if image.url is not None else image.data_uri()
+        tier, cached = self.service_tier, self._template
+        if cached is None or cached[:3] != (prompt, response_format, tier):
+            build = partial(
+                _tiered_body,
+                tier,
+                model=self.model,
+                prompt=prompt,
+                response_format=response_format,
+                detail=self.image_detail,
+                max_tokens_field=self.max_tokens_field,
+            )  # encoded once per prompt, format and tier: only the image differs between photos
+            cached = self._template = (prompt, response_format, tier, BodyTemplate(build))
+        return WireRequest(self._endpoint.path, {}, cached[3].body(url))
 
     def parse_answer(self, answer: HTTPAnswer) -> Answer:
         """A 2xx completion -> Answer; anything else -> the classified error, key scrubbed."""
@@ -284,46 +292,6 @@ def _first_problem(exc: ValidationError) -> str:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"]) or "body"
     return f"{where}: {error['msg']}"
-
-
-# --- rate-limit headers -------------------------------------------------------------------
-
-
-def parse_rate_limits(
-    headers: Mapping[str, str], requests_per_day: bool = False
-) -> RateLimits | None:
-    """OpenAI/Groq `x-ratelimit-*` headers (lower-cased) -> RateLimits; None when absent.
-
-    A per-day requests pair (Groq) is left out: the gate paces per minute, and a daily quota
-    is not a pace.
-    """
-    if not any(name.startswith("x-ratelimit-") for name in headers):
-        return None
-    if requests_per_day:
-        return RateLimits(
-            tokens_limit=_integer(headers.get("x-ratelimit-limit-tokens")),
-            tokens_remaining=_integer(headers.get("x-ratelimit-remaining-tokens")),
-            tokens_reset=_duration(headers.get("x-ratelimit-reset-tokens")),
-        )
-    return RateLimits(
-        requests_limit=_integer(headers.get("x-ratelimit-limit-requests")),
-        requests_remaining=_integer(headers.get("x-ratelimit-remaining-requests")),
-        requests_reset=_duration(headers.get("x-ratelimit-reset-requests")),
-        tokens_limit=_integer(headers.get("x-ratelimit-limit-tokens")),
-        tokens_remaining=_integer(headers.get("x-ratelimit-remaining-tokens")),
-        tokens_reset=_duration(headers.get("x-ratelimit-reset-tokens")),
-    )
-
-
-def _integer(value: str | None) -> int | None:
-    try:
-        return None if value is None else int(value.strip())
-    except ValueError:
-        return None
-
-
-def _duration(value: str | None) -> float | None:
-    return None if value is None else parse_go_duration(value)
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -441,3 +409,8 @@ def bad_request_rule(info: ErrorInfo) -> type[ProviderError]:
     if _IMAGE_WORDS.search(words):
         return PermanentImageError
     return FatalJobError
+
+
+def _tiered_body(tier: str | None, **parts: Any) -> dict[str, Any]:
+    """`build_body` of `parts`, asking for `tier` (flex) when there is one."""
+    return with_body_tier(build_body(**parts), "service_tier", tier)

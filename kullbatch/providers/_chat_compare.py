@@ -22,7 +22,6 @@ from kullbatch.providers._chat import (
     _rating_text,
     _unfence,
     error_for,
-    parse_rate_limits,
 )
 from kullbatch.providers.base import WireRequest
 from kullbatch.providers.compare import (
@@ -35,6 +34,7 @@ from kullbatch.providers.compare import (
     parse_comparison,
 )
 from kullbatch.providers.http import answer_error
+from kullbatch.providers.rate_headers import parse_rate_limits
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence

@@ -5,6 +5,7 @@ The error taxonomy lives in `kullbatch.errors`, and is imported from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -173,7 +174,12 @@ RATING_SCHEMA: dict[str, Any] = {
 
 def parse_rating(payload: str | Mapping[str, Any], *, source: str) -> Rating:
     """Validate a model's answer; anything that is not a rating is worth another try."""
-    try:
+    if isinstance(payload, str):  # the usual answer, parsed and checked in one pass
+        with contextlib.suppress(ValidationError):
+            rating = Rating.model_validate_json(payload)
+            if rating.score is not None:  # else said below, as a missing score is
+                return rating
+    try:  # a mapping, or text that is not a rating: said the way the checks below say it
         data = json.loads(payload) if isinstance(payload, str) else dict(payload)
     except json.JSONDecodeError as exc:
         snippet = payload[:80] if isinstance(payload, str) else ""

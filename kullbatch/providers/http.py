@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
@@ -24,6 +25,7 @@ from kullbatch.errors import (
     Retryable,
     Transient,
 )
+from kullbatch.providers.templates import EncodedBody, encode
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -101,7 +103,7 @@ async def post_json(
     timeout: aiohttp.ClientTimeout = REQUEST_TIMEOUT,
 ) -> HTTPAnswer:
     """POST a JSON body; every transport failure becomes Transient (retried, never fatal)."""
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    body = payload.encoded if isinstance(payload, EncodedBody) else encode(payload)
     send_headers = {"content-type": "application/json", **headers}
     return await request(session, "POST", url, headers=send_headers, data=body, timeout=timeout)
 
@@ -230,6 +232,7 @@ _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|us|µs|ns|m|s)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
+@lru_cache(maxsize=4096)  # every answer carries a few; the same values come again and again
 def parse_go_duration(value: str) -> float | None:
     """`6m0s`, `1.5s`, `12ms` (OpenAI/Groq x-ratelimit-reset-*) -> seconds; None if not one."""
     text = value.strip()

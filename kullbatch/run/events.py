@@ -159,6 +159,8 @@ class Reporter:
         self.publish(EventKind.RETRYING, image_id=image_id, error=error, attempt=attempt, wait=wait)
 
     def publish(self, kind: EventKind, *, provider: str | None = None, **fields: Any) -> None:
+        if not self._subscribers:  # nobody listens (`--quiet`): no event to build
+            return
         counters = self.counters
         done = counters.rated + counters.failed - self._done_before
         event = ProgressEvent(

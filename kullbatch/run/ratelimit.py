@@ -42,6 +42,8 @@ BURST_RATE = 2.0  # requests per second: below this, 429s are the schedules' bus
 OVERLOAD_SHARE = 0.25  # a few 429s among many answers are noise; a quarter means "too fast"
 SEND_WINDOW = 2.0  # seconds of sends the current send rate is measured over
 BURST_SECONDS = 0.1  # at most this much of the pace is released at once
+RELEASE_QUANTUM = 0.01  # seconds the dispatcher sleeps at least: a fast pace is let go in
+# small handfuls (5 at 500/s), not one timer and one wake-up per request
 EPSILON = 1e-9
 TOKEN_AVERAGE_WEIGHT = 0.1
 DEADLINE_SLACK = 1e-3  # seconds: a deadline met to the millisecond is met (float sums, clocks)
@@ -270,7 +272,8 @@ class Gate:
                 self._refill(now)
             if self._tokens < 1 - EPSILON:  # float sums of slot fractions land a hair under 1
                 assert self._rate is not None
-                await self._sleep_until(now + (1 - self._tokens) / self._rate, now)
+                wait = max((1 - self._tokens) / self._rate, RELEASE_QUANTUM)
+                await self._sleep_until(now + wait, now)
                 continue
             while self._tokens >= 1 - EPSILON and self._waiters:
                 waiter, _ = self._waiters.popleft()

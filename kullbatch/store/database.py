@@ -30,6 +30,7 @@ from kullbatch.store.cache import CacheRecords
 from kullbatch.store.comparisons import Comparisons
 from kullbatch.store.migrations import migrate
 from kullbatch.store.owners import Owners
+from kullbatch.store.pages import ITEM_COLUMNS, ItemPages, item_rows
 from kullbatch.store.ratings import PhotographerRatings
 from kullbatch.store.rows import (
     ItemCounts,
@@ -74,6 +75,7 @@ class Store:
         self.owners = Owners(db)  # serve's users and restarts
         self.tallies = Tallies(db)  # sums for the summary and the cost
         self.comparisons = Comparisons(db, self._flushing)
+        self.pages = ItemPages(db)  # paged and counted reads for the steps after a run
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -103,10 +105,7 @@ class Store:
     async def create_job(self, job: NewJob, images: Iterable[ImageInput]) -> int:
         """The job and all its images in one transaction: either all exist, or nothing does."""
         now = utc_now()
-        rows = [
-            (job.id, position, image.id, image.model_dump_json(), now)
-            for position, image in enumerate(images)
-        ]
+        count, rows = item_rows(job.id, images, now)  # made as they are inserted
         await run(
             self._db,
             "INSERT INTO batch_jobs (id, user_id, shoot_id, provider_id, model, status,"
@@ -120,7 +119,7 @@ class Store:
                 job.provider_id,
                 job.model,
                 JobState.PROCESSING.value,
-                len(rows),
+                count,
                 job.mode,
                 job.prompt,
                 job.system_prompt,
@@ -139,7 +138,7 @@ class Store:
             rows,
         )
         await self._db.commit()
-        return len(rows)
+        return count
 
     async def get_job(self, job_id: str) -> JobRow | None:
         async with self._db.execute("SELECT * FROM batch_jobs WHERE id = ?", (job_id,)) as cur:
@@ -273,11 +272,7 @@ class Store:
 
     async def items(self, job_id: str) -> list[ItemRecord]:
         async with self._db.execute(
-            "SELECT position, image, status, attempts, last_error, result, input_tokens,"
-            " output_tokens, provider, model, pricing, burst_group, best_in_group, phash,"
-            " captured, photographer_rating, cached, group_rank, group_reason"
-            " FROM batch_items WHERE job_id = ?"
-            " ORDER BY position",
+            f"SELECT {ITEM_COLUMNS} FROM batch_items WHERE job_id = ? ORDER BY position",  # noqa: S608
             (job_id,),
         ) as cur:
             return [item_record(row) for row in await cur.fetchall()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,16 @@ HEARTBEAT_STALE_AFTER = 30.0
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`2026-12-06T10:11:26.123Z`: the second's text is made once a second, as every result
+    stored is stamped (hundreds a second)."""
+    now = time.time()
+    second = int(now)
+    if second != _SECOND[0]:
+        _SECOND[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_SECOND[1]}.{int((now - second) * 1000):03d}Z"
+
+
+_SECOND: list[Any] = [None, ""]  # the last second utc_now stamped, and its text
 
 
 def parse_time(value: str | None) -> datetime | None:
