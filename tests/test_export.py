@@ -245,6 +245,7 @@ def test_csv_round_trips_commas_quotes_newlines_and_unicode() -> None:
             "kept": "",
             "groupRank": "",
             "groupReason": "",
+            "tier": "standard",
         }
     ]
 
@@ -257,7 +258,7 @@ def test_csv_has_the_fixed_header_and_rows_in_manifest_order() -> None:
     assert tuple(header) == CSV_HEADER
     assert [row[0] for row in rows] == ["img1", "img2", "img3"]
     costs = ["0", "0", "0.0"]
-    culling = ["", "", "", "", "", "", "", "", ""]
+    culling = ["", "", "", "", "", "", "", "", "", ""]
     failed = ["img2", "img2.jpg", "", "", "", "", "", "Image too large", "", ""]
     assert rows[1] == [*failed, *costs, *culling]
     assert rows[2] == ["img3", "img3.jpg", "", "", "", "", "", "", "", "", *costs, *culling]
@@ -271,6 +272,16 @@ def test_a_photo_whose_model_has_no_price_has_an_empty_cost_in_csv_and_null_in_j
     (row,) = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
     assert (row["inputTokens"], row["outputTokens"], row["costUsd"]) == ("1200", "80", "")
     assert export.result_object(item)["costUsd"] is None
+
+
+def test_csv_carries_the_tier_as_json_does() -> None:
+    """A flex answer says `flex` in CSV as in JSON; failed and pending rows leave it empty."""
+    flex = dataclasses.replace(rated(0, "img1"), pricing="flex")
+    out = io.StringIO(newline="")
+    write_csv(status(), [flex, failed(1, "img2"), pending(2, "img3")], out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue(), newline="")))
+    assert [row["tier"] for row in rows] == ["flex", "", ""]
+    assert export.result_object(flex)["tier"] == "flex"
 
 
 # --- XMP --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import io
@@ -15,11 +16,13 @@ from typer.testing import CliRunner
 from kullbatch.cli.app import app
 from kullbatch.models import ImageInput, ItemRecord, ItemState, Rating, Usage
 from kullbatch.service.keep import KeepTarget, KeepTargetError, choose, parse_keep, sharpness
+from kullbatch.store.database import Store
 from tests.burst_shoot import SHOOT, make_shoot
 
 runner = CliRunner()
 XMP = "{http://ns.adobe.com/xap/1.0/}"
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+KB = "{https://kullbatch.dev/ns/xmp/1.0/}"
 
 
 def item(
@@ -199,6 +202,40 @@ def test_xmp_writes_the_photos_not_kept_as_rejected(
         want = str(record["starRating"]) if record["kept"] else "-1"
         assert description.findtext(f"{XMP}Rating") == want, record["imageId"]
     assert sum(1 for r in flags if r["kept"]) == 3
+
+
+def test_with_a_keep_target_the_photographers_own_rating_still_wins_in_xmp(
+    tmp_path: Path, burst_job: tuple[str, str, dict[str, dict]]
+) -> None:
+    """A photo the keep target drops but the photographer starred keeps their stars; one it
+    keeps but they rejected is -1; kullbatch's own choice goes in kullbatch:Rating."""
+    db, job, _ = burst_job
+    flags = json.loads(invoke("results", job, "--db", db, "--keep", "2").stdout)["results"]
+    dropped = next(r for r in flags if r["kept"] is False)
+    chosen = next(r for r in flags if r["kept"])
+
+    async def set_theirs() -> None:
+        store = await Store.open(Path(db))
+        try:
+            assert await store.ratings.set(job, dropped["imageId"], 5)
+            assert await store.ratings.set(job, chosen["imageId"], -1)
+        finally:
+            await store.close()
+
+    asyncio.run(set_theirs())
+    out = tmp_path / "xmp"
+    done = invoke("results", job, "--db", db, "--keep", "2", "--format", "xmp", "-o", str(out))
+    assert done.exit_code == 0, done.output
+    after = json.loads(invoke("results", job, "--db", db, "--keep", "2").stdout)["results"]
+    for record in after:
+        sidecar = out / f"{Path(record['filename']).stem}.xmp"
+        description = ET.parse(sidecar).getroot().find(f"{RDF}RDF/{RDF}Description")
+        assert description is not None
+        ours = str(record["starRating"]) if record["kept"] else "-1"
+        theirs = {dropped["imageId"]: "5", chosen["imageId"]: "-1"}.get(record["imageId"])
+        assert description.findtext(f"{XMP}Rating") == (theirs or ours), record["imageId"]
+        assert description.findtext(f"{KB}Rating") == ours, record["imageId"]
+    assert {r["imageId"]: r["kept"] for r in after} == {r["imageId"]: r["kept"] for r in flags}
 
 
 @pytest.mark.parametrize("value", ["0%", "-3", "abc"])

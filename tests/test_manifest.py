@@ -13,6 +13,7 @@ from PIL import Image
 from kullbatch import manifest as manifest_package
 from kullbatch.manifest import Manifest, ManifestError, load_manifest, manifest_from_document
 from kullbatch.manifest._folder import unique_id
+from kullbatch.service.settings import ProcessSettings
 
 
 def make_image(path: Path, fmt: str = "JPEG") -> Path:
@@ -329,6 +330,51 @@ def test_job_options_that_are_not_strings_are_rejected(
     """providerId, prompt, systemPrompt and mode must be strings when present."""
     source = write_json(shoot, {"images": [image()], field: value})
     assert_names(error_for(source), source, f"{field}: must be a string")
+
+
+def test_a_json_manifest_carries_the_run_options_a_cli_flag_would_set(shoot: Path) -> None:
+    """budgetUsd, cache and compareBursts (the API body's) complete the command line's options:
+    a flag given wins, `cache: false` and `compareBursts: true` hold as the flags do."""
+    fields = {"budgetUsd": 2.5, "cache": False, "compareBursts": True}
+    manifest = load_manifest(write_json(shoot, {"images": [image()], **fields}))
+    assert (manifest.budget_usd, manifest.cache, manifest.compare_bursts) == (2.5, False, True)
+    merged = ProcessSettings().with_manifest(manifest)
+    assert (merged.budget, merged.cache, merged.compare_bursts) == (2.5, False, True)
+    assert merged.job_options().grouping.compare and not merged.job_options().cache
+    assert ProcessSettings(budget=9.0).with_manifest(manifest).budget == 9.0
+    bare = load_manifest(write_json(shoot, {"images": [image()]}))
+    assert (bare.budget_usd, bare.cache, bare.compare_bursts) == (None, None, None)
+    merged = ProcessSettings(cache=False, compare_bursts=True).with_manifest(bare)
+    assert (merged.budget, merged.cache, merged.compare_bursts) == (None, False, True)
+    assert ProcessSettings().with_manifest(bare) == ProcessSettings()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("budgetUsd", "5", "must be a number of USD, got string"),
+        ("budgetUsd", 0, "must be a positive number"),
+        ("budgetUsd", 10**400, "a number of 401 digits"),
+        ("cache", "false", "must be true or false, got string"),
+        ("compareBursts", None, ""),
+    ],
+)
+def test_run_options_of_the_wrong_type_are_named(
+    shoot: Path, field: str, value: object, words: str
+) -> None:
+    source = write_json(shoot, {"images": [image()], field: value})
+    if not words:  # null is as absent
+        assert load_manifest(source).compare_bursts is None
+        return
+    assert_names(error_for(source), source, f"{field}: {words}")
+
+
+def test_a_budget_too_large_for_a_float_is_named_from_memory_too(tmp_path: Path) -> None:
+    """A parsed document handed over in memory gets the same check, never an OverflowError."""
+    photo = {"id": "a", "filename": "a.jpg", "url": "https://example.com/a.jpg"}
+    document = {"images": [photo], "budgetUsd": 10**400}
+    with pytest.raises(ManifestError, match="budgetUsd: must be a positive number of USD"):
+        manifest_from_document(document, base=tmp_path)
 
 
 def test_an_unknown_mode_is_rejected(shoot: Path) -> None:

@@ -261,6 +261,74 @@ async def test_a_bad_body_is_400_naming_the_field_and_paths_outside_root_are_nev
     assert status == 400 and answer["field"] == field and words in answer["error"]
 
 
+def stored_options(tmp_path: Path, job_id: str) -> dict:
+    """The options the job stored (what `resume` runs it with)."""
+    with sqlite3.connect(tmp_path / "k.db") as db:
+        (text,) = db.execute("SELECT options FROM batch_jobs WHERE id = ?", (job_id,)).fetchone()
+    return json.loads(text)
+
+
+async def test_the_body_asks_for_a_budget_no_cache_and_burst_comparison(api, tmp_path):
+    """`budgetUsd`, `cache: false` and `compareBursts: true` are `--budget`, `--no-cache` and
+    `--compare-bursts`: the job stores them and runs with them; absent, the defaults hold."""
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+
+    async def run(**extra) -> str:
+        status, accepted = await api.post("process", body(2, **extra))
+        assert status == 202, accepted
+        assert (await api.until_ended(ws, accepted["jobId"]))["status"] == "completed"
+        return accepted["jobId"]
+
+    async def cached(job_id: str) -> list[bool]:
+        return [r["cached"] for r in (await api.get(f"results/{job_id}"))[1]["results"]]
+
+    plain = await run()
+    assert (await api.get(f"status/{plain}"))[1]["budgetUsd"] is None
+    options = stored_options(tmp_path, plain)
+    assert options["cache"] is True and options["grouping"]["compare"] is False
+    asked = await run(budgetUsd=5, cache=False, compareBursts=True)
+    status, current = await api.get(f"status/{asked}")
+    assert status == 200 and current["budgetUsd"] == 5.0
+    options = stored_options(tmp_path, asked)
+    assert options["cache"] is False and options["grouping"]["compare"] is True
+    # the photos were rated before: `cache: false` sent them again, a default job does not
+    assert await cached(asked) == [False, False]
+    assert await cached(await run()) == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "words"),
+    [
+        ({"budgetUsd": "5"}, "budgetUsd", "must be a number of USD, got string"),
+        ({"budgetUsd": True}, "budgetUsd", "must be a number of USD, got boolean"),
+        ({"budgetUsd": 0}, "budgetUsd", "positive"),
+        ({"budgetUsd": -2.5}, "budgetUsd", "positive"),
+        ({"budgetUsd": [5]}, "budgetUsd", "must be a number of USD, got list"),
+        ({"cache": "no"}, "cache", "must be true or false, got string"),
+        ({"compareBursts": 1}, "compareBursts", "must be true or false, got number"),
+        ({"mode": "flexible"}, "mode", "'flex'"),
+    ],
+)
+async def test_a_run_option_of_the_wrong_type_is_400_naming_it(api, tmp_path, extra, field, words):
+    status, answer = await api.post("process", body(1, **extra))
+    assert status == 400 and answer["field"] == field and words in answer["error"], answer
+    with sqlite3.connect(tmp_path / "k.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM batch_jobs").fetchone() == (0,)
+
+
+async def test_the_body_asks_for_flex_mode_where_the_provider_has_a_flex_tier(api):
+    """`mode: "flex"` is `--mode flex`: a provider without a flex tier is refused before
+    anything is made; one with a flex tier gets a flex job."""
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+    status, answer = await api.post("process", body(1, mode="flex"))
+    assert status == 400 and "no flex tier" in answer["error"]
+    status, accepted = await api.post("process", body(1, provider="openai", mode="flex"))
+    assert status == 202 and accepted["mode"] == "flex"
+    await api.until_ended(ws, accepted["jobId"])  # this server has no OpenAI key: it fails
+    status, current = await api.get(f"status/{accepted['jobId']}")
+    assert current["mode"] == "flex" and "OPENAI_API_KEY" in current["error"]
+
+
 async def test_a_symlink_out_of_root_is_refused_like_a_path(api, tmp_path):
     """A link beneath --root that leads outside it is outside it."""
     outside = tmp_path / "outside.txt"

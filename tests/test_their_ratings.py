@@ -246,3 +246,82 @@ def test_a_sidecar_an_older_kullbatch_wrote_is_still_kullbatchs(tmp_path: Path) 
     write_xmp([rated(photo, stars=4, kept=False)], None, XmpOptions(job_id=JOB))
     assert description_of(sidecar).findtext(f"{XMP}Rating") == "5"
     assert description_of(sidecar).findtext(f"{KB}Rating") == "-1"
+
+
+# --- score and --compare-bursts in kullbatch's own namespace -----------------------------------
+
+
+def compared(path: Path) -> ItemRecord:
+    """A burst frame that `--compare-bursts` ranked second, with the reason the model gave."""
+    reason = 'Eyes closed & soft focus <frame 2>; "best" is 1'
+    return rated(path, group="g1", best_in_group=False, group_rank=2, group_reason=reason)
+
+
+def test_score_and_the_burst_comparison_go_in_our_namespace_beside_their_fields(
+    tmp_path: Path,
+) -> None:
+    """kullbatch:Score, kullbatch:GroupRank and kullbatch:GroupReason are written; the
+    photographer's rating and every other field of theirs stay as they were."""
+    sidecar = tmp_path / "IMG_0001.xmp"
+    sidecar.write_text(THEIRS, encoding="utf-8")
+    write_xmp([compared(tmp_path / "IMG_0001.CR3")], None, XmpOptions(job_id=JOB))
+    assert without_ours(sidecar.read_text(encoding="utf-8")) == without_ours(THEIRS)
+    description = description_of(sidecar)
+    assert description.get(f"{XMP}Rating") == "3"
+    assert description.findtext(f"{KB}Score") == "77"
+    assert description.findtext(f"{KB}GroupRank") == "2"
+    assert description.findtext(f"{KB}GroupReason") == (
+        'Eyes closed & soft focus <frame 2>; "best" is 1'
+    )
+    assert rating_in(sidecar) == 3
+    # exported again without a comparison (nor a score): our stale fields go, theirs stay
+    plain = rated(tmp_path / "IMG_0001.CR3")
+    assert plain.rating is not None
+    bare = dataclasses.replace(plain, rating=plain.rating.model_copy(update={"score": None}))
+    write_xmp([bare], None, XmpOptions(job_id=JOB))
+    description = description_of(sidecar)
+    for name in ("Score", "GroupRank", "GroupReason"):
+        assert description.find(f"{KB}{name}") is None, name
+    assert description.get(f"{XMP}Rating") == "3"
+    assert without_ours(sidecar.read_text(encoding="utf-8")) == without_ours(THEIRS)
+
+
+def test_a_fresh_packet_and_a_merged_one_carry_the_comparison_alike(tmp_path: Path) -> None:
+    """A new sidecar holds the same fields as one merged into an existing packet, and a
+    character XML forbids in the model's reason is dropped, not written broken."""
+    item = dataclasses.replace(compared(tmp_path / "a.jpg"), group_reason="sharp\x07 eyes")
+    write_xmp([item], None, XmpOptions(job_id=JOB))
+    fresh = ours_in(tmp_path / "a.xmp")
+    assert fresh["GroupReason"] == "sharp eyes" and fresh["GroupRank"] == "2"
+    assert fresh["Score"] == "77" and fresh["Job"] == JOB
+    write_xmp([item], None, XmpOptions(job_id=JOB))  # now merged into the packet written above
+    assert ours_in(tmp_path / "a.xmp") == fresh
+
+
+def ours_in(sidecar: Path) -> dict[str, str | None]:
+    """kullbatch's own fields in a sidecar, by local name (each written once)."""
+    found = [child for child in description_of(sidecar) if child.tag.startswith(KB)]
+    names = [child.tag.removeprefix(KB) for child in found]
+    assert len(names) == len(set(names)), names
+    return {name: child.text for name, child in zip(names, found, strict=True)}
+
+
+@needs_exiftool
+def test_exiftool_reads_score_and_the_comparison_from_a_sidecar_and_an_embedded_packet(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "IMG_0001.xmp").write_text(THEIRS, encoding="utf-8")
+    write_xmp([compared(tmp_path / "IMG_0001.CR3")], None, XmpOptions(job_id=JOB))
+    tags = exiftool(tmp_path / "IMG_0001.xmp", "-XMP:all")
+    assert tags["XMP-xmp:Rating"] == 3 and tags["XMP-crs:Exposure2012"] == "+0.35"
+    assert tags["XMP-kullbatch:Score"] == 77 and tags["XMP-kullbatch:GroupRank"] == 2
+    assert tags["XMP-kullbatch:GroupReason"] == 'Eyes closed & soft focus <frame 2>; "best" is 1'
+    photo = camera_jpeg(tmp_path / "b.jpg")
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", "-XMP-xmp:Rating=2", str(photo)], check=True
+    )
+    write_xmp([compared(photo)], None, XmpOptions(embed=True, job_id=JOB))
+    tags = exiftool(photo, "-XMP:all")
+    assert tags["XMP-xmp:Rating"] == 2 and tags["XMP-kullbatch:Rating"] == 4
+    assert tags["XMP-kullbatch:GroupRank"] == 2 and tags["XMP-kullbatch:Score"] == 77
+    assert rating_in(photo) == 2

@@ -1,11 +1,13 @@
 """Whose rating is whose in an XMP packet: the photographer's `xmp:Rating`, kullbatch's stars.
 
 kullbatch writes its own stars in its own namespace (`kullbatch:Rating`, with the job that
-rated the photo in `kullbatch:Job`). It writes `xmp:Rating` only where the packet holds no
-rating of the photographer's, and then records the value it wrote in `kullbatch:WroteRating`:
-an `xmp:Rating` equal to it is kullbatch's own; any other (set in Lightroom, Bridge, darktable
-or by hand after kullbatch wrote) is the photographer's, and is never overwritten unless asked
-(`results --overwrite-ratings`) nor taken for kullbatch's. A rating of 0 is "unrated" in every
+rated the photo in `kullbatch:Job`, and when present the rating's `kullbatch:Score` and the
+burst comparison's `kullbatch:GroupRank` and `kullbatch:GroupReason`). It writes
+`xmp:Rating` only where the packet holds no rating of the photographer's, and then records
+the value it wrote in `kullbatch:WroteRating`: an `xmp:Rating` equal to it is kullbatch's own;
+any other (set in Lightroom, Bridge, darktable or by hand after kullbatch wrote) is the
+photographer's, and is never overwritten unless asked (`results --overwrite-ratings`) nor
+taken for kullbatch's. A rating of 0 is "unrated" in every
 program, so it is nobody's pick.
 """
 
@@ -29,18 +31,26 @@ XMP_RATING = f"{{{NS_XMP}}}Rating"
 KB_RATING = f"{{{NS_KB}}}Rating"  # kullbatch's stars (-1 when it writes the photo rejected)
 KB_JOB = f"{{{NS_KB}}}Job"  # the job whose stars they are
 KB_WROTE = f"{{{NS_KB}}}WroteRating"  # the xmp:Rating kullbatch wrote; absent: not kullbatch's
-OURS = (KB_RATING, KB_JOB, KB_WROTE)
+KB_SCORE = f"{{{NS_KB}}}Score"  # the rating's score (0-100), when it has one
+KB_GROUP_RANK = f"{{{NS_KB}}}GroupRank"  # --compare-bursts: the frame's place (1 = best)
+KB_GROUP_REASON = f"{{{NS_KB}}}GroupReason"  # --compare-bursts: why, in the model's words
+OURS = (KB_RATING, KB_JOB, KB_WROTE, KB_SCORE, KB_GROUP_RANK, KB_GROUP_REASON)
 
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
     """What a packet says of who rated: the job, the photographer's own stars set in
     kullbatch's dashboard (written as `xmp:Rating`: their choice wins), and whether
-    `xmp:Rating` may be overwritten with kullbatch's stars anyway."""
+    `xmp:Rating` may be overwritten with kullbatch's stars anyway; then what kullbatch writes
+    beside its stars when it has it: the rating's score, the burst comparison's rank and
+    reason (`--compare-bursts`)."""
 
     job_id: str | None = None
     photographer: int | None = None
     overwrite: bool = False
+    score: int | None = None
+    group_rank: int | None = None
+    group_reason: str | None = None
 
 
 def _number(text: str | None) -> int | None:
@@ -110,4 +120,10 @@ def properties(stamp: Stamp, stars: int, xmp_rating: int | None) -> list[tuple[s
         found.append((KB_JOB, stamp.job_id))
     if xmp_rating is not None and stamp.photographer is None:
         found.append((KB_WROTE, str(xmp_rating)))
+    extra = (
+        (KB_SCORE, stamp.score),
+        (KB_GROUP_RANK, stamp.group_rank),
+        (KB_GROUP_REASON, stamp.group_reason),
+    )
+    found.extend((name, str(value)) for name, value in extra if value is not None)
     return found

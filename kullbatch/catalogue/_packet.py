@@ -154,7 +154,7 @@ def _merged_text(
     _container(description, _q(NS_DC, "subject"), "Bag", keywords(rating))
     _merge_hierarchical(root, description, keywords(rating), group)
     for name, value in properties(stamp, stars, xmp_rating):
-        ET.SubElement(description, name).text = value
+        ET.SubElement(description, name).text = _clean(value)
     ET.indent(root, space=" ")
     return _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
 
@@ -178,7 +178,7 @@ def _fresh_text(rating: Rating, stars: int, group: str | None, stamp: Stamp) -> 
     """A new packet from a template: byte for byte what `_merged_text` gives for no packet."""
     xmp_rating = decide(None, stamp, stars)
     ours = "".join(
-        f"   <kullbatch:{local}>{escape(value)}</kullbatch:{local}>\n"
+        f"   <kullbatch:{local}>{escape(_clean(value))}</kullbatch:{local}>\n"
         for local, value in (
             (name.rpartition("}")[2], value) for name, value in properties(stamp, stars, xmp_rating)
         )

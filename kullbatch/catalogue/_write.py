@@ -68,7 +68,15 @@ def _stars(item: ItemRecord, options: XmpOptions) -> int:
 
 
 def _stamp(item: ItemRecord, options: XmpOptions) -> Stamp:
-    return Stamp(options.job_id, item.photographer_rating, options.overwrite_ratings)
+    score = item.rating.score if item.rating is not None else None
+    return Stamp(
+        options.job_id,
+        item.photographer_rating,
+        options.overwrite_ratings,
+        score=score,
+        group_rank=item.group_rank,
+        group_reason=item.group_reason,
+    )
 
 
 def _write_sidecar(target: Target, options: XmpOptions) -> None:

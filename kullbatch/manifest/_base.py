@@ -72,6 +72,9 @@ class Manifest:
     prompt: str | None = None
     system_prompt: str | None = None
     mode: Mode | None = None
+    budget_usd: float | None = None  # `budgetUsd`: as `--budget USD`
+    cache: bool | None = None  # `cache: false`: as `--no-cache`
+    compare_bursts: bool | None = None  # `compareBursts: true`: as `--compare-bursts`
 
 
 @dataclass(frozen=True, slots=True)

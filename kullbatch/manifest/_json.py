@@ -6,6 +6,7 @@ memory (the REST API's parsed body), so both get the same checks and the same er
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,32 @@ def read_document(data: object, loader: Loader, *, source: Path, shoot_id: str) 
         prompt=_json_option(data, "prompt", loader),
         system_prompt=_json_option(data, "systemPrompt", loader),
         mode=mode,
+        budget_usd=_budget(data.get("budgetUsd"), loader),
+        cache=_json_flag(data, "cache", loader),
+        compare_bursts=_json_flag(data, "compareBursts", loader),
     )
+
+
+def _budget(value: object, loader: Loader) -> float | None:
+    """`budgetUsd`: a positive number of US dollars (as `--budget USD`); absent or null: none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        loader.fail("budgetUsd", f"must be a number of USD, got {json_type(value)}")
+    try:
+        usd = float(value)
+    except OverflowError:
+        usd = math.inf
+    if not math.isfinite(usd) or usd <= 0:
+        loader.fail("budgetUsd", f"must be a positive number of USD, got {show(value)}")
+    return usd
+
+
+def _json_flag(data: dict[str, Any], key: str, loader: Loader) -> bool | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, bool):
+        loader.fail(key, f"must be true or false, got {json_type(value)}")
+    return value
 
 
 def _shoot_id(value: object, default: str, loader: Loader) -> str:

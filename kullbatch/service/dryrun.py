@@ -89,6 +89,7 @@ async def estimate(
     stores and sends (`prompt.compose`). With `db` (an existing database), photos rated
     there before under the same key (`run.cache`) are counted as free: `cachedImages`.
     """
+    settings = settings.with_manifest(manifest)
     provider, model = choose_provider(settings, manifest, env)
     composed = prompt.compose(settings, manifest, env)
     table = pricing.load_prices(env)

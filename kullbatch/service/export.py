@@ -17,8 +17,8 @@ null when untouched) and kept (`results --keep`; null when no keep target was as
 sent, and it cost nothing. With `--compare-bursts` the job's usage also holds the comparisons'
 tokens, which are no one photo's (`Store.comparisons`).
 
-CSV has one row per image with a fixed header; a pending image has only imageId, filename and
-its (zero) tokens and cost.
+CSV has one row per image with a fixed header (the JSON fields, `tier` last); a pending
+image has only imageId, filename and its (zero) tokens and cost.
 Open CSV files with ``newline=""``; rows end in CRLF as RFC 4180 says.
 
 XMP (``results --format xmp``) lives in `kullbatch.catalogue`: sidecars named the Adobe or the
@@ -86,6 +86,7 @@ CSV_HEADER = (
     "kept",
     "groupRank",
     "groupReason",
+    "tier",
 )
 
 # --- JSON, JSON Lines, CSV -------------------------------------------------------------------
@@ -193,6 +194,7 @@ def _csv_row(item: ItemRecord) -> tuple[object, ...]:
         *_csv_cached(item),
         *_csv_keep(item),
         *_csv_compared(item),
+        *_csv_tier(item),
     )
 
 
@@ -221,6 +223,13 @@ def _csv_compared(item: ItemRecord) -> tuple[object, ...]:
     """groupRank, groupReason: empty when the frame was not compared."""
     rank = "" if item.group_rank is None else item.group_rank
     return (rank, item.group_reason or "")
+
+
+def _csv_tier(item: ItemRecord) -> tuple[object, ...]:
+    """tier (standard, flex or batch): for rated photos only, as in JSON."""
+    if item.state is not ItemState.RATED or item.rating is None:
+        return ("",)
+    return (item.pricing,)
 
 
 def _csv_culling(item: ItemRecord) -> tuple[object, ...]:

@@ -75,6 +75,7 @@ async def create_job(
 ) -> JobRow:
     """Record the job and every image before the first request, in one transaction; it
     belongs to `user` (serve's), else to the local user name."""
+    settings = settings.with_manifest(manifest)
     provider, model = choose_provider(settings, manifest, env)
     wanted = settings.mode or manifest.mode or Mode.FAST
     try:

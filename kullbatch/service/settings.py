@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from kullbatch.errors import FieldError, UsageError
@@ -53,6 +53,15 @@ class ProcessSettings:
     budget: float | None = None  # --budget USD: the job never spends more (None: no ceiling)
     flex_wait: float = DEFAULT_FLEX_WAIT  # --flex-wait: refused this long, a photo goes standard
     compare_bursts: bool = False  # --compare-bursts: each burst's frames judged side by side
+
+    def with_manifest(self, manifest: Manifest) -> ProcessSettings:
+        """These settings completed by a JSON manifest's (the API body's) `budgetUsd`, `cache`
+        and `compareBursts`: an option given here wins; `cache: false` and `compareBursts: true`
+        hold as `--no-cache` and `--compare-bursts` do."""
+        budget = manifest.budget_usd if self.budget is None else self.budget
+        cache = self.cache and manifest.cache is not False
+        compare = self.compare_bursts or manifest.compare_bursts is True
+        return replace(self, budget=budget, cache=cache, compare_bursts=compare)
 
     def job_options(self) -> JobOptions:
         """What the job remembers of these settings, so that `resume` runs it the same way."""
