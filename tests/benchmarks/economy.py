@@ -34,15 +34,24 @@ sys.path.insert(0, str(fair.ROOT / "tests"))
 
 
 def make_photos(folder: Path, count: int, edge: int) -> Path:
-    """The photos and a manifest document naming them; returns the document's path."""
-    from PIL import Image  # noqa: PLC0415
+    """The photos and a manifest document naming them; returns the document's path.
+
+    Each photo is noise (so its file has a real photo's size) around a colour of its own: the
+    fake rates what it sees (the mean colour, `fake_batch_shared.photo_key`), so every photo
+    has its own answer and one sent under another's id is caught.
+    """
+    from PIL import Image, ImageChops  # noqa: PLC0415
 
     rng = random.Random(7)
-    tile = Image.frombytes("RGB", (edge, edge * 3 // 4), rng.randbytes(edge * edge * 3 // 4 * 3))
+    size = (edge, edge * 3 // 4)
+    noise = Image.frombytes(
+        "RGB", size, bytes(b % 41 for b in rng.randbytes(size[0] * size[1] * 3))
+    )
     entries = []
     for n in range(count):
         path = folder / f"IMG_{n:05d}.jpg"
-        tile.rotate(n % 360).save(path, quality=90)
+        colour = tuple(30 + (n // 20**k) % 20 * 10 for k in range(3))  # 8,000 distinct
+        ImageChops.add(Image.new("RGB", size, colour), noise, offset=-20).save(path, quality=90)
         entries.append({"id": f"img{n:05d}", "filename": path.name, "path": path.name})
     document = folder / "shoot.json"
     document.write_text(json.dumps({"shootId": "economy-bench", "images": entries}))
@@ -53,7 +62,7 @@ async def one_run(document: Path, file_mb: int, db: Path) -> dict[str, float]:
     """One job in this process, the fake beside it (the child's side)."""
     from aiohttp import web  # noqa: PLC0415 - the child's imports
     from fake_batch_openai import KEY, FakeOpenAIBatches  # noqa: PLC0415
-    from fake_batch_shared import rating_for  # noqa: PLC0415
+    from fake_batch_shared import expected_rating  # noqa: PLC0415
 
     from kullbatch.manifest import manifest_from_document  # noqa: PLC0415
     from kullbatch.models import Rating  # noqa: PLC0415
@@ -81,7 +90,11 @@ async def one_run(document: Path, file_mb: int, db: Path) -> dict[str, float]:
             _, items = await service.results(job.id)
     finally:
         await runner.cleanup()
-    right = sum(item.rating == Rating(**rating_for(item.image.id)) for item in items if item.rating)
+    right = sum(
+        item.rating == Rating(**expected_rating(document.parent / item.image.filename))
+        for item in items
+        if item.rating
+    )
     return {
         "wall": wall,
         "cpu": cpu,

@@ -102,7 +102,7 @@ async def one_run(args: argparse.Namespace, db: Path) -> dict[str, float]:
         outcome = await processor.run(images, total=count)
     await store.finish_job(job.id, outcome.state, outcome.error)
     t1, c1 = time.perf_counter(), time.process_time()
-    groups = await store.usage(job.id)
+    groups = await store.tallies.usage(job.id)
     await store.close()
     assert outcome.rated == count, outcome
     cost = pricing.job_cost(pricing.load_prices({}), groups, "openai", "gpt-5.4-mini").usd
