@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 
 from kullbatch.catalogue import TheirRatings, photo_files
 from kullbatch.models import ItemState
@@ -56,6 +55,8 @@ def _rank_statistics(pairs: list[Pair]) -> tuple[float | None, float | None]:
     ours = np.array([p.kullbatch for p in pairs])
     if len(pairs) < 2 or len(set(theirs.tolist())) < 2 or len(set(ours.tolist())) < 2:  # noqa: PLR2004
         return None, None
+    from scipy import stats  # noqa: PLC0415 - 60 MB of imports only this command needs
+
     rho = stats.spearmanr(theirs, ours).statistic
     tau = stats.kendalltau(theirs, ours, variant="b").statistic
     return _correlation(rho), _correlation(tau)
