@@ -321,12 +321,22 @@ async def test_the_body_asks_for_flex_mode_where_the_provider_has_a_flex_tier(ap
     anything is made; one with a flex tier gets a flex job."""
     ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
     status, answer = await api.post("process", body(1, mode="flex"))
-    assert status == 400 and "no flex tier" in answer["error"]
+    assert status == 400 and "no flex tier" in answer["error"] and answer["field"] == "mode"
     status, accepted = await api.post("process", body(1, provider="openai", mode="flex"))
     assert status == 202 and accepted["mode"] == "flex"
     await api.until_ended(ws, accepted["jobId"])  # this server has no OpenAI key: it fails
     status, current = await api.get(f"status/{accepted['jobId']}")
     assert current["mode"] == "flex" and "OPENAI_API_KEY" in current["error"]
+
+
+async def test_a_budget_for_a_model_without_a_price_is_400_naming_budget_usd(api, tmp_path):
+    """The price table cannot bound what it cannot price: refused before a job is made."""
+    unpriced = body(1, provider="openai-gpt-unpriced-test", budgetUsd=5)
+    status, answer = await api.post("process", unpriced)
+    assert status == 400 and answer["field"] == "budgetUsd", answer
+    assert "needs a price" in answer["error"]
+    with sqlite3.connect(tmp_path / "k.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM batch_jobs").fetchone() == (0,)
 
 
 async def test_a_symlink_out_of_root_is_refused_like_a_path(api, tmp_path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from kullbatch.errors import UsageError
+from kullbatch.errors import FieldError
 from kullbatch.models import Mode
 from kullbatch.pricing import prices as pricing
 from kullbatch.pricing.prices import BATCH
@@ -52,16 +52,18 @@ def photo_size(max_edge: int) -> tuple[int, int]:
 def check_flex(provider: str, model: str, table: PriceTable) -> None:
     """`--mode flex` only where the provider has a flex tier and the model a flex price."""
     if provider not in FLEX_PROVIDERS:
-        raise UsageError(
+        raise FieldError(
             f"{provider} has no flex tier, so flex mode is not possible; flex mode works "
-            f"with: {', '.join(sorted(FLEX_PROVIDERS))} (or use --mode fast or economy)"
+            f"with: {', '.join(sorted(FLEX_PROVIDERS))} (or use --mode fast or economy)",
+            "mode",
         )
     price = table.price(provider, model)
     if price is None or price.flex is None:
         having = ", ".join(table.flex_models(provider)) or "none in the price table"
-        raise UsageError(
+        raise FieldError(
             f"{provider} model {model!r} has no flex tier (prices checked {table.checked}); "
-            f"the {provider} models with one: {having}"
+            f"the {provider} models with one: {having}",
+            "mode",
         )
 
 
@@ -70,9 +72,9 @@ def check_budget(usd: float | None, provider: str, model: str, table: PriceTable
     if usd is None:
         return
     if usd <= 0:
-        raise UsageError(f"--budget must be a positive amount of USD, not {usd}")
+        raise FieldError(f"--budget must be a positive amount of USD, not {usd}", "budgetUsd")
     if not table.offline(provider) and table.price(provider, model) is None:
-        raise UsageError(f"--budget needs a price: {table.no_price(provider, model)}")
+        raise FieldError(f"--budget needs a price: {table.no_price(provider, model)}", "budgetUsd")
 
 
 async def budget_for(store: Store, job: JobRow, table: PriceTable) -> Budget | None:
