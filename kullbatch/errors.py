@@ -32,6 +32,7 @@ built: to add what an answer's headers said about the limits, build a copy (`wit
 
 from __future__ import annotations
 
+import stat
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Self
 
@@ -201,3 +202,19 @@ class FatalJobError(ProviderError):
             retry_after=self.retry_after,
             limits=limits,
         )
+
+
+def file_kind(mode: int) -> str | None:
+    """What a file that is not a regular one is, in words (for the manifest's check and for
+    every open of a photo); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

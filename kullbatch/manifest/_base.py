@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from PIL import Image, UnidentifiedImageError
 
-from kullbatch.errors import UsageError
+from kullbatch.errors import UsageError, file_kind
 from kullbatch.manifest._images import ImageList, encode
 from kullbatch.models import RAW_SUFFIXES, ImageInput, Mode
 
@@ -214,12 +213,12 @@ def probe(path: Path) -> str | None:
     open forever), and the opened descriptor is asked again, in case the file was swapped.
     """
     try:
-        kind = _not_regular(path.stat().st_mode)
+        kind = file_kind(path.stat().st_mode)
         if kind is not None:
             return f"is {kind}, not an image file"
         fd = os.open(path, _OPEN_FLAGS)
         try:
-            kind = _not_regular(os.fstat(fd).st_mode)
+            kind = file_kind(os.fstat(fd).st_mode)
             if kind is not None:
                 return f"is {kind}, not an image file"
             os.set_blocking(fd, True)
@@ -234,20 +233,6 @@ def probe(path: Path) -> str | None:
         return "file not found"
     except (OSError, ValueError) as exc:
         return f"cannot read ({getattr(exc, 'strerror', None) or exc})"
-
-
-def _not_regular(mode: int) -> str | None:
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def clip(text: str, limit: int = ECHO_MAX) -> str:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from kullbatch.errors import PermanentImageError
+from kullbatch.errors import PermanentImageError, file_kind
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,21 +45,6 @@ def current_root() -> Path | None:
     return _ROOT.get()
 
 
-def kind_of(mode: int) -> str | None:
-    """What a non-regular file is, in words; None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def open_photo(path: Path) -> BinaryIO:
     """The photo opened for reading, or PermanentImageError saying why it may not be read."""
     try:
@@ -81,7 +65,7 @@ def open_photo(path: Path) -> BinaryIO:
 
 
 def _check_opened(path: Path, opened: os.stat_result) -> None:
-    kind = kind_of(opened.st_mode)
+    kind = file_kind(opened.st_mode)
     if kind is not None:
         raise PermanentImageError(f"{path}: is {kind}, not an image file")
     root = _ROOT.get()
