@@ -145,7 +145,13 @@ class RateLimited(Retryable):
 class FlexUnavailable(RateLimited):
     """The flex tier turned the request away for want of capacity (OpenAI's 429 "resource
     unavailable", Groq's 498 `capacity_exceeded`, Gemini's flex 429/503): retried on the
-    rate-limit schedule, but the account is not sending too fast, so the gate is not slowed."""
+    rate-limit schedule, but the account is not sending too fast, so the gate is not slowed.
+
+    `standard_in` is how long until the photo goes at the standard tier (`--flex-wait` from its
+    first refusal): no wait is longer, so the photo leaves at `--flex-wait`, not a doubling later.
+    """
+
+    standard_in: float | None = None
 
 
 class Transient(Retryable):

@@ -479,6 +479,58 @@ def test_a_url_without_host_is_rejected(shoot: Path) -> None:
     assert_names(error_for(source), source, "images[0].url: must be an http(s) URL")
 
 
+URLS = [
+    "https://example.com/a.jpg",
+    "HTTP://Example.COM:8080/a b.jpg",
+    "https://example.com/a.jpg?w=1&h=2#top",
+    "https://example.com",
+    "https://cdn.example.com/%E2%9C%93.jpg",
+    "https://user:secret@example.com/a.jpg",
+    "https://user@example.com/a.jpg",
+    "https://@example.com/a.jpg",
+    "https://example.com@evil.test/a.jpg",
+    "https://[::1]:8080/a.jpg",
+    "https://[::1/a.jpg",
+    "https://exa\uff20mple.com/a.jpg",
+    "https://例え.jp/a.jpg",
+    "https://example.com\\@evil.test/a.jpg",
+    " https://example.com/a.jpg",
+    "https://example.com/a.jpg\t",
+    "https:///a.jpg",
+    "https:a.jpg",
+    "ftp://example.com/a.jpg",
+    "javascript:alert(1)",
+]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_an_ordinary_url_is_checked_as_splitting_it_would_check_it(
+    tmp_path: Path, url: str
+) -> None:
+    """The quick check of an ordinary URL accepts exactly what `urlsplit` accepts (http or
+    https, a host, no user name or password): the URL is stored as given or refused with the
+    same error as before it existed."""
+    from urllib.parse import urlsplit  # noqa: PLC0415 - the reference, only here
+
+    try:
+        parts = urlsplit(url)
+        accepted = (
+            parts.username is None
+            and parts.password is None
+            and parts.scheme.lower() in {"http", "https"}
+            and bool(parts.netloc)
+        )
+    except ValueError:
+        accepted = False
+    document = {"images": [{"id": "a", "filename": "a.jpg", "url": url}]}
+    if accepted:
+        manifest = manifest_from_document(document, base=tmp_path)
+        assert manifest.images[0].url == url
+    else:
+        with pytest.raises(ManifestError, match=r"images\[0\]\.url: must"):
+            manifest_from_document(document, base=tmp_path)
+
+
 def test_a_missing_local_file_is_rejected(shoot: Path) -> None:
     """The resolved path is shown, so a wrong base folder is obvious."""
     source = write_json(shoot, {"images": [image(path="photos/gone.jpg")]})

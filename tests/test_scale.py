@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from kullbatch.cli.app import app
@@ -173,9 +174,13 @@ def test_a_big_manifest_is_kept_as_stored_json_and_reads_back_as_models(tmp_path
 
 
 def test_unicode_nan_and_nested_metadata_store_as_pydantic_would(tmp_path):
-    """The compact JSON equals `model_dump_json` for awkward values (NaN falls back to it)."""
+    """The compact JSON equals `model_dump_json` for awkward values (NaN falls back to it),
+    and so does the usual entry's, written without a dict (quotes, controls, U+2028, a path)."""
     source = tmp_path / "odd.json"
+    Image.new("RGB", (8, 8)).save(tmp_path / 'ä "x".jpg')
     images = [
+        {"id": 'c\u2028\x01"\\', "filename": "ü\n.jpg", "url": 'https://e.test/ü"q.jpg'},
+        {"id": "p", "filename": "p.jpg", "path": 'ä "x".jpg'},
         {"id": "é1", "filename": "ü.jpg", "url": 'https://e.test/ü"q.jpg', "tags": ["ß"]},
         {"id": "n", "filename": "n.jpg", "url": "https://e.test/n.jpg", "depth": float("nan")},
         {"id": "m", "filename": "m.jpg", "url": "https://e.test/m.jpg", "metadata": {"a": [1]}},

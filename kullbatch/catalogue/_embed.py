@@ -9,12 +9,11 @@ itself, the copy is changed, then renamed over the photo, so a crash leaves the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import stat
-from typing import TYPE_CHECKING
-
-import exiv2
+from typing import TYPE_CHECKING, Any
 
 from kullbatch.catalogue._packet import packet_text
 from kullbatch.catalogue._sidecars import temporary_beside
@@ -28,7 +27,14 @@ if TYPE_CHECKING:
 
 EMBEDDABLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".tif", ".tiff", ".png", ".dng"})
 
-exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)  # exiv2's warnings are not the user's business
+
+@functools.cache
+def exiv2_module() -> Any:  # exiv2 has no type information
+    """exiv2, imported when a photo's XMP is first read or written: not at every start."""
+    import exiv2  # noqa: PLC0415 - 70 ms that `process` and `status` do not need
+
+    exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)  # its warnings are not the user's business
+    return exiv2
 
 
 class EmbedError(KullbatchError, OSError):
@@ -57,7 +63,7 @@ def _check_writable(photo: Path) -> None:
 
 def read_embedded(photo: Path) -> str:
     """The XMP packet embedded in a photo, or "" when it has none."""
-    image = exiv2.ImageFactory.open(str(photo))
+    image = exiv2_module().ImageFactory.open(str(photo))
     image.readMetadata()
     return str(image.xmpPacket())
 
@@ -70,6 +76,7 @@ def _rewrite(
     group: str | None,
     stamp: Stamp | None,
 ) -> None:
+    exiv2 = exiv2_module()
     try:
         image = exiv2.ImageFactory.open(str(copy))
         image.readMetadata()

@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import exiv2
-
-from kullbatch.catalogue._embed import EMBEDDABLE_SUFFIXES, read_embedded
+from kullbatch.catalogue._embed import EMBEDDABLE_SUFFIXES, exiv2_module, read_embedded
 from kullbatch.catalogue._ours import photographers
 from kullbatch.catalogue._packet import SidecarError, parse_packet
 
@@ -52,7 +50,7 @@ def rating_in(path: Path, ours: Rating | None = None) -> int | None:
     elif path.is_file():
         try:
             data = read_embedded(path).encode("utf-8")
-        except exiv2.Exiv2Error as exc:
+        except exiv2_module().Exiv2Error as exc:
             raise SidecarError(f"{path}: cannot read its XMP: {exc}") from exc
     else:
         return None

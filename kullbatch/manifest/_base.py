@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class Fields:
     tags: list[str]
 
 
+# http(s), a host (and port) in plain ASCII with no user name or password, then anything without
+# spaces: a URL `urlsplit` accepts with no user info. Anything else is split and checked below.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.:_~%!$&'()*+,;=-]+(?:[/?#]\S*)?", re.IGNORECASE)
+
+
 class Loader:
     """What every format shares: the name errors give, where paths start, which ids are taken."""
 
@@ -171,6 +177,8 @@ class Loader:
 
     def _url(self, spot: Spot, value: object) -> str:
         url = self._text(spot, "url", value)
+        if _PLAIN_URL.fullmatch(url):  # the usual URL, settled without splitting it
+            return url
         try:
             parts = urlsplit(url)
         except ValueError:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_STRING = json.encoder.encode_basestring  # a str as a JSON string, as _DUMPS writes one
 
 
 def encode(
@@ -29,6 +30,13 @@ def encode(
     tags: list[str],
 ) -> str:
     """The stored JSON of a checked entry, as `ImageInput.model_dump_json()` would give it."""
+    if not metadata and not tags:  # the usual entry: four strings, written without a dict
+        url_json = "null" if url is None else _STRING(url)
+        path_json = "null" if path is None else _STRING(str(path))
+        return (
+            f'{{"id":{_STRING(image_id)},"filename":{_STRING(filename)},"url":{url_json},'
+            f'"path":{path_json},"metadata":{{}},"tags":[],"companions":[]}}'
+        )
     try:
         return _DUMPS(
             {

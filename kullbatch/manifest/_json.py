@@ -139,13 +139,17 @@ def _json_fields(item: dict[str, Any], spot: Spot, loader: Loader) -> Fields:
         metadata = {}
     elif not isinstance(metadata, dict):
         loader.fail(spot.at("metadata"), f"must be an object, got {json_type(metadata)}")
-    extras = {key: value for key, value in item.items() if key not in _IMAGE_KEYS}
+    extras = (
+        {key: value for key, value in item.items() if key not in _IMAGE_KEYS}
+        if item.keys() - _IMAGE_KEYS
+        else {}
+    )
     return Fields(
         id=item.get("id"),
         filename=item.get("filename"),
         url=item.get("url"),
         path=item.get("path"),
-        metadata={**extras, **metadata},
+        metadata={**extras, **metadata} if extras else metadata,
         tags=_json_tags(item.get("tags"), spot, loader),
     )
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import io
 from typing import TYPE_CHECKING
 
-import rawpy
 from PIL import Image, UnidentifiedImageError
 
 from kullbatch.errors import PermanentImageError
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    import rawpy
 
 MIN_PREVIEW_EDGE = 512  # a smaller preview is a thumbnail: too coarse to judge sharpness
 _EXIF_ORIENTATION = 0x0112
@@ -33,6 +34,8 @@ _TURNS = {
 def read_raw(path: Path, source: bytes | None = None) -> Image.Image:
     """The RAW file's preview (else its demosaiced data), upright, or PermanentImageError;
     from `source`, the file's bytes, when they were read already."""
+    import rawpy  # noqa: PLC0415 - LibRaw and numpy load with the first RAW file, not at start
+
     try:
         with rawpy.imread(str(path) if source is None else io.BytesIO(source)) as raw:
             preview = _preview(raw)
@@ -49,6 +52,8 @@ def read_raw(path: Path, source: bytes | None = None) -> Image.Image:
 
 def _preview(raw: rawpy.RawPy) -> Image.Image | None:
     """The embedded preview, or None when there is none usable."""
+    import rawpy  # noqa: PLC0415 - loaded by read_raw already
+
     try:
         thumb = raw.extract_thumb()
     except (rawpy.LibRawNoThumbnailError, rawpy.LibRawUnsupportedThumbnailError):

@@ -4,8 +4,9 @@
 A photo the flex tier turns away (`FlexUnavailable`) is retried by the engine's one retry loop
 on the rate-limit schedule, without slowing the gate (`run.ratelimit.Gate.failed`); once the
 photo has been refused for `--flex-wait` (counted from its first refusal), it goes at the
-standard tier, at once and from then on, and is priced at the list price. Answers of the flex
-tier carry `tier="flex"`, which the store keeps as the photo's pricing.
+standard tier, at once and from then on, and is priced at the list price: no retry's wait
+reaches past that moment (`FlexUnavailable.standard_in`), so a photo is never a doubling late.
+Answers of the flex tier carry `tier="flex"`, which the store keeps as the photo's pricing.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ class FlexProvider:
             return await self._at_standard(image, prompt)
         try:
             answer = await self._flex.rate(image, prompt)
-        except FlexUnavailable:
+        except FlexUnavailable as refusal:
             now = self._clock()
             first = self._refused.setdefault(image.image_id, now)
             if now - first >= self._wait:
                 return await self._at_standard(image, prompt)
+            refusal.standard_in = first + self._wait - now
             raise
         self._refused.pop(image.image_id, None)
         return dataclasses.replace(answer, tier=FLEX)

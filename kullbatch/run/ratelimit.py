@@ -42,8 +42,9 @@ BURST_RATE = 2.0  # requests per second: below this, 429s are the schedules' bus
 OVERLOAD_SHARE = 0.25  # a few 429s among many answers are noise; a quarter means "too fast"
 SEND_WINDOW = 2.0  # seconds of sends the current send rate is measured over
 BURST_SECONDS = 0.1  # at most this much of the pace is released at once
-RELEASE_QUANTUM = 0.01  # seconds the dispatcher sleeps at least: a fast pace is let go in
-# small handfuls (5 at 500/s), not one timer and one wake-up per request
+RELEASE_QUANTUM = 0.025  # seconds the dispatcher sleeps at least: a fast pace is let go in
+# small handfuls (12 at 500/s), not one timer and one wake-up per request: each wake-up of the
+# event loop costs more CPU than the requests it lets go (tests/benchmarks/scale.py)
 EPSILON = 1e-9
 TOKEN_AVERAGE_WEIGHT = 0.1
 DEADLINE_SLACK = 1e-3  # seconds: a deadline met to the millisecond is met (float sums, clocks)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import stamina
 
 from kullbatch.errors import (
+    FlexUnavailable,
     PermanentImageError,
     ProviderError,
     RateLimited,
@@ -88,7 +89,8 @@ class RetryPolicy:
         """Seconds to wait before retry `retry_number`, or None when the image should fail.
 
         A wait that would end beyond the window is shortened to end at it, so that one last
-        attempt is made exactly when the window closes.
+        attempt is made exactly when the window closes; a flex refusal's, to end when the photo
+        goes at the standard tier.
         """
         if not is_retryable(error):
             return None
@@ -96,6 +98,8 @@ class RetryPolicy:
         if now >= deadline:
             return None
         wait = jittered(self.schedule_for(error), retry_number, _hint(error), self.jitter, rng)
+        if isinstance(error, FlexUnavailable) and error.standard_in is not None:
+            wait = min(wait, error.standard_in)  # then the standard tier: no longer to wait
         return min(wait, deadline - now)
 
 

@@ -17,8 +17,6 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from kullbatch.catalogue import TheirRatings, photo_files
 from kullbatch.models import ItemState
 from kullbatch.service.jobs import get_job
@@ -51,9 +49,9 @@ def _correlation(value: float) -> float | None:
 
 
 def _rank_statistics(pairs: list[Pair]) -> tuple[float | None, float | None]:
-    theirs = np.array([p.photographer for p in pairs])
-    ours = np.array([p.kullbatch for p in pairs])
-    if len(pairs) < 2 or len(set(theirs.tolist())) < 2 or len(set(ours.tolist())) < 2:  # noqa: PLR2004
+    theirs = [p.photographer for p in pairs]
+    ours = [p.kullbatch for p in pairs]
+    if len(pairs) < 2 or len(set(theirs)) < 2 or len(set(ours)) < 2:  # noqa: PLR2004
         return None, None
     from scipy import stats  # noqa: PLC0415 - 60 MB of imports only this command needs
 

@@ -10,12 +10,14 @@ full flex tier answers at once. Cost is what the store's usage costs at each ans
 Each run is a process of its own; the sides alternate (A flex, B fast).
 
     python tests/benchmarks/flex.py [--photos 10000] [--repeats 3] [--latency 1.0]
-                                    [--refusals 0.2] [--refusal-latency 0.05]
+                                    [--refusals 0.2] [--refusal-latency 0.05] [--flex-wait 900]
 
 Target (issue 22): a 10,000-photo flex run with 20 % refusals within 1.2x of a fast run's
 time, at half its cost. The rate-limit schedule's first wait is a second: the ratio of times
 depends on how long an answer takes (`--latency`), since a refused photo waits about a second
-more than an answered one.
+more than an answered one, and on `--flex-wait`: with 20 % refusals, one photo in 10,000 is
+refused six times in a row (1+2+4+8+16+32 s of waits) unless `--flex-wait` sends it at the
+standard tier sooner.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ async def one_run(args: argparse.Namespace, db: Path) -> dict[str, float]:
     store.start_writer()
     standard = TieredProvider(args.latency, args.refusals, args.refusal_latency)
     loop = asyncio.get_running_loop()
-    provider = standard if mode == "fast" else flex_provider(standard, wait=900, clock=loop.time)
+    wait = args.flex_wait
+    provider = standard if mode == "fast" else flex_provider(standard, wait=wait, clock=loop.time)
     t0, c0 = time.perf_counter(), time.process_time()
     with fair.batch_gc(args.gc):
         processor = BatchProcessor(
@@ -118,6 +121,7 @@ def run_child(args: argparse.Namespace, side: str) -> fair.Figures:
     command = [sys.executable, __file__, "--child", side, "--photos", str(args.photos)]
     command += ["--latency", str(args.latency), "--refusals", str(args.refusals)]
     command += ["--refusal-latency", str(args.refusal_latency), "--gc", args.gc]
+    command += ["--flex-wait", str(args.flex_wait)]
     _, out = fair.run_process(command, capture=True)
     return fair.child_report(out)
 
@@ -128,6 +132,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=1.0, help="seconds per answer")
     parser.add_argument("--refusals", type=float, default=0.2, help="share of flex refusals")
     parser.add_argument("--refusal-latency", type=float, default=0.05)
+    parser.add_argument(
+        "--flex-wait", type=float, default=900.0, help="seconds, as --flex-wait (default 15m)"
+    )
     parser.add_argument("--child", dest="side", choices=["flex", "fast"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side is not None:
@@ -140,7 +147,8 @@ def main() -> None:
     flex_runs, fast_runs = fair.alternate(flex, fast, args.repeats)
     print(
         f"{args.photos} photos, answers after {args.latency:.2f} s, "
-        f"{args.refusals:.0%} of flex requests refused after {args.refusal_latency:.2f} s"
+        f"{args.refusals:.0%} of flex requests refused after {args.refusal_latency:.2f} s, "
+        f"--flex-wait {args.flex_wait:g}s"
     )
     fair.how(
         fair.describe_order(args.repeats),
