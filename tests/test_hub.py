@@ -1,4 +1,4 @@
-"""Live progress over the WebSocket: `process --serve-ws`, the hub's queues and its token."""
+"""Live progress over the WebSocket: `process --serve-ws`, a stuck client and the token."""
 
 from __future__ import annotations
 
@@ -141,25 +141,33 @@ class FakeRequest:
         self.transport = FakeTransport()
 
 
-async def test_a_full_queue_drops_the_oldest_message_and_a_stuck_client_is_cut_off():
-    """The queue keeps the newest messages; once stall_limit more are dropped, the peer is cut."""
-    hub = Hub("t", queue_limit=2, stall_limit=3)
+async def test_a_stuck_client_keeps_only_the_latest_state_and_is_cut_off_after_stall_limit():
+    """While its send is stuck a client holds one state per job, the newest; once stall_limit
+    flushes had something for it, the peer is cut."""
+    hub = Hub("t", interval=3600, stall_limit=3)
     socket, request = StuckSocket(), FakeRequest()
-    client = _Client(socket, request, 2, User("t", "t", admin=True))
+    client = _Client(socket, request, User("t", "t", admin=True))
     hub._clients[client] = asyncio.create_task(hub._write(client))
     hub.handle(event(EventKind.RATED, 1))
+    hub.flush()
     await socket.sending.wait()  # the writer is now stuck in its first send
     for rated in range(2, 6):
         hub.handle(event(EventKind.RATED, rated))
-    assert [json.loads(text)["data"]["processedCount"] for text in client.queue] == [4, 5]
-    assert hub.clients == 1 and not request.transport.aborted
+    hub.flush()
+    hub.flush()  # nothing changed: not a flush that had something for the client
+    assert [json.loads(text)["data"]["processedCount"] for text in client.pending.values()] == [5]
     hub.handle(event(EventKind.RATED, 6))
-    assert hub.clients == 0 and request.transport.aborted and not client.queue
+    hub.flush()
+    assert hub.clients == 1 and not request.transport.aborted
+    hub.handle(event(EventKind.RATED, 7))
+    hub.flush()
+    assert hub.clients == 0 and request.transport.aborted and not client.pending
 
 
 async def test_a_client_that_never_reads_does_not_hold_up_a_job_of_2000_photos(tmp_path):
-    """The job ends while a peer reads nothing; the hub holds at most its small queue for it."""
-    hub = Hub("t", queue_limit=8)
+    """The job ends while a peer reads nothing; the hub holds at most the job's latest state
+    and its end for it."""
+    hub = Hub("t")
     store = await Store.open(tmp_path / "k.db")
     images = [
         ImageInput(id=f"i{n}", filename=f"{n}.jpg", url=f"https://e.test/{n}.jpg")
@@ -203,7 +211,8 @@ async def test_a_client_that_never_reads_does_not_hold_up_a_job_of_2000_photos(t
         )
         outcome = await processor.run(images, total=len(images))
         assert outcome.rated == 2000
-        assert all(len(client.queue) <= 8 for client in hub._clients)
+        assert hub.clients == 1
+        assert all(len(client.pending) <= 2 for client in hub._clients)
         await hub.close(grace=0)
         writer.close()
     await store.stop_writer()
