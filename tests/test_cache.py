@@ -468,3 +468,56 @@ def test_the_end_of_run_summary_says_how_many_photos_came_from_the_cache():
     cached = base.model_copy(update={"cachedImages": 3})
     assert "3 from cache (not sent, no cost)" in summary(cached)
     assert "Cached" not in summary(base)
+
+
+async def test_copies_within_one_shoot_are_sent_once_and_copied_free(aiohttp_server, tmp_path):
+    """A shoot holding the same photo three times (and another twice) on its first run: one
+    request per distinct photo; each copy takes the rating of the one sent, cached and free."""
+    fake = await FakeChatServer(api_key=KEY).start(aiohttp_server)
+    originals = shoot(tmp_path / "a", 3)
+    doubles = [*copies(originals[:1], tmp_path / "b"), *copies(originals[:2], tmp_path / "c")]
+    shot = manifest([*originals, *doubles])  # p0 p1 p2, then p0 again, then p0 and p1 again
+
+    outcome, status, items = await run_job(tmp_path / "k.db", env_for(fake), shot)
+
+    assert len(fake.requests) == 3  # what the server saw
+    assert outcome.state is JobState.COMPLETED and outcome.rated == 6
+    assert [item.cached for item in items] == [False] * 3 + [True] * 3
+    by_id = {item.image.id: item for item in items}
+    assert [by_id[i].rating for i in ("p3", "p4", "p5")] == [
+        by_id[i].rating for i in ("p0", "p0", "p1")
+    ]
+    assert all(by_id[i].cost_usd == 0.0 for i in ("p3", "p4", "p5"))
+    assert status.cachedImages == 3 and status.usage.inputTokens == 3 * items[0].usage.input_tokens
+
+
+async def test_a_copy_of_a_photo_that_failed_is_sent_itself(aiohttp_server, tmp_path):
+    """The photo a copy follows is refused: the copy is not left waiting, it is sent."""
+    fake = await FakeChatServer(api_key=KEY).start(aiohttp_server)
+    fake.queue(400, openai_error("Invalid image.", "invalid_request_error", "invalid_image_format"))
+    original = shoot(tmp_path / "a", 1)
+    shot = manifest([*original, *copies(original, tmp_path / "b")])
+
+    outcome, _, items = await run_job(tmp_path / "k.db", env_for(fake), shot)
+
+    assert len(fake.requests) == 2
+    assert outcome.state is JobState.COMPLETED and (outcome.rated, outcome.failed) == (1, 1)
+    assert [(item.state, item.cached) for item in items] == [
+        (ItemState.FAILED, False),
+        (ItemState.RATED, False),
+    ]
+
+
+async def test_the_dry_run_counts_copies_within_the_shoot_as_free(aiohttp_server, tmp_path):
+    """The estimate prices a photo and its copies once, as the run will send it once."""
+    fake = await FakeChatServer(api_key=KEY).start(aiohttp_server)
+    db = tmp_path / "k.db"
+    await run_job(db, env_for(fake), manifest(shoot(tmp_path / "old", 1, first=90)))
+    originals = shoot(tmp_path / "a", 2)
+    shot = manifest([*originals, *copies(originals, tmp_path / "b")])
+
+    estimate = await dryrun.estimate(
+        shot, jobs.ProcessSettings(provider="openai"), env_for(fake), db
+    )
+
+    assert estimate.images == 4 and estimate.cached_images == 2

@@ -32,11 +32,13 @@ SIZES = [(3000, 2000), (2000, 3000), (800, 600)]  # landscape, portrait, a small
 
 
 def shoot(folder: Path, sizes: list[tuple[int, int]] = SIZES) -> Any:
-    """Photos of these sizes with some detail in them, as a manifest."""
+    """Photos of these sizes with some detail in them, each its own (the cache would copy a
+    photo whose bytes another has), as a manifest."""
     entries = []
     for n, (width, height) in enumerate(sizes):
         path = folder / f"IMG_{n:04d}.jpg"
         picture = Image.linear_gradient("L").resize((width, height)).convert("RGB")
+        picture.paste((n * 60 % 256, 0, 255), (0, 0, 8, 8))
         picture.save(path, quality=80)
         entries.append({"id": f"img{n}", "filename": path.name, "path": path.name})
     return manifest_from_document({"shootId": "cost", "images": entries}, base=folder)

@@ -215,7 +215,7 @@ async def test_with_both_gemini_keys_set_the_key_sent_is_the_account_the_gate_pa
     photos = []
     for n in range(3):
         path = tmp_path / f"g{n}.jpg"
-        path.write_bytes(jpeg_bytes())
+        path.write_bytes(jpeg_bytes(color=("teal", "navy", "olive")[n]))  # each its own
         photos.append(ImageInput(id=f"g{n}", filename=path.name, path=path))
     gemini = jobs.ProcessSettings(provider="gemini")
     store = await Store.open(tmp_path / "kullbatch.db")

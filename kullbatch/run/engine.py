@@ -258,6 +258,8 @@ class BatchProcessor:
             return
         except GaveUp as gave_up:
             self._report.failed(image.id, gave_up.message, attempt=gave_up.attempts)
+            if self._cache is not None:  # a photo following this one is sent itself
+                self._cache.forget(image.id)
         else:
             rater = link.provider
             self._report.rated(

@@ -53,6 +53,9 @@ async def _size(
         if cache is not None:
             if await cache.check(image) is not None:
                 return "cached"
+            if cache.seen_before(image.id):  # a copy of a photo of this shoot: free, as a run
+                cache.forget(image.id)  # copies the other's answer
+                return "cached"
             source = cache.take(image.id)
             cache.forget(image.id)
         prepared = await images.prepare(image, max_edge, fingerprint=fingerprint, source=source)
