@@ -482,12 +482,12 @@ async def test_copies_within_one_shoot_are_sent_once_and_copied_free(aiohttp_ser
 
     assert len(fake.requests) == 3  # what the server saw
     assert outcome.state is JobState.COMPLETED and outcome.rated == 6
-    assert [item.cached for item in items] == [False] * 3 + [True] * 3
     by_id = {item.image.id: item for item in items}
-    assert [by_id[i].rating for i in ("p3", "p4", "p5")] == [
-        by_id[i].rating for i in ("p0", "p0", "p1")
-    ]
-    assert all(by_id[i].cost_usd == 0.0 for i in ("p3", "p4", "p5"))
+    for same in (["p0", "p3", "p4"], ["p1", "p5"], ["p2"]):  # either copy may be the one sent
+        group = [by_id[image_id] for image_id in same]
+        assert [item.cached for item in group].count(False) == 1
+        assert all(item.rating == group[0].rating for item in group)
+        assert all(item.cost_usd == 0.0 for item in group if item.cached)
     assert status.cachedImages == 3 and status.usage.inputTokens == 3 * items[0].usage.input_tokens
 
 
@@ -502,7 +502,8 @@ async def test_a_copy_of_a_photo_that_failed_is_sent_itself(aiohttp_server, tmp_
 
     assert len(fake.requests) == 2
     assert outcome.state is JobState.COMPLETED and (outcome.rated, outcome.failed) == (1, 1)
-    assert [(item.state, item.cached) for item in items] == [
+    # either may lead (the first whose bytes were read): the one refused, the other sent
+    assert sorted((item.state, item.cached) for item in items) == [
         (ItemState.FAILED, False),
         (ItemState.RATED, False),
     ]
