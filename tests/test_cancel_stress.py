@@ -150,3 +150,19 @@ async def test_the_claim_keeps_a_cancel_asked_since_the_job_was_read_and_clears_
         assert resumed is not None and resumed.cancel_requested
         assert await store.claim(resumed)
         assert not await store.cancel_requested(seen.id)
+
+
+async def test_a_job_cancelled_since_it_was_read_is_not_claimed(tmp_path, root, env):
+    """A `resume` reads an interrupted job; before it claims it, a `cancel` (nobody runs the
+    job, so it is marked cancelled at once, its owner and heartbeat untouched): the claim
+    compares the status it saw too, and the cancelled job is not run."""
+    async with jobs.Service.open(tmp_path / "k.db", env) as service:
+        store = service.store
+        manifest = manifest_from_document(body(2, provider="openai-compatible"), base=root)
+        job = await service.create(manifest, jobs.ProcessSettings())
+        await store.finish_job(job.id, JobState.INTERRUPTED, "interrupted (Ctrl-C)")
+        seen = await store.get_job(job.id)
+        assert seen is not None and seen.status is JobState.INTERRUPTED
+        assert (await service.cancel(job.id)) == f"job {job.id} cancelled"
+        assert not await store.claim(seen)
+        assert (await service.status(job.id)).status is JobState.CANCELLED

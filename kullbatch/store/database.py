@@ -154,11 +154,12 @@ class Store:
     async def claim(self, seen: JobRow) -> bool:
         """This process now runs the job, if nobody took it since `seen` was read.
 
-        A compare-and-swap on the owner and heartbeat: of two `resume`s racing for one job,
-        one wins and the other is told, so no image is paid for twice. A cancel flag `seen`
-        already carried is an old one and is cleared; one raised since (a `cancel` of the job
-        between its creation, which makes it live, and this claim) is kept, for the job's
-        heartbeat to act on: clearing it would lose the cancel, and the job would run on.
+        A compare-and-swap on the owner, heartbeat and status: of two `resume`s racing for one
+        job, one wins and the other is told, so no image is paid for twice; a job cancelled
+        since it was read is not run. A cancel flag `seen` already carried is an old one and is
+        cleared; one raised since (a `cancel` of the job between its creation, which makes it
+        live, and this claim) is kept, for the job's heartbeat to act on: clearing it would lose
+        the cancel, and the job would run on.
         """
         now = utc_now()
         cursor = await run(
@@ -167,7 +168,8 @@ class Store:
             " heartbeat_at = ?, owner_pid = ?, owner_host = ?,"
             " cancel_requested = CASE WHEN ? THEN 0 ELSE cancel_requested END,"
             " completed_at = NULL, error = NULL"
-            " WHERE id = ? AND owner_pid IS ? AND owner_host IS ? AND heartbeat_at IS ?",
+            " WHERE id = ? AND owner_pid IS ? AND owner_host IS ? AND heartbeat_at IS ?"
+            " AND status = ?",
             (
                 JobState.PROCESSING.value,
                 now,
@@ -179,6 +181,7 @@ class Store:
                 seen.owner_pid,
                 seen.owner_host,
                 seen.heartbeat_at,
+                seen.status.value,  # a job that ended (or was cancelled) since is not run
             ),
         )
         await self._db.commit()
