@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -366,3 +367,19 @@ class ProgressEvent:
     provider: str = ""  # the job's provider; on RATED, the one that rated (maybe a fallback)
     eta: int | None = None  # seconds left at this run's pace; None until an image ended
     note: str | None = None  # BATCH: the provider's state and counts, in words
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `10m`, `6h`, `1.5h`, `500ms` or plain seconds -> seconds; ValueError otherwise."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 6h)")
+    number, unit = match.groups()
+    seconds = float(number) * _UNIT_SECONDS[(unit or "s").lower()]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {text!r}")
+    return seconds

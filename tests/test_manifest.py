@@ -333,20 +333,26 @@ def test_job_options_that_are_not_strings_are_rejected(
 
 
 def test_a_json_manifest_carries_the_run_options_a_cli_flag_would_set(shoot: Path) -> None:
-    """budgetUsd, cache and compareBursts (the API body's) complete the command line's options:
-    a flag given wins, `cache: false` and `compareBursts: true` hold as the flags do."""
-    fields = {"budgetUsd": 2.5, "cache": False, "compareBursts": True}
+    """budgetUsd, flexWait, cache and compareBursts (the API body's) complete the command line's
+    options: a flag given wins, `cache: false` and `compareBursts: true` hold as the flags do."""
+    fields = {"budgetUsd": 2.5, "flexWait": "90s", "cache": False, "compareBursts": True}
     manifest = load_manifest(write_json(shoot, {"images": [image()], **fields}))
     assert (manifest.budget_usd, manifest.cache, manifest.compare_bursts) == (2.5, False, True)
+    assert manifest.flex_wait == 90.0
     merged = ProcessSettings().with_manifest(manifest)
     assert (merged.budget, merged.cache, merged.compare_bursts) == (2.5, False, True)
     assert merged.job_options().grouping.compare and not merged.job_options().cache
+    assert merged.job_options().flex_wait == 90.0
     assert ProcessSettings(budget=9.0).with_manifest(manifest).budget == 9.0
+    assert ProcessSettings(flex_wait=5.0).with_manifest(manifest).flex_wait == 5.0
+    seconds = load_manifest(write_json(shoot, {"images": [image()], "flexWait": 600}))
+    assert seconds.flex_wait == 600.0
     bare = load_manifest(write_json(shoot, {"images": [image()]}))
     assert (bare.budget_usd, bare.cache, bare.compare_bursts) == (None, None, None)
     merged = ProcessSettings(cache=False, compare_bursts=True).with_manifest(bare)
     assert (merged.budget, merged.cache, merged.compare_bursts) == (None, False, True)
     assert ProcessSettings().with_manifest(bare) == ProcessSettings()
+    assert ProcessSettings().job_options().flex_wait == 900.0  # 15 minutes unless asked
 
 
 @pytest.mark.parametrize(
@@ -356,6 +362,11 @@ def test_a_json_manifest_carries_the_run_options_a_cli_flag_would_set(shoot: Pat
         ("budgetUsd", 0, "must be a positive number"),
         ("budgetUsd", 10**400, "a number of 401 digits"),
         ("cache", "false", "must be true or false, got string"),
+        ("flexWait", "soon", 'must be a duration like "90s" or "10m", got \'soon\''),
+        ("flexWait", "-5m", 'must be a duration like "90s" or "10m"'),
+        ("flexWait", 0, "must be a positive duration, got 0"),
+        ("flexWait", True, 'must be a duration like "10m" or seconds, got'),
+        ("flexWait", [], 'must be a duration like "10m" or seconds, got'),
         ("compareBursts", None, ""),
     ],
 )

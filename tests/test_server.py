@@ -269,8 +269,9 @@ def stored_options(tmp_path: Path, job_id: str) -> dict:
 
 
 async def test_the_body_asks_for_a_budget_no_cache_and_burst_comparison(api, tmp_path):
-    """`budgetUsd`, `cache: false` and `compareBursts: true` are `--budget`, `--no-cache` and
-    `--compare-bursts`: the job stores them and runs with them; absent, the defaults hold."""
+    """`budgetUsd`, `cache: false`, `compareBursts: true` and `flexWait` are `--budget`,
+    `--no-cache`, `--compare-bursts` and `--flex-wait`: the job stores them and runs with them;
+    absent, the defaults hold."""
     ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
 
     async def run(**extra) -> str:
@@ -286,11 +287,13 @@ async def test_the_body_asks_for_a_budget_no_cache_and_burst_comparison(api, tmp
     assert (await api.get(f"status/{plain}"))[1]["budgetUsd"] is None
     options = stored_options(tmp_path, plain)
     assert options["cache"] is True and options["grouping"]["compare"] is False
-    asked = await run(budgetUsd=5, cache=False, compareBursts=True)
+    assert options["flex_wait"] == 900.0
+    asked = await run(budgetUsd=5, cache=False, compareBursts=True, flexWait="10m")
     status, current = await api.get(f"status/{asked}")
     assert status == 200 and current["budgetUsd"] == 5.0
     options = stored_options(tmp_path, asked)
     assert options["cache"] is False and options["grouping"]["compare"] is True
+    assert options["flex_wait"] == 600.0
     # the photos were rated before: `cache: false` sent them again, a default job does not
     assert await cached(asked) == [False, False]
     assert await cached(await run()) == [True, True]
@@ -307,6 +310,9 @@ async def test_the_body_asks_for_a_budget_no_cache_and_burst_comparison(api, tmp
         ({"cache": "no"}, "cache", "must be true or false, got string"),
         ({"compareBursts": 1}, "compareBursts", "must be true or false, got number"),
         ({"mode": "flexible"}, "mode", "'flex'"),
+        ({"flexWait": "a while"}, "flexWait", 'must be a duration like "90s" or "10m"'),
+        ({"flexWait": -1}, "flexWait", "must be a positive duration"),
+        ({"flexWait": {"m": 5}}, "flexWait", "or seconds, got object"),
     ],
 )
 async def test_a_run_option_of_the_wrong_type_is_400_naming_it(api, tmp_path, extra, field, words):

@@ -46,9 +46,8 @@ from kullbatch.cli.terminal import (
 )
 from kullbatch.errors import KullbatchError
 from kullbatch.manifest import load_manifest
-from kullbatch.models import DEFAULT_MAX_EDGE, JobState, JobStatus
+from kullbatch.models import DEFAULT_MAX_EDGE, JobState, JobStatus, parse_duration
 from kullbatch.providers import PROVIDERS
-from kullbatch.run.retry import parse_duration
 from kullbatch.service import dryrun, jobs, paths
 from kullbatch.service.settings import ProcessSettings
 from kullbatch.web import server
@@ -154,7 +153,7 @@ def process(
     json_output: JsonFlag = False,
     dry_run: DryRunFlag = False,
     budget: BudgetOption = None,
-    flex_wait: FlexWaitOption = "15m",
+    flex_wait: FlexWaitOption = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only the job id, as soon as it exists.")
     ] = False,
@@ -183,7 +182,7 @@ def process(
     except ValueError as exc:
         fail(f"--fallback-after: {exc}")
     try:
-        flex_seconds = parse_duration(flex_wait)
+        flex_seconds = None if flex_wait is None else parse_duration(flex_wait)
     except ValueError as exc:
         fail(f"--flex-wait: {exc}")
     try:

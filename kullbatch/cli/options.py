@@ -158,10 +158,11 @@ OverwriteRatingsFlag = Annotated[
 ]
 
 FlexWaitOption = Annotated[
-    str,
+    str | None,
     typer.Option(
         help="Flex mode: a photo the flex tier keeps refusing for this long (e.g. 15m) is "
         "sent at the standard tier, at the list price, at that moment. Shorter: the run ends "
-        "nearer fast mode's time (10s: about 1.2x), a few photos at the list price.",
+        "nearer fast mode's time (10s: about 1.2x), a few photos at the list price. "
+        "Default: the manifest's flexWait, else 15m.",
     ),
 ]

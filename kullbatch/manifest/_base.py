@@ -73,6 +73,7 @@ class Manifest:
     system_prompt: str | None = None
     mode: Mode | None = None
     budget_usd: float | None = None  # `budgetUsd`: as `--budget USD`
+    flex_wait: float | None = None  # `flexWait` ("10m", or seconds): as `--flex-wait D`
     cache: bool | None = None  # `cache: false`: as `--no-cache`
     compare_bursts: bool | None = None  # `compareBursts: true`: as `--compare-bursts`
 

@@ -21,7 +21,7 @@ from kullbatch.manifest._base import (
 )
 from kullbatch.manifest._images import ImageList
 from kullbatch.manifest._parse import parse_json
-from kullbatch.models import Mode
+from kullbatch.models import Mode, parse_duration
 
 _IMAGE_KEYS = frozenset({"id", "filename", "url", "path", "metadata", "tags"})
 
@@ -67,6 +67,7 @@ def read_document(data: object, loader: Loader, *, source: Path, shoot_id: str) 
         system_prompt=_json_option(data, "systemPrompt", loader),
         mode=mode,
         budget_usd=_budget(data.get("budgetUsd"), loader),
+        flex_wait=_flex_wait(data.get("flexWait"), loader),
         cache=_json_flag(data, "cache", loader),
         compare_bursts=_json_flag(data, "compareBursts", loader),
     )
@@ -85,6 +86,27 @@ def _budget(value: object, loader: Loader) -> float | None:
     if not math.isfinite(usd) or usd <= 0:
         loader.fail("budgetUsd", f"must be a positive number of USD, got {show(value)}")
     return usd
+
+
+def _flex_wait(value: object, loader: Loader) -> float | None:
+    """`flexWait`: a duration as `--flex-wait` takes it ("90s", "10m") or a number of seconds;
+    absent or null: the default."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            loader.fail("flexWait", f'must be a duration like "90s" or "10m", got {show(value)}')
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        loader.fail("flexWait", f'must be a duration like "10m" or seconds, got {json_type(value)}')
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds <= 0:
+        loader.fail("flexWait", f"must be a positive duration, got {show(value)}")
+    return seconds
 
 
 def _json_flag(data: dict[str, Any], key: str, loader: Loader) -> bool | None:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import math
 import random
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -211,22 +210,6 @@ def forget_tracebacks(error: BaseException) -> None:
         seen.add(id(each))
         each.__traceback__ = None
         pending += [each.__cause__, each.__context__]
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """`90s`, `10m`, `6h`, `1.5h`, `500ms` or plain seconds -> seconds; ValueError otherwise."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 10m, 6h)")
-    number, unit = match.groups()
-    seconds = float(number) * _UNIT_SECONDS[(unit or "s").lower()]
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive: {text!r}")
-    return seconds
 
 
 def format_wait_ms(seconds: float) -> str:

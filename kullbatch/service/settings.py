@@ -51,17 +51,20 @@ class ProcessSettings:
     burst_distance: int = DEFAULT_DISTANCE
     cache: bool = True  # --no-cache: send every photo, even one rated before
     budget: float | None = None  # --budget USD: the job never spends more (None: no ceiling)
-    flex_wait: float = DEFAULT_FLEX_WAIT  # --flex-wait: refused this long, a photo goes standard
+    flex_wait: float | None = None  # --flex-wait: refused this long, a photo goes standard
     compare_bursts: bool = False  # --compare-bursts: each burst's frames judged side by side
 
     def with_manifest(self, manifest: Manifest) -> ProcessSettings:
-        """These settings completed by a JSON manifest's (the API body's) `budgetUsd`, `cache`
-        and `compareBursts`: an option given here wins; `cache: false` and `compareBursts: true`
-        hold as `--no-cache` and `--compare-bursts` do."""
+        """These settings completed by a JSON manifest's (the API body's) `budgetUsd`,
+        `flexWait`, `cache` and `compareBursts`: an option given here wins; `cache: false` and
+        `compareBursts: true` hold as `--no-cache` and `--compare-bursts` do."""
         budget = manifest.budget_usd if self.budget is None else self.budget
+        flex_wait = manifest.flex_wait if self.flex_wait is None else self.flex_wait
         cache = self.cache and manifest.cache is not False
         compare = self.compare_bursts or manifest.compare_bursts is True
-        return replace(self, budget=budget, cache=cache, compare_bursts=compare)
+        return replace(
+            self, budget=budget, flex_wait=flex_wait, cache=cache, compare_bursts=compare
+        )
 
     def job_options(self) -> JobOptions:
         """What the job remembers of these settings, so that `resume` runs it the same way."""
@@ -81,7 +84,7 @@ class ProcessSettings:
                 compare=self.compare_bursts,
             ),
             cache=self.cache,
-            flex_wait=self.flex_wait,
+            flex_wait=DEFAULT_FLEX_WAIT if self.flex_wait is None else self.flex_wait,
         )
 
 
