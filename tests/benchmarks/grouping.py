@@ -75,6 +75,7 @@ def manifest(folder: Path, photos: list[Path], count: int) -> Path:
 def job_run(source: Path, db: Path, gc_mode: str, *extra: str) -> fair.Figures:
     """Wall, CPU (user + system) and peak RSS of one `process` run in a child process."""
     command = [*fair.kullbatch_command(gc_mode), "process", str(source), "--provider", "local"]
+    command += ["--no-cache"]  # the repeats are copies: with the cache, only 19 would be rated
     figures, _ = fair.run_process([*command, "--db", str(db), "--quiet", *extra])
     return figures
 
@@ -119,6 +120,7 @@ def grouping_share(source: Path, db: Path) -> tuple[float, float, float]:
     started = time.process_time()
     try:
         command = ["process", str(source), "--provider", "local", "--quiet", "--db", str(db)]
+        command += ["--no-cache"]
         with contextlib.redirect_stdout(io.StringIO()):  # the job's id: not a figure
             app(command, standalone_mode=False)
     finally:
