@@ -153,7 +153,8 @@ async def shoot_runs(photos: int, edge: int, folder: Path) -> None:
     shoot.mkdir()
     copies.mkdir()
     for n in range(photos):
-        tile.rotate(n % 360).save(shoot / f"IMG_{n:05d}.jpg", quality=90)
+        # each photo its own angle (n % 360 would repeat past 360 photos: copies, not misses)
+        tile.rotate(n * 360 / photos).save(shoot / f"IMG_{n:05d}.jpg", quality=90)
         shutil.copy(shoot / f"IMG_{n:05d}.jpg", copies / f"renamed_{n:05d}.jpg")
     servers: list[TestServer] = []
 
