@@ -406,6 +406,36 @@ async def test_a_running_job_is_cancelled_at_once_and_resumed_to_the_end(api, he
     assert status == 409 and "already completed" in answer["error"]
 
 
+async def test_a_resume_while_an_ended_job_is_grouping_waits_for_it(api, monkeypatch):
+    """The job's status says completed, its task is still grouping bursts: a resume then is
+    not refused as "already running here"; it waits the moment out and answers as for any
+    ended job (here: nothing left to rate). Held past `FINISHING_WAIT`: "still finishing"."""
+    grouping, real_group_job = asyncio.Event(), jobs.group_job
+    ws = await api.client.ws_connect(f"/ws?token={TOKEN}")
+
+    async def held_group_job(*args, **kwargs):
+        await grouping.wait()
+        return await real_group_job(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "group_job", held_group_job)
+    job_id = (await api.post("process", body(2)))[1]["jobId"]
+    try:
+        while (await api.get(f"status/{job_id}"))[1]["status"] != "completed":
+            await asyncio.sleep(0.01)
+        monkeypatch.setattr(api_module, "FINISHING_WAIT", 0.05, raising=False)
+        status, answer = await api.post(f"resume/{job_id}")
+        assert status == 409 and "still finishing here" in answer["error"]
+        monkeypatch.setattr(api_module, "FINISHING_WAIT", 30.0, raising=False)
+        resumed = asyncio.ensure_future(api.post(f"resume/{job_id}"))
+        await asyncio.sleep(0.05)
+        assert not resumed.done()  # waiting for the grouping, not refused
+    finally:
+        grouping.set()  # a failed check must not leave the server's job held for ever
+    status, answer = await resumed
+    assert status == 409 and "already completed" in answer["error"]
+    assert (await api.until_ended(ws, job_id))["status"] == "completed"
+
+
 async def test_a_job_nobody_runs_is_cancelled_through_the_store(api, tmp_path):
     """A job this server does not run (say, an orphan of the CLI) is cancelled in the database."""
     async with jobs.Service.open(tmp_path / "k.db", {}) as other:

@@ -42,7 +42,13 @@ from kullbatch.errors import (
 from kullbatch.manifest import ManifestError, manifest_from_document, parse_json
 from kullbatch.media import images
 from kullbatch.media.confine import confined
-from kullbatch.models import CANCELLABLE_STATES, EventKind, JobStatus, ProgressEvent
+from kullbatch.models import (
+    ACTIVE_STATES,
+    CANCELLABLE_STATES,
+    EventKind,
+    JobStatus,
+    ProgressEvent,
+)
 from kullbatch.service import export, jobs, restart
 from kullbatch.service.ratings import set_photographer_rating
 from kullbatch.service.settings import ProcessSettings
@@ -64,6 +70,9 @@ admin_log = logging.getLogger("kullbatch.admin")
 PREFIX = "/api/batch"
 THUMBNAIL_EDGE = sheet.THUMBNAIL_EDGE
 MESSAGE_MAX = 400  # our words and at most ~200 characters of what was sent
+# seconds a resume waits for a job that has ended but whose task is still finishing (grouping
+# its bursts, the summary): moments for a shoot, so the resume is not refused for them
+FINISHING_WAIT = 30.0
 USER = web.RequestKey("user", User)  # who sent the request, set by the token check
 
 
@@ -278,8 +287,14 @@ class Api:
 
     async def resume(self, request: web.Request) -> web.Response:
         job_id = (await self._owned(request)).id
-        if job_id in self._tasks:
-            raise ConflictError(f"job {job_id} is already running here")
+        task = self._tasks.get(job_id)
+        if task is not None:
+            if (await self.service.status(job_id)).status in ACTIVE_STATES:
+                raise ConflictError(f"job {job_id} is already running here")
+            # it has ended and its task is finishing (bursts grouped, the summary): moments
+            await asyncio.wait({task}, timeout=FINISHING_WAIT)
+            if job_id in self._tasks:
+                raise ConflictError(f"job {job_id} is still finishing here; resume it in a moment")
         job = await self.service.prepare_resume(job_id)
         return await self._serve(job, "Batch processing resumed")
 
