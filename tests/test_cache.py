@@ -507,6 +507,8 @@ async def test_a_copy_of_a_photo_that_failed_is_sent_itself(aiohttp_server, tmp_
         (ItemState.FAILED, False),
         (ItemState.RATED, False),
     ]
+    keys = await stored_keys(tmp_path / "k.db")  # the copy's rating is a source for later runs
+    assert sorted(key is None for key in keys) == [False, True]
 
 
 async def test_the_dry_run_counts_copies_within_the_shoot_as_free(aiohttp_server, tmp_path):

@@ -13,6 +13,7 @@ from kullbatch.models import EventKind, JobState, ProgressEvent
 from kullbatch.service.users import User, Users
 from kullbatch.web import hub as hub_module
 from kullbatch.web.hub import FLUSH_INTERVAL, Hub, _Client
+from tests.test_hub import FakeRequest
 
 ALICE = User("alice", "alice-token-0123456789")
 BOB = User("bob", "bob-token-abcdefghijkl")
@@ -131,18 +132,6 @@ class GatedSocket:
 
     async def close(self) -> None:
         pass
-
-
-class FakeTransport:
-    aborted = False
-
-    def abort(self) -> None:
-        self.aborted = True
-
-
-class FakeRequest:
-    def __init__(self) -> None:
-        self.transport = FakeTransport()
 
 
 def attach(hub: Hub, socket: object, user: User = BOSS) -> tuple[_Client, FakeRequest]:

@@ -77,15 +77,7 @@ def _budget(value: object, loader: Loader) -> float | None:
     """`budgetUsd`: a positive number of US dollars (as `--budget USD`); absent or null: none."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        loader.fail("budgetUsd", f"must be a number of USD, got {json_type(value)}")
-    try:
-        usd = float(value)
-    except OverflowError:
-        usd = math.inf
-    if not math.isfinite(usd) or usd <= 0:
-        loader.fail("budgetUsd", f"must be a positive number of USD, got {show(value)}")
-    return usd
+    return _positive("budgetUsd", value, loader, "a number of USD", "a positive number of USD")
 
 
 def _flex_wait(value: object, loader: Loader) -> float | None:
@@ -98,15 +90,23 @@ def _flex_wait(value: object, loader: Loader) -> float | None:
             return parse_duration(value)
         except ValueError:
             loader.fail("flexWait", f'must be a duration like "90s" or "10m", got {show(value)}')
+    return _positive(
+        "flexWait", value, loader, 'a duration like "10m" or seconds', "a positive duration"
+    )
+
+
+def _positive(field: str, value: object, loader: Loader, kind: str, positive: str) -> float:
+    """A JSON number above zero (and below infinity) for `field`, else a ManifestError saying
+    what it must be: `kind` for a value of another type, `positive` for one out of range."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        loader.fail("flexWait", f'must be a duration like "10m" or seconds, got {json_type(value)}')
+        loader.fail(field, f"must be {kind}, got {json_type(value)}")
     try:
-        seconds = float(value)
+        number = float(value)
     except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds) or seconds <= 0:
-        loader.fail("flexWait", f"must be a positive duration, got {show(value)}")
-    return seconds
+        number = math.inf
+    if not math.isfinite(number) or number <= 0:
+        loader.fail(field, f"must be {positive}, got {show(value)}")
+    return number
 
 
 def _json_flag(data: dict[str, Any], key: str, loader: Loader) -> bool | None:

@@ -87,7 +87,8 @@ class PhotoCache:
         self._model = model
         self._lookahead = max(1, lookahead)
         self._sources: dict[str, bytes] = {}  # read and not yet handed to `prepare`
-        self._digests: dict[str, str] = {}  # sent and not yet answered
+        # read and not yet answered: the photo's digest, and its key for the job's provider
+        self._read: dict[str, tuple[str, str]] = {}
         # a photo in flight that others of the run follow: its key -> its answer to come (None:
         # it failed), and the image id leading each key
         self._leaders: dict[str, asyncio.Future[Answer | None]] = {}
@@ -109,17 +110,23 @@ class PhotoCache:
     async def check(self, image: ImageInput) -> Answer | None:
         """The stored answer for this photo, copied; None when it is to be sent (a URL, a photo
         not rated before, or a file that cannot be read: sending says why)."""
+        found, _ = await self._check(image)
+        return found
+
+    async def _check(self, image: ImageInput) -> tuple[Answer | None, str | None]:
+        """`check`, and the photo's key (None: a URL or an unread file), computed once."""
         if image.path is None:
-            return None
+            return None, None
         try:
             source = await asyncio.to_thread(read_source, image.path)
         except PermanentImageError:
-            return None
-        found = await self._lookup.find(self.key(source.sha256))
+            return None, None
+        key = self.key(source.sha256)
+        found = await self._lookup.find(key)
         if found is None:
             self._sources[image.id] = source.data
-            self._digests[image.id] = source.sha256
-        return found
+            self._read[image.id] = (source.sha256, key)
+        return found, key
 
     def take(self, image_id: str) -> bytes | None:
         """The photo's bytes read by `check`, once (a retry reads the file again)."""
@@ -128,10 +135,12 @@ class PhotoCache:
     def keyed(self, image_id: str, answer: Answer, provider: str, model: str) -> Answer:
         """The answer with the key it is stored under, for the provider and model that gave
         it; unchanged for a photo without one (a URL)."""
-        digest = self._digests.pop(image_id, None)
-        if digest is None:
+        read = self._read.pop(image_id, None)
+        if read is None:
             return answer
-        keyed = replace(answer, cache_key=self.key(digest, provider, model))
+        digest, own = read
+        theirs = own if (provider, model) == (self._provider, self._model) else None
+        keyed = replace(answer, cache_key=theirs or self.key(digest, provider, model))
         key = self._leading.pop(image_id, None)
         if key is not None:  # its followers, and copies checked in the next seconds, are free
             free = replace(keyed, usage=Usage(), limits=None, cached=True, tier=None)
@@ -153,18 +162,18 @@ class PhotoCache:
     def keys_of(self, image_ids: Iterable[str], provider: str, model: str) -> list[tuple[str, str]]:
         """(image id, key) of those photos read and not yet answered (economy mode stores
         them with its batch, for answers a later process collects)."""
-        digests = self._digests
+        read = self._read
         return [
-            (image_id, self.key(digests[image_id], provider, model))
+            (image_id, self.key(read[image_id][0], provider, model))
             for image_id in image_ids
-            if image_id in digests
+            if image_id in read
         ]
 
     def forget(self, image_id: str) -> None:
         """A photo that will not be sent (it failed, or the job stopped): the photos following
         it are sent themselves."""
         self._sources.pop(image_id, None)
-        self._digests.pop(image_id, None)
+        self._read.pop(image_id, None)
         leader = self._leaders.pop(self._leading.pop(image_id, ""), None)
         if leader is not None and not leader.done():
             leader.set_result(None)
@@ -172,10 +181,10 @@ class PhotoCache:
     def seen_before(self, image_id: str) -> bool:
         """Whether a photo checked and not found has the key of one checked before it in this
         run (a copy within the shoot: the dry run counts it as free, as `screen` makes it)."""
-        digest = self._digests.get(image_id)
-        if digest is None:
+        read = self._read.get(image_id)
+        if read is None:
             return False
-        key = self.key(digest)
+        key = read[1]
         if key in self._seen:
             return True
         self._seen.add(key)
@@ -184,11 +193,9 @@ class PhotoCache:
     async def _screen_one(self, image: ImageInput) -> Checked:
         """`check`, then: the answer of the photo in flight this one follows (a future), or
         None when this one is to be sent (it leads those with its key that come after it)."""
-        found = await self.check(image)
-        digest = self._digests.get(image.id)
-        if found is not None or digest is None:
+        found, key = await self._check(image)
+        if found is not None or key is None:
             return found
-        key = self.key(digest)
         recent = self._recent.get(key)
         if recent is not None:  # answered a moment ago, maybe not yet in the store
             self.forget(image.id)
@@ -198,9 +205,8 @@ class PhotoCache:
             self._leaders[key] = asyncio.get_running_loop().create_future()
             self._leading[image.id] = key
             return None
-        self._sources.pop(image.id, None)  # not sent unless the one it follows fails
-        self._digests.pop(image.id, None)
-        return leader
+        self._sources.pop(image.id, None)  # not sent unless the one it follows fails (then
+        return leader  # read again, and keyed when answered: its key stays)
 
     async def screen(
         self,
@@ -211,7 +217,7 @@ class PhotoCache:
         flight with its content, goes to `hit` instead (a follower whose leader failed comes
         later in the stream). A few photos are checked at once ahead of the one asked for."""
         ahead: deque[tuple[ImageInput, asyncio.Task[Checked]]] = deque()
-        followers = _Followers(hit)
+        followers = _Followers(hit, self.forget)
         try:
             async for image in _each(images):
                 ahead.append((image, asyncio.ensure_future(self._screen_one(image))))
@@ -241,8 +247,11 @@ Checked: TypeAlias = "Answer | asyncio.Future[Answer | None] | None"
 class _Followers:
     """Photos waiting for the answer of the photo in flight they are copies of."""
 
-    def __init__(self, hit: Callable[[ImageInput, Answer], None]) -> None:
+    def __init__(
+        self, hit: Callable[[ImageInput, Answer], None], done: Callable[[str], None]
+    ) -> None:
         self.hit = hit
+        self._done = done  # a follower given its copy: nothing of it is kept
         self._waiting: set[asyncio.Task[None]] = set()
         self.released: deque[ImageInput] = deque()  # their leader failed: to be sent
 
@@ -256,6 +265,7 @@ class _Followers:
         if answer is None:
             self.released.append(image)
         else:
+            self._done(image.id)
             self.hit(image, answer)
 
     async def next_released(self) -> bool:
